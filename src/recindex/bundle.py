@@ -1,0 +1,184 @@
+"""Versioned bundles: a directory holding everything needed to serve and reproduce a trained model.
+
+Layout:
+    manifest.json          bundle id, model class and shape, resolved config, dataset fingerprint,
+                           embedding dim and metric, code version, sha256 of every other file
+    weights.pt             model state dict (read back with torch.load(weights_only=True))
+    item_embeddings.npy    (n_items, dim) float32, L2-normalised: what an index is built from
+    metrics.json           validation and test metrics of the training run, training history
+    data/                  the interactions (id maps, sequences, features) the model was trained on
+
+A bundle is written to a temporary sibling directory and renamed into place, so a failed run never
+leaves a half-written bundle. Loading verifies every checksum before anything is deserialised.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import recindex
+from recindex.config import ExperimentConfig, from_dict
+from recindex.data.interactions import Interactions
+from recindex.data.storage import load_interactions, save_interactions
+from recindex.errors import BundleError
+from recindex.models.two_tower import TwoTowerModel, TwoTowerShape
+
+FORMAT_VERSION = 1
+MODEL_CLASSES = {"recindex.models.two_tower.TwoTowerModel": TwoTowerModel}
+
+
+@dataclass
+class Bundle:
+    path: Path
+    manifest: dict
+    model: TwoTowerModel
+    data: Interactions
+    item_embeddings: np.ndarray
+    config: ExperimentConfig
+    metrics: dict
+
+    @property
+    def bundle_id(self) -> str:
+        return self.manifest["bundle_id"]
+
+    @property
+    def trained_items(self) -> np.ndarray:
+        return self.model.item_tower.trained[:-1].numpy().copy()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def code_version() -> dict[str, str | None]:
+    commit = None
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True,
+            timeout=5, check=True,
+        ).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"package": recindex.__version__, "git_commit": commit}
+
+
+def save_bundle(out: Path, model: TwoTowerModel, data: Interactions, config: ExperimentConfig,
+                metrics: dict, *, overwrite: bool = False) -> Path:
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise BundleError(f"{out} already exists and is not empty; choose another --out or pass --overwrite")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        torch.save(model.state_dict(), staging / "weights.pt")
+        with torch.no_grad():
+            embeddings = model.item_vectors().numpy().astype(np.float32)
+        np.save(staging / "item_embeddings.npy", embeddings, allow_pickle=False)
+        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+        save_interactions(data, staging / "data")
+        files = {
+            str(p.relative_to(staging)): sha256_file(p) for p in sorted(staging.rglob("*")) if p.is_file()
+        }
+        created = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        bundle_id = f"{data.name}-{model.config.encoder}-{created}-{files['weights.pt'][:8]}"
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "bundle_id": bundle_id,
+            "created": created,
+            "model_class": f"{TwoTowerModel.__module__}.{TwoTowerModel.__name__}",
+            "model_shape": dataclasses.asdict(model.shape),
+            "config": config.to_dict(),
+            "dataset": {
+                "name": data.name,
+                "fingerprint": data.fingerprint(),
+                "n_users": data.n_users,
+                "n_items": data.n_items,
+                "n_interactions": data.n_interactions,
+            },
+            "embedding": {"dim": model.config.dim, "metric": "ip", "normalized": True,
+                          "temperature": model.temperature},
+            "code_version": code_version(),
+            "files": files,
+        }
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
+
+
+def read_manifest(path: Path) -> dict:
+    manifest_path = Path(path) / "manifest.json"
+    if not manifest_path.is_file():
+        raise BundleError(f"{path} is not a bundle: no manifest.json")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise BundleError(f"{manifest_path}: not valid JSON ({error})") from None
+    required = ("format_version", "bundle_id", "model_class", "model_shape", "config", "dataset",
+                "embedding", "files")
+    missing = [key for key in required if key not in manifest]
+    if missing:
+        raise BundleError(f"{manifest_path}: missing keys {missing}")
+    if manifest["format_version"] != FORMAT_VERSION:
+        raise BundleError(f"{manifest_path}: format version {manifest['format_version']} is not supported "
+                          f"(this recindex reads version {FORMAT_VERSION})")
+    return manifest
+
+
+def verify_files(path: Path, manifest: dict) -> None:
+    for name, expected in manifest["files"].items():
+        file = (Path(path) / name).resolve()
+        if Path(path).resolve() not in file.parents:
+            raise BundleError(f"{path}: manifest lists a file outside the bundle: {name!r}")
+        if not file.is_file():
+            raise BundleError(f"{path}: file {name} listed in the manifest is missing")
+        actual = sha256_file(file)
+        if actual != expected:
+            raise BundleError(f"{path}: {name} is corrupt (sha256 {actual[:12]}..., manifest says "
+                              f"{expected[:12]}...)")
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    path = Path(path)
+    manifest = read_manifest(path)
+    verify_files(path, manifest)
+    model_class = MODEL_CLASSES.get(manifest["model_class"])
+    if model_class is None:
+        raise BundleError(f"{path}: unknown model class {manifest['model_class']!r}")
+    config = from_dict(manifest["config"], f"{path}/manifest.json")
+    data = load_interactions(path / "data")
+    if data.fingerprint() != manifest["dataset"]["fingerprint"]:
+        raise BundleError(f"{path}: stored interactions do not match the manifest's dataset fingerprint")
+    shape = TwoTowerShape(**manifest["model_shape"])
+    model = model_class(shape, config.model)
+    try:
+        state = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, ValueError, KeyError) as error:
+        raise BundleError(f"{path}: weights do not fit the model described in the manifest ({error})") from None
+    model.eval()
+    embeddings = np.load(path / "item_embeddings.npy", allow_pickle=False)
+    if embeddings.shape != (shape.n_items, manifest["embedding"]["dim"]):
+        raise BundleError(f"{path}: item_embeddings.npy has shape {embeddings.shape}, expected "
+                          f"({shape.n_items}, {manifest['embedding']['dim']})")
+    metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
+    return Bundle(path, manifest, model, data, embeddings, config, metrics)

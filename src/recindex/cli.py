@@ -1,0 +1,174 @@
+"""The `recindex` command line: data | train | evaluate | recommend.
+
+User mistakes (bad files, unknown ids, corrupt bundles) print one clear line and exit with status 2;
+nothing a user can cause ends in a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from recindex.errors import RecIndexError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Retrieval for recommender systems.")
+data_app = typer.Typer(no_args_is_help=True, help="Inspect and fetch datasets.")
+app.add_typer(data_app, name="data")
+console = Console()
+errors = Console(stderr=True)
+
+DATA_DIR = typer.Option(None, "--data-dir", help="Folder with the datasets (else $RECINDEX_DATA_DIR, "
+                        "else ../shared/data).")
+
+
+@data_app.command("stats")
+def data_stats(dataset: str = typer.Argument(..., help="A name (beauty, ml-100k, synthetic, ...) or a path."),
+               data_dir: Path | None = DATA_DIR) -> None:
+    """Counts, sequence lengths and features of a dataset."""
+    from recindex.data.registry import load_dataset
+
+    data = load_dataset(dataset, data_dir)
+    lengths = data.lengths()
+    counts = data.item_counts()
+    table = Table(title=f"dataset {data.name}", show_header=False)
+    rows = [
+        ("users", f"{data.n_users:,}"), ("items", f"{data.n_items:,}"),
+        ("interactions", f"{data.n_interactions:,}"),
+        ("density", f"{data.n_interactions / max(1, data.n_users * data.n_items):.6f}"),
+        ("sequence length min / median / mean / max",
+         f"{lengths.min()} / {int(np.median(lengths))} / {lengths.mean():.2f} / {lengths.max()}"),
+        ("item count min / median / max", f"{counts.min()} / {int(np.median(counts))} / {counts.max()}"),
+        ("timestamps", "yes" if data.timestamps is not None else "no"),
+        ("item feature tokens", f"{data.item_features.n_tokens:,}" if data.item_features else "none"),
+        ("user feature fields", ", ".join(sorted(data.user_features.codes)) if data.user_features else "none"),
+        ("fingerprint", data.fingerprint()[:16]),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)
+
+
+@data_app.command("download")
+def data_download(name: str = typer.Argument(..., help="beauty, sports, home-kitchen, lastfm or ml-100k."),
+                  data_dir: Path = typer.Option(Path("data"), "--data-dir", help="Where to put the files.")) -> None:
+    """Fetch a public dataset and verify its checksums."""
+    from recindex.data.download import download
+
+    folder = download(name, data_dir)
+    console.print(f"[green]{name}[/] is in {folder}")
+
+
+@app.command()
+def train(
+    config: Path | None = typer.Option(None, "--config", help="TOML recipe, e.g. configs/beauty_two_tower.toml."),
+    overrides: list[str] = typer.Option([], "--set", help="Override a setting: section.key=value."),
+    out: Path = typer.Option(..., "--out", help="Bundle directory to write."),
+    dataset: str | None = typer.Option(None, "--dataset", help="Name or path; overrides data.dataset."),
+    data_dir: Path | None = DATA_DIR,
+    seed: int | None = typer.Option(None, "--seed", help="Makes the run repeatable; overrides train.seed."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle at --out."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+) -> None:
+    """Train a two-tower model, evaluate it and write a versioned bundle."""
+    from recindex.config import load_config
+    from recindex.eval.report import metrics_table
+    from recindex.experiment import run_experiment
+
+    extra = list(overrides)
+    if dataset is not None:
+        extra.append(f"data.dataset={json.dumps(dataset)}")
+    if data_dir is not None:
+        extra.append(f"data.data_dir={json.dumps(str(data_dir))}")
+    if seed is not None:
+        extra.append(f"train.seed={seed}")
+    settings = load_config(config, extra)
+    result = run_experiment(settings, out, progress=not quiet, log=None if quiet else errors.print,
+                            overwrite=overwrite)
+    rows = {"valid": result.valid, "test": result.test}
+    title = (f"{result.data.name}, {settings.data.split}, full ranking, "
+             f"history {'masked' if settings.eval.exclude_seen else 'not masked'}")
+    console.print(metrics_table(rows, title))
+    console.print(f"best epoch {result.training.best_epoch} of {result.training.epochs_run}, "
+                  f"training {result.training.seconds:.0f}s; bundle: {result.bundle_path}")
+
+
+@app.command()
+def evaluate(
+    bundle: Path = typer.Argument(..., help="A bundle directory written by 'recindex train'."),
+    split: str = typer.Option("test", "--split", help="valid or test."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the metrics to this JSON file."),
+    exclude_seen: bool = typer.Option(True, "--exclude-seen/--include-seen",
+                                      help="Mask the user's history from the ranking (the protocol default)."),
+) -> None:
+    """Evaluate a bundle on its own data and split, and compare with the training run."""
+    from recindex.bundle import load_bundle
+    from recindex.eval.report import metrics_table
+    from recindex.experiment import evaluate_bundle
+
+    if split not in ("valid", "test"):
+        raise RecIndexError(f"--split must be 'valid' or 'test', got {split!r}")
+    loaded = load_bundle(bundle)
+    metrics = evaluate_bundle(loaded, split, exclude_seen)
+    rows = {f"{split} (now)": metrics}
+    stored = loaded.metrics.get(split)
+    same_setting = loaded.metrics.get("exclude_seen", True) == exclude_seen
+    if stored and same_setting:
+        rows[f"{split} (training run)"] = stored
+    console.print(metrics_table(rows, f"{loaded.bundle_id}: {split}, history "
+                                      f"{'masked' if exclude_seen else 'not masked'}"))
+    if stored and same_setting:
+        same = all(metrics.get(k) == v for k, v in stored.items())
+        console.print("[green]identical to the training run[/]" if same
+                      else "[yellow]differs from the training run[/]")
+    if json_out is not None:
+        json_out.write_text(json.dumps({"bundle_id": loaded.bundle_id, "split": split,
+                                        "exclude_seen": exclude_seen, "metrics": metrics}, indent=2))
+
+
+@app.command()
+def recommend(
+    bundle: Path = typer.Argument(..., help="A bundle directory."),
+    user: str = typer.Option(..., "--user", help="A user id as it appears in the data."),
+    k: int = typer.Option(10, "-k", "--k", min=1, max=1000, help="How many items."),
+    include_seen: bool = typer.Option(False, "--include-seen", help="Allow items the user already has."),
+) -> None:
+    """Show a user's history and the items the model retrieves for them."""
+    from recindex.bundle import load_bundle
+    from recindex.recommend import describe_item, recommend_for_user
+
+    loaded = load_bundle(bundle)
+    history, items, scores = recommend_for_user(loaded, user, k, exclude_seen=not include_seen)
+    table = Table(title=f"user {user}: history (oldest first)")
+    table.add_column("#", justify="right")
+    table.add_column("item")
+    table.add_column("about")
+    for position, item in enumerate(history[-20:], start=max(1, len(history) - 19)):
+        table.add_row(str(position), *describe_item(loaded.data, int(item)))
+    console.print(table)
+    table = Table(title=f"top {k} from {loaded.bundle_id}")
+    for column in ("rank", "item", "about", "score"):
+        table.add_column(column, justify="right" if column in ("rank", "score") else "left")
+    for rank, (item, score) in enumerate(zip(items, scores, strict=True), start=1):
+        table.add_row(str(rank), *describe_item(loaded.data, int(item)), f"{score:.4f}")
+    console.print(table)
+
+
+def main() -> None:
+    try:
+        app()
+    except RecIndexError as error:
+        errors.print(f"[red]error:[/] {error}")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        errors.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""Run configuration: frozen dataclasses <- a TOML file <- `--set section.key=value` overrides.
+
+Models and trainers receive their own section (composition): nothing reads a global config object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from recindex.errors import RecIndexError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "beauty"  # a known name, `synthetic[:k=v,...]`, or a path
+    data_dir: str | None = None
+    split: str = "leave_one_out"  # leave_one_out | temporal | cold_item
+    cold_share: float = 0.1
+    split_seed: int = 0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    encoder: str = "sasrec"  # sasrec (causal self-attention) | mean (mean pooling)
+    dim: int = 64
+    max_len: int = 50  # the user tower reads the last `max_len` items
+    layers: int = 2
+    heads: int = 2
+    dropout: float = 0.2
+    temperature: float = 0.05
+    item_features: bool = True  # add the attribute bag to the item tower
+    user_features: bool = True  # add user feature embeddings to the user tower when the data has them
+    id_dropout: float = 0.0  # share of items whose ID embedding is dropped per batch (teaches content-only)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 50
+    batch_size: int = 256  # users per batch; every position of their sequences is a training example
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    negatives: str = "mixed"  # in_batch | mixed (in-batch + uniform) | full (whole catalogue)
+    uniform_negatives: int = 1024  # extra uniformly sampled negatives per batch (mixed)
+    logq_correction: bool = True
+    frequency_decay: float = 0.05  # streaming frequency estimator's learning rate
+    hard_negatives: int = 0  # per example, mined from the current model's top ranks
+    hard_negative_every: int = 5  # epochs between mining rounds
+    hard_negative_pool: int = 100  # mine among each user's top-N non-target items
+    patience: int = 5  # epochs without validation Recall@10 gain before stopping
+    eval_every: int = 1
+    seed: int = 0
+    threads: int = 2
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    ks: tuple[int, ...] = (5, 10, 20, 50, 100)
+    exclude_seen: bool = True
+    batch_size: int = 1024
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    text = str(annotation)
+    if value is None and "None" in text:
+        return None
+    if "tuple" in text:
+        if not isinstance(value, list | tuple) or not all(isinstance(v, int) for v in value):
+            raise RecIndexError(f"{where}: expected a list of integers, got {value!r}")
+        return tuple(value)
+    for kind in (bool, int, float, str):
+        if text.startswith(kind.__name__) or text == f"<class '{kind.__name__}'>":
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                return float(value)
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise RecIndexError(f"{where}: expected {kind.__name__}, got {value!r}")
+            return value
+    return value
+
+
+def _section(cls, values: dict[str, Any], where: str):
+    hints = get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - known
+    if unknown:
+        raise RecIndexError(f"{where}: unknown key(s) {sorted(unknown)}; valid keys: {sorted(known)}")
+    return cls(**{k: _coerce(v, hints[k], f"{where}.{k}") for k, v in values.items()})
+
+
+def from_dict(raw: dict[str, Any], where: str = "config") -> ExperimentConfig:
+    sections = {f.name: f.type for f in dataclasses.fields(ExperimentConfig)}
+    unknown = set(raw) - set(sections)
+    if unknown:
+        raise RecIndexError(f"{where}: unknown section(s) {sorted(unknown)}; valid: {sorted(sections)}")
+    hints = get_type_hints(ExperimentConfig)
+    built = {}
+    for name, values in raw.items():
+        if not isinstance(values, dict):
+            raise RecIndexError(f"{where}: [{name}] must be a table")
+        built[name] = _section(hints[name], values, f"{where} [{name}]")
+    return ExperimentConfig(**built)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`train.lr=0.001` -> (['train', 'lr'], 0.001). Values are TOML; bare words are strings."""
+    if "=" not in text:
+        raise RecIndexError(f"--set {text!r}: expected section.key=value, e.g. train.lr=0.001")
+    key, value = text.split("=", 1)
+    path = key.strip().split(".")
+    if len(path) != 2 or not all(path):
+        raise RecIndexError(f"--set {text!r}: the key must be section.key, e.g. model.dim")
+    try:
+        parsed = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value
+    return path, parsed
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    raw: dict[str, Any] = {}
+    where = "config"
+    if path is not None:
+        path = Path(path)
+        where = str(path)
+        if not path.exists():
+            raise RecIndexError(f"config file {path} does not exist")
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as error:
+            raise RecIndexError(f"{path}: invalid TOML: {error}") from None
+    for text in overrides or []:
+        (section, key), value = parse_override(text)
+        raw.setdefault(section, {})[key] = value
+    return from_dict(raw, where)

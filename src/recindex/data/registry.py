@@ -1,0 +1,118 @@
+"""Resolve a dataset spec to `Interactions`: a known name, a path in a supported format, or `synthetic`.
+
+Names resolve inside a data directory: `--data-dir`, else `$RECINDEX_DATA_DIR`, else `../shared/data`
+(relative to the working directory) when it exists.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from recindex.data.interactions import Interactions
+from recindex.errors import RecIndexError
+
+
+@dataclass(frozen=True)
+class KnownDataset:
+    folder: str
+    loader: Callable[[Path], Interactions]
+    description: str
+
+
+def _s3rec(stem: str, name: str) -> Callable[[Path], Interactions]:
+    def load(folder: Path) -> Interactions:
+        from recindex.data.s3rec import load_s3rec
+
+        attributes = folder / f"{stem}_item2attributes.json"
+        return load_s3rec(
+            folder / f"{stem}.txt",
+            attributes if attributes.exists() else None,
+            folder / f"{stem}_attribute_names.json",
+            name=name,
+        )
+
+    return load
+
+
+def _movielens(folder: Path) -> Interactions:
+    from recindex.data.movielens import load_movielens_100k
+
+    return load_movielens_100k(folder)
+
+
+KNOWN_DATASETS: dict[str, KnownDataset] = {
+    "beauty": KnownDataset("amazon-beauty", _s3rec("Beauty", "beauty"), "Amazon Beauty 5-core (S3-Rec)"),
+    "sports": KnownDataset(
+        "amazon-sports", _s3rec("Sports_and_Outdoors", "sports"), "Amazon Sports and Outdoors 5-core"
+    ),
+    "home-kitchen": KnownDataset(
+        "amazon-home-kitchen", _s3rec("Home_and_Kitchen", "home-kitchen"), "Amazon Home and Kitchen 5-core"
+    ),
+    "lastfm": KnownDataset("lastfm", _s3rec("LastFM", "lastfm"), "Last.fm (HetRec 2011) with tags"),
+    "ml-100k": KnownDataset("ml-100k", _movielens, "MovieLens 100K with genres, year and demographics"),
+}
+
+
+def default_data_dir() -> Path | None:
+    env = os.environ.get("RECINDEX_DATA_DIR")
+    if env:
+        return Path(env)
+    candidate = Path("../shared/data")
+    return candidate if candidate.is_dir() else None
+
+
+def load_dataset(spec: str, data_dir: str | Path | None = None) -> Interactions:
+    """Load `spec`: a known name, `synthetic[:key=value,...]`, or a file/directory path."""
+    if spec == "synthetic" or spec.startswith("synthetic:"):
+        from recindex.data.synthetic import SyntheticConfig, generate
+
+        return generate(SyntheticConfig.from_spec(spec))
+    if spec in KNOWN_DATASETS:
+        known = KNOWN_DATASETS[spec]
+        root = Path(data_dir) if data_dir is not None else default_data_dir()
+        if root is None:
+            raise RecIndexError(
+                f"dataset {spec!r} needs a data directory: pass --data-dir, set RECINDEX_DATA_DIR, "
+                f"or fetch it with 'recindex data download {spec}'"
+            )
+        folder = root / known.folder
+        if not folder.is_dir():
+            raise RecIndexError(
+                f"dataset {spec!r} not found: no folder {folder}. "
+                f"Fetch it with 'recindex data download {spec} --data-dir {root}'"
+            )
+        return known.loader(folder)
+    path = Path(spec)
+    if path.exists():
+        return load_path(path)
+    names = ", ".join([*KNOWN_DATASETS, "synthetic"])
+    raise RecIndexError(f"unknown dataset {spec!r}: not a file or folder, and not one of {names}")
+
+
+def load_path(path: Path) -> Interactions:
+    """Load a file or folder by its form: ML-100K folder, S3-Rec .txt, CSV or Parquet."""
+    if path.is_dir():
+        if (path / "u.data").exists():
+            return _movielens(path)
+        raise RecIndexError(f"{path}: a folder must be a MovieLens-100K folder (with u.data)")
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        from recindex.data.s3rec import load_s3rec
+
+        stem = path.stem
+        attributes = path.with_name(f"{stem}_item2attributes.json")
+        return load_s3rec(
+            path,
+            attributes if attributes.exists() else None,
+            path.with_name(f"{stem}_attribute_names.json"),
+        )
+    if suffix in (".csv", ".tsv", ".parquet", ".pq"):
+        from recindex.data.tabular import load_table
+
+        return load_table(path)
+    raise RecIndexError(
+        f"{path}: unsupported file type {suffix!r}; expected .txt (S3-Rec), .csv, .tsv or .parquet"
+    )

@@ -1,0 +1,94 @@
+"""Loader for the S3-Rec sequence text format: one line per user, `user item item ...` in time order.
+
+An optional `*_item2attributes.json` side file (`{"item": [attribute, ...]}`) gives item content
+features, and an optional `*_attribute_names.json` (`{"attribute": "name"}`) names them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from recindex.data.interactions import Interactions, ItemFeatures
+from recindex.errors import DataFormatError
+
+
+def load_s3rec(
+    path: str | Path,
+    attributes_path: str | Path | None = None,
+    attribute_names_path: str | Path | None = None,
+    name: str | None = None,
+) -> Interactions:
+    path = Path(path)
+    users: list[str] = []
+    sequences_raw: list[list[str]] = []
+    seen_users: dict[str, int] = {}
+    with open(path, encoding="utf-8", errors="strict") as handle:
+        try:
+            for line_no, line in enumerate(handle, start=1):
+                fields = line.split()
+                if not fields:
+                    continue
+                if len(fields) < 2:
+                    raise DataFormatError(path, line_no, "'user item [item ...]' (at least one item)", line)
+                user = fields[0]
+                if user in seen_users:
+                    raise DataFormatError(
+                        path, line_no, f"one line per user, but user {user!r} also has line "
+                        f"{seen_users[user]}", line.strip()
+                    )
+                seen_users[user] = line_no
+                users.append(user)
+                sequences_raw.append(fields[1:])
+        except UnicodeDecodeError as error:
+            raise DataFormatError(path, None, f"UTF-8 text ({error})") from None
+    if not users:
+        raise DataFormatError(path, None, "at least one line 'user item [item ...]'", "an empty file")
+
+    item_index: dict[str, int] = {}
+    sequences = []
+    for raw in sequences_raw:
+        sequences.append([item_index.setdefault(item, len(item_index)) for item in raw])
+    item_ids = _natural_ids(list(item_index))
+    features = None
+    if attributes_path is not None:
+        features = _load_item_attributes(Path(attributes_path), item_index, attribute_names_path)
+    return Interactions.from_sequences(
+        _natural_ids(users), item_ids, sequences, item_features=features, name=name or path.stem
+    )
+
+
+def _natural_ids(ids: list[str]) -> np.ndarray:
+    """Integer ids stay integers (so `--user 42` matches), anything else stays a string."""
+    if all(i.isdigit() for i in ids):
+        return np.asarray([int(i) for i in ids], np.int64)
+    return np.asarray(ids, dtype=object)
+
+
+def _load_item_attributes(
+    path: Path, item_index: dict[str, int], names_path: str | Path | None
+) -> ItemFeatures:
+    try:
+        mapping = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise DataFormatError(path, error.lineno, f"valid JSON ({error.msg})") from None
+    if not isinstance(mapping, dict):
+        raise DataFormatError(path, 1, 'a JSON object {"item_id": [attribute_id, ...]}')
+    names: dict[str, str] = {}
+    if names_path is not None and Path(names_path).exists():
+        names = {str(k): str(v) for k, v in json.loads(Path(names_path).read_text("utf-8")).items()}
+    token_index: dict[str, int] = {}
+    token_lists: list[list[int]] = [[] for _ in item_index]
+    for item, attributes in mapping.items():
+        if not isinstance(attributes, list):
+            raise DataFormatError(path, None, f"a list of attribute ids for item {item!r}", repr(attributes))
+        index = item_index.get(str(item))
+        if index is None:
+            continue  # attributes of items with no interactions are of no use here
+        # Duplicates within one item's list carry no extra meaning: keep the first occurrence.
+        tokens = dict.fromkeys(token_index.setdefault(str(a), len(token_index)) for a in attributes)
+        token_lists[index] = list(tokens)
+    token_names = [names.get(raw, f"attr:{raw}") for raw in token_index]
+    return ItemFeatures.from_lists(token_lists, token_names)

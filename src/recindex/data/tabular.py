@@ -1,0 +1,268 @@
+"""Loader for interaction tables: CSV, TSV or Parquet with one row per interaction.
+
+Columns: `user` and `item` (required); `timestamp` (integer epoch seconds or an ISO date/datetime,
+naive times read as UTC); `item_<field>` item content features (value `A|B` gives tokens `field=A`,
+`field=B`); `user_<field>` categorical user features. Anything else is ignored with a warning, so that
+a stray column (say, `rating`) does not silently change meaning.
+
+CSV cells are read as text, so that ids like `007` and feature values keep their exact spelling; ids
+that are all canonical integers become ints either way, so the same data gives the same
+`Interactions` (and fingerprint) from CSV and from Parquet.
+"""
+
+from __future__ import annotations
+
+import csv
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from recindex.data.interactions import Interactions, ItemFeatures, UserFeatures
+from recindex.errors import DataFormatError, RecIndexError
+
+_SUFFIXES = {".csv": ",", ".tsv": "\t", ".parquet": None, ".pq": None}
+_INT_PATTERN = r"^(0|-?[1-9][0-9]{0,17})$"  # canonical integers that fit in int64
+
+
+class _Table:
+    """A read table plus how to name a row in messages (CSV line with header = 1, or Parquet row)."""
+
+    def __init__(self, path: Path, table: pa.Table, delimiter: str | None):
+        self.path, self.table, self.delimiter = path, table, delimiter
+
+    def error(self, row: int, expected: str, found: str | None) -> DataFormatError:
+        if self.delimiter is None:
+            return DataFormatError(self.path, None, f"{expected} (row {row + 1})", found)
+        return DataFormatError(self.path, _csv_line_of_row(self.path, self.delimiter, row), expected, found)
+
+
+def load_table(path: Path) -> Interactions:
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in _SUFFIXES:
+        raise RecIndexError(f"{path}: unsupported table type {suffix!r}; expected .csv, .tsv or .parquet")
+    source = _read(path, _SUFFIXES[suffix])
+    table = source.table
+    names = table.column_names
+    header_line = None if source.delimiter is None else 1
+    for required in ("user", "item"):
+        if required not in names:
+            hint = f"; rename '{required}_id' to '{required}'" if f"{required}_id" in names else ""
+            raise DataFormatError(
+                path, header_line, f"a column named '{required}' (columns found: {', '.join(names)}){hint}"
+            )
+    if table.num_rows == 0:
+        raise DataFormatError(path, None, "at least one row of data", "no rows")
+    item_fields = [n for n in names if n.startswith("item_") and len(n) > len("item_")]
+    user_fields = [n for n in names if n.startswith("user_") and len(n) > len("user_")]
+    ignored = [n for n in names if n not in ("user", "item", "timestamp", *item_fields, *user_fields)]
+    if ignored:
+        warnings.warn(
+            f"{path}: ignoring column(s) {', '.join(ignored)} (only user, item, timestamp, "
+            "item_<field> and user_<field> are used)",
+            stacklevel=2,
+        )
+
+    users = _ids(source, "user")
+    items = _ids(source, "item")
+    stamps = _timestamps(source) if "timestamp" in names else None
+    item_features = _item_features(table, item_fields, *_first_appearance(items)) if item_fields else None
+    user_features = _user_features(table, user_fields, *_first_appearance(users)) if user_fields else None
+    return Interactions.from_triples(
+        users, items, stamps, item_features=item_features, user_features=user_features, name=path.stem
+    )
+
+
+def _read(path: Path, delimiter: str | None) -> _Table:
+    if delimiter is None:
+        import pyarrow.parquet as pq
+
+        try:
+            return _Table(path, pq.read_table(path), None)
+        except (pa.ArrowInvalid, OSError) as error:
+            raise DataFormatError(path, None, "a Parquet file", str(error)) from None
+    import pyarrow.csv as pacsv
+
+    header = _csv_header(path, delimiter)
+    if header is None:
+        raise DataFormatError(path, None, "a header line naming the columns", "an empty file")
+    duplicates = sorted({n for n in header if header.count(n) > 1})
+    if duplicates:
+        raise DataFormatError(path, 1, "distinct column names", ", ".join(duplicates))
+    options = pacsv.ConvertOptions(
+        column_types={name: pa.string() for name in header},  # text as written; we convert ourselves
+        strings_can_be_null=True,
+        null_values=[""],  # only empty cells are missing: 'NA' may be a real value (a country, a tag)
+    )
+    try:
+        table = pacsv.read_csv(
+            path, parse_options=pacsv.ParseOptions(delimiter=delimiter), convert_options=options
+        )
+    except pa.ArrowInvalid as error:
+        line = _csv_bad_line(path, delimiter, len(header))
+        expected = f"{len(header)} {'tab' if delimiter == chr(9) else 'comma'}-separated cells per row"
+        raise DataFormatError(path, line, expected, str(error)) from None
+    return _Table(path, table, delimiter)
+
+
+def _csv_header(path: Path, delimiter: str) -> list[str] | None:
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            return next(csv.reader(handle, delimiter=delimiter), None)
+    except UnicodeDecodeError as error:
+        raise DataFormatError(path, 1, f"UTF-8 text ({error})") from None
+
+
+def _csv_rows(path: Path, delimiter: str):
+    """(first physical line, cells) of each non-empty row after the header, as pyarrow counts rows."""
+    with open(path, encoding="utf-8-sig", newline="", errors="replace") as handle:
+        reader = csv.reader(handle, delimiter=delimiter)
+        next(reader, None)
+        last = reader.line_num
+        for cells in reader:
+            start, last = last + 1, reader.line_num
+            if cells:  # pyarrow skips empty lines, so they have no row number
+                yield start, cells
+
+
+def _csv_line_of_row(path: Path, delimiter: str, row: int) -> int | None:
+    """The file line where data row `row` (0-based) starts; only computed when reporting an error."""
+    for index, (line, _) in enumerate(_csv_rows(path, delimiter)):
+        if index == row:
+            return line
+    return None
+
+
+def _csv_bad_line(path: Path, delimiter: str, width: int) -> int | None:
+    return next((line for line, cells in _csv_rows(path, delimiter) if len(cells) != width), None)
+
+
+def _ids(source: _Table, name: str) -> np.ndarray:
+    column = source.table.column(name)
+    nulls = pc.is_null(column).to_numpy(zero_copy_only=False)
+    if nulls.any():
+        row = int(np.flatnonzero(nulls)[0])
+        raise source.error(row, f"an id in column '{name}'", "an empty cell")
+    if pa.types.is_integer(column.type):
+        return column.to_numpy().astype(np.int64)
+    if pa.types.is_floating(column.type):
+        # Integer ids often come back as floats from tools that had a missing value somewhere.
+        values = column.to_numpy()
+        if np.all(np.isfinite(values) & (values == np.floor(values))):
+            return values.astype(np.int64)
+    text = column.cast(pa.string())
+    if pc.all(pc.match_substring_regex(text, _INT_PATTERN)).as_py():
+        return text.cast(pa.int64()).to_numpy()
+    return np.asarray(text.to_pylist(), dtype=object)
+
+
+def _timestamps(source: _Table) -> np.ndarray:
+    column = source.table.column("timestamp").combine_chunks()
+    kind = column.type
+    nulls = pc.is_null(column).to_numpy(zero_copy_only=False)
+    if nulls.any():
+        row = int(np.flatnonzero(nulls)[0])
+        raise source.error(row, "a timestamp (epoch seconds or an ISO date)", "an empty cell")
+    if pa.types.is_integer(kind):
+        return column.to_numpy().astype(np.int64)
+    if pa.types.is_floating(kind):
+        values = column.to_numpy()
+        bad = ~np.isfinite(values) | (values != np.floor(values))
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise source.error(row, "a timestamp in whole seconds", repr(float(values[row])))
+        return values.astype(np.int64)
+    if pa.types.is_timestamp(kind):
+        per_second = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[kind.unit]
+        return column.view(pa.int64()).to_numpy() // per_second  # stored as UTC whatever the zone
+    if pa.types.is_date32(kind):
+        return column.view(pa.int32()).to_numpy().astype(np.int64) * 86_400
+    if pa.types.is_date64(kind):
+        return column.view(pa.int64()).to_numpy() // 1_000
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        raise DataFormatError(source.path, None, "a timestamp column of integers, dates or text", str(kind))
+    text = column.cast(pa.string())
+    if pc.all(pc.match_substring_regex(text, _INT_PATTERN)).as_py():
+        return text.cast(pa.int64()).to_numpy()
+    values = np.asarray(text.to_pylist(), dtype=object)
+    # Parse each distinct string once: real logs repeat timestamps (dates above all).
+    uniques, inverse = np.unique(values, return_inverse=True)
+    parsed = np.empty(len(uniques), np.int64)
+    for k, value in enumerate(uniques):
+        seconds = _parse_time(value)
+        if seconds is None:
+            row = int(np.flatnonzero(inverse == k)[0])
+            raise source.error(row, "a timestamp: epoch seconds or an ISO date/datetime", value)
+        parsed[k] = seconds
+    return parsed[inverse]
+
+
+def _parse_time(value: str) -> int | None:
+    value = value.strip()
+    try:
+        return int(value)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)  # a naive time is read as UTC, so results do not depend on TZ
+    return int(moment.timestamp())
+
+
+def _first_appearance(values: np.ndarray) -> tuple[np.ndarray, int]:
+    """Each row's code when ids are numbered in order of first appearance, as in
+    `Interactions.from_triples`, and the number of distinct ids."""
+    _, first, inverse = np.unique(values, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return rank[inverse], len(order)
+
+
+def _first_values(table: pa.Table, column: str, codes: np.ndarray, n: int) -> list[str | None]:
+    """Each entity's value in its first row where the column is not empty (None if always empty)."""
+    values = table.column(column).cast(pa.string()).to_pylist()
+    present = np.flatnonzero([v is not None for v in values])
+    result: list[str | None] = [None] * n
+    owners, first = np.unique(codes[present], return_index=True)
+    for owner, row in zip(owners.tolist(), present[first].tolist(), strict=True):
+        result[owner] = values[row]
+    return result
+
+
+def _item_features(table: pa.Table, columns: list[str], codes: np.ndarray, n_items: int) -> ItemFeatures:
+    token_index: dict[str, int] = {}
+    token_lists: list[list[int]] = [[] for _ in range(n_items)]
+    split: dict[str, list[str]] = {}  # distinct values repeat a lot (genres): split each once
+    for column in columns:
+        field_name = column[len("item_") :]
+        for item, value in enumerate(_first_values(table, column, codes, n_items)):
+            if value is None:
+                continue
+            if value not in split:
+                split[value] = list(dict.fromkeys(p.strip() for p in value.split("|") if p.strip()))
+            for part in split[value]:
+                token = token_index.setdefault(f"{field_name}={part}", len(token_index))
+                token_lists[item].append(token)
+    return ItemFeatures.from_lists(token_lists, list(token_index))
+
+
+def _user_features(table: pa.Table, columns: list[str], codes: np.ndarray, n_users: int) -> UserFeatures:
+    result_codes: dict[str, np.ndarray] = {}
+    vocab: dict[str, list[str]] = {}
+    for column in columns:
+        field_name = column[len("user_") :]
+        values = _first_values(table, column, codes, n_users)
+        # Sorted vocabulary: codes do not depend on row order; code 0 stays 'unknown'.
+        distinct = sorted({v for v in values if v is not None})
+        lookup = {value: k + 1 for k, value in enumerate(distinct)}
+        result_codes[field_name] = np.asarray([lookup.get(v, 0) for v in values], np.int64)
+        vocab[field_name] = ["unknown", *distinct]
+    return UserFeatures(codes=result_codes, vocab=vocab)

@@ -1,0 +1,73 @@
+"""Evaluate a retrieval model on validation or test cases with full ranking over the catalogue."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from recindex.data.splits import EvalCases, Split
+from recindex.eval.metrics import ranking_report
+from recindex.index.exact import exact_search
+from recindex.models.two_tower import TwoTowerModel, pad_sequences
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    metrics: dict[str, float]
+    ranks: np.ndarray
+    top_items: np.ndarray
+
+
+def encode_cases(model: TwoTowerModel, cases: EvalCases, batch_size: int = 1024) -> torch.Tensor:
+    """User vectors (n, d) for each case's history.
+
+    Cases are encoded in order of history length so that each batch is padded only to its own longest
+    history (most users are far shorter than the window), then put back in case order.
+    """
+    model.eval()
+    out = torch.zeros(len(cases), model.config.dim)
+    order = np.argsort(np.diff(cases.history_offsets), kind="stable")
+    with torch.no_grad():
+        for start in range(0, len(cases), batch_size):
+            rows = order[start : start + batch_size]
+            histories = [cases.history(int(c)) for c in rows]
+            padded, lengths = pad_sequences(histories, model.config.max_len, model.n_items)
+            users = torch.as_tensor(cases.users[rows])
+            out[torch.as_tensor(rows)] = model.user_vectors(
+                torch.as_tensor(padded), torch.as_tensor(lengths), users
+            )
+    return out
+
+
+def evaluate_model(
+    model: TwoTowerModel,
+    split: Split,
+    which: str,
+    item_counts: np.ndarray,
+    *,
+    ks: tuple[int, ...] = (5, 10, 20, 50, 100),
+    exclude_seen: bool = True,
+    batch_size: int = 1024,
+    max_cases: int | None = None,
+) -> EvalResult:
+    cases = split.eval_cases(which)
+    if max_cases is not None and len(cases) > max_cases:
+        cases = cases.subset(np.arange(len(cases)) < max_cases)
+    model.eval()
+    with torch.no_grad():
+        items = model.item_vectors()
+    queries = encode_cases(model, cases, batch_size)
+    top, _, ranks = exact_search(
+        queries,
+        items,
+        max(ks),
+        exclude_offsets=cases.history_offsets if exclude_seen else None,
+        exclude_items=cases.history_items if exclude_seen else None,
+        targets=cases.targets,
+        batch_size=batch_size,
+    )
+    cold_mask = np.isin(cases.targets, split.cold_items) if len(split.cold_items) else None
+    metrics = ranking_report(ranks, top, item_counts, ks, cold_mask)
+    return EvalResult(metrics, ranks, top)

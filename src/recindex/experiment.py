@@ -1,0 +1,77 @@
+"""One run end to end: load data, split, train, evaluate on validation and test, write a bundle."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from recindex.bundle import Bundle, save_bundle
+from recindex.config import ExperimentConfig
+from recindex.data.interactions import Interactions
+from recindex.data.registry import load_dataset
+from recindex.data.splits import Split, make_split
+from recindex.eval.evaluate import evaluate_model
+from recindex.models.two_tower import TwoTowerModel
+from recindex.train.loop import Trainer, TrainResult
+
+
+@dataclass
+class ExperimentResult:
+    config: ExperimentConfig
+    data: Interactions
+    split: Split
+    model: TwoTowerModel
+    training: TrainResult
+    valid: dict[str, float]
+    test: dict[str, float]
+    bundle_path: Path | None
+
+
+def split_for(config: ExperimentConfig, data: Interactions) -> Split:
+    return make_split(data, config.data.split, cold_share=config.data.cold_share, seed=config.data.split_seed)
+
+
+def evaluate_split(model: TwoTowerModel, split: Split, which: str, config: ExperimentConfig) -> dict[str, float]:
+    """The protocol's metrics for one split part; training popularity is what 'popularity' refers to."""
+    counts = np.bincount(split.train_items, minlength=model.n_items)
+    return evaluate_model(model, split, which, counts, ks=config.eval.ks,
+                          exclude_seen=config.eval.exclude_seen, batch_size=config.eval.batch_size).metrics
+
+
+def run_experiment(config: ExperimentConfig, out: Path | None = None, *, progress: bool = True,
+                   log: Callable[[str], None] | None = None, overwrite: bool = False,
+                   data: Interactions | None = None) -> ExperimentResult:
+    data = data if data is not None else load_dataset(config.data.dataset, config.data.data_dir)
+    split = split_for(config, data)
+    model = TwoTowerModel.for_data(data, config.model)
+    trainer = Trainer(model, split, config.train, config.eval, progress=progress, log=log)
+    training = trainer.fit()
+    started = time.perf_counter()
+    valid = evaluate_split(model, split, "valid", config)
+    test = evaluate_split(model, split, "test", config)
+    metrics = {
+        "valid": valid,
+        "test": test,
+        "exclude_seen": config.eval.exclude_seen,
+        "split": config.data.split,
+        "training": {"best_epoch": training.best_epoch, "epochs_run": training.epochs_run,
+                     "seconds": training.seconds, "history": training.history},
+        "evaluation_seconds": time.perf_counter() - started,
+    }
+    path = save_bundle(out, model, data, config, metrics, overwrite=overwrite) if out is not None else None
+    return ExperimentResult(config, data, split, model, training, valid, test, path)
+
+
+def evaluate_bundle(bundle: Bundle, which: str = "test", exclude_seen: bool | None = None) -> dict[str, float]:
+    """Re-run the protocol on a loaded bundle's own data and split."""
+    config = bundle.config
+    if exclude_seen is not None and exclude_seen != config.eval.exclude_seen:
+        import dataclasses
+
+        config = dataclasses.replace(config, eval=dataclasses.replace(config.eval, exclude_seen=exclude_seen))
+    split = split_for(config, bundle.data)
+    return evaluate_split(bundle.model, split, which, config)

@@ -1,0 +1,199 @@
+"""The training loop of the two-tower model: sampled softmax, early stopping on validation Recall@10.
+
+Negatives (`train.negatives`):
+- `in_batch`: the other positives of the batch, logQ-corrected with streaming frequency estimates;
+- `mixed`: in-batch plus `uniform_negatives` items drawn uniformly per batch (Yang et al. 2020), the
+  proposal being the mixture, so each candidate's log Q is log(P(in batch) + M / N);
+- `full`: the whole catalogue (exact softmax; affordable for catalogues up to ~10^5 items).
+Hard negatives (`hard_negatives` > 0): every `hard_negative_every` epochs, each user's top-ranked
+non-interacted items under the current model are mined and sampled into that user's rows.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from recindex.config import EvalConfig, TrainConfig
+from recindex.data.splits import Split
+from recindex.errors import RecIndexError
+from recindex.eval.evaluate import evaluate_model
+from recindex.models.frequency import StreamingFrequency
+from recindex.models.losses import full_softmax_loss, sampled_softmax_loss
+from recindex.models.two_tower import TwoTowerModel
+from recindex.train.batches import SequenceExamples, iterate_batches, n_batches, sequence_examples
+from recindex.train.progress import TrainingProgress
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int = 0
+    best_valid: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    epochs_run: int = 0
+
+
+def seed_everything(seed: int, threads: int) -> np.random.Generator:
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    return np.random.default_rng(seed)
+
+
+class Trainer:
+    def __init__(self, model: TwoTowerModel, split: Split, train: TrainConfig, evaluation: EvalConfig,
+                 *, progress: bool = True, log: Callable[[str], None] | None = None):
+        if train.negatives not in ("in_batch", "mixed", "full"):
+            raise RecIndexError(f"train.negatives must be in_batch, mixed or full, got {train.negatives!r}")
+        self.model, self.split, self.config, self.evaluation = model, split, train, evaluation
+        self.progress, self.log = progress, log or (lambda _: None)
+        n_items = model.n_items
+        trained = split.train_item_mask(n_items)
+        model.set_trained_items(trained)
+        self.item_counts = np.bincount(split.train_items, minlength=n_items)
+        # Candidates are drawn only from items with training data: held-out cold items stay unseen.
+        self.pool = torch.as_tensor(np.flatnonzero(trained))
+        self.pool_position = torch.full((n_items + 1,), -1, dtype=torch.long)
+        self.pool_position[self.pool] = torch.arange(len(self.pool))
+        self.frequency = StreamingFrequency(n_items, decay=train.frequency_decay)
+        self.hard: torch.Tensor | None = None
+
+    def fit(self) -> TrainResult:
+        config = self.config
+        rng = seed_everything(config.seed, config.threads)
+        examples = sequence_examples(self.split, self.model.shape.n_users, self.model.n_items,
+                                     self.model.config.max_len)
+        if not len(examples.users):
+            raise RecIndexError("no user has two or more training items: nothing to train on")
+        optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        result, best_state, since_best = TrainResult(), None, 0
+        start = time.perf_counter()
+        steps = n_batches(examples, config.batch_size)
+        with TrainingProgress(config.epochs, steps, enabled=self.progress) as bar:
+            for epoch in range(1, config.epochs + 1):
+                if config.hard_negatives and (epoch - 1) % config.hard_negative_every == 0 and epoch > 1:
+                    self.hard = self._mine_hard_negatives(examples, rng)
+                loss = self._train_epoch(examples, optimizer, rng, bar)
+                record = {"epoch": float(epoch), "loss": loss}
+                if epoch % config.eval_every == 0 or epoch == config.epochs:
+                    valid = evaluate_model(self.model, self.split, "valid", self.item_counts,
+                                           ks=(10,), exclude_seen=self.evaluation.exclude_seen,
+                                           batch_size=self.evaluation.batch_size).metrics
+                    record.update({"valid_recall@10": valid["recall@10"], "valid_ndcg@10": valid["ndcg@10"]})
+                    if valid["recall@10"] > result.best_valid.get("recall@10", -1.0):
+                        result.best_epoch, result.best_valid = epoch, valid
+                        best_state, since_best = copy.deepcopy(self.model.state_dict()), 0
+                    else:
+                        since_best += config.eval_every
+                record["seconds"] = time.perf_counter() - start
+                result.history.append(record)
+                bar.end_epoch(record)
+                self.log(_format_record(record))
+                result.epochs_run = epoch
+                if since_best >= config.patience:
+                    break
+        if best_state is not None:
+            self.model.load_state_dict(best_state)
+        self.model.eval()
+        result.seconds = time.perf_counter() - start
+        return result
+
+    def _train_epoch(self, examples: SequenceExamples, optimizer, rng, bar) -> float:
+        self.model.train()
+        total, count = 0.0, 0
+        for batch in iterate_batches(examples, self.config.batch_size, rng):
+            loss = self._loss(batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError("training loss is not finite; lower train.lr or model.temperature")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total, count = total + loss.item(), count + 1
+            bar.advance_batch(total / count)
+        return total / max(count, 1)
+
+    def _id_keep(self) -> torch.Tensor | None:
+        rate = self.model.config.id_dropout
+        if rate <= 0:
+            return None
+        keep = torch.rand(self.model.n_items + 1) >= rate
+        keep[-1] = True
+        return keep
+
+    def _loss(self, batch) -> torch.Tensor:
+        model, config = self.model, self.config
+        id_keep = self._id_keep()
+        states = model.user_states(batch.inputs, batch.lengths, batch.users, id_keep)  # (B, L, d)
+        real = batch.targets != model.n_items  # (B, L)
+        users = states[real]  # (P, d)
+        positives = batch.targets[real]  # (P,)
+        if config.negatives == "full" and self.hard is None:
+            catalogue = model.item_vectors(self.pool, id_keep)
+            return full_softmax_loss(users, catalogue, self.pool_position[positives], model.temperature)
+        positive_vectors = model.item_vectors(positives, id_keep)
+        self.frequency.update(positives)
+        candidate_log_q = positive_log_q = None
+        if config.negatives == "full":
+            candidates = self.pool
+            candidate_vectors = model.item_vectors(candidates, id_keep)
+        else:
+            candidates, candidate_vectors = positives, positive_vectors
+            extra = 0.0
+            if config.negatives == "mixed" and config.uniform_negatives > 0:
+                sampled = self.pool[torch.randint(len(self.pool), (config.uniform_negatives,))]
+                candidates = torch.cat([positives, sampled])
+                candidate_vectors = torch.cat([positive_vectors, model.item_vectors(sampled, id_keep)])
+                extra = config.uniform_negatives / len(self.pool)
+            if config.logq_correction:
+                candidate_log_q = torch.log(self.frequency.per_batch_probability(candidates) + extra)
+                positive_log_q = torch.log(self.frequency.per_batch_probability(positives) + extra)
+        hard_ids = hard_vectors = None
+        if self.hard is not None:
+            rows = torch.as_tensor(batch.rows).unsqueeze(1).expand_as(real)[real]  # (P,) example row
+            hard_ids = self.hard[rows]  # (P, H)
+            hard_vectors = model.item_vectors(hard_ids, id_keep)
+        return sampled_softmax_loss(
+            users, positives, positive_vectors, candidates, candidate_vectors, model.temperature,
+            candidate_log_q=candidate_log_q, positive_log_q=positive_log_q,
+            hard_ids=hard_ids, hard_vectors=hard_vectors,
+        )
+
+    def _mine_hard_negatives(self, examples: SequenceExamples, rng: np.random.Generator) -> torch.Tensor:
+        """(U, H) negatives per example row, sampled from each user's top non-interacted items."""
+        model, config = self.model, self.config
+        model.eval()
+        pool_size = min(config.hard_negative_pool, len(self.pool))
+        untrained = torch.ones(model.n_items, dtype=torch.bool)
+        untrained[self.pool] = False
+        mined = np.empty((len(examples.users), config.hard_negatives), np.int64)
+        with torch.no_grad():
+            items = model.item_vectors()
+            for start in range(0, len(examples.users), 1024):
+                rows = slice(start, start + 1024)
+                inputs = torch.as_tensor(examples.inputs[rows])
+                lengths = torch.as_tensor(examples.lengths[rows])
+                users = model.user_vectors(inputs, lengths, torch.as_tensor(examples.users[rows]))
+                scores = users @ items.T
+                scores[:, untrained] = float("-inf")
+                for r, user in enumerate(examples.users[rows]):
+                    scores[r, torch.as_tensor(self.split.train_sequence(int(user)))] = float("-inf")
+                top = torch.topk(scores, pool_size, dim=1).indices.numpy()
+                picks = rng.integers(0, pool_size, size=(len(top), config.hard_negatives))
+                mined[rows] = np.take_along_axis(top, picks, axis=1)
+        model.train()
+        return torch.as_tensor(mined)
+
+
+def _format_record(record: dict[str, float]) -> str:
+    parts = [f"epoch {int(record['epoch'])}", f"loss {record['loss']:.4f}"]
+    if "valid_recall@10" in record:
+        parts.append(f"valid R@10 {record['valid_recall@10']:.4f} N@10 {record['valid_ndcg@10']:.4f}")
+    parts.append(f"{record['seconds']:.0f}s")
+    return "  ".join(parts)
+
+

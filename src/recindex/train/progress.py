@@ -1,0 +1,43 @@
+"""Rich progress bars (epochs and batches, with ETA) that can be switched off for tests and scripts."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+class TrainingProgress:
+    def __init__(self, epochs: int, batches_per_epoch: int, *, enabled: bool = True):
+        self.enabled = enabled
+        self.batches_per_epoch = batches_per_epoch
+        self.epochs = epochs
+        self._progress = None
+
+    def __enter__(self) -> TrainingProgress:
+        if self.enabled:
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                console=Console(stderr=True), transient=False,
+            )
+            self._progress.__enter__()
+            self._epochs = self._progress.add_task("epochs", total=self.epochs, info="")
+            self._batches = self._progress.add_task("batches", total=self.batches_per_epoch, info="")
+        return self
+
+    def advance_batch(self, running_loss: float) -> None:
+        if self._progress is not None:
+            self._progress.update(self._batches, advance=1, info=f"loss {running_loss:.4f}")
+
+    def end_epoch(self, record: dict[str, float]) -> None:
+        if self._progress is None:
+            return
+        info = f"loss {record['loss']:.4f}"
+        if "valid_recall@10" in record:
+            info += f"  valid R@10 {record['valid_recall@10']:.4f}"
+        self._progress.update(self._epochs, advance=1, info=info)
+        self._progress.reset(self._batches, total=self.batches_per_epoch, info="")
+
+    def __exit__(self, *exc) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
