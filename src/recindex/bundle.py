@@ -14,6 +14,7 @@ leaves a half-written bundle. Loading verifies every checksum before anything is
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -66,19 +67,30 @@ def sha256_file(path: Path) -> str:
 
 
 def code_version() -> dict[str, str | None]:
+    """Package version, plus the git commit when running from a checkout."""
     commit = None
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True,
-            timeout=5, check=True,
-        ).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        pass
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        run = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+        commit = run.stdout.strip() or None
     return {"package": recindex.__version__, "git_commit": commit}
 
 
-def save_bundle(out: Path, model: TwoTowerModel, data: Interactions, config: ExperimentConfig,
-                metrics: dict, *, overwrite: bool = False) -> Path:
+def save_bundle(
+    out: Path,
+    model: TwoTowerModel,
+    data: Interactions,
+    config: ExperimentConfig,
+    metrics: dict,
+    *,
+    overwrite: bool = False,
+) -> Path:
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise BundleError(f"{out} already exists and is not empty; choose another --out or pass --overwrite")
@@ -110,8 +122,12 @@ def save_bundle(out: Path, model: TwoTowerModel, data: Interactions, config: Exp
                 "n_items": data.n_items,
                 "n_interactions": data.n_interactions,
             },
-            "embedding": {"dim": model.config.dim, "metric": "ip", "normalized": True,
-                          "temperature": model.temperature},
+            "embedding": {
+                "dim": model.config.dim,
+                "metric": "ip",
+                "normalized": True,
+                "temperature": model.temperature,
+            },
             "code_version": code_version(),
             "files": files,
         }
@@ -133,14 +149,24 @@ def read_manifest(path: Path) -> dict:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise BundleError(f"{manifest_path}: not valid JSON ({error})") from None
-    required = ("format_version", "bundle_id", "model_class", "model_shape", "config", "dataset",
-                "embedding", "files")
+    required = (
+        "format_version",
+        "bundle_id",
+        "model_class",
+        "model_shape",
+        "config",
+        "dataset",
+        "embedding",
+        "files",
+    )
     missing = [key for key in required if key not in manifest]
     if missing:
         raise BundleError(f"{manifest_path}: missing keys {missing}")
     if manifest["format_version"] != FORMAT_VERSION:
-        raise BundleError(f"{manifest_path}: format version {manifest['format_version']} is not supported "
-                          f"(this recindex reads version {FORMAT_VERSION})")
+        raise BundleError(
+            f"{manifest_path}: format version {manifest['format_version']} is not supported "
+            f"(this recindex reads version {FORMAT_VERSION})"
+        )
     return manifest
 
 
@@ -153,8 +179,9 @@ def verify_files(path: Path, manifest: dict) -> None:
             raise BundleError(f"{path}: file {name} listed in the manifest is missing")
         actual = sha256_file(file)
         if actual != expected:
-            raise BundleError(f"{path}: {name} is corrupt (sha256 {actual[:12]}..., manifest says "
-                              f"{expected[:12]}...)")
+            raise BundleError(
+                f"{path}: {name} is corrupt (sha256 {actual[:12]}..., manifest says {expected[:12]}...)"
+            )
 
 
 def load_bundle(path: str | Path) -> Bundle:
@@ -174,11 +201,15 @@ def load_bundle(path: str | Path) -> Bundle:
         state = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
         model.load_state_dict(state, strict=True)
     except (RuntimeError, ValueError, KeyError) as error:
-        raise BundleError(f"{path}: weights do not fit the model described in the manifest ({error})") from None
+        raise BundleError(
+            f"{path}: weights do not fit the model described in the manifest ({error})"
+        ) from None
     model.eval()
     embeddings = np.load(path / "item_embeddings.npy", allow_pickle=False)
     if embeddings.shape != (shape.n_items, manifest["embedding"]["dim"]):
-        raise BundleError(f"{path}: item_embeddings.npy has shape {embeddings.shape}, expected "
-                          f"({shape.n_items}, {manifest['embedding']['dim']})")
+        raise BundleError(
+            f"{path}: item_embeddings.npy has shape {embeddings.shape}, expected "
+            f"({shape.n_items}, {manifest['embedding']['dim']})"
+        )
     metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
     return Bundle(path, manifest, model, data, embeddings, config, metrics)

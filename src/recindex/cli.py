@@ -20,16 +20,20 @@ from recindex.errors import RecIndexError
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Retrieval for recommender systems.")
 data_app = typer.Typer(no_args_is_help=True, help="Inspect and fetch datasets.")
 app.add_typer(data_app, name="data")
-console = Console()
+# Tables are wide: when the output is a file or a pipe, do not squeeze them into 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 200)
 errors = Console(stderr=True)
 
-DATA_DIR = typer.Option(None, "--data-dir", help="Folder with the datasets (else $RECINDEX_DATA_DIR, "
-                        "else ../shared/data).")
+DATA_DIR = typer.Option(
+    None, "--data-dir", help="Folder with the datasets (else $RECINDEX_DATA_DIR, else ../shared/data)."
+)
 
 
 @data_app.command("stats")
-def data_stats(dataset: str = typer.Argument(..., help="A name (beauty, ml-100k, synthetic, ...) or a path."),
-               data_dir: Path | None = DATA_DIR) -> None:
+def data_stats(
+    dataset: str = typer.Argument(..., help="A name (beauty, ml-100k, synthetic, ...) or a path."),
+    data_dir: Path | None = DATA_DIR,
+) -> None:
     """Counts, sequence lengths and features of a dataset."""
     from recindex.data.registry import load_dataset
 
@@ -38,15 +42,21 @@ def data_stats(dataset: str = typer.Argument(..., help="A name (beauty, ml-100k,
     counts = data.item_counts()
     table = Table(title=f"dataset {data.name}", show_header=False)
     rows = [
-        ("users", f"{data.n_users:,}"), ("items", f"{data.n_items:,}"),
+        ("users", f"{data.n_users:,}"),
+        ("items", f"{data.n_items:,}"),
         ("interactions", f"{data.n_interactions:,}"),
         ("density", f"{data.n_interactions / max(1, data.n_users * data.n_items):.6f}"),
-        ("sequence length min / median / mean / max",
-         f"{lengths.min()} / {int(np.median(lengths))} / {lengths.mean():.2f} / {lengths.max()}"),
+        (
+            "sequence length min / median / mean / max",
+            f"{lengths.min()} / {int(np.median(lengths))} / {lengths.mean():.2f} / {lengths.max()}",
+        ),
         ("item count min / median / max", f"{counts.min()} / {int(np.median(counts))} / {counts.max()}"),
         ("timestamps", "yes" if data.timestamps is not None else "no"),
         ("item feature tokens", f"{data.item_features.n_tokens:,}" if data.item_features else "none"),
-        ("user feature fields", ", ".join(sorted(data.user_features.codes)) if data.user_features else "none"),
+        (
+            "user feature fields",
+            ", ".join(sorted(data.user_features.codes)) if data.user_features else "none",
+        ),
         ("fingerprint", data.fingerprint()[:16]),
     ]
     for key, value in rows:
@@ -55,8 +65,10 @@ def data_stats(dataset: str = typer.Argument(..., help="A name (beauty, ml-100k,
 
 
 @data_app.command("download")
-def data_download(name: str = typer.Argument(..., help="beauty, sports, home-kitchen, lastfm or ml-100k."),
-                  data_dir: Path = typer.Option(Path("data"), "--data-dir", help="Where to put the files.")) -> None:
+def data_download(
+    name: str = typer.Argument(..., help="beauty, sports, home-kitchen, lastfm or ml-100k."),
+    data_dir: Path = typer.Option(Path("data"), "--data-dir", help="Where to put the files."),
+) -> None:
     """Fetch a public dataset and verify its checksums."""
     from recindex.data.download import download
 
@@ -66,7 +78,9 @@ def data_download(name: str = typer.Argument(..., help="beauty, sports, home-kit
 
 @app.command()
 def train(
-    config: Path | None = typer.Option(None, "--config", help="TOML recipe, e.g. configs/beauty_two_tower.toml."),
+    config: Path | None = typer.Option(
+        None, "--config", help="TOML recipe, e.g. configs/beauty_two_tower.toml."
+    ),
     overrides: list[str] = typer.Option([], "--set", help="Override a setting: section.key=value."),
     out: Path = typer.Option(..., "--out", help="Bundle directory to write."),
     dataset: str | None = typer.Option(None, "--dataset", help="Name or path; overrides data.dataset."),
@@ -88,14 +102,19 @@ def train(
     if seed is not None:
         extra.append(f"train.seed={seed}")
     settings = load_config(config, extra)
-    result = run_experiment(settings, out, progress=not quiet, log=None if quiet else errors.print,
-                            overwrite=overwrite)
+    result = run_experiment(
+        settings, out, progress=not quiet, log=None if quiet else errors.print, overwrite=overwrite
+    )
     rows = {"valid": result.valid, "test": result.test}
-    title = (f"{result.data.name}, {settings.data.split}, full ranking, "
-             f"history {'masked' if settings.eval.exclude_seen else 'not masked'}")
+    title = (
+        f"{result.data.name}, {settings.data.split}, full ranking, "
+        f"history {'masked' if settings.eval.exclude_seen else 'not masked'}"
+    )
     console.print(metrics_table(rows, title))
-    console.print(f"best epoch {result.training.best_epoch} of {result.training.epochs_run}, "
-                  f"training {result.training.seconds:.0f}s; bundle: {result.bundle_path}")
+    console.print(
+        f"best epoch {result.training.best_epoch} of {result.training.epochs_run}, "
+        f"training {result.training.seconds:.0f}s; bundle: {result.bundle_path}"
+    )
 
 
 @app.command()
@@ -103,8 +122,11 @@ def evaluate(
     bundle: Path = typer.Argument(..., help="A bundle directory written by 'recindex train'."),
     split: str = typer.Option("test", "--split", help="valid or test."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the metrics to this JSON file."),
-    exclude_seen: bool = typer.Option(True, "--exclude-seen/--include-seen",
-                                      help="Mask the user's history from the ranking (the protocol default)."),
+    exclude_seen: bool = typer.Option(
+        True,
+        "--exclude-seen/--include-seen",
+        help="Mask the user's history from the ranking (the protocol default).",
+    ),
 ) -> None:
     """Evaluate a bundle on its own data and split, and compare with the training run."""
     from recindex.bundle import load_bundle
@@ -120,15 +142,28 @@ def evaluate(
     same_setting = loaded.metrics.get("exclude_seen", True) == exclude_seen
     if stored and same_setting:
         rows[f"{split} (training run)"] = stored
-    console.print(metrics_table(rows, f"{loaded.bundle_id}: {split}, history "
-                                      f"{'masked' if exclude_seen else 'not masked'}"))
+    console.print(
+        metrics_table(
+            rows, f"{loaded.bundle_id}: {split}, history {'masked' if exclude_seen else 'not masked'}"
+        )
+    )
     if stored and same_setting:
         same = all(metrics.get(k) == v for k, v in stored.items())
-        console.print("[green]identical to the training run[/]" if same
-                      else "[yellow]differs from the training run[/]")
+        console.print(
+            "[green]identical to the training run[/]" if same else "[yellow]differs from the training run[/]"
+        )
     if json_out is not None:
-        json_out.write_text(json.dumps({"bundle_id": loaded.bundle_id, "split": split,
-                                        "exclude_seen": exclude_seen, "metrics": metrics}, indent=2))
+        json_out.write_text(
+            json.dumps(
+                {
+                    "bundle_id": loaded.bundle_id,
+                    "split": split,
+                    "exclude_seen": exclude_seen,
+                    "metrics": metrics,
+                },
+                indent=2,
+            )
+        )
 
 
 @app.command()

@@ -16,7 +16,7 @@ from recindex.data.registry import load_dataset
 from recindex.data.splits import Split, make_split
 from recindex.eval.evaluate import evaluate_model
 from recindex.models.two_tower import TwoTowerModel
-from recindex.train.loop import Trainer, TrainResult
+from recindex.train.loop import Trainer, TrainResult, seed_everything
 
 
 @dataclass
@@ -35,18 +35,34 @@ def split_for(config: ExperimentConfig, data: Interactions) -> Split:
     return make_split(data, config.data.split, cold_share=config.data.cold_share, seed=config.data.split_seed)
 
 
-def evaluate_split(model: TwoTowerModel, split: Split, which: str, config: ExperimentConfig) -> dict[str, float]:
+def evaluate_split(
+    model: TwoTowerModel, split: Split, which: str, config: ExperimentConfig
+) -> dict[str, float]:
     """The protocol's metrics for one split part; training popularity is what 'popularity' refers to."""
     counts = np.bincount(split.train_items, minlength=model.n_items)
-    return evaluate_model(model, split, which, counts, ks=config.eval.ks,
-                          exclude_seen=config.eval.exclude_seen, batch_size=config.eval.batch_size).metrics
+    return evaluate_model(
+        model,
+        split,
+        which,
+        counts,
+        ks=config.eval.ks,
+        exclude_seen=config.eval.exclude_seen,
+        batch_size=config.eval.batch_size,
+    ).metrics
 
 
-def run_experiment(config: ExperimentConfig, out: Path | None = None, *, progress: bool = True,
-                   log: Callable[[str], None] | None = None, overwrite: bool = False,
-                   data: Interactions | None = None) -> ExperimentResult:
+def run_experiment(
+    config: ExperimentConfig,
+    out: Path | None = None,
+    *,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    overwrite: bool = False,
+    data: Interactions | None = None,
+) -> ExperimentResult:
     data = data if data is not None else load_dataset(config.data.dataset, config.data.data_dir)
     split = split_for(config, data)
+    seed_everything(config.train.seed, config.train.threads)  # weight initialisation is part of the run
     model = TwoTowerModel.for_data(data, config.model)
     trainer = Trainer(model, split, config.train, config.eval, progress=progress, log=log)
     training = trainer.fit()
@@ -58,15 +74,21 @@ def run_experiment(config: ExperimentConfig, out: Path | None = None, *, progres
         "test": test,
         "exclude_seen": config.eval.exclude_seen,
         "split": config.data.split,
-        "training": {"best_epoch": training.best_epoch, "epochs_run": training.epochs_run,
-                     "seconds": training.seconds, "history": training.history},
+        "training": {
+            "best_epoch": training.best_epoch,
+            "epochs_run": training.epochs_run,
+            "seconds": training.seconds,
+            "history": training.history,
+        },
         "evaluation_seconds": time.perf_counter() - started,
     }
     path = save_bundle(out, model, data, config, metrics, overwrite=overwrite) if out is not None else None
     return ExperimentResult(config, data, split, model, training, valid, test, path)
 
 
-def evaluate_bundle(bundle: Bundle, which: str = "test", exclude_seen: bool | None = None) -> dict[str, float]:
+def evaluate_bundle(
+    bundle: Bundle, which: str = "test", exclude_seen: bool | None = None
+) -> dict[str, float]:
     """Re-run the protocol on a loaded bundle's own data and split."""
     config = bundle.config
     if exclude_seen is not None and exclude_seen != config.eval.exclude_seen:

@@ -29,8 +29,13 @@ def recommend_for_user(bundle: Bundle, raw_user: str, k: int, *, exclude_seen: b
     with torch.no_grad():
         query = model.user_vectors(torch.as_tensor(padded), torch.as_tensor(lengths), torch.tensor([user]))
     offsets = np.array([0, len(history)]) if exclude_seen else None
-    ids, scores, _ = exact_search(query, torch.as_tensor(bundle.item_embeddings), k,
-                                  exclude_offsets=offsets, exclude_items=history if exclude_seen else None)
+    ids, scores, _ = exact_search(
+        query,
+        torch.as_tensor(bundle.item_embeddings),
+        k,
+        exclude_offsets=offsets,
+        exclude_items=history if exclude_seen else None,
+    )
     return history, ids[0], scores[0]
 
 

@@ -22,12 +22,25 @@ def test_logq_correction_lowers_loss_weight_of_popular_negatives():
     users = torch.tensor([[1.0, 0.0]])
     positive = torch.tensor([[1.0, 0.0]])
     candidates = torch.tensor([[0.0, 1.0]])
-    kwargs = dict(positive_ids=torch.tensor([0]), positive_vectors=positive,
-                  candidate_ids=torch.tensor([1]), candidate_vectors=candidates, temperature=1.0)
-    popular = sampled_softmax_loss(users, candidate_log_q=torch.log(torch.tensor([0.9])),
-                                   positive_log_q=torch.log(torch.tensor([0.01])), **kwargs)
-    rare = sampled_softmax_loss(users, candidate_log_q=torch.log(torch.tensor([0.01])),
-                                positive_log_q=torch.log(torch.tensor([0.01])), **kwargs)
+    kwargs = dict(
+        positive_ids=torch.tensor([0]),
+        positive_vectors=positive,
+        candidate_ids=torch.tensor([1]),
+        candidate_vectors=candidates,
+        temperature=1.0,
+    )
+    popular = sampled_softmax_loss(
+        users,
+        candidate_log_q=torch.log(torch.tensor([0.9])),
+        positive_log_q=torch.log(torch.tensor([0.01])),
+        **kwargs,
+    )
+    rare = sampled_softmax_loss(
+        users,
+        candidate_log_q=torch.log(torch.tensor([0.01])),
+        positive_log_q=torch.log(torch.tensor([0.01])),
+        **kwargs,
+    )
     assert popular < rare
 
 
@@ -46,10 +59,26 @@ def test_hard_negatives_equal_to_positive_are_masked():
     users = torch.tensor([[1.0, 0.0]])
     positive = torch.tensor([[1.0, 0.0]])
     empty_ids, empty = torch.zeros(0, dtype=torch.long), torch.zeros(0, 2)
-    hit = sampled_softmax_loss(users, torch.tensor([3]), positive, empty_ids, empty, 1.0,
-                               hard_ids=torch.tensor([[3]]), hard_vectors=positive.unsqueeze(1))
-    miss = sampled_softmax_loss(users, torch.tensor([3]), positive, empty_ids, empty, 1.0,
-                                hard_ids=torch.tensor([[4]]), hard_vectors=positive.unsqueeze(1))
+    hit = sampled_softmax_loss(
+        users,
+        torch.tensor([3]),
+        positive,
+        empty_ids,
+        empty,
+        1.0,
+        hard_ids=torch.tensor([[3]]),
+        hard_vectors=positive.unsqueeze(1),
+    )
+    miss = sampled_softmax_loss(
+        users,
+        torch.tensor([3]),
+        positive,
+        empty_ids,
+        empty,
+        1.0,
+        hard_ids=torch.tensor([[4]]),
+        hard_vectors=positive.unsqueeze(1),
+    )
     assert torch.isclose(hit, torch.tensor(0.0), atol=1e-6)
     assert torch.isclose(miss, torch.tensor(math.log(2.0)), atol=1e-5)
 

@@ -29,7 +29,9 @@ def test_coverage_popularity_gini_by_hand():
 
 def test_cold_recall_only_counts_cold_targets():
     ranks = np.array([0, 30, 60])
-    report = ranking_report(ranks, np.zeros((3, 10), np.int64), np.ones(5), (10, 50), np.array([False, True, True]))
+    report = ranking_report(
+        ranks, np.zeros((3, 10), np.int64), np.ones(5), (10, 50), np.array([False, True, True])
+    )
     assert report["cold_recall@50"] == pytest.approx(0.5)
     assert report["recall@50"] == pytest.approx(2 / 3)
 
@@ -37,8 +39,14 @@ def test_cold_recall_only_counts_cold_targets():
 def test_exact_search_masks_history_and_ranks_pessimistically_on_ties():
     items = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [1.0, 0.0]])
     queries = torch.tensor([[1.0, 0.0]])
-    ids, scores, ranks = exact_search(queries, items, 2, exclude_offsets=np.array([0, 1]),
-                                      exclude_items=np.array([0]), targets=np.array([3]))
+    ids, scores, ranks = exact_search(
+        queries,
+        items,
+        2,
+        exclude_offsets=np.array([0, 1]),
+        exclude_items=np.array([0]),
+        targets=np.array([3]),
+    )
     assert ids[0].tolist() == [3, 1]
     assert ranks[0] == 0
     # Without the mask, item 0 ties item 3: the tie counts against the target.

@@ -153,7 +153,9 @@ class Interactions:
         )
         stamps = None
         if timestamps is not None:
-            stamps = np.concatenate([np.asarray(t, np.int64) for t in timestamps]) if len(timestamps) else None
+            stamps = (
+                np.concatenate([np.asarray(t, np.int64) for t in timestamps]) if len(timestamps) else None
+            )
         return Interactions(
             user_ids=np.asarray(user_ids),
             item_ids=np.asarray(item_ids),

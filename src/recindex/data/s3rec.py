@@ -36,8 +36,10 @@ def load_s3rec(
                 user = fields[0]
                 if user in seen_users:
                     raise DataFormatError(
-                        path, line_no, f"one line per user, but user {user!r} also has line "
-                        f"{seen_users[user]}", line.strip()
+                        path,
+                        line_no,
+                        f"one line per user, but user {user!r} also has line {seen_users[user]}",
+                        line.strip(),
                     )
                 seen_users[user] = line_no
                 users.append(user)

@@ -89,7 +89,9 @@ def leave_one_out(data: Interactions) -> Split:
             cases[1].append(sequence[:cut])
             cases[2].append(sequence[cut])
     offsets, items = _csr(train)
-    return Split("leave_one_out", offsets, items, _cases(*valid_cases), _cases(*test_cases), np.zeros(0, np.int64))
+    return Split(
+        "leave_one_out", offsets, items, _cases(*valid_cases), _cases(*test_cases), np.zeros(0, np.int64)
+    )
 
 
 def temporal(data: Interactions, valid_quantile: float = 0.8, test_quantile: float = 0.9) -> Split:
@@ -105,8 +107,9 @@ def temporal(data: Interactions, valid_quantile: float = 0.8, test_quantile: flo
         sequence, stamps = data.items[lo:hi], data.timestamps[lo:hi]
         train.append(sequence[stamps < valid_start])
         for cases, start, end in ((valid_cases, valid_start, test_start), (test_cases, test_start, np.inf)):
-            inside = np.flatnonzero((stamps >= start) & (stamps < end))
-            if len(inside) and inside[0] > 0:  # a target needs some history to be predictable
+            # A target needs some history to be predictable: the first in-window item after another.
+            inside = np.flatnonzero((stamps >= start) & (stamps < end) & (np.arange(len(stamps)) > 0))
+            if len(inside):
                 first = inside[0]
                 cases[0].append(user)
                 cases[1].append(sequence[:first])

@@ -4,8 +4,19 @@ from __future__ import annotations
 
 from rich.table import Table
 
-HEADLINE = ("recall@5", "recall@10", "recall@20", "recall@50", "recall@100", "ndcg@10", "ndcg@20", "mrr",
-            "coverage@10", "popularity@10", "gini@10")
+HEADLINE = (
+    "recall@5",
+    "recall@10",
+    "recall@20",
+    "recall@50",
+    "recall@100",
+    "ndcg@10",
+    "ndcg@20",
+    "mrr",
+    "coverage@10",
+    "popularity@10",
+    "gini@10",
+)
 
 
 def metrics_table(rows: dict[str, dict[str, float]], title: str, keys: tuple[str, ...] = HEADLINE) -> Table:
@@ -20,7 +31,8 @@ def metrics_table(rows: dict[str, dict[str, float]], title: str, keys: tuple[str
         cells = []
         for key in [*present, *extra]:
             value = values.get(key)
-            cells.append("-" if value is None else (f"{value:.1f}" if key.startswith("popularity")
-                                                     else f"{value:.4f}"))
+            cells.append(
+                "-" if value is None else (f"{value:.1f}" if key.startswith("popularity") else f"{value:.4f}")
+            )
         table.add_row(name, *cells)
     return table

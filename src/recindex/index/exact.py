@@ -19,7 +19,10 @@ def _mask_rows(scores: torch.Tensor, exclude_offsets: np.ndarray, exclude_items:
 
 
 def check_finite(scores: torch.Tensor, what: str = "scores") -> None:
-    """Refuse NaN/inf scores (call before masking): a NaN compares as neither better nor worse and silently inflates recall."""
+    """Refuse NaN/inf scores (call before masking).
+
+    A NaN compares as neither better nor worse than the target, which silently inflates recall.
+    """
     if not bool(torch.isfinite(scores).all()):
         raise FloatingPointError(f"{what} contain NaN or inf: the model produced invalid vectors")
 

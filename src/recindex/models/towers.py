@@ -73,8 +73,13 @@ class CausalSelfAttentionEncoder(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
             nn.TransformerEncoderLayer(
-                dim, heads, dim_feedforward=dim * 4, dropout=dropout, activation="gelu",
-                batch_first=True, norm_first=True,
+                dim,
+                heads,
+                dim_feedforward=dim * 4,
+                dropout=dropout,
+                activation="gelu",
+                batch_first=True,
+                norm_first=True,
             )
             for _ in range(layers)
         )

@@ -17,6 +17,7 @@ from torch import nn
 
 from recindex.config import ModelConfig
 from recindex.data.interactions import Interactions
+from recindex.errors import RecIndexError
 from recindex.models.towers import (
     CausalSelfAttentionEncoder,
     ItemTower,
@@ -25,7 +26,6 @@ from recindex.models.towers import (
     l2_normalize,
     padded_tokens,
 )
-from recindex.errors import RecIndexError
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,13 @@ class TwoTowerShape:
 
 
 class TwoTowerModel(nn.Module):
-    def __init__(self, shape: TwoTowerShape, config: ModelConfig, tokens: np.ndarray | None = None,
-                 user_codes: np.ndarray | None = None):
+    def __init__(
+        self,
+        shape: TwoTowerShape,
+        config: ModelConfig,
+        tokens: np.ndarray | None = None,
+        user_codes: np.ndarray | None = None,
+    ):
         super().__init__()
         if config.encoder not in ("sasrec", "mean"):
             raise RecIndexError(f"model.encoder must be 'sasrec' or 'mean', got {config.encoder!r}")
@@ -96,8 +101,13 @@ class TwoTowerModel(nn.Module):
             items = torch.arange(self.n_items)
         return l2_normalize(self.item_tower(items, id_keep))
 
-    def user_states(self, sequences: torch.Tensor, lengths: torch.Tensor, users: torch.Tensor | None = None,
-                    id_keep: torch.Tensor | None = None) -> torch.Tensor:
+    def user_states(
+        self,
+        sequences: torch.Tensor,
+        lengths: torch.Tensor,
+        users: torch.Tensor | None = None,
+        id_keep: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """(B, L) right-padded item sequences -> (B, L, d) normalised user vector after each position."""
         hidden = self.encoder(self.item_tower(sequences, id_keep), lengths)
         if self.user_features is not None and users is not None:

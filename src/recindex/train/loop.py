@@ -46,8 +46,16 @@ def seed_everything(seed: int, threads: int) -> np.random.Generator:
 
 
 class Trainer:
-    def __init__(self, model: TwoTowerModel, split: Split, train: TrainConfig, evaluation: EvalConfig,
-                 *, progress: bool = True, log: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        model: TwoTowerModel,
+        split: Split,
+        train: TrainConfig,
+        evaluation: EvalConfig,
+        *,
+        progress: bool = True,
+        log: Callable[[str], None] | None = None,
+    ):
         if train.negatives not in ("in_batch", "mixed", "full"):
             raise RecIndexError(f"train.negatives must be in_batch, mixed or full, got {train.negatives!r}")
         self.model, self.split, self.config, self.evaluation = model, split, train, evaluation
@@ -66,8 +74,9 @@ class Trainer:
     def fit(self) -> TrainResult:
         config = self.config
         rng = seed_everything(config.seed, config.threads)
-        examples = sequence_examples(self.split, self.model.shape.n_users, self.model.n_items,
-                                     self.model.config.max_len)
+        examples = sequence_examples(
+            self.split, self.model.shape.n_users, self.model.n_items, self.model.config.max_len
+        )
         if not len(examples.users):
             raise RecIndexError("no user has two or more training items: nothing to train on")
         optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -81,9 +90,15 @@ class Trainer:
                 loss = self._train_epoch(examples, optimizer, rng, bar)
                 record = {"epoch": float(epoch), "loss": loss}
                 if epoch % config.eval_every == 0 or epoch == config.epochs:
-                    valid = evaluate_model(self.model, self.split, "valid", self.item_counts,
-                                           ks=(10,), exclude_seen=self.evaluation.exclude_seen,
-                                           batch_size=self.evaluation.batch_size).metrics
+                    valid = evaluate_model(
+                        self.model,
+                        self.split,
+                        "valid",
+                        self.item_counts,
+                        ks=(10,),
+                        exclude_seen=self.evaluation.exclude_seen,
+                        batch_size=self.evaluation.batch_size,
+                    ).metrics
                     record.update({"valid_recall@10": valid["recall@10"], "valid_ndcg@10": valid["ndcg@10"]})
                     if valid["recall@10"] > result.best_valid.get("recall@10", -1.0):
                         result.best_epoch, result.best_valid = epoch, valid
@@ -158,9 +173,16 @@ class Trainer:
             hard_ids = self.hard[rows]  # (P, H)
             hard_vectors = model.item_vectors(hard_ids, id_keep)
         return sampled_softmax_loss(
-            users, positives, positive_vectors, candidates, candidate_vectors, model.temperature,
-            candidate_log_q=candidate_log_q, positive_log_q=positive_log_q,
-            hard_ids=hard_ids, hard_vectors=hard_vectors,
+            users,
+            positives,
+            positive_vectors,
+            candidates,
+            candidate_vectors,
+            model.temperature,
+            candidate_log_q=candidate_log_q,
+            positive_log_q=positive_log_q,
+            hard_ids=hard_ids,
+            hard_vectors=hard_vectors,
         )
 
     def _mine_hard_negatives(self, examples: SequenceExamples, rng: np.random.Generator) -> torch.Tensor:
@@ -195,5 +217,3 @@ def _format_record(record: dict[str, float]) -> str:
         parts.append(f"valid R@10 {record['valid_recall@10']:.4f} N@10 {record['valid_ndcg@10']:.4f}")
     parts.append(f"{record['seconds']:.0f}s")
     return "  ".join(parts)
-
-
