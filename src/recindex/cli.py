@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from recindex.errors import RecIndexError
@@ -198,7 +199,7 @@ def main() -> None:
     try:
         app()
     except RecIndexError as error:
-        errors.print(f"[red]error:[/] {error}")
+        errors.print(f"[red]error:[/] {escape(str(error))}")
         sys.exit(2)
     except KeyboardInterrupt:
         errors.print("interrupted")

@@ -16,6 +16,7 @@ class DataFormatError(RecIndexError):
         where = f"{path}" if line is None else f"{path}, line {line}"
         message = f"{where}: expected {expected}"
         if found is not None:
+            found = found.strip()
             shown = found if len(found) <= 80 else found[:77] + "..."
             message += f", found {shown!r}"
         super().__init__(message)
