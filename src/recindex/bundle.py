@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import shutil
 import subprocess
@@ -33,6 +32,7 @@ from recindex.config import ExperimentConfig, from_dict
 from recindex.data.interactions import Interactions
 from recindex.data.storage import load_interactions, save_interactions
 from recindex.errors import BundleError
+from recindex.hashing import sha256_file
 from recindex.models.two_tower import TwoTowerModel, TwoTowerShape
 
 FORMAT_VERSION = 1
@@ -56,14 +56,6 @@ class Bundle:
     @property
     def trained_items(self) -> np.ndarray:
         return self.model.item_tower.trained[:-1].numpy().copy()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def code_version() -> dict[str, str | None]:

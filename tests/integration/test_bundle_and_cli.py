@@ -61,7 +61,7 @@ def test_mismatched_weights_are_refused(trained, tmp_path):
     out, _ = trained
     import shutil
 
-    from recindex.bundle import sha256_file
+    from recindex.hashing import sha256_file
 
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recindex.errors import RecIndexError
+from recindex.hashing import sha256_file
 
 _CHUNK = 1 << 16
 _TIMEOUT_S = 30
@@ -127,18 +128,10 @@ def download(
     with _progress_bar(progress) as bar:
         for source in sources:
             target = folder / source.filename
-            if target.is_file() and _sha256_of(target) == source.sha256:
+            if target.is_file() and sha256_file(target) == source.sha256:
                 continue
             _fetch(source, target, bar, name, sources)
     return folder
-
-
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _fetch(source: Source, target: Path, bar, name: str, sources: list[Source]) -> None:
