@@ -137,7 +137,7 @@ def evaluate(
     if split not in ("valid", "test"):
         raise RecIndexError(f"--split must be 'valid' or 'test', got {split!r}")
     loaded = load_bundle(bundle)
-    metrics = evaluate_bundle(loaded, split, exclude_seen)
+    metrics = evaluate_bundle(loaded, split, exclude_seen, progress=True)
     rows = {f"{split} (now)": metrics}
     stored = loaded.metrics.get(split)
     same_setting = loaded.metrics.get("exclude_seen", True) == exclude_seen

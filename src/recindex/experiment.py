@@ -36,7 +36,7 @@ def split_for(config: ExperimentConfig, data: Interactions) -> Split:
 
 
 def evaluate_split(
-    model: TwoTowerModel, split: Split, which: str, config: ExperimentConfig
+    model: TwoTowerModel, split: Split, which: str, config: ExperimentConfig, *, progress: bool = False
 ) -> dict[str, float]:
     """The protocol's metrics for one split part; training popularity is what 'popularity' refers to."""
     counts = np.bincount(split.train_items, minlength=model.n_items)
@@ -48,6 +48,7 @@ def evaluate_split(
         ks=config.eval.ks,
         exclude_seen=config.eval.exclude_seen,
         batch_size=config.eval.batch_size,
+        progress=progress,
     ).metrics
 
 
@@ -67,8 +68,8 @@ def run_experiment(
     trainer = Trainer(model, split, config.train, config.eval, progress=progress, log=log)
     training = trainer.fit()
     started = time.perf_counter()
-    valid = evaluate_split(model, split, "valid", config)
-    test = evaluate_split(model, split, "test", config)
+    valid = evaluate_split(model, split, "valid", config, progress=progress)
+    test = evaluate_split(model, split, "test", config, progress=progress)
     metrics = {
         "valid": valid,
         "test": test,
@@ -87,7 +88,7 @@ def run_experiment(
 
 
 def evaluate_bundle(
-    bundle: Bundle, which: str = "test", exclude_seen: bool | None = None
+    bundle: Bundle, which: str = "test", exclude_seen: bool | None = None, *, progress: bool = False
 ) -> dict[str, float]:
     """Re-run the protocol on a loaded bundle's own data and split."""
     config = bundle.config
@@ -96,4 +97,4 @@ def evaluate_bundle(
 
         config = dataclasses.replace(config, eval=dataclasses.replace(config.eval, exclude_seen=exclude_seen))
     split = split_for(config, bundle.data)
-    return evaluate_split(bundle.model, split, which, config)
+    return evaluate_split(bundle.model, split, which, config, progress=progress)

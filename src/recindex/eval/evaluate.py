@@ -11,6 +11,7 @@ from recindex.data.splits import EvalCases, Split
 from recindex.eval.metrics import ranking_report
 from recindex.index.exact import exact_search
 from recindex.models.two_tower import TwoTowerModel, pad_sequences
+from recindex.train.progress import BatchProgress
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ def evaluate_model(
     exclude_seen: bool = True,
     batch_size: int = 1024,
     max_cases: int | None = None,
+    progress: bool = False,
 ) -> EvalResult:
     cases = split.eval_cases(which)
     if max_cases is not None and len(cases) > max_cases:
@@ -59,15 +61,17 @@ def evaluate_model(
     with torch.no_grad():
         items = model.item_vectors()
     queries = encode_cases(model, cases, batch_size)
-    top, _, ranks = exact_search(
-        queries,
-        items,
-        max(ks),
-        exclude_offsets=cases.history_offsets if exclude_seen else None,
-        exclude_items=cases.history_items if exclude_seen else None,
-        targets=cases.targets,
-        batch_size=batch_size,
-    )
+    with BatchProgress(-(-len(cases) // batch_size), f"ranking {which}", enabled=progress) as bar:
+        top, _, ranks = exact_search(
+            queries,
+            items,
+            max(ks),
+            exclude_offsets=cases.history_offsets if exclude_seen else None,
+            exclude_items=cases.history_items if exclude_seen else None,
+            targets=cases.targets,
+            batch_size=batch_size,
+            on_batch=bar.advance,
+        )
     cold_mask = np.isin(cases.targets, split.cold_items) if len(split.cold_items) else None
     metrics = ranking_report(ranks, top, item_counts, ks, cold_mask)
     return EvalResult(metrics, ranks, top)

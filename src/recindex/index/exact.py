@@ -5,6 +5,8 @@ This is the reference every approximate index is checked against.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -36,6 +38,7 @@ def exact_search(
     exclude_items: np.ndarray | None = None,
     targets: np.ndarray | None = None,
     batch_size: int = 1024,
+    on_batch: Callable[[], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Top-k item indices and scores per query; optionally each target's rank (0 = best).
 
@@ -60,4 +63,6 @@ def exact_search(
                 target_scores = scores[torch.arange(len(scores)), batch_targets].unsqueeze(1)
                 above = (scores >= target_scores).sum(dim=1) - 1
                 ranks[start : start + len(scores)] = above.numpy()
+            if on_batch is not None:
+                on_batch()
     return top_ids, top_scores, ranks

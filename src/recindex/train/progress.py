@@ -54,3 +54,35 @@ class TrainingProgress:
     def __exit__(self, *exc) -> None:
         if self._progress is not None:
             self._progress.__exit__(*exc)
+
+
+class BatchProgress:
+    """A single bar with ETA over `total` batches (evaluation); a no-op when disabled."""
+
+    def __init__(self, total: int, description: str, *, enabled: bool = True):
+        self._progress = None
+        if enabled:
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self._task = self._progress.add_task(description, total=total)
+
+    def __enter__(self) -> BatchProgress:
+        if self._progress is not None:
+            self._progress.__enter__()
+        return self
+
+    def advance(self, steps: int = 1) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, advance=steps)
+
+    def __exit__(self, *exc) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
