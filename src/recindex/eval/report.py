@@ -22,7 +22,10 @@ HEADLINE = (
 def metrics_table(rows: dict[str, dict[str, float]], title: str, keys: tuple[str, ...] = HEADLINE) -> Table:
     """One row per run (e.g. 'valid', 'test'), one column per metric present in any row."""
     present = [k for k in keys if any(k in r for r in rows.values())]
-    extra = sorted({k for r in rows.values() for k in r if k.startswith("cold_recall@")})
+    extra = sorted(
+        {k for r in rows.values() for k in r if k.startswith("cold_recall@")},
+        key=lambda k: int(k.split("@")[1]),
+    )
     table = Table(title=title)
     table.add_column("run", style="bold")
     for key in [*present, *extra]:
