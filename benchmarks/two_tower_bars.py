@@ -106,7 +106,7 @@ def main() -> None:
             console.print(f"{name}: training {r.training.seconds:.0f}s, best epoch {r.training.best_epoch}")
     cold = None
     if "cold" not in args.skip:
-        cold = run("beauty-cold", ['data.split="cold_item"', "model.id_dropout=0.2"], args.out, args.data_dir)
+        cold = run("beauty-cold", ['data.split="cold_item"'], args.out, args.data_dir)
         popularity = popularity_baseline(cold["config"], cold["data"])
         cold_result = cold["result"]
         console.print(

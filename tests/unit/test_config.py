@@ -16,8 +16,13 @@ def test_file_then_overrides(tmp_path):
 
 @pytest.mark.parametrize(
     "override, message",
-    [("train.nope=1", "unknown key"), ("nope.x=1", "unknown section"), ("model.dim=abc", "expected int"),
-     ("lr=1", "section.key"), ("train.lr", "section.key=value")],
+    [
+        ("train.nope=1", "unknown key"),
+        ("nope.x=1", "unknown section"),
+        ("model.dim=abc", "expected int"),
+        ("lr=1", "section.key"),
+        ("train.lr", "section.key=value"),
+    ],
 )
 def test_bad_settings_are_named(override, message):
     with pytest.raises(RecIndexError, match=message):

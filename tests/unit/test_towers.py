@@ -50,3 +50,16 @@ def test_untrained_item_uses_content_features_only(tiny_synthetic):
         after = model.item_vectors(torch.tensor([5, 6]))
     assert torch.allclose(before[0], after[0])  # the cold item ignores its ID embedding
     assert not torch.allclose(before[1], after[1])
+
+
+def test_id_dropout_mask_leaves_content_only(tiny_synthetic):
+    model = _model(tiny_synthetic)
+    keep = torch.ones(model.n_items + 1, dtype=torch.bool)
+    keep[3] = False
+    with torch.no_grad():
+        content_only = model.item_tower.attributes(model.item_tower.tokens[torch.tensor([3])])
+        dropped = model.item_tower(torch.tensor([3, 4]), keep)
+        full = model.item_tower(torch.tensor([3, 4]))
+    assert torch.allclose(dropped[0], content_only[0])
+    assert torch.allclose(dropped[1], full[1])
+    assert not torch.allclose(dropped[0], full[0])
