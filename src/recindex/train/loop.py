@@ -124,7 +124,9 @@ class Trainer:
         for batch in iterate_batches(examples, self.config.batch_size, rng):
             loss = self._loss(batch)
             if not torch.isfinite(loss):
-                raise FloatingPointError("training loss is not finite; lower train.lr or model.temperature")
+                raise RecIndexError(
+                    "training loss is not finite; lower train.lr or raise model.temperature and train again"
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
