@@ -7,6 +7,7 @@ nothing a user can cause ends in a traceback.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -68,11 +69,15 @@ def data_stats(
 @data_app.command("download")
 def data_download(
     name: str = typer.Argument(..., help="beauty, sports, home-kitchen, lastfm or ml-100k."),
-    data_dir: Path = typer.Option(Path("data"), "--data-dir", help="Where to put the files."),
+    data_dir: Path | None = typer.Option(
+        None, "--data-dir", help="Where to put the files (default: $RECINDEX_DATA_DIR, else ./data)."
+    ),
 ) -> None:
     """Fetch a public dataset and verify its checksums."""
     from recindex.data.download import download
 
+    if data_dir is None:
+        data_dir = Path(os.environ.get("RECINDEX_DATA_DIR") or "data")
     folder = download(name, data_dir)
     console.print(f"[green]{name}[/] is in {folder}")
 

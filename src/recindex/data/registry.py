@@ -1,7 +1,8 @@
 """Resolve a dataset spec to `Interactions`: a known name, a path in a supported format, or `synthetic`.
 
 Names resolve inside a data directory: `--data-dir`, else `$RECINDEX_DATA_DIR`, else `../shared/data`
-(relative to the working directory) when it exists.
+(relative to the working directory) when it exists, else `./data` (where `recindex data download` puts
+files by default) when it exists.
 """
 
 from __future__ import annotations
@@ -60,8 +61,10 @@ def default_data_dir() -> Path | None:
     env = os.environ.get("RECINDEX_DATA_DIR")
     if env:
         return Path(env)
-    candidate = Path("../shared/data")
-    return candidate if candidate.is_dir() else None
+    for candidate in (Path("../shared/data"), Path("data")):
+        if candidate.is_dir():
+            return candidate
+    return None
 
 
 def load_dataset(spec: str, data_dir: str | Path | None = None) -> Interactions:
