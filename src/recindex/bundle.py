@@ -53,10 +53,6 @@ class Bundle:
     def bundle_id(self) -> str:
         return self.manifest["bundle_id"]
 
-    @property
-    def trained_items(self) -> np.ndarray:
-        return self.model.item_tower.trained[:-1].numpy().copy()
-
 
 def code_version() -> dict[str, str | None]:
     """Package version, plus the git commit when running from a checkout."""

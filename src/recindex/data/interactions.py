@@ -33,17 +33,6 @@ class ItemFeatures:
     def of(self, item: int) -> np.ndarray:
         return self.tokens[self.offsets[item] : self.offsets[item + 1]]
 
-    def subset(self, items: np.ndarray) -> ItemFeatures:
-        """Features of `items`, in that order (used when items are re-indexed)."""
-        lengths = np.diff(self.offsets)[items]
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        tokens = (
-            np.concatenate([self.of(int(i)) for i in items]).astype(np.int64)
-            if len(items)
-            else np.zeros(0, np.int64)
-        )
-        return ItemFeatures(offsets, tokens, self.names)
-
     @staticmethod
     def from_lists(token_lists: list[list[int]], names: list[str]) -> ItemFeatures:
         lengths = np.fromiter((len(t) for t in token_lists), np.int64, len(token_lists))

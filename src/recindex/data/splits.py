@@ -34,11 +34,6 @@ class EvalCases:
     def history(self, case: int) -> np.ndarray:
         return self.history_items[self.history_offsets[case] : self.history_offsets[case + 1]]
 
-    def subset(self, mask: np.ndarray) -> EvalCases:
-        keep = np.flatnonzero(mask)
-        histories = [self.history(int(c)) for c in keep]
-        return _cases(self.users[keep], histories, self.targets[keep])
-
 
 @dataclass(frozen=True)
 class Split:

@@ -51,12 +51,9 @@ def evaluate_model(
     ks: tuple[int, ...] = (5, 10, 20, 50, 100),
     exclude_seen: bool = True,
     batch_size: int = 1024,
-    max_cases: int | None = None,
     progress: bool = False,
 ) -> EvalResult:
     cases = split.eval_cases(which)
-    if max_cases is not None and len(cases) > max_cases:
-        cases = cases.subset(np.arange(len(cases)) < max_cases)
     model.eval()
     with torch.no_grad():
         items = model.item_vectors()

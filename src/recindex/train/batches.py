@@ -22,10 +22,6 @@ class SequenceExamples:
     lengths: np.ndarray  # (U,) number of real input positions
     pad: int
 
-    @property
-    def n_positions(self) -> int:
-        return int(self.lengths.sum())
-
 
 def sequence_examples(split: Split, n_users: int, n_items: int, max_len: int) -> SequenceExamples:
     users, windows = [], []
