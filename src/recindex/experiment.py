@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -93,8 +94,6 @@ def evaluate_bundle(
     """Re-run the protocol on a loaded bundle's own data and split."""
     config = bundle.config
     if exclude_seen is not None and exclude_seen != config.eval.exclude_seen:
-        import dataclasses
-
         config = dataclasses.replace(config, eval=dataclasses.replace(config.eval, exclude_seen=exclude_seen))
     split = split_for(config, bundle.data)
     return evaluate_split(bundle.model, split, which, config, progress=progress)
