@@ -1,4 +1,4 @@
-"""The `recindex` command line: data | train | evaluate | recommend.
+"""The `recindex` command line: data | train | index | evaluate | recommend.
 
 User mistakes (bad files, unknown ids, corrupt bundles) print one clear line and exit with status 2;
 nothing a user can cause ends in a traceback.
@@ -22,6 +22,8 @@ from recindex.errors import RecIndexError
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Retrieval for recommender systems.")
 data_app = typer.Typer(no_args_is_help=True, help="Inspect and fetch datasets.")
 app.add_typer(data_app, name="data")
+index_app = typer.Typer(no_args_is_help=True, help="Build and list the item indexes of a bundle.")
+app.add_typer(index_app, name="index")
 # Tables are wide: when the output is a file or a pipe, do not squeeze them into 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 200)
 errors = Console(stderr=True)
@@ -133,6 +135,10 @@ def evaluate(
         "--exclude-seen/--include-seen",
         help="Mask the user's history from the ranking (the protocol default).",
     ),
+    index: str | None = typer.Option(
+        None, "--index", help="Retrieve through this index of the bundle (see 'recindex index list')."
+    ),
+    params: list[str] = typer.Option([], "--param", help="Index search parameter, e.g. ef=256, nprobe=64."),
 ) -> None:
     """Evaluate a bundle on its own data and split, and compare with the training run."""
     from recindex.bundle import load_bundle
@@ -142,6 +148,11 @@ def evaluate(
     if split not in ("valid", "test"):
         raise RecIndexError(f"--split must be 'valid' or 'test', got {split!r}")
     loaded = load_bundle(bundle)
+    if index is not None:
+        _evaluate_through_index(
+            loaded, index, split, exclude_seen, parse_assignments(params, "--param"), json_out
+        )
+        return
     metrics = evaluate_bundle(loaded, split, exclude_seen, progress=True)
     rows = {f"{split} (now)": metrics}
     stored = loaded.metrics.get(split)
@@ -170,6 +181,122 @@ def evaluate(
                 indent=2,
             )
         )
+
+
+def parse_assignments(items: list[str], flag: str) -> dict:
+    """`key=value` strings -> dict; values are TOML (numbers, true/false, "quoted"), else plain strings."""
+    import tomllib
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise RecIndexError(f"{flag} {item!r}: expected key=value, e.g. {flag} ef=256")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def _evaluate_through_index(
+    loaded, name: str, split: str, exclude_seen: bool, params: dict, json_out
+) -> None:
+    from recindex.eval.index_eval import evaluate_index
+    from recindex.eval.report import metrics_table
+    from recindex.index.in_bundle import load_bundle_index
+
+    index = load_bundle_index(loaded, name)
+    result = evaluate_index(
+        loaded, index, split, exclude_seen=exclude_seen, params=params or None, progress=True
+    )
+    history = "masked" if exclude_seen else "not masked"
+    console.print(
+        metrics_table(
+            {f"index {name}": result.index, "exact": result.exact},
+            f"{loaded.bundle_id}: {split}, history {history}",
+        )
+    )
+    table = Table(title=f"index {name} ({index.backend}), search parameters {index.search_params | params}")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for key, value in result.cost.items():
+        table.add_row(key, f"{value:,.4f}" if value < 100 else f"{value:,.0f}")
+    console.print(table)
+    if json_out is not None:
+        payload = {
+            "bundle_id": loaded.bundle_id,
+            "split": split,
+            "exclude_seen": exclude_seen,
+            "index": name,
+            "search_params": {**index.search_params, **params},
+            "metrics": result.index,
+            "exact": result.exact,
+            "cost": result.cost,
+        }
+        json_out.write_text(json.dumps(payload, indent=2))
+
+
+@index_app.command("build")
+def index_build(
+    bundle: Path = typer.Argument(..., help="A bundle directory written by 'recindex train'."),
+    backend: str = typer.Option(
+        ...,
+        "--backend",
+        help="exact, exact:int8, faiss:HNSW32, faiss:IVF1024,Flat, milvus:HNSW, sharded:4:...",
+    ),
+    name: str | None = typer.Option(
+        None, "--name", help="Index name inside the bundle (default: from the spec)."
+    ),
+    options: list[str] = typer.Option(
+        [], "--option", help="Build setting, e.g. ef_construction=200, uri=http://milvus:19530."
+    ),
+    params: list[str] = typer.Option([], "--param", help="Default search parameter, e.g. ef=128, nprobe=32."),
+    metric: str | None = typer.Option(None, "--metric", help="Default: the model's own metric."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an index of the same name."),
+) -> None:
+    """Build an index over the bundle's item embeddings and store it in the bundle."""
+    from recindex.bundle import load_bundle
+    from recindex.index.in_bundle import build_bundle_index
+
+    loaded = load_bundle(bundle)
+    with console.status(f"building {backend} over {len(loaded.item_embeddings):,} items"):
+        folder, index, seconds = build_bundle_index(
+            loaded,
+            backend,
+            name,
+            metric=metric,
+            options=parse_assignments(options, "--option"),
+            search_params=parse_assignments(params, "--param"),
+            overwrite=overwrite,
+        )
+    console.print(
+        f"[green]built[/] {backend}: {len(index):,} items in {seconds:.1f}s, "
+        f"search parameters {index.search_params}; stored in {folder}"
+    )
+
+
+@index_app.command("list")
+def index_list(bundle: Path = typer.Argument(..., help="A bundle directory.")) -> None:
+    """The indexes stored in a bundle."""
+    from recindex.bundle import load_bundle
+    from recindex.index.in_bundle import list_bundle_indexes
+
+    loaded = load_bundle(bundle)
+    table = Table(title=f"indexes of {loaded.bundle_id}")
+    for column in ("name", "spec", "items", "metric", "search parameters", "built", "build s"):
+        table.add_column(column)
+    for m in list_bundle_indexes(loaded):
+        table.add_row(
+            m["name"],
+            m.get("spec", m["backend"]),
+            f"{m.get('count', 0):,}",
+            m["metric"],
+            json.dumps(m.get("search_params", {})),
+            m.get("created", ""),
+            f"{m.get('build_seconds', 0):.1f}",
+        )
+    console.print(table)
 
 
 @app.command()

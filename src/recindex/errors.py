@@ -26,3 +26,7 @@ class DataFormatError(RecIndexError):
 
 class BundleError(RecIndexError):
     """A bundle is missing, corrupt, or does not match what it is used with."""
+
+
+class InvalidRequest(RecIndexError):
+    """A query, an item update or a filter is malformed (wrong dimension, NaN, unknown attribute, ...)."""

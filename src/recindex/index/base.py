@@ -1,0 +1,332 @@
+"""The `Index` contract every backend implements, and the checks and conventions they share.
+
+    index.add(ids, vectors, attributes={"brand": [...], "price": [...]})   # upsert
+    index.remove(ids)                                                     # -> how many were there
+    ids, scores = index.search(queries, k, filter='brand == "acme"', exclude=histories)
+    index.save(folder); same = load_index(folder)
+
+Conventions: ids are non-negative int64 item ids chosen by the caller; results come ids first, scores
+second, best first, and a higher score is always better (an L2 index returns negated squared
+distances). Where fewer than k items are eligible, rows are padded with id -1 and score -inf. The metric
+is part of the index and is checked against the model that produced the vectors (`check_metric`).
+
+`BaseIndex` does the shared work once: input validation, parameter checks, per-query exclusion
+(history masking) by over-fetching, and atomic save with a checksummed manifest. Backends implement the
+underscored methods.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from recindex.errors import BundleError, InvalidRequest
+from recindex.hashing import sha256_file
+from recindex.index.filters import Filter, as_filter
+
+Metric = Literal["ip", "cosine", "l2"]
+METRICS = ("ip", "cosine", "l2")
+FORMAT_VERSION = 1
+MAX_K = 16_384  # also Milvus's top-k limit
+MAX_DIM = 32_768
+MAX_QUERIES = 1_000_000
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    upsert: bool = True
+    remove: bool = True
+    filter: Literal["native", "post-filter"] = "native"  # how attribute/id filters are applied
+    persist: bool = True
+    attributes: bool = True
+
+
+@dataclass
+class SearchResult:
+    ids: np.ndarray  # (Q, k) int64, -1 where fewer than k items are eligible
+    scores: np.ndarray  # (Q, k) float32, higher is better, -inf where ids are -1
+    scored: np.ndarray | None = None  # (Q,) candidates scored per query, where the backend counts
+
+    def __iter__(self):
+        yield self.ids
+        yield self.scores
+
+
+def check_metric(index_metric: str, model_metric: str, normalized: bool) -> None:
+    """Refuse an index whose score is not the model's score (ip and cosine agree on unit vectors)."""
+    if index_metric == model_metric:
+        return
+    if normalized and {index_metric, model_metric} <= {"ip", "cosine"}:
+        return
+    raise InvalidRequest(
+        f"the model scores items by {model_metric!r}"
+        f"{' on unit vectors' if normalized else ''}; an index with metric {index_metric!r} would rank "
+        "them differently"
+    )
+
+
+def as_matrix(vectors, dim: int, what: str) -> np.ndarray:
+    """A C-contiguous float32 (n, dim) copy-if-needed of `vectors`, or a clear error."""
+    try:
+        array = np.asarray(vectors, dtype=np.float32)
+    except (TypeError, ValueError) as error:
+        raise InvalidRequest(f"{what} must be numbers: {error}") from None
+    if array.ndim == 1:
+        array = array[None, :]
+    if array.ndim != 2:
+        raise InvalidRequest(f"{what} must be a (n, {dim}) matrix, got shape {array.shape}")
+    if array.shape[1] != dim:
+        raise InvalidRequest(f"{what} have dimension {array.shape[1]}, this index holds dimension {dim}")
+    if len(array) == 0:
+        raise InvalidRequest(f"{what} are empty")
+    if not np.isfinite(array).all():
+        bad = int(np.flatnonzero(~np.isfinite(array).all(axis=1))[0])
+        raise InvalidRequest(f"{what} contain NaN or inf (first at row {bad})")
+    return np.ascontiguousarray(array)
+
+
+def as_ids(ids, what: str = "ids") -> np.ndarray:
+    array = np.asarray(ids)
+    if array.ndim == 0:
+        array = array[None]
+    if array.ndim != 1 or (array.size and array.dtype.kind not in "iu"):
+        raise InvalidRequest(f"{what} must be a flat list of integers, got {array.dtype} shape {array.shape}")
+    array = array.astype(np.int64)
+    if array.size and array.min() < 0:
+        raise InvalidRequest(f"{what} must be non-negative (found {int(array.min())})")
+    return array
+
+
+def normalize(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise InvalidRequest("a zero vector has no direction; the cosine metric cannot score it")
+    return (vectors / norms).astype(np.float32)
+
+
+def as_exclusions(exclude, n_queries: int) -> list[np.ndarray] | None:
+    """Per-query ids to leave out: a list of id lists, or CSR `(offsets, ids)`."""
+    if exclude is None:
+        return None
+    if isinstance(exclude, tuple) and len(exclude) == 2 and isinstance(exclude[0], np.ndarray):
+        offsets, items = exclude
+        if len(offsets) != n_queries + 1:
+            raise InvalidRequest(f"exclude offsets must have {n_queries + 1} entries, got {len(offsets)}")
+        return [items[offsets[i] : offsets[i + 1]] for i in range(n_queries)]
+    if len(exclude) != n_queries:
+        raise InvalidRequest(f"exclude needs one id list per query ({n_queries}), got {len(exclude)}")
+    return [as_ids(row, "exclude") for row in exclude]
+
+
+def drop_excluded(result: SearchResult, exclude: list[np.ndarray], k: int) -> SearchResult:
+    """Remove each row's excluded ids and keep the best k of what is left (order preserved)."""
+    keep = np.ones(result.ids.shape, bool)
+    for row, ids in enumerate(exclude):
+        if len(ids):
+            keep[row] = ~np.isin(result.ids[row], ids)
+    keep &= result.ids >= 0
+    order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
+    ids = np.take_along_axis(result.ids, order, axis=1)
+    scores = np.take_along_axis(result.scores, order, axis=1)
+    kept = np.take_along_axis(keep, order, axis=1)
+    ids[~kept] = -1
+    scores[~kept] = -np.inf
+    return SearchResult(ids, scores, result.scored)
+
+
+class BaseIndex(ABC):
+    """Shared validation and persistence; subclasses implement `_add`, `_remove`, `_search`, ..."""
+
+    backend: ClassVar[str]
+    # Search parameters this backend understands, with their defaults.
+    default_search_params: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, dim: int, metric: Metric = "ip", search_params: Mapping[str, Any] | None = None):
+        if not isinstance(dim, int) or not 0 < dim <= MAX_DIM:
+            raise InvalidRequest(f"dim must be an integer in 1..{MAX_DIM}, got {dim!r}")
+        if metric not in METRICS:
+            raise InvalidRequest(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+        self.dim = dim
+        self.metric = metric
+        self.search_params = self.resolve_params(search_params)
+
+    # ---- the contract ----------------------------------------------------------------------------
+
+    @property
+    @abstractmethod
+    def capabilities(self) -> Capabilities: ...
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    def add(self, ids, vectors, *, attributes: Mapping[str, Sequence] | None = None) -> None:
+        """Insert or replace items (upsert); attributes are name -> one value per id."""
+        ids = as_ids(ids)
+        vectors = as_matrix(vectors, self.dim, "item vectors")
+        if len(ids) != len(vectors):
+            raise InvalidRequest(f"{len(ids)} ids for {len(vectors)} vectors")
+        if len(np.unique(ids)) != len(ids):
+            raise InvalidRequest("ids repeat within one add; pass each item once")
+        if attributes is not None and not isinstance(attributes, Mapping):
+            raise InvalidRequest("attributes must be a mapping of name -> one value per item")
+        if self.metric == "cosine":
+            vectors = normalize(vectors)
+        self._add(ids, vectors, attributes)
+
+    def remove(self, ids) -> int:
+        """Remove items; returns how many of them were in the index (unknown ids are ignored)."""
+        ids = as_ids(ids)
+        return self._remove(np.unique(ids)) if len(ids) else 0
+
+    def search(
+        self,
+        queries,
+        k: int,
+        *,
+        filter: Filter | str | dict | None = None,  # noqa: A002 (the contract's name)
+        params: Mapping[str, Any] | None = None,
+        exclude=None,
+    ) -> SearchResult:
+        """Top-k items per query, best first. `exclude`: per-query ids to leave out (history)."""
+        queries = as_matrix(queries, self.dim, "queries")
+        if len(queries) > MAX_QUERIES:
+            raise InvalidRequest(f"{len(queries):,} queries in one call; at most {MAX_QUERIES:,}")
+        size = len(self)
+        if size == 0:
+            raise InvalidRequest("the index is empty: add items before searching")
+        if not isinstance(k, int | np.integer) or isinstance(k, bool) or k < 1:
+            raise InvalidRequest(f"k must be a positive integer, got {k!r}")
+        if k > min(size, MAX_K):
+            raise InvalidRequest(
+                f"k={k} is larger than the index ({size:,} items)"
+                if k > size
+                else f"k={k} is above the limit of {MAX_K}"
+            )
+        if self.metric == "cosine":
+            queries = normalize(queries)
+        resolved = {**self.search_params, **self.resolve_params(params, merge=False)}
+        flt = as_filter(filter)
+        exclusions = as_exclusions(exclude, len(queries))
+        if not exclusions:
+            return self._search(queries, int(k), flt, resolved)
+        # Fetching k + (longest exclusion list) and dropping the excluded leaves at least k results
+        # whenever the backend returns full lists, so history masking never shortens a list.
+        fetch = min(size, int(k) + max(len(row) for row in exclusions))
+        return drop_excluded(self._search(queries, fetch, flt, resolved), exclusions, int(k))
+
+    def resolve_params(self, params: Mapping[str, Any] | None, merge: bool = True) -> dict[str, Any]:
+        params = dict(params or {})
+        unknown = set(params) - set(self.default_search_params)
+        if unknown:
+            known = ", ".join(sorted(self.default_search_params)) or "none"
+            raise InvalidRequest(
+                f"{self.backend} index: unknown search parameters {sorted(unknown)} (it takes: {known})"
+            )
+        for key, value in params.items():
+            default = self.default_search_params[key]
+            if isinstance(default, int) and (not isinstance(value, int | np.integer) or value < 1):
+                raise InvalidRequest(f"search parameter {key} must be a positive integer, got {value!r}")
+        return {**self.default_search_params, **params} if merge else params
+
+    # ---- persistence ------------------------------------------------------------------------------
+
+    def save(self, path: str | Path, *, extra: Mapping[str, Any] | None = None) -> Path:
+        """Write the index to a directory atomically, with a manifest that checksums every file."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            state = self._save(staging)
+            files = {
+                str(p.relative_to(staging)): sha256_file(p) for p in sorted(staging.rglob("*")) if p.is_file()
+            }
+            manifest = {
+                "format_version": FORMAT_VERSION,
+                "backend": self.backend,
+                "dim": self.dim,
+                "metric": self.metric,
+                "count": len(self),
+                "search_params": self.search_params,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "state": state,
+                "files": files,
+                **dict(extra or {}),
+            }
+            (staging / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+            if path.exists():
+                shutil.rmtree(path)
+            staging.rename(path)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return path
+
+    @classmethod
+    def from_manifest(cls, path: Path, manifest: dict) -> BaseIndex:
+        index = cls._load(path, manifest)
+        index.search_params = index.resolve_params(manifest.get("search_params"))
+        return index
+
+    # ---- what a backend implements ---------------------------------------------------------------
+
+    @abstractmethod
+    def _add(self, ids: np.ndarray, vectors: np.ndarray, attributes) -> None: ...
+
+    @abstractmethod
+    def _remove(self, ids: np.ndarray) -> int: ...
+
+    @abstractmethod
+    def _search(self, queries: np.ndarray, k: int, flt: Filter | None, params: dict) -> SearchResult: ...
+
+    @abstractmethod
+    def _save(self, folder: Path) -> dict:
+        """Write the backend's files into `folder`; return what `_load` needs from the manifest."""
+
+    @classmethod
+    @abstractmethod
+    def _load(cls, folder: Path, manifest: dict) -> BaseIndex: ...
+
+
+def read_index_manifest(path: str | Path) -> dict:
+    path = Path(path)
+    manifest_path = path / "manifest.json"
+    if not manifest_path.is_file():
+        raise BundleError(f"{path} is not an index: no manifest.json")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise BundleError(f"{manifest_path}: not valid JSON ({error})") from None
+    missing = [key for key in ("format_version", "backend", "dim", "metric", "files") if key not in manifest]
+    if missing:
+        raise BundleError(f"{manifest_path}: missing keys {missing}")
+    if manifest["format_version"] != FORMAT_VERSION:
+        raise BundleError(f"{manifest_path}: index format {manifest['format_version']} is not supported")
+    for name, expected in manifest["files"].items():
+        file = (path / name).resolve()
+        if path.resolve() not in file.parents or not file.is_file():
+            raise BundleError(f"{path}: file {name} listed in the manifest is missing")
+        if sha256_file(file) != expected:
+            raise BundleError(f"{path}: {name} is corrupt (checksum differs from the manifest)")
+    return manifest
+
+
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Column positions and values of each row's k largest scores, best first (ties: lower position)."""
+    n = scores.shape[1]
+    if k < n:
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    else:
+        part = np.broadcast_to(np.arange(n), scores.shape).copy()
+    values = np.take_along_axis(scores, part, axis=1)
+    order = np.lexsort((part, -values), axis=1)
+    positions = np.take_along_axis(part, order, axis=1)
+    return positions, np.take_along_axis(values, order, axis=1)

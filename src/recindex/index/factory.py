@@ -1,0 +1,92 @@
+"""Build an index from a backend spec string, and load any saved index from its manifest.
+
+Specs (the `--backend` of `recindex index build`):
+
+    exact                      float32 storage; `exact:float16`, `exact:int8` for less memory
+    faiss:HNSW32               any FAISS index-factory string after the colon, e.g.
+    faiss:IVF4096,Flat         faiss:IVF4096,PQ32x8,RFlat (PQ with an exact refine stage),
+    faiss:OPQ16,IVF1024,PQ16   ...
+    milvus:HNSW                a Milvus index type (HNSW, IVF_FLAT, IVF_PQ, FLAT, AUTOINDEX, ...);
+                               the server or Milvus Lite file comes from options["uri"]
+    sharded:4:faiss:HNSW32     4 shards of the inner spec, by hash of item id
+
+Backends are named here explicitly; nothing is discovered by module name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from recindex.errors import InvalidRequest
+from recindex.index.base import BaseIndex, Metric, read_index_manifest
+
+BACKENDS = ("exact", "faiss", "milvus", "sharded")
+
+
+def backend_class(name: str) -> type[BaseIndex]:
+    # Imported on demand so that a missing optional engine only matters to those who use it.
+    if name == "exact":
+        from recindex.index.exact_index import ExactIndex
+
+        return ExactIndex
+    if name == "faiss":
+        from recindex.index.faiss_index import FaissIndex
+
+        return FaissIndex
+    if name == "milvus":
+        from recindex.index.milvus_index import MilvusIndex
+
+        return MilvusIndex
+    if name == "sharded":
+        from recindex.index.sharded import ShardedIndex
+
+        return ShardedIndex
+    raise InvalidRequest(f"unknown index backend {name!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def make_index(
+    spec: str,
+    dim: int,
+    metric: Metric = "ip",
+    *,
+    search_params: Mapping[str, Any] | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> BaseIndex:
+    """An empty index for `spec`; `options` are build-time settings of the backend."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise InvalidRequest("an index spec is a non-empty string such as 'exact' or 'faiss:HNSW32'")
+    backend, _, rest = spec.strip().partition(":")
+    options = dict(options or {})
+    cls = backend_class(backend)
+    if backend == "exact":
+        return cls(dim, metric, storage=rest or "float32", search_params=search_params, **options)
+    if backend == "faiss":
+        if not rest:
+            raise InvalidRequest("faiss needs a factory string, e.g. faiss:HNSW32 or faiss:IVF1024,Flat")
+        return cls(dim, metric, factory=rest, search_params=search_params, **options)
+    if backend == "milvus":
+        return cls(dim, metric, index_type=rest or "AUTOINDEX", search_params=search_params, **options)
+    count, _, inner = rest.partition(":")
+    if not count.isdigit() or not inner:
+        raise InvalidRequest(f"sharded spec is sharded:N:INNER (e.g. sharded:4:faiss:HNSW32), got {spec!r}")
+    shards = [
+        make_index(inner, dim, metric, search_params=search_params, options=_shard_options(inner, options, n))
+        for n in range(int(count))
+    ]
+    return cls(shards, spec=inner)
+
+
+def _shard_options(inner: str, options: dict, number: int) -> dict:
+    """Milvus shards are separate collections; other backends need nothing per shard."""
+    if inner.startswith("milvus"):
+        return {**options, "collection": f"{options.get('collection', 'recindex_items')}_shard{number}"}
+    return options
+
+
+def load_index(path: str | Path) -> BaseIndex:
+    """Load a saved index of any backend, after checking its manifest and checksums."""
+    path = Path(path)
+    manifest = read_index_manifest(path)
+    return backend_class(manifest["backend"]).from_manifest(path, manifest)

@@ -1,0 +1,304 @@
+"""The FAISS backend: any index-factory string, with upsert, remove and filters on top.
+
+Ids. FAISS labels are our slots (see slots.py). IVF indexes store caller-chosen labels and delete them,
+so there an upsert is `remove_ids` + `add_with_ids` under a fresh slot. Graph and flat indexes (HNSW,
+Flat, refine wrappers) number vectors in insertion order and HNSW cannot delete, so there a removed or
+replaced item becomes a tombstone: its slot is dead and an id selector hides it until `compact()`
+rebuilds the index from the live vectors.
+
+Filters. The attribute filter and the tombstones become a bitmap selector over slots, given to the
+layer that searches (IVF, HNSW, Flat). Where FAISS takes no selector (e.g. IndexPQ), the backend
+over-fetches and post-filters. Either way, when at most `exact_below` items match, those items are
+scored exactly instead (an approximate search of a tiny subset is all misses), and a row that still
+comes back short of k is retried with wider search parameters, then scored exactly over the matching
+items: k results come back whenever k items match.
+
+Training. IVF and PQ need training: the first `add` trains on a seeded sample of its vectors
+(`train_size`, default max(50,000, 64 x nlist)), so the first add must carry enough vectors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from recindex.errors import InvalidRequest
+from recindex.index.attributes import AttributeStore
+from recindex.index.base import BaseIndex, Capabilities, Metric, SearchResult, top_k
+from recindex.index.faiss_layers import (
+    Layers,
+    distances_computed,
+    layers_of,
+    reset_stats,
+    search_parameters,
+)
+from recindex.index.filters import Filter
+from recindex.index.slots import SlotTable
+
+EXACT_FALLBACK_LIMIT = 200_000  # largest matching set a short row is scored over exactly
+WIDEN_TRIES = 3
+
+
+class FaissIndex(BaseIndex):
+    backend = "faiss"
+
+    def __init__(
+        self,
+        dim: int,
+        metric: Metric = "ip",
+        factory: str = "HNSW32",
+        *,
+        ef_construction: int = 200,
+        train_size: int | None = None,
+        search_params=None,
+    ):
+        self.factory = factory
+        self._faiss_metric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
+        try:
+            self.index = faiss.index_factory(int(dim), factory, self._faiss_metric)
+        except (RuntimeError, TypeError) as error:
+            first = str(error).strip().splitlines()[-1] if str(error).strip() else repr(error)
+            raise InvalidRequest(f"FAISS cannot build {factory!r} for dim {dim}: {first}") from None
+        self.layers: Layers = layers_of(self.index)
+        self.default_search_params = {**self.layers.knobs(), "exact_below": 20_000}
+        super().__init__(dim, metric, search_params)
+        if self.layers.is_hnsw:
+            self.layers.core.hnsw.efConstruction = int(ef_construction)
+        self.ef_construction = int(ef_construction)
+        self.train_size = train_size
+        self.table = SlotTable()
+        self._selectors_work: bool | None = None  # probed on first filtered search
+        self._param_cache: dict = {}
+
+    @property
+    def capabilities(self) -> Capabilities:
+        native = self._selectors_work is not False
+        return Capabilities(upsert=True, remove=True, filter="native" if native else "post-filter")
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    # ---- writes ----------------------------------------------------------------------------------
+
+    def _train(self, vectors: np.ndarray) -> None:
+        nlist = self.layers.core.nlist if self.layers.is_ivf else 1
+        size = self.train_size or max(50_000, 64 * nlist)
+        needed = max(nlist, 256 if "PQ" in self.factory else 1)
+        if len(vectors) < needed:
+            raise InvalidRequest(
+                f"faiss:{self.factory} must be trained on at least {needed:,} vectors and the first add "
+                f"has {len(vectors):,}: add more items at once, or use fewer lists / smaller codebooks"
+            )
+        sample = vectors
+        if len(vectors) > size:
+            sample = vectors[np.sort(np.random.default_rng(0).choice(len(vectors), size, replace=False))]
+        try:
+            self.index.train(sample)
+        except RuntimeError as error:
+            raise InvalidRequest(f"FAISS could not train {self.factory!r}: {error}") from None
+        if self.layers.is_ivf:
+            # A hash-table direct map lets IVF reconstruct vectors by label (for exact fallbacks).
+            self.layers.core.set_direct_map_type(faiss.DirectMap.Hashtable)
+
+    def _add(self, ids: np.ndarray, vectors: np.ndarray, attributes) -> None:
+        if not self.index.is_trained:
+            self._train(vectors)
+        old = self.table.lookup(ids)
+        old = old[old >= 0]
+        # Validate attributes on a scratch store first, so a bad batch changes nothing.
+        AttributeStore().set(np.arange(len(ids)), attributes)
+        self._drop_slots(old)
+        slots = self.table.append(ids, attributes)
+        if self.layers.takes_ids:
+            self.index.add_with_ids(vectors, slots)
+        else:
+            assert self.index.ntotal == slots[0], "sequential labels out of step with slots"
+            self.index.add(vectors)
+
+    def _drop_slots(self, slots: np.ndarray) -> None:
+        if not len(slots):
+            return
+        if self.layers.takes_ids:
+            labels = np.ascontiguousarray(slots, np.int64)
+            # The hash-table direct map only deletes through an IDSelectorArray.
+            self.index.remove_ids(faiss.IDSelectorArray(len(labels), faiss.swig_ptr(labels)))
+        self.table.kill(slots)
+
+    def _remove(self, ids: np.ndarray) -> int:
+        slots = self.table.lookup(ids)
+        slots = slots[slots >= 0]
+        self._drop_slots(slots)
+        return len(slots)
+
+    @property
+    def tombstones(self) -> int:
+        return 0 if self.layers.takes_ids else self.table.dead
+
+    def compact(self) -> None:
+        """Rebuild from the live vectors so that tombstones stop costing search time and memory."""
+        if not self.table.dead:
+            return
+        live = self.table.live_slots()
+        vectors = self._reconstruct(live)
+        ids = self.table.ids[live].copy()
+        attributes = self.table.attributes.rows(live)
+        fresh = FaissIndex(
+            self.dim,
+            self.metric,
+            self.factory,
+            ef_construction=self.ef_construction,
+            train_size=self.train_size,
+            search_params=self.search_params,
+        )
+        fresh.index = faiss.clone_index(self.index)
+        fresh.index.reset()
+        fresh.layers = layers_of(fresh.index)
+        fresh._add(ids, vectors, attributes)
+        self.__dict__.update(fresh.__dict__)
+
+    def _reconstruct(self, slots: np.ndarray) -> np.ndarray:
+        try:
+            return self.index.reconstruct_batch(slots.astype(np.int64))
+        except RuntimeError as error:
+            raise InvalidRequest(f"faiss:{self.factory} cannot give back stored vectors: {error}") from None
+
+    # ---- search ----------------------------------------------------------------------------------
+
+    def _search(self, queries: np.ndarray, k: int, flt: Filter | None, params: dict) -> SearchResult:
+        mask = self.table.eligible(flt) if (flt is not None or self.tombstones) else None
+        n_match = len(self.table) if mask is None else int(mask.sum())
+        if n_match == 0:
+            return _empty(len(queries), k)
+        if mask is not None and n_match <= max(k, params["exact_below"]):
+            return self._exact(queries, k, np.flatnonzero(mask))
+        result = self._approximate(queries, k, mask, n_match, params)
+        short = (result.ids[:, : min(k, n_match)] < 0).any(axis=1)
+        if short.any():
+            self._fill_short_rows(queries, k, mask, n_match, params, short, result)
+        return result
+
+    def _approximate(self, queries, k, mask, n_match, params) -> SearchResult:
+        selector, bitmap = None, None
+        fetch = k
+        if mask is not None:
+            if self._selectors_work is None:
+                self._selectors_work = self._probe_selectors()
+            if self._selectors_work:
+                bitmap = np.packbits(mask, bitorder="little")
+                selector = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bitmap))
+            else:  # over-fetch in proportion to how much the filter removes
+                fetch = min(self.index.ntotal, int(np.ceil(k * self.table.used / n_match * 1.5)) + k)
+        search_params, keep = self._parameters(params, fetch, selector)
+        reset_stats()
+        distances, labels = self.index.search(queries, fetch, params=search_params)
+        del keep, bitmap
+        scored = distances_computed(self.layers, len(queries), fetch, params, self.table.used)
+        if mask is not None and not self._selectors_work:
+            labels = np.where((labels >= 0) & mask[np.maximum(labels, 0)], labels, -1)
+        return self._to_result(distances, labels, k, np.full(len(queries), scored))
+
+    def _parameters(self, params: dict, k: int, selector):
+        if selector is not None:
+            return search_parameters(self.layers, params, k, selector)
+        key = (tuple(sorted(params.items())), k if self.layers.is_hnsw else 0)
+        cached = self._param_cache.get(key)
+        if cached is None:
+            cached = self._param_cache[key] = search_parameters(self.layers, params, k)
+        return cached
+
+    def _to_result(self, distances, labels, k, scored) -> SearchResult:
+        valid = labels >= 0
+        scores = -distances if self.metric == "l2" else distances
+        scores = np.where(valid, scores, -np.inf).astype(np.float32)
+        if not valid.all():  # bring valid entries to the front, keeping their order
+            order = np.argsort(~valid, axis=1, kind="stable")
+            labels = np.take_along_axis(labels, order, axis=1)
+            scores = np.take_along_axis(scores, order, axis=1)
+            valid = np.take_along_axis(valid, order, axis=1)
+        ids = np.where(valid, self.table.ids[np.maximum(labels, 0)], -1)[:, :k]
+        return SearchResult(ids.astype(np.int64), scores[:, :k], scored)
+
+    def _fill_short_rows(self, queries, k, mask, n_match, params, short, result) -> None:
+        rows = np.flatnonzero(short)
+        wider = dict(params)
+        for _ in range(WIDEN_TRIES):
+            wider = {
+                key: (value * 4 if key in ("nprobe", "ef", "k_factor") else value)
+                for key, value in wider.items()
+            }
+            if "nprobe" in wider:
+                wider["nprobe"] = min(wider["nprobe"], self.layers.core.nlist)
+            retry = self._approximate(queries[rows], k, mask, n_match, wider)
+            result.ids[rows], result.scores[rows] = retry.ids, retry.scores
+            rows = rows[(retry.ids[:, : min(k, n_match)] < 0).any(axis=1)]
+            if not len(rows):
+                return
+        if n_match <= EXACT_FALLBACK_LIMIT:
+            slots = self.table.live_slots() if mask is None else np.flatnonzero(mask)
+            exact = self._exact(queries[rows], k, slots)
+            result.ids[rows], result.scores[rows] = exact.ids, exact.scores
+
+    def _exact(self, queries: np.ndarray, k: int, slots: np.ndarray) -> SearchResult:
+        vectors = self._reconstruct(slots)
+        scores = queries @ vectors.T
+        if self.metric == "l2":
+            scores = 2 * scores - (vectors**2).sum(axis=1)[None, :] - (queries**2).sum(axis=1, keepdims=True)
+        take = min(k, len(slots))
+        positions, values = top_k(scores.astype(np.float32), take)
+        ids = np.full((len(queries), k), -1, np.int64)
+        out = np.full((len(queries), k), -np.inf, np.float32)
+        ids[:, :take] = self.table.ids[slots[positions]]
+        out[:, :take] = values
+        return SearchResult(ids, out, np.full(len(queries), len(slots)))
+
+    def _probe_selectors(self) -> bool:
+        """Whether this FAISS structure accepts an id selector (some raise 'not implemented')."""
+        probe = np.zeros((1, self.dim), np.float32)
+        bitmap = np.ones((self.index.ntotal + 7) // 8, np.uint8)
+        selector = faiss.IDSelectorBitmap(self.index.ntotal, faiss.swig_ptr(bitmap))
+        search_params, keep = search_parameters(self.layers, self.search_params, 1, selector)
+        try:
+            self.index.search(probe, 1, params=search_params)
+        except RuntimeError:
+            return False
+        return True
+
+    # ---- persistence -----------------------------------------------------------------------------
+
+    def _save(self, folder: Path) -> dict:
+        self.table.save(folder)
+        faiss.write_index(self.index, str(folder / "index.faiss"))
+        return {
+            "factory": self.factory,
+            "ef_construction": self.ef_construction,
+            "train_size": self.train_size,
+        }
+
+    @classmethod
+    def _load(cls, folder: Path, manifest: dict) -> FaissIndex:
+        state = manifest["state"]
+        index = cls(
+            manifest["dim"],
+            manifest["metric"],
+            state["factory"],
+            ef_construction=state["ef_construction"],
+            train_size=state["train_size"],
+        )
+        index.index = faiss.read_index(str(folder / "index.faiss"))
+        index.layers = layers_of(index.index)
+        index.table = SlotTable.load(folder)
+        if index.index.ntotal != len(index) + index.tombstones:
+            raise InvalidRequest(
+                f"{folder}: index.faiss holds {index.index.ntotal} vectors, the id table {index.table.used}"
+            )
+        return index
+
+
+def _empty(n_queries: int, k: int) -> SearchResult:
+    return SearchResult(
+        np.full((n_queries, k), -1, np.int64),
+        np.full((n_queries, k), -np.inf, np.float32),
+        np.zeros(n_queries),
+    )

@@ -1,0 +1,111 @@
+"""Look inside a FAISS index built from a factory string: its layers, and search parameters for them.
+
+A factory string such as `OPQ16,IVF1024,PQ16,RFlat` builds nested objects (refine -> pre-transform ->
+IVF-PQ). Search-time knobs (nprobe, efSearch, k_factor) and an id selector must be given to the layer
+that understands them, wrapped in the parameter objects of the layers around it. FAISS does not do
+this nesting for us, so this module walks the layers once and builds the parameter chain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faiss
+
+
+@dataclass(frozen=True)
+class Layers:
+    outer: list  # wrappers, outermost first: IndexRefine / IndexPreTransform
+    core: faiss.Index  # the index that does the search
+
+    @property
+    def is_ivf(self) -> bool:
+        return isinstance(self.core, faiss.IndexIVF)
+
+    @property
+    def is_hnsw(self) -> bool:
+        return isinstance(self.core, faiss.IndexHNSW)
+
+    @property
+    def has_refine(self) -> bool:
+        return any(isinstance(layer, faiss.IndexRefine) for layer in self.outer)
+
+    @property
+    def takes_ids(self) -> bool:
+        """Whether the index stores caller-chosen labels and can delete them (IVF, not under refine)."""
+        return self.is_ivf and not self.has_refine
+
+    def knobs(self) -> dict[str, int]:
+        """The search parameters that apply to this structure, with their defaults."""
+        knobs: dict[str, int] = {}
+        if self.is_ivf:
+            knobs["nprobe"] = 32
+        if self.is_hnsw:
+            knobs["ef"] = 128
+        if self.has_refine:
+            knobs["k_factor"] = 4
+        return knobs
+
+
+def layers_of(index: faiss.Index) -> Layers:
+    outer = []
+    node = faiss.downcast_index(index)
+    while isinstance(node, faiss.IndexRefine | faiss.IndexPreTransform):
+        outer.append(node)
+        inner = node.base_index if isinstance(node, faiss.IndexRefine) else node.index
+        node = faiss.downcast_index(inner)
+    return Layers(outer, node)
+
+
+def search_parameters(layers: Layers, params: dict, k: int, selector=None):
+    """A SearchParameters chain for one search; returns (top object, objects to keep alive).
+
+    SWIG does not keep a nested parameter object alive through its parent, so the caller must hold
+    every object of the chain until the search returns.
+    """
+    keep = []
+    if layers.is_ivf:
+        core = faiss.SearchParametersIVF()
+        core.nprobe = int(params.get("nprobe", 32))
+    elif layers.is_hnsw:
+        core = faiss.SearchParametersHNSW()
+        # FAISS does not raise ef to k by itself; below k a graph search returns poorer lists.
+        core.efSearch = max(int(params.get("ef", 128)), k)
+    elif selector is None and not layers.outer:
+        return None, keep  # some indexes (e.g. IndexPQ) refuse any parameter object
+    else:
+        core = faiss.SearchParameters()
+    if selector is not None:
+        core.sel = selector
+    keep.append(core)
+    top = core
+    for layer in reversed(layers.outer):
+        if isinstance(layer, faiss.IndexPreTransform):
+            wrapper = faiss.SearchParametersPreTransform()
+            wrapper.index_params = top
+        else:
+            wrapper = faiss.IndexRefineSearchParameters()
+            wrapper.k_factor = float(params.get("k_factor", 4))
+            wrapper.base_index_params = top
+        keep.append(wrapper)
+        top = wrapper
+    return top, keep
+
+
+def reset_stats() -> None:
+    faiss.cvar.hnsw_stats.reset()
+    faiss.cvar.indexIVF_stats.reset()
+
+
+def distances_computed(layers: Layers, n_queries: int, k: int, params: dict, n_items: int) -> float:
+    """Candidates scored per query in the last search, from FAISS's own counters."""
+    if layers.is_hnsw:
+        scored = faiss.cvar.hnsw_stats.ndis / max(1, n_queries)
+    elif layers.is_ivf:
+        scored = faiss.cvar.indexIVF_stats.ndis / max(1, n_queries)
+        scored += layers.core.nlist  # the coarse quantizer scores every centroid
+    else:
+        scored = float(n_items)
+    if layers.has_refine:
+        scored += k * float(params.get("k_factor", 4))
+    return scored

@@ -1,0 +1,130 @@
+"""Indexes stored inside a bundle: built from its item embeddings, tied to its bundle id.
+
+Layout: `BUNDLE/indexes/NAME/` holds the index files and a manifest that records the bundle id, the
+spec, the build time and the search parameters. The bundle's own manifest is not rewritten (its
+checksums cover the model); the index manifest checksums the index files. Loading refuses an index whose
+bundle id differs from the bundle's, so a query encoder never meets an index built by another model.
+
+Item attributes written with the index (for filters): `popularity` (interactions in the bundle's data)
+and, where item feature tokens are named `key=value` (e.g. `year=1995`, `genre=Comedy`), the first value
+of each key, as a number when it reads as one.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recindex.bundle import Bundle
+from recindex.data.interactions import Interactions
+from recindex.errors import BundleError, InvalidRequest
+from recindex.index.base import BaseIndex, check_metric, read_index_manifest
+from recindex.index.factory import backend_class, make_index
+from recindex.index.filters import NAME
+
+INDEX_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def default_name(spec: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", spec).strip("-")[:64]
+
+
+def index_folder(bundle: Bundle, name: str) -> Path:
+    if not INDEX_NAME.match(name):
+        raise InvalidRequest(f"index name {name!r}: use letters, digits, '.', '_' and '-' (at most 64)")
+    return bundle.path / "indexes" / name
+
+
+def item_attributes(data: Interactions) -> dict[str, list]:
+    attributes: dict[str, list] = {"popularity": data.item_counts().astype(float).tolist()}
+    features = data.item_features
+    if features is None:
+        return attributes
+    fields: dict[str, list] = {}
+    for item in range(data.n_items):
+        for token in features.of(item):
+            key, sep, value = features.names[token].partition("=")
+            if not sep or not NAME.match(key):
+                continue
+            column = fields.setdefault(key, [None] * data.n_items)
+            if column[item] is None:
+                column[item] = value
+    for key, values in fields.items():
+        present = [v for v in values if v is not None]
+        if all(_is_number(v) for v in present):
+            attributes[key] = [None if v is None else float(v) for v in values]
+        else:
+            attributes[key] = values
+    return attributes
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def build_bundle_index(
+    bundle: Bundle,
+    spec: str,
+    name: str | None = None,
+    *,
+    metric: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    search_params: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> tuple[Path, BaseIndex, float]:
+    """Build `spec` over the bundle's item embeddings and store it; returns (folder, index, seconds)."""
+    embedding = bundle.manifest["embedding"]
+    metric = metric or embedding["metric"]
+    check_metric(metric, embedding["metric"], embedding.get("normalized", False))
+    name = name or default_name(spec)
+    folder = index_folder(bundle, name)
+    if folder.exists() and not overwrite:
+        raise BundleError(f"{folder} exists; pass --overwrite to rebuild it, or choose another --name")
+    options = dict(options or {})
+    if spec.partition(":")[0] in ("milvus", "sharded") and "milvus" in spec:
+        # One collection per bundle version; Milvus Lite data sits next to the index folder.
+        options.setdefault("collection", "recindex_" + re.sub(r"[^A-Za-z0-9_]", "_", bundle.bundle_id))
+        options.setdefault("uri", str(folder.parent / f"{name}.milvus.db"))
+    index = make_index(spec, embedding["dim"], metric, search_params=search_params, options=options)
+    started = time.perf_counter()
+    ids = np.arange(len(bundle.item_embeddings))
+    index.add(ids, bundle.item_embeddings, attributes=item_attributes(bundle.data))
+    seconds = time.perf_counter() - started
+    index.save(folder, extra={"bundle_id": bundle.bundle_id, "spec": spec, "build_seconds": seconds})
+    return folder, index, seconds
+
+
+def list_bundle_indexes(bundle: Bundle) -> list[dict]:
+    root = bundle.path / "indexes"
+    manifests = []
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        if (folder / "manifest.json").is_file():
+            manifests.append({"name": folder.name, **read_index_manifest(folder)})
+    return manifests
+
+
+def load_bundle_index(bundle: Bundle, name: str) -> BaseIndex:
+    """The named index of this bundle, refusing one that was built for another bundle."""
+    folder = index_folder(bundle, name)
+    if not folder.is_dir():
+        known = ", ".join(m["name"] for m in list_bundle_indexes(bundle)) or "none yet"
+        raise BundleError(
+            f"{bundle.path} has no index {name!r} (it has: {known}); "
+            f"build one with: recindex index build {bundle.path} --backend SPEC --name {name}"
+        )
+    manifest = read_index_manifest(folder)
+    if manifest.get("bundle_id") != bundle.bundle_id:
+        raise BundleError(
+            f"index {name!r} was built for bundle {manifest.get('bundle_id')!r}, not {bundle.bundle_id!r}: "
+            "serving it with this model would mix model versions; rebuild it"
+        )
+    return backend_class(manifest["backend"]).from_manifest(folder, manifest)
