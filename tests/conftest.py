@@ -28,3 +28,10 @@ def tiny_synthetic():
     from recindex.data.synthetic import SyntheticConfig, generate
 
     return generate(SyntheticConfig(n_users=300, n_items=120, n_clusters=6, n_attributes=20, seed=1))
+
+try:  # FAISS sizes its OpenMP team per process; two test workers on two cores must not spin four threads
+    import faiss
+
+    faiss.omp_set_num_threads(1)
+except ImportError:
+    pass

@@ -59,7 +59,7 @@ def evaluate_index(
     config = bundle.config
     exclude_seen = config.eval.exclude_seen if exclude_seen is None else exclude_seen
     ks = config.eval.ks
-    depth = max(ks)
+    depth = min(max(ks), len(index))  # a catalogue smaller than the deepest cut-off is ranked whole
     split = split_for(config, bundle.data)
     cases = split.eval_cases(which)
     counts = np.bincount(split.train_items, minlength=bundle.model.n_items)
@@ -71,6 +71,7 @@ def evaluate_index(
     queries = encode_cases(bundle.model, cases).numpy()
     exclusions = (cases.history_offsets, cases.history_items) if exclude_seen else None
 
+    index.count_candidates = True
     top = np.empty((len(cases), depth), np.int64)
     scored = np.zeros(len(cases))
     started = time.perf_counter()

@@ -54,7 +54,7 @@ class Capabilities:
 class SearchResult:
     ids: np.ndarray  # (Q, k) int64, -1 where fewer than k items are eligible
     scores: np.ndarray  # (Q, k) float32, higher is better, -inf where ids are -1
-    scored: np.ndarray | None = None  # (Q,) candidates scored per query, where the backend counts
+    scored: np.ndarray | None = None  # (Q,) candidates scored per query (see count_candidates)
 
     def __iter__(self):
         yield self.ids
@@ -149,6 +149,9 @@ class BaseIndex(ABC):
     backend: ClassVar[str]
     # Search parameters this backend understands, with their defaults.
     default_search_params: ClassVar[dict[str, Any]] = {}
+    # Fill SearchResult.scored where counting costs something (FAISS's global counters); evaluation
+    # turns it on, serving leaves it off.
+    count_candidates: bool = False
 
     def __init__(self, dim: int, metric: Metric = "ip", search_params: Mapping[str, Any] | None = None):
         if not isinstance(dim, int) or not 0 < dim <= MAX_DIM:

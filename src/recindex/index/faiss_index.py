@@ -191,13 +191,17 @@ class FaissIndex(BaseIndex):
             else:  # over-fetch in proportion to how much the filter removes
                 fetch = min(self.index.ntotal, int(np.ceil(k * self.table.used / n_match * 1.5)) + k)
         search_params, keep = self._parameters(params, fetch, selector)
-        reset_stats()
+        if self.count_candidates:
+            reset_stats()
         distances, labels = self.index.search(queries, fetch, params=search_params)
         del keep, bitmap
-        scored = distances_computed(self.layers, len(queries), fetch, params, self.table.used)
+        scored = None
+        if self.count_candidates:
+            per_query = distances_computed(self.layers, len(queries), fetch, params, self.table.used)
+            scored = np.full(len(queries), per_query)
         if mask is not None and not self._selectors_work:
             labels = np.where((labels >= 0) & mask[np.maximum(labels, 0)], labels, -1)
-        return self._to_result(distances, labels, k, np.full(len(queries), scored))
+        return self._to_result(distances, labels, k, scored)
 
     def _parameters(self, params: dict, k: int, selector):
         if selector is not None:
@@ -209,6 +213,9 @@ class FaissIndex(BaseIndex):
         return cached
 
     def _to_result(self, distances, labels, k, scored) -> SearchResult:
+        if labels.shape[1] == k and labels.min() >= 0:  # the common case, kept lean
+            scores = -distances if self.metric == "l2" else distances
+            return SearchResult(self.table.ids[labels], scores, scored)
         valid = labels >= 0
         scores = -distances if self.metric == "l2" else distances
         scores = np.where(valid, scores, -np.inf).astype(np.float32)

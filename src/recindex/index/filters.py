@@ -285,11 +285,15 @@ def _milvus_value(value: Value) -> str:
 
 
 def _milvus(expr: Expr) -> str:
+    # Milvus treats a missing (null) value as unknown, not false: `not (price > 10)` would drop items
+    # without a price and `brand not in [...]` would keep them. The null test makes each comparison
+    # two-valued, which is what the mask evaluation above does.
     if isinstance(expr, Compare):
-        return f"{expr.attribute} {expr.op} {_milvus_value(expr.value)}"
+        return f"{expr.attribute} is not null and {expr.attribute} {expr.op} {_milvus_value(expr.value)}"
     if isinstance(expr, Member):
         values = ", ".join(_milvus_value(v) for v in expr.values)
-        return f"{expr.attribute} {'not in' if expr.negated else 'in'} [{values}]"
+        operator = "not in" if expr.negated else "in"
+        return f"{expr.attribute} is not null and {expr.attribute} {operator} [{values}]"
     if isinstance(expr, Negation):
         return f"not ({_milvus(expr.part)})"
     joiner = " and " if isinstance(expr, AllOf) else " or "
