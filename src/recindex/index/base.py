@@ -216,7 +216,11 @@ class BaseIndex(ABC):
             )
         if self.metric == "cosine":
             queries = normalize(queries)
-        resolved = {**self.search_params, **self.resolve_params(params, merge=False)}
+        resolved = (
+            {**self.search_params, **self.resolve_params(params, merge=False)}
+            if params
+            else self.search_params
+        )
         flt = as_filter(filter)
         exclusions = as_exclusions(exclude, len(queries))
         if not exclusions:

@@ -19,6 +19,7 @@ Training. IVF and PQ need training: the first `add` trains on a seeded sample of
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import faiss
@@ -26,7 +27,7 @@ import numpy as np
 
 from recindex.errors import InvalidRequest
 from recindex.index.attributes import AttributeStore
-from recindex.index.base import BaseIndex, Capabilities, Metric, SearchResult, top_k
+from recindex.index.base import MAX_K, MAX_QUERIES, BaseIndex, Capabilities, Metric, SearchResult, top_k
 from recindex.index.faiss_layers import (
     Layers,
     distances_computed,
@@ -166,6 +167,39 @@ class FaissIndex(BaseIndex):
 
     # ---- search ----------------------------------------------------------------------------------
 
+    def search(self, queries, k, *, filter=None, params=None, exclude=None) -> SearchResult:  # noqa: A002
+        """As `BaseIndex.search`, with a lean path for the serving hot loop.
+
+        A plain query (float32 matrix of the right shape, finite, no filter, no history, no per-call
+        parameters, no tombstones) goes straight to FAISS: per-query time is a few hundred microseconds,
+        and the general path's checks and dispatch would add several percent to it. Anything else, and
+        any input that would need an error message, takes the general path.
+        """
+        if (
+            filter is None
+            and params is None
+            and exclude is None
+            and type(queries) is np.ndarray
+            and queries.dtype == np.float32
+            and queries.ndim == 2
+            and queries.shape[1] == self.dim
+            and 0 < len(queries) <= MAX_QUERIES
+            and type(k) is int
+            and 0 < k <= min(len(self.table), MAX_K)
+            and self.metric != "cosine"
+            and not self.tombstones
+            and queries.flags.c_contiguous
+            and _all_finite(queries)
+        ):
+            search_params, keep = self._parameters(self.search_params, k, None)
+            distances, labels = self.index.search(queries, k, params=search_params)
+            # FAISS pads missing results at the end of a row, so the last column tells.
+            full = labels[0, -1] >= 0 if len(labels) == 1 else labels[:, -1].min() >= 0
+            if full and not self.count_candidates:
+                ids = labels if self.table.identity else self.table.ids[labels]
+                return SearchResult(ids, -distances if self.metric == "l2" else distances)
+        return super().search(queries, k, filter=filter, params=params, exclude=exclude)
+
     def _search(self, queries: np.ndarray, k: int, flt: Filter | None, params: dict) -> SearchResult:
         mask = self.table.eligible(flt) if (flt is not None or self.tombstones) else None
         n_match = len(self.table) if mask is None else int(mask.sum())
@@ -174,7 +208,8 @@ class FaissIndex(BaseIndex):
         if mask is not None and n_match <= max(k, params["exact_below"]):
             return self._exact(queries, k, np.flatnonzero(mask))
         result = self._approximate(queries, k, mask, n_match, params)
-        short = (result.ids[:, : min(k, n_match)] < 0).any(axis=1)
+        # Valid entries come first in each row, so a row is short iff its last needed place is empty.
+        short = result.ids[:, min(k, n_match) - 1] < 0
         if short.any():
             self._fill_short_rows(queries, k, mask, n_match, params, short, result)
         return result
@@ -206,7 +241,7 @@ class FaissIndex(BaseIndex):
     def _parameters(self, params: dict, k: int, selector):
         if selector is not None:
             return search_parameters(self.layers, params, k, selector)
-        key = (tuple(sorted(params.items())), k if self.layers.is_hnsw else 0)
+        key = (tuple(params.items()), k if self.layers.is_hnsw else 0)
         cached = self._param_cache.get(key)
         if cached is None:
             cached = self._param_cache[key] = search_parameters(self.layers, params, k)
@@ -215,7 +250,7 @@ class FaissIndex(BaseIndex):
     def _to_result(self, distances, labels, k, scored) -> SearchResult:
         if labels.shape[1] == k and labels.min() >= 0:  # the common case, kept lean
             scores = -distances if self.metric == "l2" else distances
-            return SearchResult(self.table.ids[labels], scores, scored)
+            return SearchResult(labels if self.table.identity else self.table.ids[labels], scores, scored)
         valid = labels >= 0
         scores = -distances if self.metric == "l2" else distances
         scores = np.where(valid, scores, -np.inf).astype(np.float32)
@@ -239,7 +274,7 @@ class FaissIndex(BaseIndex):
                 wider["nprobe"] = min(wider["nprobe"], self.layers.core.nlist)
             retry = self._approximate(queries[rows], k, mask, n_match, wider)
             result.ids[rows], result.scores[rows] = retry.ids, retry.scores
-            rows = rows[(retry.ids[:, : min(k, n_match)] < 0).any(axis=1)]
+            rows = rows[retry.ids[:, min(k, n_match) - 1] < 0]
             if not len(rows):
                 return
         if n_match <= EXACT_FALLBACK_LIMIT:
@@ -301,6 +336,15 @@ class FaissIndex(BaseIndex):
                 f"{folder}: index.faiss holds {index.index.ntotal} vectors, the id table {index.table.used}"
             )
         return index
+
+
+def _all_finite(queries: np.ndarray) -> bool:
+    """Cheap finiteness test for the hot path: NaN and inf survive a dot product, and a ufunc
+    reduction costs more than the product for one query. Overflow to inf only sends the query down
+    the general path, which checks element by element."""
+    if len(queries) == 1:
+        return math.isfinite(float(queries[0] @ queries[0]))
+    return bool(np.isfinite(queries).all())
 
 
 def _empty(n_queries: int, k: int) -> SearchResult:

@@ -17,23 +17,11 @@ import faiss
 class Layers:
     outer: list  # wrappers, outermost first: IndexRefine / IndexPreTransform
     core: faiss.Index  # the index that does the search
-
-    @property
-    def is_ivf(self) -> bool:
-        return isinstance(self.core, faiss.IndexIVF)
-
-    @property
-    def is_hnsw(self) -> bool:
-        return isinstance(self.core, faiss.IndexHNSW)
-
-    @property
-    def has_refine(self) -> bool:
-        return any(isinstance(layer, faiss.IndexRefine) for layer in self.outer)
-
-    @property
-    def takes_ids(self) -> bool:
-        """Whether the index stores caller-chosen labels and can delete them (IVF, not under refine)."""
-        return self.is_ivf and not self.has_refine
+    # Plain fields rather than properties: they are read on every search.
+    is_ivf: bool
+    is_hnsw: bool
+    has_refine: bool
+    takes_ids: bool  # stores caller-chosen labels and can delete them (IVF, not under a refine stage)
 
     def knobs(self) -> dict[str, int]:
         """The search parameters that apply to this structure, with their defaults."""
@@ -54,7 +42,11 @@ def layers_of(index: faiss.Index) -> Layers:
         outer.append(node)
         inner = node.base_index if isinstance(node, faiss.IndexRefine) else node.index
         node = faiss.downcast_index(inner)
-    return Layers(outer, node)
+    is_ivf = isinstance(node, faiss.IndexIVF)
+    has_refine = any(isinstance(layer, faiss.IndexRefine) for layer in outer)
+    return Layers(
+        outer, node, is_ivf, isinstance(node, faiss.IndexHNSW), has_refine, is_ivf and not has_refine
+    )
 
 
 def search_parameters(layers: Layers, params: dict, k: int, selector=None):

@@ -20,6 +20,9 @@ class SlotTable:
         self.ids = np.empty(0, np.int64)  # slot -> item id, -1 if dead
         self.used = 0  # slots handed out so far
         self.live = 0
+        # True while every item id equals its slot (a bundle's items 0..n-1 added in order): search
+        # results then need no id lookup, which costs cache misses on every query.
+        self.identity = True
         # A dict rather than a sorted array: single-item upserts in a serving loop stay O(1).
         self._slot_of: dict[int, int] = {}
         self.attributes = AttributeStore()
@@ -44,6 +47,7 @@ class SlotTable:
             grown[: self.used] = self.ids[: self.used]
             self.ids = grown
         self.attributes.set(slots, attributes)  # validates before anything changes
+        self.identity = self.identity and bool(np.array_equal(ids, slots))
         self.ids[slots] = ids
         self._slot_of.update(zip(ids.tolist(), slots.tolist(), strict=True))
         self.used += len(ids)
@@ -97,6 +101,7 @@ class SlotTable:
         table.used = len(ids)
         live = np.flatnonzero(table.ids >= 0)
         table.live = len(live)
+        table.identity = bool(np.array_equal(table.ids[live], live))
         table._slot_of = dict(zip(table.ids[live].tolist(), live.tolist(), strict=True))
         return table
 
