@@ -25,8 +25,8 @@ app.add_typer(data_app, name="data")
 index_app = typer.Typer(no_args_is_help=True, help="Build and list the item indexes of a bundle.")
 app.add_typer(index_app, name="index")
 # Tables are wide: when the output is a file or a pipe, do not squeeze them into 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 200)
-errors = Console(stderr=True)
+console = Console(width=None if sys.stdout.isatty() else 200, emoji=False)
+errors = Console(stderr=True, emoji=False)  # no emoji: 'sharded:x:exact' must print as typed
 
 DATA_DIR = typer.Option(
     None, "--data-dir", help="Folder with the datasets (else $RECINDEX_DATA_DIR, else ../shared/data)."

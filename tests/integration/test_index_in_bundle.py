@@ -1,6 +1,7 @@
 """Indexes inside bundles: build, list, evaluate through them, and refuse mismatches."""
 
 import json
+import re
 import shutil
 
 import pytest
@@ -104,3 +105,22 @@ def test_existing_index_is_not_overwritten_silently(bundle_path):
     build_bundle_index(bundle, "exact", "twice", overwrite=True)
     with pytest.raises(BundleError, match="--overwrite"):
         build_bundle_index(bundle, "exact", "twice")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--backend", "foo"], "unknown index backend 'foo'"),
+        (["--backend", "faiss:XYZ12"], "could not parse index string XYZ12"),
+        (["--backend", "faiss:HNSW16", "--option", "efc=3"], "unknown options \\['efc'\\]"),
+        (["--backend", "sharded:x:exact"], "sharded:x:exact"),
+        (["--backend", "faiss:HNSW16", "--param", "ef=-3"], "must be a positive integer"),
+        (["--backend", "faiss:IVF4096,Flat"], "at least 4,096 vectors"),
+    ],
+)
+def test_bad_build_requests_get_one_clear_line(bundle_path, args, message):
+    result = runner.invoke(app, ["index", "build", str(bundle_path), "--name", "bad", *args])
+    assert result.exit_code != 0
+    assert isinstance(result.exception, (InvalidRequest, BundleError))
+    assert re.search(message, str(result.exception)), str(result.exception)
+    assert not (bundle_path / "indexes" / "bad").exists(), "a failed build leaves nothing behind"

@@ -15,6 +15,7 @@ Backends are named here explicitly; nothing is discovered by module name.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,7 @@ def make_index(
     backend, _, rest = spec.strip().partition(":")
     options = dict(options or {})
     cls = backend_class(backend)
+    _check_options(cls, backend, options)
     if backend == "exact":
         return cls(dim, metric, storage=rest or "float32", search_params=search_params, **options)
     if backend == "faiss":
@@ -76,6 +78,21 @@ def make_index(
         for n in range(int(count))
     ]
     return cls(shards, spec=inner)
+
+
+def _check_options(cls: type[BaseIndex], backend: str, options: dict) -> None:
+    if backend == "sharded":
+        return  # the inner backend checks them
+    accepted = [
+        name
+        for name, parameter in inspect.signature(cls.__init__).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY and name != "search_params"
+    ]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise InvalidRequest(
+            f"{backend} index: unknown options {unknown} (it takes: {', '.join(accepted) or 'none'})"
+        )
 
 
 def _shard_options(inner: str, options: dict, number: int) -> dict:

@@ -20,6 +20,7 @@ Training. IVF and PQ need training: the first `add` trains on a seeded sample of
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import faiss
@@ -60,8 +61,9 @@ class FaissIndex(BaseIndex):
         try:
             self.index = faiss.index_factory(int(dim), factory, self._faiss_metric)
         except (RuntimeError, TypeError) as error:
-            first = str(error).strip().splitlines()[-1] if str(error).strip() else repr(error)
-            raise InvalidRequest(f"FAISS cannot build {factory!r} for dim {dim}: {first}") from None
+            lines = str(error).strip().splitlines() or [repr(error)]
+            reason = re.sub(r"^Error in .*? at \S+:\d+: ", "", lines[-1])  # drop the C++ location
+            raise InvalidRequest(f"FAISS cannot build {factory!r} for dim {dim}: {reason}") from None
         self.layers: Layers = layers_of(self.index)
         self.default_search_params = {**self.layers.knobs(), "exact_below": 20_000}
         super().__init__(dim, metric, search_params)
