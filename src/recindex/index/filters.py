@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 MAX_FILTER_CHARS = 10_000
 MAX_LIST_VALUES = 10_000
 MAX_ID_LIST = 1_000_000
-MAX_NODES = 500
+MAX_NODES = 2 * MAX_LIST_VALUES + 1_000  # syntax nodes; a long `in` list is one node per value
 Value = Union[str, float, bool]  # noqa: UP007 (a runtime alias)
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 

@@ -9,11 +9,13 @@ A shard is anything with the Index contract, which is what lets a shard live in 
 another machine (a Milvus collection, or a remote client speaking the same contract).
 
 Threads, not processes: FAISS and numpy release the GIL while they search. FAISS sizes its OpenMP team
-per calling thread, so with many shards set OMP_NUM_THREADS to cores / shards.
+per calling thread, so each shard thread gets cores / shards OpenMP threads (at least one); more would
+oversubscribe the cores and spin.
 """
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -82,7 +84,14 @@ class ShardedIndex(BaseIndex):
         queries = np.asarray(queries, np.float32)
         jobs = [(s, min(int(k), len(s))) for s in self.shards if len(s)]
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=len(self.shards), thread_name_prefix="shard")
+            self._pool = ThreadPoolExecutor(
+                max_workers=len(self.shards),
+                thread_name_prefix="shard",
+                initializer=_limit_openmp,
+                initargs=(max(1, (os.cpu_count() or 1) // len(self.shards)),),
+            )
+        for shard in self.shards:
+            shard.count_candidates = self.count_candidates
         futures = [
             self._pool.submit(s.search, queries, kk, filter=filter, params=params, exclude=exclude)
             for s, kk in jobs
@@ -117,6 +126,14 @@ class ShardedIndex(BaseIndex):
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+
+
+def _limit_openmp(threads: int) -> None:
+    try:
+        import faiss
+    except ImportError:
+        return
+    faiss.omp_set_num_threads(threads)
 
 
 def merge(parts: list[SearchResult], k: int) -> SearchResult:
