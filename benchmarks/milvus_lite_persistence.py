@@ -101,9 +101,11 @@ def main() -> None:
         child(args.child, work, args.k, params)
         return
 
-    print(f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}; "
-          f"n={args.n:,} dim={args.dim} queries={args.queries} k={args.k} ef={args.ef}; "
-          f"started {time.strftime('%Y-%m-%d %H:%M')}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}; "
+        f"n={args.n:,} dim={args.dim} queries={args.queries} k={args.k} ef={args.ef}; "
+        f"started {time.strftime('%Y-%m-%d %H:%M')}"
+    )
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     items, attributes, queries = make_data(args.n, args.dim, args.queries, args.seed)
@@ -119,8 +121,16 @@ def main() -> None:
 
     exact = ExactIndex(args.dim, "ip")
     exact.add(np.arange(args.n), items, attributes=attributes)
-    figures: dict = {"n": args.n, "dim": args.dim, "queries": args.queries, "k": args.k, "ef": args.ef,
-                     "insert_s": insert_s, "index_build_s": index_s, "filter": FILTER}
+    figures: dict = {
+        "n": args.n,
+        "dim": args.dim,
+        "queries": args.queries,
+        "k": args.k,
+        "ef": args.ef,
+        "insert_s": insert_s,
+        "index_build_s": index_s,
+        "filter": FILTER,
+    }
     before = {}
     for name, where in (("plain", None), ("filtered", FILTER)):
         result = before[name] = run_queries(index, queries, args.k, where, params)
@@ -132,33 +142,63 @@ def main() -> None:
         figures[f"{name}_full_rows"] = float((result["ids"] >= 0).all(axis=1).mean())
 
     wide = run_queries(index, queries, args.k, FILTER, {"ef": 8 * args.ef})
-    figures.update({"wide_ef": 8 * args.ef, "wide_p50_ms": float(np.percentile(wide["ms"], 50)),
-                    "wide_recall": recall(wide["ids"], exact.search(queries, args.k, filter=FILTER).ids)})
+    figures.update(
+        {
+            "wide_ef": 8 * args.ef,
+            "wide_p50_ms": float(np.percentile(wide["ms"], 50)),
+            "wide_recall": recall(wide["ids"], exact.search(queries, args.k, filter=FILTER).ids),
+        }
+    )
     start = time.perf_counter()
     index.save(work / "saved")
     figures["save_s"] = time.perf_counter() - start
     index.close()  # Milvus Lite lets one process open the file at a time
     start = time.perf_counter()
-    run = subprocess.run([sys.executable, __file__, "--child", str(work / "saved"), "--out", str(args.out),
-                          "--k", str(args.k), "--ef", str(args.ef)], capture_output=True, text=True)
+    run = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            str(work / "saved"),
+            "--out",
+            str(args.out),
+            "--k",
+            str(args.k),
+            "--ef",
+            str(args.ef),
+        ],
+        capture_output=True,
+        text=True,
+    )
     figures["restart_process_s"] = time.perf_counter() - start
     if run.returncode != 0:
         print(run.stderr[-3000:])
         raise SystemExit("the restarted process failed")
     after = json.loads((work / "after.json").read_text(encoding="utf-8"))
     arrays = np.load(work / "after.npz")
-    figures.update({"restart_load_s": after["load_s"], "restart_len": after["len"],
-                    "restart_plain_p50_ms": after["plain_p50_ms"],
-                    "restart_filtered_p50_ms": after["filtered_p50_ms"]})
-    same = {name: bool(np.array_equal(arrays[f"{name}_ids"], before[name]["ids"])
-                       and np.array_equal(arrays[f"{name}_scores"], before[name]["scores"]))
-            for name in before}
+    figures.update(
+        {
+            "restart_load_s": after["load_s"],
+            "restart_len": after["len"],
+            "restart_plain_p50_ms": after["plain_p50_ms"],
+            "restart_filtered_p50_ms": after["filtered_p50_ms"],
+        }
+    )
+    same = {
+        name: bool(
+            np.array_equal(arrays[f"{name}_ids"], before[name]["ids"])
+            and np.array_equal(arrays[f"{name}_scores"], before[name]["scores"])
+        )
+        for name in before
+    }
     figures["restart_identical"] = same
     survived = all(same.values()) and after["len"] == args.n
     figures["restart_pass"] = survived
     report(figures)
-    print(f"{'PASS' if survived else 'FAIL'} data survives a restart: len {after['len']:,} "
-          f"(expected {args.n:,}), identical results plain={same['plain']} filtered={same['filtered']}")
+    print(
+        f"{'PASS' if survived else 'FAIL'} data survives a restart: len {after['len']:,} "
+        f"(expected {args.n:,}), identical results plain={same['plain']} filtered={same['filtered']}"
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(figures, indent=2), encoding="utf-8")
     print(f"wrote {args.out / 'results.json'}")
@@ -169,20 +209,33 @@ def report(f: dict) -> None:
         ("insert (upsert all items)", f"{f['insert_s']:.1f} s ({f['n'] / f['insert_s']:,.0f} items/s)"),
         ("index build (wait_for_index)", f"{f['index_build_s']:.1f} s"),
         (f"recall@{f['k']} plain", f"{f['plain_recall']:.4f}"),
-        (f"recall@{f['k']} filtered", f"{f['filtered_recall']:.4f} "
-                                      f"(rows full: {f['filtered_full_rows']:.0%})"),
-        (f"recall@{f['k']} filtered, ef {f['wide_ef']}", f"{f['wide_recall']:.4f} "
-                                                         f"(p50 {f['wide_p50_ms']:.1f} ms)"),
-        ("latency plain p50 / p95", f"{f['plain_p50_ms']:.1f} / {f['plain_p95_ms']:.1f} ms "
-                                    f"({f['plain_qps']:.0f} q/s, 1 query per call)"),
-        ("latency filtered p50 / p95", f"{f['filtered_p50_ms']:.1f} / {f['filtered_p95_ms']:.1f} ms "
-                                       f"({f['filtered_qps']:.0f} q/s)"),
+        (
+            f"recall@{f['k']} filtered",
+            f"{f['filtered_recall']:.4f} (rows full: {f['filtered_full_rows']:.0%})",
+        ),
+        (
+            f"recall@{f['k']} filtered, ef {f['wide_ef']}",
+            f"{f['wide_recall']:.4f} (p50 {f['wide_p50_ms']:.1f} ms)",
+        ),
+        (
+            "latency plain p50 / p95",
+            f"{f['plain_p50_ms']:.1f} / {f['plain_p95_ms']:.1f} ms "
+            f"({f['plain_qps']:.0f} q/s, 1 query per call)",
+        ),
+        (
+            "latency filtered p50 / p95",
+            f"{f['filtered_p50_ms']:.1f} / {f['filtered_p95_ms']:.1f} ms ({f['filtered_qps']:.0f} q/s)",
+        ),
         ("save (manifest)", f"{f['save_s']:.2f} s"),
-        ("restart: load in a new process", f"{f['restart_load_s']:.2f} s "
-                                           f"(whole process {f['restart_process_s']:.1f} s)"),
+        (
+            "restart: load in a new process",
+            f"{f['restart_load_s']:.2f} s (whole process {f['restart_process_s']:.1f} s)",
+        ),
         ("restart: len()", f"{f['restart_len']:,}"),
-        ("restart: latency p50 plain / filtered", f"{f['restart_plain_p50_ms']:.1f} / "
-                                                  f"{f['restart_filtered_p50_ms']:.1f} ms"),
+        (
+            "restart: latency p50 plain / filtered",
+            f"{f['restart_plain_p50_ms']:.1f} / {f['restart_filtered_p50_ms']:.1f} ms",
+        ),
     ]
     print(f"\nfilter: `{f['filter']}`\n")
     print("| measure | value |\n|---|---|")

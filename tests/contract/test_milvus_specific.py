@@ -78,17 +78,20 @@ def test_remove_counts_and_forgets(open_index):
     assert len(index) == N - 1
 
 
-@pytest.mark.parametrize("where", [
-    'category == "c1"',
-    'category in ["c1", "c3"]',
-    'category not in ["c1"]',
-    "category != \"c2\"",
-    "20 <= price < 60",
-    'price > 50 and (category == "c0" or in_stock == true)',
-    "not (price > 30)",
-    "not (in_stock == true) or category == \"c4\"",
-    {"where": "price < 70", "allow_ids": list(range(0, N, 3)), "deny_ids": [0, 3, 6]},
-])
+@pytest.mark.parametrize(
+    "where",
+    [
+        'category == "c1"',
+        'category in ["c1", "c3"]',
+        'category not in ["c1"]',
+        'category != "c2"',
+        "20 <= price < 60",
+        'price > 50 and (category == "c0" or in_stock == true)',
+        "not (price > 30)",
+        'not (in_stock == true) or category == "c4"',
+        {"where": "price < 70", "allow_ids": list(range(0, N, 3)), "deny_ids": [0, 3, 6]},
+    ],
+)
 def test_filters_match_the_exact_backend(open_index, where):
     milvus, exact, queries = both(open_index)
     got, expected = milvus.search(queries, K, filter=where), exact.search(queries, K, filter=where)
@@ -139,8 +142,9 @@ def test_data_survives_a_restart(open_index, tmp_path):
     )
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     arguments = [str(tmp_path / "saved"), json.dumps(queries.tolist())]
-    run = subprocess.run([sys.executable, "-c", script, *arguments], capture_output=True, text=True,
-                         timeout=60, env=env)
+    run = subprocess.run(
+        [sys.executable, "-c", script, *arguments], capture_output=True, text=True, timeout=60, env=env
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     after = json.loads(run.stdout.strip().splitlines()[-1])
     assert after["n"] == N - 2

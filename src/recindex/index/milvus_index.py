@@ -85,8 +85,9 @@ def collection_name(name: str) -> str:
     if not re.match(r"[A-Za-z_]", clean):
         clean = "_" + clean
     if len(clean) > 255:
-        raise InvalidRequest(f"Milvus collection names are at most 255 characters; {name[:40]!r}... is "
-                             f"{len(clean)}")
+        raise InvalidRequest(
+            f"Milvus collection names are at most 255 characters; {name[:40]!r}... is {len(clean)}"
+        )
     return clean
 
 
@@ -138,8 +139,11 @@ class MilvusIndex(BaseIndex):
             pymilvus = _pymilvus()
             if self.lite:
                 Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
-            hint = (" (a Milvus Lite file can be open in one process at a time: close it elsewhere)"
-                    if self.lite else "")
+            hint = (
+                " (a Milvus Lite file can be open in one process at a time: close it elsewhere)"
+                if self.lite
+                else ""
+            )
             with self._errors(f"connecting to {self.uri}", hint):
                 self._client = pymilvus.MilvusClient(uri=self.uri, token=self.token or "")
             if self.lite:
@@ -177,8 +181,9 @@ class MilvusIndex(BaseIndex):
             yield
         except _pymilvus().MilvusException as error:
             message = getattr(error, "message", None) or str(error)
-            raise RecIndexError(f"Milvus {action} (collection {self.collection!r}) failed: "
-                                f"{message}{hint}") from None
+            raise RecIndexError(
+                f"Milvus {action} (collection {self.collection!r}) failed: {message}{hint}"
+            ) from None
 
     # ---- the contract ----------------------------------------------------------------------------
 
@@ -208,17 +213,24 @@ class MilvusIndex(BaseIndex):
         unknown = sorted(set(columns) - set(self.schema))
         if unknown:
             known = ", ".join(sorted(self.schema)) or "no attributes"
-            raise InvalidRequest(f"attribute {unknown[0]!r} is not in this Milvus collection's schema, "
-                                 f"which the first add fixed ({known})")
+            raise InvalidRequest(
+                f"attribute {unknown[0]!r} is not in this Milvus collection's schema, "
+                f"which the first add fixed ({known})"
+            )
         for name, (kind, values) in columns.items():
             if kind != self.schema[name] and any(v is not None for v in values):
                 raise InvalidRequest(f"attribute {name!r} holds {self.schema[name]} values, got {kind}")
         self._counts.clear()
         self._unindexed += len(ids)
         for start in range(0, len(ids), UPSERT_BATCH):
-            rows = [{ID: int(item), VECTOR: vector} for item, vector in
-                    zip(ids[start : start + UPSERT_BATCH].tolist(), vectors[start : start + UPSERT_BATCH],
-                        strict=True)]
+            rows = [
+                {ID: int(item), VECTOR: vector}
+                for item, vector in zip(
+                    ids[start : start + UPSERT_BATCH].tolist(),
+                    vectors[start : start + UPSERT_BATCH],
+                    strict=True,
+                )
+            ]
             # Every attribute field is written (None where absent): an upsert replaces the whole item.
             for name in self.schema:
                 values = columns[name][1][start : start + UPSERT_BATCH] if name in columns else None
@@ -254,16 +266,24 @@ class MilvusIndex(BaseIndex):
             fields = client.create_schema(auto_id=False, enable_dynamic_field=False)
             fields.add_field(ID, pymilvus.DataType.INT64, is_primary=True)
             fields.add_field(VECTOR, pymilvus.DataType.FLOAT_VECTOR, dim=self.dim)
-            types = {"str": pymilvus.DataType.VARCHAR, "num": pymilvus.DataType.DOUBLE,
-                     "bool": pymilvus.DataType.BOOL}
+            types = {
+                "str": pymilvus.DataType.VARCHAR,
+                "num": pymilvus.DataType.DOUBLE,
+                "bool": pymilvus.DataType.BOOL,
+            }
             for name, kind in schema.items():
                 extra = {"max_length": MAX_STRING_CHARS} if kind == "str" else {}
                 fields.add_field(name, types[kind], nullable=True, **extra)
             index = client.prepare_index_params()
-            index.add_index(field_name=VECTOR, index_type=self.index_type,
-                            metric_type=METRIC_NAMES[self.metric], params=self.index_params)
-            client.create_collection(self.collection, schema=fields, index_params=index,
-                                     consistency_level="Strong")
+            index.add_index(
+                field_name=VECTOR,
+                index_type=self.index_type,
+                metric_type=METRIC_NAMES[self.metric],
+                params=self.index_params,
+            )
+            client.create_collection(
+                self.collection, schema=fields, index_params=index, consistency_level="Strong"
+            )
         self.schema = schema
 
     def _remove(self, ids: np.ndarray) -> int:
@@ -274,8 +294,9 @@ class MilvusIndex(BaseIndex):
         for start in range(0, len(ids), ID_BATCH):
             batch = ids[start : start + ID_BATCH].tolist()
             with self._errors("remove"):
-                present = self.client.query(self.collection, filter=f"{ID} in {batch}", output_fields=[ID],
-                                            limit=len(batch))
+                present = self.client.query(
+                    self.collection, filter=f"{ID} in {batch}", output_fields=[ID], limit=len(batch)
+                )
                 found = [row[ID] for row in present]
                 if found:
                     self.client.delete(self.collection, ids=found)
@@ -308,8 +329,10 @@ class MilvusIndex(BaseIndex):
                 self._unindexed = 0
                 return
             if time.monotonic() > deadline:
-                raise RecIndexError(f"Milvus index on {self.collection!r} still has {pending:,} rows to "
-                                    f"index after {timeout_s:g} s")
+                raise RecIndexError(
+                    f"Milvus index on {self.collection!r} still has {pending:,} rows to "
+                    f"index after {timeout_s:g} s"
+                )
             time.sleep(poll_s)
 
     # ---- search ----------------------------------------------------------------------------------
@@ -346,8 +369,15 @@ class MilvusIndex(BaseIndex):
         for start in range(0, len(rows), QUERY_BATCH):
             batch = rows[start : start + QUERY_BATCH]
             with self._errors("search"):
-                hits = self.client.search(self.collection, data=queries[batch], limit=k, filter=expr,
-                                          anns_field=VECTOR, search_params=request, output_fields=[ID])
+                hits = self.client.search(
+                    self.collection,
+                    data=queries[batch],
+                    limit=k,
+                    filter=expr,
+                    anns_field=VECTOR,
+                    search_params=request,
+                    output_fields=[ID],
+                )
             for row, row_hits in zip(batch.tolist(), hits, strict=True):
                 if len(row_hits) <= (ids[row] >= 0).sum():
                     continue
@@ -368,8 +398,9 @@ class MilvusIndex(BaseIndex):
         if matches > QUERY_WINDOW:
             return  # too many matches to fetch; a short row here means the index itself is the limit
         with self._errors("query"):
-            rows = self.client.query(self.collection, filter=expr, output_fields=[ID, VECTOR],
-                                     limit=QUERY_WINDOW)
+            rows = self.client.query(
+                self.collection, filter=expr, output_fields=[ID, VECTOR], limit=QUERY_WINDOW
+            )
         if not rows:
             return
         item_ids = np.array([row[ID] for row in rows], np.int64)
@@ -440,9 +471,15 @@ class MilvusIndex(BaseIndex):
         missing = [key for key in ("uri", "collection", "index_type") if key not in state]
         if missing:
             raise BundleError(f"{folder}: the Milvus index manifest lacks {missing}")
-        index = cls(manifest["dim"], manifest["metric"], state["index_type"], uri=state["uri"],
-                    token=os.environ.get(TOKEN_ENV), collection=state["collection"],
-                    index_params=state.get("index_params"))
+        index = cls(
+            manifest["dim"],
+            manifest["metric"],
+            state["index_type"],
+            uri=state["uri"],
+            token=os.environ.get(TOKEN_ENV),
+            collection=state["collection"],
+            index_params=state.get("index_params"),
+        )
         try:
             if state.get("attributes") is not None:  # None: saved before the first add
                 index._attach(state["attributes"], folder)
@@ -455,13 +492,17 @@ class MilvusIndex(BaseIndex):
         """Adopt the saved collection after checking it is the one the manifest describes."""
         with self._errors("load"):
             if not self.client.has_collection(self.collection):
-                raise BundleError(f"{folder}: Milvus collection {self.collection!r} is not at {self.uri} "
-                                  "(dropped, or the uri/token points elsewhere)")
+                raise BundleError(
+                    f"{folder}: Milvus collection {self.collection!r} is not at {self.uri} "
+                    "(dropped, or the uri/token points elsewhere)"
+                )
             fields = {f["name"]: f for f in self.client.describe_collection(self.collection)["fields"]}
             dim = int(fields.get(VECTOR, {}).get("params", {}).get("dim", -1))
             if dim != self.dim or not set(schema) <= set(fields):
-                raise BundleError(f"{folder}: Milvus collection {self.collection!r} does not match the "
-                                  f"manifest (vector dim {dim}, fields {sorted(fields)})")
+                raise BundleError(
+                    f"{folder}: Milvus collection {self.collection!r} does not match the "
+                    f"manifest (vector dim {dim}, fields {sorted(fields)})"
+                )
             self.client.load_collection(self.collection)
         self.schema = dict(schema)
 
