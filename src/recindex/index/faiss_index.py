@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from pathlib import Path
 
 import faiss
@@ -39,6 +40,7 @@ from recindex.index.faiss_layers import (
 from recindex.index.filters import Filter
 from recindex.index.slots import SlotTable
 
+_COUNTERS = threading.Lock()
 EXACT_FALLBACK_LIMIT = 200_000  # largest matching set a short row is scored over exactly
 WIDEN_TRIES = 3
 
@@ -74,6 +76,7 @@ class FaissIndex(BaseIndex):
         self.table = SlotTable()
         self._selectors_work: bool | None = None  # probed on first filtered search
         self._param_cache: dict = {}
+        self._resolved: dict = {}
 
     @property
     def capabilities(self) -> Capabilities:
@@ -97,6 +100,11 @@ class FaissIndex(BaseIndex):
         sample = vectors
         if len(vectors) > size:
             sample = vectors[np.sort(np.random.default_rng(0).choice(len(vectors), size, replace=False))]
+        for layer in (self.layers.core, *self.layers.outer):
+            if hasattr(layer, "do_polysemous_training"):
+                # Polysemous codes only serve polysemous search, which we never run; training them
+                # was most of the build time of IVF-PQ.
+                layer.do_polysemous_training = False
         try:
             self.index.train(sample)
         except RuntimeError as error:
@@ -172,14 +180,15 @@ class FaissIndex(BaseIndex):
     def search(self, queries, k, *, filter=None, params=None, exclude=None) -> SearchResult:  # noqa: A002
         """As `BaseIndex.search`, with a lean path for the serving hot loop.
 
-        A plain query (float32 matrix of the right shape, finite, no filter, no history, no per-call
-        parameters, no tombstones) goes straight to FAISS: per-query time is a few hundred microseconds,
-        and the general path's checks and dispatch would add several percent to it. Anything else, and
-        any input that would need an error message, takes the general path.
+        A plain query (float32 matrix of the right shape, no filter, no history, no tombstones) goes
+        straight to FAISS: per-query time is tens to hundreds of microseconds, and the general path's
+        checks and dispatch would add several percent to it. Even one numpy reduction before the FAISS
+        call was measured to slow the call itself by 5-8 us, so finiteness is checked afterwards, on the
+        best distance, which NaN or inf in a query always spoils. Anything else, and any input that
+        needs an error message, takes the general path.
         """
         if (
             filter is None
-            and params is None
             and exclude is None
             and type(queries) is np.ndarray
             and queries.dtype == np.float32
@@ -190,17 +199,41 @@ class FaissIndex(BaseIndex):
             and 0 < k <= min(len(self.table), MAX_K)
             and self.metric != "cosine"
             and not self.tombstones
+            and not self.count_candidates
             and queries.flags.c_contiguous
-            and _all_finite(queries)
         ):
-            search_params, keep = self._parameters(self.search_params, k, None)
-            distances, labels = self.index.search(queries, k, params=search_params)
-            # FAISS pads missing results at the end of a row, so the last column tells.
-            full = labels[0, -1] >= 0 if len(labels) == 1 else labels[:, -1].min() >= 0
-            if full and not self.count_candidates:
-                ids = labels if self.table.identity else self.table.ids[labels]
-                return SearchResult(ids, -distances if self.metric == "l2" else distances)
+            resolved = self.search_params if params is None else self._checked_params(params)
+            if resolved is not None:
+                search_params, keep = self._parameters(resolved, k, None)
+                distances, labels = self.index.search(queries, k, params=search_params)
+                # FAISS pads missing results at the end of a row, so the last column tells.
+                if len(labels) == 1:
+                    good = labels[0, -1] >= 0 and math.isfinite(distances[0, 0])
+                else:
+                    good = labels[:, -1].min() >= 0 and bool(np.isfinite(distances[:, 0]).all())
+                if good:
+                    ids = labels if self.table.identity else self.table.ids[labels]
+                    return SearchResult(ids, -distances if self.metric == "l2" else distances)
         return super().search(queries, k, filter=filter, params=params, exclude=exclude)
+
+    def _checked_params(self, params) -> dict | None:
+        """Per-call parameters merged with the defaults, cached; None if they need the general path."""
+        if type(params) is not dict:
+            return None
+        try:
+            key = (tuple(params.items()), tuple(self.search_params.items()))
+            resolved = self._resolved.get(key)
+        except TypeError:  # an unhashable value: let the general path explain what is wrong
+            return None
+        if resolved is None:
+            try:
+                resolved = {**self.search_params, **self.resolve_params(params, merge=False)}
+            except InvalidRequest:
+                return None
+            if len(self._resolved) > 256:
+                self._resolved.clear()
+            self._resolved[key] = resolved
+        return resolved
 
     def _search(self, queries: np.ndarray, k: int, flt: Filter | None, params: dict) -> SearchResult:
         mask = self.table.eligible(flt) if (flt is not None or self.tombstones) else None
@@ -228,14 +261,17 @@ class FaissIndex(BaseIndex):
             else:  # over-fetch in proportion to how much the filter removes
                 fetch = min(self.index.ntotal, int(np.ceil(k * self.table.used / n_match * 1.5)) + k)
         search_params, keep = self._parameters(params, fetch, selector)
-        if self.count_candidates:
-            reset_stats()
-        distances, labels = self.index.search(queries, fetch, params=search_params)
-        del keep, bitmap
         scored = None
         if self.count_candidates:
-            per_query = distances_computed(self.layers, len(queries), fetch, params, self.table.used)
+            # FAISS's counters are process-wide: searches that count take turns (evaluation only).
+            with _COUNTERS:
+                reset_stats()
+                distances, labels = self.index.search(queries, fetch, params=search_params)
+                per_query = distances_computed(self.layers, len(queries), fetch, params, self.table.used)
             scored = np.full(len(queries), per_query)
+        else:
+            distances, labels = self.index.search(queries, fetch, params=search_params)
+        del keep, bitmap
         if mask is not None and not self._selectors_work:
             labels = np.where((labels >= 0) & mask[np.maximum(labels, 0)], labels, -1)
         return self._to_result(distances, labels, k, scored)
@@ -338,15 +374,6 @@ class FaissIndex(BaseIndex):
                 f"{folder}: index.faiss holds {index.index.ntotal} vectors, the id table {index.table.used}"
             )
         return index
-
-
-def _all_finite(queries: np.ndarray) -> bool:
-    """Cheap finiteness test for the hot path: NaN and inf survive a dot product, and a ufunc
-    reduction costs more than the product for one query. Overflow to inf only sends the query down
-    the general path, which checks element by element."""
-    if len(queries) == 1:
-        return math.isfinite(float(queries[0] @ queries[0]))
-    return bool(np.isfinite(queries).all())
 
 
 def _empty(n_queries: int, k: int) -> SearchResult:
