@@ -4,6 +4,7 @@ import json
 import re
 import shutil
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -124,3 +125,22 @@ def test_bad_build_requests_get_one_clear_line(bundle_path, args, message):
     assert isinstance(result.exception, (InvalidRequest, BundleError))
     assert re.search(message, str(result.exception)), str(result.exception)
     assert not (bundle_path / "indexes" / "bad").exists(), "a failed build leaves nothing behind"
+
+
+def test_milvus_index_moves_with_its_bundle(bundle_path, tmp_path):
+    pytest.importorskip("pymilvus", reason="pymilvus is not installed (pip install 'recindex[milvus]')")
+    pytest.importorskip("milvus_lite", reason="milvus-lite is not installed")
+    copy = tmp_path / "copy"
+    shutil.copytree(bundle_path, copy)
+    _, index, _ = build_bundle_index(load_bundle(copy), "milvus:FLAT", "mv")
+    queries = load_bundle(copy).item_embeddings[:3]
+    before = index.search(queries, 5)
+    index.close()  # a Milvus Lite file is open in one process (and one client) at a time
+    moved = tmp_path / "moved"
+    shutil.move(copy, moved)
+    reloaded = load_bundle_index(load_bundle(moved), "mv")
+    try:
+        np.testing.assert_array_equal(reloaded.search(queries, 5).ids, before.ids)
+        assert reloaded.uri.startswith(str(moved))
+    finally:
+        reloaded.close()

@@ -457,8 +457,14 @@ class MilvusIndex(BaseIndex):
         elif self.schema is not None:
             with self._errors("flush"):
                 self.client.flush(self.collection)
+        uri = self.uri
+        if self.lite and Path(self.uri).resolve().is_relative_to(folder.parent.resolve()):
+            # A Lite file beside the index (as in a bundle) is recorded relative to the index's parent,
+            # so the bundle can be moved or copied whole. `folder` is a staging sibling of the final
+            # directory, so both have the same parent.
+            uri = "./" + os.path.relpath(self.uri, folder.parent)
         return {
-            "uri": self.uri,
+            "uri": uri,
             "collection": self.collection,
             "index_type": self.index_type,
             "index_params": self.index_params,
@@ -471,11 +477,14 @@ class MilvusIndex(BaseIndex):
         missing = [key for key in ("uri", "collection", "index_type") if key not in state]
         if missing:
             raise BundleError(f"{folder}: the Milvus index manifest lacks {missing}")
+        uri = state["uri"]
+        if isinstance(uri, str) and uri.startswith("./"):
+            uri = str(folder.parent / uri[2:])
         index = cls(
             manifest["dim"],
             manifest["metric"],
             state["index_type"],
-            uri=state["uri"],
+            uri=uri,
             token=os.environ.get(TOKEN_ENV),
             collection=state["collection"],
             index_params=state.get("index_params"),
