@@ -217,9 +217,10 @@ def _evaluate_through_index(
             f"{loaded.bundle_id}: {split}, history {history}",
         )
     )
-    table = Table(title=f"index {name} ({index.backend}), search parameters {index.search_params | params}")
+    table = Table(title=f"index {name} ({index.backend})")
     table.add_column("measure")
     table.add_column("value", justify="right")
+    table.add_row("search parameters", json.dumps(index.search_params | params))
     for key, value in result.cost.items():
         table.add_row(key, f"{value:,.4f}" if value < 100 else f"{value:,.0f}")
     console.print(table)
