@@ -17,9 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import shutil
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +26,11 @@ import numpy as np
 import torch
 
 import recindex
+from recindex.artifacts import file_checksums, read_manifest_json, staged_directory, verify_checksums
 from recindex.config import ExperimentConfig, from_dict
 from recindex.data.interactions import Interactions
 from recindex.data.storage import load_interactions, save_interactions
 from recindex.errors import BundleError
-from recindex.hashing import sha256_file
 from recindex.models.two_tower import TwoTowerModel, TwoTowerShape
 
 FORMAT_VERSION = 1
@@ -82,18 +80,14 @@ def save_bundle(
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise BundleError(f"{out} already exists and is not empty; choose another --out or pass --overwrite")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_directory(out) as staging:
         torch.save(model.state_dict(), staging / "weights.pt")
         with torch.no_grad():
             embeddings = model.item_vectors().numpy().astype(np.float32)
         np.save(staging / "item_embeddings.npy", embeddings, allow_pickle=False)
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
         save_interactions(data, staging / "data")
-        files = {
-            str(p.relative_to(staging)): sha256_file(p) for p in sorted(staging.rglob("*")) if p.is_file()
-        }
+        files = file_checksums(staging)
         created = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         bundle_id = f"{data.name}-{model.config.encoder}-{created}-{files['weights.pt'][:8]}"
         manifest = {
@@ -120,23 +114,11 @@ def save_bundle(
             "files": files,
         }
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out
 
 
 def read_manifest(path: Path) -> dict:
     manifest_path = Path(path) / "manifest.json"
-    if not manifest_path.is_file():
-        raise BundleError(f"{path} is not a bundle: no manifest.json")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise BundleError(f"{manifest_path}: not valid JSON ({error})") from None
     required = (
         "format_version",
         "bundle_id",
@@ -147,9 +129,7 @@ def read_manifest(path: Path) -> dict:
         "embedding",
         "files",
     )
-    missing = [key for key in required if key not in manifest]
-    if missing:
-        raise BundleError(f"{manifest_path}: missing keys {missing}")
+    manifest = read_manifest_json(Path(path), "a bundle", required)
     if manifest["format_version"] != FORMAT_VERSION:
         raise BundleError(
             f"{manifest_path}: format version {manifest['format_version']} is not supported "
@@ -159,17 +139,7 @@ def read_manifest(path: Path) -> dict:
 
 
 def verify_files(path: Path, manifest: dict) -> None:
-    for name, expected in manifest["files"].items():
-        file = (Path(path) / name).resolve()
-        if Path(path).resolve() not in file.parents:
-            raise BundleError(f"{path}: manifest lists a file outside the bundle: {name!r}")
-        if not file.is_file():
-            raise BundleError(f"{path}: file {name} listed in the manifest is missing")
-        actual = sha256_file(file)
-        if actual != expected:
-            raise BundleError(
-                f"{path}: {name} is corrupt (sha256 {actual[:12]}..., manifest says {expected[:12]}...)"
-            )
+    verify_checksums(path, manifest["files"])
 
 
 def load_bundle(path: str | Path) -> Bundle:

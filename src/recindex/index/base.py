@@ -18,8 +18,6 @@ underscored methods.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -29,8 +27,8 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from recindex.artifacts import file_checksums, read_manifest_json, staged_directory, verify_checksums
 from recindex.errors import BundleError, InvalidRequest
-from recindex.hashing import sha256_file
 from recindex.index.filters import Filter, as_filter
 
 Metric = Literal["ip", "cosine", "l2"]
@@ -249,13 +247,8 @@ class BaseIndex(ABC):
     def save(self, path: str | Path, *, extra: Mapping[str, Any] | None = None) -> Path:
         """Write the index to a directory atomically, with a manifest that checksums every file."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
+        with staged_directory(path) as staging:
             state = self._save(staging)
-            files = {
-                str(p.relative_to(staging)): sha256_file(p) for p in sorted(staging.rglob("*")) if p.is_file()
-            }
             manifest = {
                 "format_version": FORMAT_VERSION,
                 "backend": self.backend,
@@ -265,16 +258,10 @@ class BaseIndex(ABC):
                 "search_params": self.search_params,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "state": state,
-                "files": files,
+                "files": file_checksums(staging),
                 **dict(extra or {}),
             }
             (staging / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-            if path.exists():
-                shutil.rmtree(path)
-            staging.rename(path)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         return path
 
     @classmethod
@@ -305,24 +292,11 @@ class BaseIndex(ABC):
 
 def read_index_manifest(path: str | Path) -> dict:
     path = Path(path)
+    manifest = read_manifest_json(path, "an index", ("format_version", "backend", "dim", "metric", "files"))
     manifest_path = path / "manifest.json"
-    if not manifest_path.is_file():
-        raise BundleError(f"{path} is not an index: no manifest.json")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise BundleError(f"{manifest_path}: not valid JSON ({error})") from None
-    missing = [key for key in ("format_version", "backend", "dim", "metric", "files") if key not in manifest]
-    if missing:
-        raise BundleError(f"{manifest_path}: missing keys {missing}")
     if manifest["format_version"] != FORMAT_VERSION:
         raise BundleError(f"{manifest_path}: index format {manifest['format_version']} is not supported")
-    for name, expected in manifest["files"].items():
-        file = (path / name).resolve()
-        if path.resolve() not in file.parents or not file.is_file():
-            raise BundleError(f"{path}: file {name} listed in the manifest is missing")
-        if sha256_file(file) != expected:
-            raise BundleError(f"{path}: {name} is corrupt (checksum differs from the manifest)")
+    verify_checksums(path, manifest["files"])
     return manifest
 
 
