@@ -109,8 +109,11 @@ class ExactIndex(BaseIndex):
     # ---- search ----------------------------------------------------------------------------------
 
     def _search(self, queries: np.ndarray, k: int, flt: Filter | None, params: dict) -> SearchResult:
-        eligible = self.table.eligible(flt)
-        slots = None if eligible.all() else np.flatnonzero(eligible)
+        if flt is None and not self.table.dead:
+            slots = None  # every stored row is eligible: no per-query pass over the catalogue
+        else:
+            eligible = self.table.eligible(flt)
+            slots = None if eligible.all() else np.flatnonzero(eligible)
         n = self.table.used if slots is None else len(slots)
         ids = np.full((len(queries), k), -1, np.int64)
         scores = np.full((len(queries), k), -np.inf, np.float32)
