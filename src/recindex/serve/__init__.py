@@ -1,0 +1,1 @@
+"""The retrieval service: app, settings, versioned bundles, write-ahead log."""
