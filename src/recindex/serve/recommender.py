@@ -1,0 +1,131 @@
+"""Answering retrieval requests from one bundle version at a time, with a popularity fallback.
+
+A `ServingVersion` ties a bundle's query encoder to the index built from that same bundle; the
+`Recommender` holds the active one behind a single reference. Each request reads that reference once
+and uses nothing else, so a request is answered wholly by one version even while another is being
+promoted (replacing a reference is atomic in Python), and an encoder never meets another version's
+index.
+
+Fallback: an unknown user, a filter that leaves the index's answer empty, or an index that fails
+are answered from the most popular items that pass the same filter, and the answer says so. The
+popularity list is itself a one-dimensional exact index (score = training popularity) carrying the
+items' attributes, so it applies the very same filter language.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from recindex.bundle import Bundle
+from recindex.errors import InvalidRequest, RecIndexError
+from recindex.index.base import BaseIndex
+from recindex.index.exact_index import ExactIndex
+from recindex.index.in_bundle import item_attributes
+from recindex.models.two_tower import pad_sequences
+from recindex.recommend import find_user
+
+MAX_RECENT_ITEMS = 1_000
+
+
+@dataclass(frozen=True)
+class ServingVersion:
+    bundle: Bundle
+    index: BaseIndex  # built from this bundle (see index.in_bundle.load_bundle_index)
+    popular: ExactIndex  # 1-d: each item's popularity, with the same attributes
+    item_lookup: dict[str, int]  # raw item id -> internal index
+
+    @property
+    def bundle_id(self) -> str:
+        return self.bundle.bundle_id
+
+    @classmethod
+    def of(cls, bundle: Bundle, index: BaseIndex) -> ServingVersion:
+        counts = bundle.data.item_counts().astype(np.float32)
+        popular = ExactIndex(1, "ip")
+        popular.add(np.arange(len(counts)), counts[:, None], attributes=item_attributes(bundle.data))
+        lookup = {str(item): i for i, item in enumerate(bundle.data.item_ids.tolist())}
+        return cls(bundle, index, popular, lookup)
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    ids: np.ndarray  # internal item indices, best first
+    scores: np.ndarray
+    bundle_id: str
+    fallback: str | None  # why the popularity list answered, or None
+
+
+class Recommender:
+    def __init__(self, version: ServingVersion):
+        self.active = version
+
+    def recommend(
+        self,
+        *,
+        user_id: str | None = None,
+        recent_items: list | None = None,
+        vector: list[float] | None = None,
+        k: int = 10,
+        filter=None,  # noqa: A002 (the index contract's name)
+        exclude_seen: bool = True,
+    ) -> Recommendation:
+        version = self.active  # read once: the whole request uses this version
+        given = sum(x is not None for x in (user_id, recent_items, vector))
+        if given != 1:
+            raise InvalidRequest("give exactly one of user_id, recent_items or vector")
+        seen = np.zeros(0, np.int64)
+        if vector is not None:
+            query = np.asarray(vector, np.float32)[None, :]
+        else:
+            if user_id is not None:
+                try:
+                    user = find_user(version.bundle.data, str(user_id))
+                except RecIndexError:  # an unknown user is a normal event for a service, not an error
+                    return self._popular(version, k, filter, seen, "unknown user")
+                history = version.bundle.data.sequence(user)
+            else:
+                history = _item_indices(version.item_lookup, recent_items)
+                user = None
+            query = _encode(version.bundle, history, user)
+            seen = history if exclude_seen else seen
+        try:
+            result = version.index.search(query, k, filter=filter, exclude=[seen] if len(seen) else None)
+        except InvalidRequest:
+            raise
+        except Exception:  # the index failed: answer from popularity rather than not at all
+            return self._popular(version, k, filter, seen, "index error")
+        ids, scores = result.ids[0], result.scores[0]
+        keep = ids >= 0
+        if not keep.any():
+            return self._popular(version, k, filter, seen, "no results after filtering")
+        return Recommendation(ids[keep], scores[keep], version.bundle_id, None)
+
+    def _popular(self, version, k, filter, seen, reason) -> Recommendation:  # noqa: A002
+        k = min(k, len(version.popular))
+        result = version.popular.search(
+            np.ones((1, 1), np.float32), k, filter=filter, exclude=[seen] if len(seen) else None
+        )
+        keep = result.ids[0] >= 0
+        return Recommendation(result.ids[0][keep], result.scores[0][keep], version.bundle_id, reason)
+
+
+def _item_indices(lookup: dict[str, int], raw_items: list) -> np.ndarray:
+    if not isinstance(raw_items, list) or not raw_items:
+        raise InvalidRequest("recent_items must be a non-empty list of item ids")
+    if len(raw_items) > MAX_RECENT_ITEMS:
+        raise InvalidRequest(f"recent_items holds at most {MAX_RECENT_ITEMS:,} items")
+    unknown = [item for item in raw_items if str(item) not in lookup]
+    if unknown:
+        raise InvalidRequest(f"unknown items: {unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
+    return np.asarray([lookup[str(item)] for item in raw_items], np.int64)
+
+
+def _encode(bundle: Bundle, history: np.ndarray, user: int | None) -> np.ndarray:
+    model = bundle.model
+    padded, lengths = pad_sequences([history], model.config.max_len, model.n_items)
+    users = torch.tensor([user]) if user is not None else None
+    with torch.no_grad():
+        return model.user_vectors(torch.as_tensor(padded), torch.as_tensor(lengths), users).numpy()
