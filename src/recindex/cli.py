@@ -301,6 +301,26 @@ def index_list(bundle: Path = typer.Argument(..., help="A bundle directory.")) -
 
 
 @app.command()
+def serve(
+    bundle: Path | None = typer.Argument(None, help="Bundle to serve (else RECINDEX_BUNDLE / settings)."),
+    index: str | None = typer.Option(None, "--index", help="Index of the bundle; default: exact search."),
+    settings_file: Path | None = typer.Option(None, "--settings", help="TOML file of service settings."),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8000, "--port", min=1, max=65535),
+) -> None:
+    """Serve a bundle over HTTP (FastAPI + uvicorn); OpenAPI docs at /docs."""
+    import uvicorn
+
+    from recindex.serve.runtime import build_app
+    from recindex.serve.settings import load_settings
+
+    settings = load_settings(settings_file, bundle=bundle, index=index)
+    api = build_app(settings)
+    console.print(f"serving {api.state.recommender.active.bundle_id} on http://{host}:{port}")
+    uvicorn.run(api, host=host, port=port, log_level="warning")
+
+
+@app.command()
 def recommend(
     bundle: Path = typer.Argument(..., help="A bundle directory."),
     user: str = typer.Option(..., "--user", help="A user id as it appears in the data."),

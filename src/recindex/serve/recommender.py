@@ -71,8 +71,10 @@ class Recommender:
         k: int = 10,
         filter=None,  # noqa: A002 (the index contract's name)
         exclude_seen: bool = True,
+        version: ServingVersion | None = None,
     ) -> Recommendation:
-        version = self.active  # read once: the whole request uses this version
+        """Top-k for one query. `version`: the version a caller already read (else the active one)."""
+        version = version or self.active  # read once: the whole request uses this version
         given = sum(x is not None for x in (user_id, recent_items, vector))
         if given != 1:
             raise InvalidRequest("give exactly one of user_id, recent_items or vector")

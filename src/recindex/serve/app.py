@@ -1,0 +1,72 @@
+"""The HTTP service (FastAPI): retrieval endpoints over the active bundle version.
+
+    app = create_app(settings, recommender)    # or `recindex serve BUNDLE`
+
+Errors a client can cause answer 4xx with a message (`InvalidRequest` -> 422); nothing a client sends
+should produce a 500.
+"""
+
+from __future__ import annotations
+
+import math
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from recindex.errors import InvalidRequest
+from recindex.serve.recommender import Recommender
+from recindex.serve.schemas import RecommendRequest, RecommendResponse, ScoredItem
+from recindex.serve.settings import ServiceSettings
+
+
+def create_app(settings: ServiceSettings, recommender: Recommender) -> FastAPI:
+    app = FastAPI(title="recindex", version="1", summary="Retrieval for recommender systems.")
+    app.state.recommender = recommender
+    app.state.settings = settings
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes):
+            return JSONResponse({"detail": f"body over {settings.max_body_bytes} bytes"}, status_code=413)
+        return await call_next(request)
+
+    @app.exception_handler(InvalidRequest)
+    async def invalid_request(_request: Request, error: InvalidRequest):
+        return JSONResponse({"detail": str(error)}, status_code=422)
+
+    @app.get("/healthz")
+    def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz() -> dict:
+        version = app.state.recommender.active
+        return {"status": "ready", "bundle_id": version.bundle_id, "items": len(version.index)}
+
+    @app.post("/v1/recommend", response_model=RecommendResponse)
+    def recommend(body: RecommendRequest) -> RecommendResponse:
+        if body.k > settings.max_k:
+            raise InvalidRequest(f"k={body.k} is above this service's limit of {settings.max_k}")
+        if body.vector is not None and not all(math.isfinite(x) for x in body.vector):
+            raise InvalidRequest("vector must hold finite numbers")
+        flt = body.filter.model_dump(exclude_none=True) if body.filter else None
+        version = app.state.recommender.active  # read once: encoder, index and ids all come from it
+        k = min(body.k, len(version.index))
+        answer = app.state.recommender.recommend(
+            user_id=body.user_id,
+            recent_items=body.recent_items,
+            vector=body.vector,
+            k=k,
+            filter=flt or None,
+            exclude_seen=body.exclude_seen,
+            version=version,
+        )
+        item_ids = version.bundle.data.item_ids
+        items = [
+            ScoredItem(item_id=str(item_ids[i]), score=float(s))
+            for i, s in zip(answer.ids, answer.scores, strict=True)
+        ]
+        return RecommendResponse(items=items, bundle_id=answer.bundle_id, fallback=answer.fallback)
+
+    return app

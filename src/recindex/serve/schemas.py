@@ -1,0 +1,45 @@
+"""Request and response bodies of the HTTP API (validated by pydantic; sizes bounded here)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_VECTOR_DIM = 4096
+MAX_RECENT = 1000
+MAX_FILTER_IDS = 10_000
+
+ItemId = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class FilterBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    where: str | None = Field(None, max_length=10_000, description='e.g. genre == "Comedy" and year >= 1990')
+    allow_ids: list[int] | None = Field(None, max_length=MAX_FILTER_IDS)
+    deny_ids: list[int] | None = Field(None, max_length=MAX_FILTER_IDS)
+
+
+class RecommendRequest(BaseModel):
+    """Exactly one of user_id, recent_items or vector."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: ItemId | None = None
+    recent_items: list[ItemId] | None = Field(None, min_length=1, max_length=MAX_RECENT)
+    vector: list[float] | None = Field(None, min_length=1, max_length=MAX_VECTOR_DIM)
+    k: int = Field(10, ge=1, description="How many items (at most the service's max_k).")
+    filter: FilterBody | None = None
+    exclude_seen: bool = True
+
+
+class ScoredItem(BaseModel):
+    item_id: str
+    score: float
+
+
+class RecommendResponse(BaseModel):
+    items: list[ScoredItem]
+    bundle_id: str
+    fallback: str | None = Field(None, description="Why the popularity list answered, if it did.")

@@ -1,0 +1,44 @@
+"""Service settings: environment variables (RECINDEX_*) over an optional TOML file over defaults.
+
+    RECINDEX_BUNDLE=runs/beauty RECINDEX_INDEX=faiss-HNSW32 RECINDEX_API_KEYS='["k1"]' recindex serve
+
+API keys come from the environment or a settings file outside the repository, never from the code.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from recindex.errors import RecIndexError
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RECINDEX_", extra="forbid")
+
+    bundle: Path | None = Field(None, description="Bundle directory to serve.")
+    index: str | None = Field(None, description="Index inside the bundle; default: exact search.")
+    api_keys: list[str] = Field(default_factory=list, description="Keys for write and admin endpoints.")
+    open_reads: bool = Field(True, description="Read endpoints need no key when true.")
+    max_k: int = Field(1000, ge=1, le=16_384, description="Largest k a request may ask for.")
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="Largest request body accepted.")
+
+
+def load_settings(path: str | Path | None = None, **overrides) -> ServiceSettings:
+    """Settings from a TOML file (if given), with RECINDEX_* environment variables and overrides on top."""
+    values: dict = {}
+    if path is not None:
+        try:
+            values = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as error:
+            raise RecIndexError(f"{path}: cannot read service settings ({error})") from None
+    env = ServiceSettings()  # the environment alone
+    merged = {
+        **values,
+        **env.model_dump(exclude_unset=True),
+        **{k: v for k, v in overrides.items() if v is not None},
+    }
+    return ServiceSettings(**merged)
