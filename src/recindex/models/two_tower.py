@@ -101,6 +101,21 @@ class TwoTowerModel(nn.Module):
             items = torch.arange(self.n_items)
         return l2_normalize(self.item_tower(items, id_keep))
 
+    def content_vectors(self, token_lists: list[list[int]]) -> torch.Tensor:
+        """L2-normalised vectors of items known only by their attribute tokens (new items) -> (n, d).
+
+        The same content-only path that cold items take (their ID embedding is untrained and left out).
+        """
+        tower = self.item_tower
+        if tower.attributes is None:
+            raise ValueError("this model has no item attributes, so it cannot encode items by content")
+        pad = tower.attributes.padding_idx
+        width = max(1, max((len(t) for t in token_lists), default=1))
+        table = torch.full((len(token_lists), width), pad, dtype=torch.long)
+        for row, tokens in enumerate(token_lists):
+            table[row, : len(tokens)] = torch.as_tensor(tokens, dtype=torch.long)
+        return l2_normalize(tower.attributes(table))
+
     def user_states(
         self,
         sequences: torch.Tensor,

@@ -8,21 +8,42 @@ should produce a 500.
 
 from __future__ import annotations
 
+import hmac
 import math
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from recindex.errors import InvalidRequest
+from recindex.serve.items import ItemChange, ItemWriter
 from recindex.serve.recommender import Recommender
-from recindex.serve.schemas import RecommendRequest, RecommendResponse, ScoredItem
+from recindex.serve.schemas import (
+    DeleteRequest,
+    RecommendRequest,
+    RecommendResponse,
+    ScoredItem,
+    UpsertRequest,
+    WriteResponse,
+)
 from recindex.serve.settings import ServiceSettings
 
 
-def create_app(settings: ServiceSettings, recommender: Recommender) -> FastAPI:
+def create_app(
+    settings: ServiceSettings, recommender: Recommender, writer: ItemWriter | None = None
+) -> FastAPI:
     app = FastAPI(title="recindex", version="1", summary="Retrieval for recommender systems.")
     app.state.recommender = recommender
+    app.state.writer = writer
     app.state.settings = settings
+
+    def require_key(x_api_key: str | None = Header(None)) -> None:
+        """Write endpoints need one of the configured keys; with none configured, writes are closed."""
+        if not settings.api_keys:
+            raise HTTPException(403, "writes are disabled: no API keys are configured (RECINDEX_API_KEYS)")
+        given = (x_api_key or "").encode()
+        # compare_digest against every key (no early exit), so timing says nothing about which matched
+        if not any([hmac.compare_digest(given, key.encode()) for key in settings.api_keys]):
+            raise HTTPException(401, "a valid X-API-Key header is required")
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next):
@@ -62,11 +83,26 @@ def create_app(settings: ServiceSettings, recommender: Recommender) -> FastAPI:
             exclude_seen=body.exclude_seen,
             version=version,
         )
-        item_ids = version.bundle.data.item_ids
         items = [
-            ScoredItem(item_id=str(item_ids[i]), score=float(s))
+            ScoredItem(item_id=version.raw_item_id(int(i)), score=float(s))
             for i, s in zip(answer.ids, answer.scores, strict=True)
         ]
         return RecommendResponse(items=items, bundle_id=answer.bundle_id, fallback=answer.fallback)
 
+    @app.put("/v1/items", response_model=WriteResponse, dependencies=[Depends(require_key)])
+    def upsert_items(body: UpsertRequest) -> WriteResponse:
+        changes = [ItemChange(i.item_id, i.features, i.vector, i.attributes) for i in body.items]
+        return WriteResponse(sequence=_writer(app).upsert(changes), items=len(changes))
+
+    @app.delete("/v1/items", response_model=WriteResponse, dependencies=[Depends(require_key)])
+    def delete_items(body: DeleteRequest) -> WriteResponse:
+        sequence, removed = _writer(app).delete(body.item_ids)
+        return WriteResponse(sequence=sequence, items=removed)
+
     return app
+
+
+def _writer(app: FastAPI) -> ItemWriter:
+    if app.state.writer is None:
+        raise HTTPException(503, "this service was started without a write-ahead log; it is read-only")
+    return app.state.writer

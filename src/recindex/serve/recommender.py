@@ -14,7 +14,7 @@ items' attributes, so it applies the very same filter language.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -35,7 +35,21 @@ class ServingVersion:
     bundle: Bundle
     index: BaseIndex  # built from this bundle (see index.in_bundle.load_bundle_index)
     popular: ExactIndex  # 1-d: each item's popularity, with the same attributes
-    item_lookup: dict[str, int]  # raw item id -> internal index
+    item_lookup: dict[str, int]  # raw item id -> internal index (catalogue, then items added since)
+    token_lookup: dict[str, int] = field(default_factory=dict)  # attribute token name -> token index
+    new_items: list[str] = field(default_factory=list)  # raw ids of items added since the bundle
+
+    def internal_id(self, raw: str, create: bool = False) -> int | None:
+        """The internal index of a raw item id; with `create`, a new one for an unknown id."""
+        index = self.item_lookup.get(str(raw))
+        if index is None and create:
+            index = self.item_lookup[str(raw)] = len(self.bundle.data.item_ids) + len(self.new_items)
+            self.new_items.append(str(raw))
+        return index
+
+    def raw_item_id(self, index: int) -> str:
+        catalogue = self.bundle.data.item_ids
+        return str(catalogue[index]) if index < len(catalogue) else self.new_items[index - len(catalogue)]
 
     @property
     def bundle_id(self) -> str:
@@ -47,7 +61,9 @@ class ServingVersion:
         popular = ExactIndex(1, "ip")
         popular.add(np.arange(len(counts)), counts[:, None], attributes=item_attributes(bundle.data))
         lookup = {str(item): i for i, item in enumerate(bundle.data.item_ids.tolist())}
-        return cls(bundle, index, popular, lookup)
+        features = bundle.data.item_features
+        tokens = {name: i for i, name in enumerate(features.names)} if features is not None else {}
+        return cls(bundle, index, popular, lookup, tokens)
 
 
 @dataclass(frozen=True)
@@ -89,7 +105,7 @@ class Recommender:
                     return self._popular(version, k, filter, seen, "unknown user")
                 history = version.bundle.data.sequence(user)
             else:
-                history = _item_indices(version.item_lookup, recent_items)
+                history = _item_indices(version.item_lookup, recent_items, len(version.bundle.data.item_ids))
                 user = None
             query = _encode(version.bundle, history, user)
             seen = history if exclude_seen else seen
@@ -114,7 +130,7 @@ class Recommender:
         return Recommendation(result.ids[0][keep], result.scores[0][keep], version.bundle_id, reason)
 
 
-def _item_indices(lookup: dict[str, int], raw_items: list) -> np.ndarray:
+def _item_indices(lookup: dict[str, int], raw_items: list, n_catalogue: int) -> np.ndarray:
     if not isinstance(raw_items, list) or not raw_items:
         raise InvalidRequest("recent_items must be a non-empty list of item ids")
     if len(raw_items) > MAX_RECENT_ITEMS:
@@ -122,7 +138,12 @@ def _item_indices(lookup: dict[str, int], raw_items: list) -> np.ndarray:
     unknown = [item for item in raw_items if str(item) not in lookup]
     if unknown:
         raise InvalidRequest(f"unknown items: {unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
-    return np.asarray([lookup[str(item)] for item in raw_items], np.int64)
+    indices = np.asarray([lookup[str(item)] for item in raw_items], np.int64)
+    if (indices >= n_catalogue).any():
+        raise InvalidRequest(
+            "recent_items may name only items of the bundle's catalogue, not items added since"
+        )
+    return indices
 
 
 def _encode(bundle: Bundle, history: np.ndarray, user: int | None) -> np.ndarray:

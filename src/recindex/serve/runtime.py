@@ -10,8 +10,10 @@ from recindex.errors import RecIndexError
 from recindex.index.exact_index import ExactIndex
 from recindex.index.in_bundle import item_attributes, load_bundle_index
 from recindex.serve.app import create_app
+from recindex.serve.items import ItemWriter
 from recindex.serve.recommender import Recommender, ServingVersion
 from recindex.serve.settings import ServiceSettings
+from recindex.serve.wal import WriteAheadLog
 
 
 def build_app(settings: ServiceSettings) -> FastAPI:
@@ -27,4 +29,15 @@ def build_app(settings: ServiceSettings) -> FastAPI:
             bundle.item_embeddings,
             attributes=item_attributes(bundle.data),
         )
-    return create_app(settings, Recommender(ServingVersion.of(bundle, index)))
+    version = ServingVersion.of(bundle, index)
+    log = WriteAheadLog(settings.state_dir / "items.wal").open()
+    foreign = {r.get("bundle_id") for r in log.records()} - {bundle.bundle_id}
+    if foreign:
+        log.close()
+        raise RecIndexError(
+            f"{log.path} holds item changes made under bundle {sorted(foreign)[0]!r}, "
+            f"not {bundle.bundle_id!r}: serve that bundle, or use another state_dir"
+        )
+    writer = ItemWriter(version, log)
+    writer.replay()
+    return create_app(settings, Recommender(version), writer)

@@ -43,3 +43,38 @@ class RecommendResponse(BaseModel):
     items: list[ScoredItem]
     bundle_id: str
     fallback: str | None = Field(None, description="Why the popularity list answered, if it did.")
+
+
+AttributeValue = str | float | bool | None
+
+
+class ItemBody(BaseModel):
+    """One item, by content features (token names the model knows) or by vector."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    item_id: ItemId
+    features: list[Annotated[str, Field(max_length=1024)]] | None = Field(None, min_length=1, max_length=64)
+    vector: list[float] | None = Field(None, min_length=1, max_length=MAX_VECTOR_DIM)
+    attributes: dict[Annotated[str, Field(max_length=64)], AttributeValue] = Field(
+        default_factory=dict, max_length=64
+    )
+
+
+class UpsertRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[ItemBody] = Field(min_length=1, max_length=1000)
+
+
+class DeleteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    item_ids: list[ItemId] = Field(min_length=1, max_length=1000)
+
+
+class WriteResponse(BaseModel):
+    sequence: int = Field(
+        description="Position of the change in the write-ahead log (durable once returned)."
+    )
+    items: int

@@ -25,6 +25,7 @@ class ServiceSettings(BaseSettings):
     open_reads: bool = Field(True, description="Read endpoints need no key when true.")
     max_k: int = Field(1000, ge=1, le=16_384, description="Largest k a request may ask for.")
     max_body_bytes: int = Field(1 << 20, ge=1024, description="Largest request body accepted.")
+    state_dir: Path = Field(Path("recindex_state"), description="Where the write-ahead log lives.")
 
 
 def load_settings(path: str | Path | None = None, **overrides) -> ServiceSettings:

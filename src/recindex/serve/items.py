@@ -1,0 +1,147 @@
+"""Durable item changes on the serving version: log first, then the index, visible to the next query.
+
+An upsert gives an item by content (attribute token names, encoded by the bundle's item tower, as cold
+items are) or by vector, with optional scalar attributes for filters. The change is appended to the
+write-ahead log and fsynced before it touches the index, so an acknowledged change survives a crash:
+on start the service replays the log on top of the bundle. Writers take turns (one lock), so the log's
+order is the order the index saw.
+
+New items get internal indices after the bundle's catalogue; `ServingVersion.raw_item_id` maps them
+back. They can be retrieved, filtered and deleted; a query history cannot name them yet (the sequence
+encoder only knows the catalogue it was trained on).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from recindex.errors import InvalidRequest
+from recindex.serve.recommender import ServingVersion
+from recindex.serve.wal import WriteAheadLog, decode_vectors, encode_vectors
+
+
+@dataclass
+class ItemChange:
+    item_id: str
+    features: list[str] | None = None  # attribute token names, e.g. ["genre=Comedy", "year=1995"]
+    vector: list[float] | None = None
+    attributes: dict = field(default_factory=dict)
+
+
+class ItemWriter:
+    def __init__(self, version: ServingVersion, log: WriteAheadLog):
+        self.version = version
+        self.log = log
+        self._lock = threading.Lock()
+
+    def upsert(self, changes: list[ItemChange]) -> int:
+        """Make the items durable, then searchable; returns the log sequence number."""
+        if not changes:
+            raise InvalidRequest("no items to upsert")
+        with self._lock:
+            vectors = self._vectors(changes)
+            attributes = _columns([c.attributes for c in changes])
+            raw_ids = [c.item_id for c in changes]
+            if len(set(raw_ids)) != len(raw_ids):
+                raise InvalidRequest("an item id repeats within one request")
+            self._check_attributes(attributes, len(changes))
+            seq = self.log.append(
+                "upsert",
+                bundle_id=self.version.bundle_id,
+                item_ids=raw_ids,
+                vectors=encode_vectors(vectors),
+                attributes=attributes,
+            )
+            self._apply_upsert(raw_ids, vectors, attributes)
+            return seq
+
+    def delete(self, raw_ids: list[str]) -> tuple[int, int]:
+        """Remove items; returns (log sequence number, how many were present)."""
+        with self._lock:
+            seq = self.log.append("delete", bundle_id=self.version.bundle_id, item_ids=list(raw_ids))
+            return seq, self._apply_delete(raw_ids)
+
+    def replay(self, after: int = 0) -> int:
+        """Apply the logged changes after sequence `after` (on start); returns how many."""
+        count = 0
+        with self._lock:
+            for record in self.log.records(after):
+                if record["op"] == "upsert":
+                    self._apply_upsert(
+                        record["item_ids"], decode_vectors(record["vectors"]), record["attributes"]
+                    )
+                elif record["op"] == "delete":
+                    self._apply_delete(record["item_ids"])
+                count += 1
+        return count
+
+    # ---- applying a change ------------------------------------------------------------------------
+
+    def _apply_upsert(self, raw_ids: list[str], vectors: np.ndarray, attributes: dict) -> None:
+        version = self.version
+        ids = np.asarray([version.internal_id(raw, create=True) for raw in raw_ids], np.int64)
+        version.index.add(ids, vectors, attributes=attributes or None)
+        # A new item has no interactions yet: popularity 0 keeps it last in the fallback list.
+        version.popular.add(ids, np.zeros((len(ids), 1), np.float32), attributes=attributes or None)
+
+    def _apply_delete(self, raw_ids: list[str]) -> int:
+        version = self.version
+        ids = np.asarray(
+            [i for i in (version.internal_id(raw) for raw in raw_ids) if i is not None], np.int64
+        )
+        if not len(ids):
+            return 0
+        version.popular.remove(ids)
+        return version.index.remove(ids)
+
+    # ---- checks -----------------------------------------------------------------------------------
+
+    def _vectors(self, changes: list[ItemChange]) -> np.ndarray:
+        version = self.version
+        dim = version.index.dim
+        out = np.empty((len(changes), dim), np.float32)
+        by_content = [i for i, c in enumerate(changes) if c.vector is None]
+        for i, change in enumerate(changes):
+            if (change.vector is None) == (change.features is None):
+                raise InvalidRequest(f"item {change.item_id!r}: give exactly one of features or vector")
+            if change.vector is not None:
+                vector = np.asarray(change.vector, np.float32)
+                if vector.shape != (dim,) or not np.isfinite(vector).all():
+                    raise InvalidRequest(f"item {change.item_id!r}: vector must be {dim} finite numbers")
+                norm = float(np.linalg.norm(vector))
+                if norm == 0:
+                    raise InvalidRequest(f"item {change.item_id!r}: a zero vector cannot be scored")
+                out[i] = vector / norm  # the towers' vectors are unit length; so are these
+        if by_content:
+            tokens = [self._tokens(changes[i]) for i in by_content]
+            with torch.no_grad():
+                out[by_content] = version.bundle.model.content_vectors(tokens).numpy()
+        return out
+
+    def _tokens(self, change: ItemChange) -> list[int]:
+        known = self.version.token_lookup
+        tokens = [known[name] for name in change.features if name in known]
+        if not tokens:
+            sample = ", ".join(list(known)[:5]) or "none"
+            raise InvalidRequest(
+                f"item {change.item_id!r}: none of its features is known to the model "
+                f"(known ones: {sample}, ...)"
+            )
+        return tokens
+
+    def _check_attributes(self, attributes: dict, n: int) -> None:
+        # The index validates kinds and names; trying them on a scratch store keeps a bad request
+        # out of the log.
+        from recindex.index.attributes import AttributeStore
+
+        AttributeStore().set(np.arange(n), attributes or None)
+
+
+def _columns(rows: list[dict]) -> dict[str, list]:
+    """Per-item attribute dicts -> name -> one value per item (None where an item lacks it)."""
+    names = sorted({name for row in rows for name in row})
+    return {name: [row.get(name) for row in rows] for name in names}
