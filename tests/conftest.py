@@ -29,6 +29,7 @@ def tiny_synthetic():
 
     return generate(SyntheticConfig(n_users=300, n_items=120, n_clusters=6, n_attributes=20, seed=1))
 
+
 try:  # FAISS sizes its OpenMP team per process; two test workers on two cores must not spin four threads
     import faiss
 

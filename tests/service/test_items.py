@@ -33,13 +33,14 @@ def bundle(tmp_path_factory):
     return load_bundle(out)
 
 
-def serve(bundle, wal_path, keys=("test-key",)):
+def serve(bundle, wal_path, keys=("test-key",), open_reads=True):
     index = make_index("faiss:HNSW16", bundle.item_embeddings.shape[1])
     index.add(np.arange(len(bundle.item_embeddings)), bundle.item_embeddings)
     version = ServingVersion.of(bundle, index)
     writer = ItemWriter(version, WriteAheadLog(wal_path).open())
     writer.replay()
-    app = create_app(ServiceSettings(api_keys=list(keys)), Recommender(version), writer)
+    settings = ServiceSettings(api_keys=list(keys), open_reads=open_reads)
+    app = create_app(settings, Recommender(version), writer)
     return TestClient(app, raise_server_exceptions=False), writer
 
 
@@ -92,3 +93,10 @@ def test_items_by_content_features(bundle, tmp_path):
     neither = http.put("/v1/items", json={"items": [{"item_id": "z"}]}, headers=KEY)
     assert neither.status_code == 422
     assert writer.log.last_seq == 1, "refused requests are not logged"
+
+
+def test_reads_can_be_keyed_by_setting(bundle, tmp_path):
+    http, _ = serve(bundle, tmp_path / "d.wal", open_reads=False)
+    query = {"vector": [1.0] * 16, "k": 2}
+    assert http.post("/v1/recommend", json=query).status_code == 401
+    assert http.post("/v1/recommend", json=query, headers=KEY).status_code == 200

@@ -56,6 +56,11 @@ def create_app(
     async def invalid_request(_request: Request, error: InvalidRequest):
         return JSONResponse({"detail": str(error)}, status_code=422)
 
+    def require_read_key(x_api_key: str | None = Header(None)) -> None:
+        """Read endpoints are open unless `open_reads` is false; then they need a key like writes."""
+        if not settings.open_reads:
+            require_key(x_api_key)
+
     @app.get("/healthz")
     def healthz() -> dict:
         return {"status": "ok"}
@@ -65,7 +70,7 @@ def create_app(
         version = app.state.recommender.active
         return {"status": "ready", "bundle_id": version.bundle_id, "items": len(version.index)}
 
-    @app.post("/v1/recommend", response_model=RecommendResponse)
+    @app.post("/v1/recommend", response_model=RecommendResponse, dependencies=[Depends(require_read_key)])
     def recommend(body: RecommendRequest) -> RecommendResponse:
         if body.k > settings.max_k:
             raise InvalidRequest(f"k={body.k} is above this service's limit of {settings.max_k}")
