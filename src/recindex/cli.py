@@ -321,6 +321,14 @@ def serve(
 
 
 @app.command()
+def openapi() -> None:
+    """Print the service's OpenAPI schema (committed as docs/openapi.json)."""
+    from recindex.serve.app import openapi_schema
+
+    sys.stdout.write(json.dumps(openapi_schema(), indent=2, sort_keys=True) + "\n")
+
+
+@app.command()
 def recommend(
     bundle: Path = typer.Argument(..., help="A bundle directory."),
     user: str = typer.Option(..., "--user", help="A user id as it appears in the data."),

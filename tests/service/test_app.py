@@ -79,3 +79,13 @@ def test_oversized_body_is_refused(client):
     http, _ = client
     response = http.post("/v1/recommend", json={"recent_items": ["1"] * 2000, "k": 5})
     assert response.status_code == 413
+
+
+def test_committed_openapi_schema_is_current():
+    import json
+    from pathlib import Path
+
+    from recindex.serve.app import openapi_schema
+
+    committed = json.loads((Path(__file__).parents[2] / "docs" / "openapi.json").read_text())
+    assert committed == json.loads(json.dumps(openapi_schema())), "run: recindex openapi > docs/openapi.json"

@@ -100,3 +100,14 @@ def test_reads_can_be_keyed_by_setting(bundle, tmp_path):
     query = {"vector": [1.0] * 16, "k": 2}
     assert http.post("/v1/recommend", json=query).status_code == 401
     assert http.post("/v1/recommend", json=query, headers=KEY).status_code == 200
+
+
+def test_metrics_count_requests_fallbacks_upserts_and_items(bundle, tmp_path):
+    http, _ = serve(bundle, tmp_path / "e.wal")
+    http.post("/v1/recommend", json={"user_id": "nobody", "k": 2})
+    http.put("/v1/items", json={"items": [{"item_id": "m1", "vector": [0.5] * 16}]}, headers=KEY)
+    text = http.get("/metrics").text
+    assert 'recindex_request_seconds_count{endpoint="/v1/recommend",status="2xx"} 1.0' in text
+    assert 'recindex_fallback_total{reason="unknown user"} 1.0' in text
+    assert "recindex_upsert_visible_seconds_count 1.0" in text
+    assert f"recindex_index_items {len(bundle.item_embeddings) + 1}.0" in text

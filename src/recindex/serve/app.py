@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import hmac
 import math
+import time
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from recindex.errors import InvalidRequest
 from recindex.serve.items import ItemChange, ItemWriter
+from recindex.serve.metrics import ServiceMetrics
 from recindex.serve.recommender import Recommender
 from recindex.serve.schemas import (
     DeleteRequest,
@@ -29,12 +32,13 @@ from recindex.serve.settings import ServiceSettings
 
 
 def create_app(
-    settings: ServiceSettings, recommender: Recommender, writer: ItemWriter | None = None
+    settings: ServiceSettings, recommender: Recommender | None, writer: ItemWriter | None = None
 ) -> FastAPI:
     app = FastAPI(title="recindex", version="1", summary="Retrieval for recommender systems.")
     app.state.recommender = recommender
     app.state.writer = writer
     app.state.settings = settings
+    metrics = app.state.metrics = ServiceMetrics(lambda: float(len(app.state.recommender.active.index)))
 
     def require_key(x_api_key: str | None = Header(None)) -> None:
         """Write endpoints need one of the configured keys; with none configured, writes are closed."""
@@ -46,11 +50,19 @@ def create_app(
             raise HTTPException(401, "a valid X-API-Key header is required")
 
     @app.middleware("http")
-    async def limit_body(request: Request, call_next):
+    async def limit_body_and_time(request: Request, call_next):
+        started = time.perf_counter()
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes):
-            return JSONResponse({"detail": f"body over {settings.max_body_bytes} bytes"}, status_code=413)
-        return await call_next(request)
+            response = JSONResponse({"detail": f"body over {settings.max_body_bytes} bytes"}, status_code=413)
+        else:
+            response = await call_next(request)
+        route = request.scope.get("route")
+        endpoint = getattr(route, "path", "unmatched")  # the route template, so labels stay few
+        metrics.request_seconds.labels(endpoint, f"{response.status_code // 100}xx").observe(
+            time.perf_counter() - started
+        )
+        return response
 
     @app.exception_handler(InvalidRequest)
     async def invalid_request(_request: Request, error: InvalidRequest):
@@ -60,6 +72,10 @@ def create_app(
         """Read endpoints are open unless `open_reads` is false; then they need a key like writes."""
         if not settings.open_reads:
             require_key(x_api_key)
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    def prometheus_metrics() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz")
     def healthz() -> dict:
@@ -92,12 +108,17 @@ def create_app(
             ScoredItem(item_id=version.raw_item_id(int(i)), score=float(s))
             for i, s in zip(answer.ids, answer.scores, strict=True)
         ]
+        if answer.fallback is not None:
+            metrics.fallbacks.labels(answer.fallback).inc()
         return RecommendResponse(items=items, bundle_id=answer.bundle_id, fallback=answer.fallback)
 
     @app.put("/v1/items", response_model=WriteResponse, dependencies=[Depends(require_key)])
     def upsert_items(body: UpsertRequest) -> WriteResponse:
+        started = time.perf_counter()
         changes = [ItemChange(i.item_id, i.features, i.vector, i.attributes) for i in body.items]
-        return WriteResponse(sequence=_writer(app).upsert(changes), items=len(changes))
+        sequence = _writer(app).upsert(changes)
+        metrics.upsert_seconds.observe(time.perf_counter() - started)  # durable and searchable by now
+        return WriteResponse(sequence=sequence, items=len(changes))
 
     @app.delete("/v1/items", response_model=WriteResponse, dependencies=[Depends(require_key)])
     def delete_items(body: DeleteRequest) -> WriteResponse:
@@ -105,6 +126,11 @@ def create_app(
         return WriteResponse(sequence=sequence, items=removed)
 
     return app
+
+
+def openapi_schema() -> dict:
+    """The API's OpenAPI document (docs/openapi.json is this, committed; a test keeps them equal)."""
+    return create_app(ServiceSettings(), recommender=None).openapi()  # routes only: nothing is served
 
 
 def _writer(app: FastAPI) -> ItemWriter:

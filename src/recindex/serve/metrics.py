@@ -1,0 +1,37 @@
+"""Prometheus metrics of one service instance (own registry, so several apps can live in one process)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class ServiceMetrics:
+    def __init__(self, index_size: Callable[[], float]):
+        self.registry = CollectorRegistry()
+        self.request_seconds = Histogram(
+            "recindex_request_seconds",
+            "Request latency by endpoint and status class.",
+            ["endpoint", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.fallbacks = Counter(
+            "recindex_fallback",
+            "Answers given by the popularity list, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.upsert_seconds = Histogram(
+            "recindex_upsert_visible_seconds",
+            "From receiving an item write to the index answering with it (log fsync included).",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.index_items = Gauge(
+            "recindex_index_items", "Items in the serving index.", registry=self.registry
+        )
+        self.index_items.set_function(index_size)
