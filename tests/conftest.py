@@ -36,3 +36,34 @@ try:  # FAISS sizes its OpenMP team per process; two test workers on two cores m
     faiss.omp_set_num_threads(1)
 except ImportError:
     pass
+
+
+def tiny_settings(dataset: str, epochs: int = 1) -> list[str]:
+    """Settings that train a two-tower model on a small synthetic dataset in about a second."""
+    return [
+        f'data.dataset="{dataset}"',
+        "model.dim=16",
+        "model.max_len=10",
+        f"train.epochs={epochs}",
+        "train.batch_size=64",
+        "train.threads=1",
+        "train.uniform_negatives=16",
+    ]
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory):
+    """tiny_bundle("synthetic:n_users=120,n_items=50,seed=5") -> path of a bundle trained on it (cached)."""
+    from recindex.config import load_config
+    from recindex.experiment import run_experiment
+
+    trained: dict[str, Path] = {}
+
+    def train(dataset: str) -> Path:
+        if dataset not in trained:
+            out = tmp_path_factory.mktemp("tiny") / "bundle"
+            run_experiment(load_config(None, tiny_settings(dataset)), out, progress=False)
+            trained[dataset] = out
+        return trained[dataset]
+
+    return train

@@ -10,28 +10,16 @@ from typer.testing import CliRunner
 
 from recindex.bundle import load_bundle
 from recindex.cli import app
-from recindex.config import load_config
 from recindex.errors import BundleError, InvalidRequest
-from recindex.experiment import run_experiment
 from recindex.index.in_bundle import build_bundle_index, load_bundle_index
 
-SETTINGS = [
-    'data.dataset="synthetic:n_users=200,n_items=80,seed=3"',
-    "model.dim=16",
-    "model.max_len=10",
-    "train.epochs=2",
-    "train.batch_size=64",
-    "train.threads=1",
-    "train.uniform_negatives=32",
-]
+DATASET = "synthetic:n_users=200,n_items=80,seed=3"
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def bundle_path(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run") / "bundle"
-    run_experiment(load_config(None, SETTINGS), out, progress=False)
-    return out
+def bundle_path(tiny_bundle):
+    return tiny_bundle(DATASET)
 
 
 def test_build_list_and_evaluate_through_an_index(bundle_path, tmp_path):

@@ -5,28 +5,17 @@ import pytest
 from fastapi.testclient import TestClient
 
 from recindex.bundle import load_bundle
-from recindex.config import load_config
-from recindex.experiment import run_experiment
 from recindex.index.factory import make_index
 from recindex.serve.app import create_app
 from recindex.serve.recommender import Recommender, ServingVersion
 from recindex.serve.settings import ServiceSettings
 
-SETTINGS = [
-    'data.dataset="synthetic:n_users=120,n_items=50,seed=5"',
-    "model.dim=16",
-    "model.max_len=10",
-    "train.epochs=1",
-    "train.batch_size=64",
-    "train.threads=1",
-    "train.uniform_negatives=16",
-]
+DATASET = "synthetic:n_users=120,n_items=50,seed=5"
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run") / "bundle"
-    run_experiment(load_config(None, SETTINGS), out, progress=False)
+def client(tiny_bundle):
+    out = tiny_bundle(DATASET)
     bundle = load_bundle(out)
     index = make_index("faiss:HNSW16", bundle.item_embeddings.shape[1])
     index.add(np.arange(len(bundle.item_embeddings)), bundle.item_embeddings)

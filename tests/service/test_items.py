@@ -5,8 +5,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from recindex.bundle import load_bundle
-from recindex.config import load_config
-from recindex.experiment import run_experiment
 from recindex.index.factory import make_index
 from recindex.serve.app import create_app
 from recindex.serve.items import ItemWriter
@@ -14,22 +12,13 @@ from recindex.serve.recommender import Recommender, ServingVersion
 from recindex.serve.settings import ServiceSettings
 from recindex.serve.wal import WriteAheadLog
 
-SETTINGS = [
-    'data.dataset="synthetic:n_users=120,n_items=50,n_attributes=12,seed=6"',
-    "model.dim=16",
-    "model.max_len=10",
-    "train.epochs=1",
-    "train.batch_size=64",
-    "train.threads=1",
-    "train.uniform_negatives=16",
-]
+DATASET = "synthetic:n_users=120,n_items=50,n_attributes=12,seed=6"
 KEY = {"X-API-Key": "test-key"}
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run") / "bundle"
-    run_experiment(load_config(None, SETTINGS), out, progress=False)
+def bundle(tiny_bundle):
+    out = tiny_bundle(DATASET)
     return load_bundle(out)
 
 

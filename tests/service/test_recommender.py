@@ -4,27 +4,16 @@ import numpy as np
 import pytest
 
 from recindex.bundle import load_bundle
-from recindex.config import load_config
 from recindex.errors import InvalidRequest
-from recindex.experiment import run_experiment
 from recindex.index.factory import make_index
 from recindex.serve.recommender import Recommender, ServingVersion
 
-SETTINGS = [
-    'data.dataset="synthetic:n_users=150,n_items=60,seed=4"',
-    "model.dim=16",
-    "model.max_len=10",
-    "train.epochs=1",
-    "train.batch_size=64",
-    "train.threads=1",
-    "train.uniform_negatives=16",
-]
+DATASET = "synthetic:n_users=150,n_items=60,seed=4"
 
 
 @pytest.fixture(scope="module")
-def version(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run") / "bundle"
-    run_experiment(load_config(None, SETTINGS), out, progress=False)
+def version(tiny_bundle):
+    out = tiny_bundle(DATASET)
     bundle = load_bundle(out)
     index = make_index("exact", bundle.item_embeddings.shape[1])
     index.add(np.arange(len(bundle.item_embeddings)), bundle.item_embeddings)
