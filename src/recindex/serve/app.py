@@ -16,15 +16,17 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from recindex.errors import InvalidRequest
+from recindex.errors import InvalidRequest, RecIndexError
 from recindex.serve.items import ItemChange, ItemWriter
 from recindex.serve.metrics import ServiceMetrics
 from recindex.serve.recommender import Recommender
+from recindex.serve.registry import BundleRegistry, PromotionRefused
 from recindex.serve.schemas import (
     DeleteRequest,
     RecommendRequest,
     RecommendResponse,
     ScoredItem,
+    StageRequest,
     UpsertRequest,
     WriteResponse,
 )
@@ -32,11 +34,15 @@ from recindex.serve.settings import ServiceSettings
 
 
 def create_app(
-    settings: ServiceSettings, recommender: Recommender | None, writer: ItemWriter | None = None
+    settings: ServiceSettings,
+    recommender: Recommender | None,
+    writer: ItemWriter | None = None,
+    registry: BundleRegistry | None = None,
 ) -> FastAPI:
     app = FastAPI(title="recindex", version="1", summary="Retrieval for recommender systems.")
     app.state.recommender = recommender
     app.state.writer = writer
+    app.state.registry = registry
     app.state.settings = settings
     metrics = app.state.metrics = ServiceMetrics(lambda: float(len(app.state.recommender.active.index)))
 
@@ -63,6 +69,14 @@ def create_app(
             time.perf_counter() - started
         )
         return response
+
+    @app.exception_handler(PromotionRefused)
+    async def refused(_request: Request, error: PromotionRefused):
+        return JSONResponse({"detail": str(error)}, status_code=409)
+
+    @app.exception_handler(RecIndexError)
+    async def bad_artifact(_request: Request, error: RecIndexError):  # e.g. a staged bundle is corrupt
+        return JSONResponse({"detail": str(error)}, status_code=422)
 
     @app.exception_handler(InvalidRequest)
     async def invalid_request(_request: Request, error: InvalidRequest):
@@ -125,7 +139,31 @@ def create_app(
         sequence, removed = _writer(app).delete(body.item_ids)
         return WriteResponse(sequence=sequence, items=removed)
 
+    @app.get("/v1/admin/bundles", dependencies=[Depends(require_key)])
+    def list_bundles() -> dict:
+        registry = _registry(app)
+        return {"bundles": registry.describe(), "history": registry.history}
+
+    @app.post("/v1/admin/bundles", dependencies=[Depends(require_key)])
+    def stage_bundle(body: StageRequest) -> dict:
+        version = _registry(app).stage(body.bundle, body.index)
+        return {"bundle_id": version.bundle_id, "state": "staged", "items": len(version.index)}
+
+    @app.post("/v1/admin/bundles/{bundle_id}/promote", dependencies=[Depends(require_key)])
+    def promote_bundle(bundle_id: str) -> dict:
+        return _registry(app).promote(bundle_id)
+
+    @app.post("/v1/admin/rollback", dependencies=[Depends(require_key)])
+    def rollback() -> dict:
+        return _registry(app).rollback()
+
     return app
+
+
+def _registry(app: FastAPI) -> BundleRegistry:
+    if app.state.registry is None:
+        raise HTTPException(503, "this service was started without bundle management")
+    return app.state.registry
 
 
 def openapi_schema() -> dict:

@@ -33,47 +33,47 @@ class ItemChange:
 
 
 class ItemWriter:
-    def __init__(self, version: ServingVersion, log: WriteAheadLog):
+    def __init__(self, version: ServingVersion, log: WriteAheadLog | None):
         self.version = version
         self.log = log
-        self._lock = threading.Lock()
+        self.lock = threading.RLock()  # held by a promotion across the swap, so no write falls between
+        # What changed since the bundle: kept so that a promotion can re-encode it with the new tower.
+        self.added: dict[str, ItemChange] = {}
+        self.deleted: set[str] = set()
 
     def upsert(self, changes: list[ItemChange]) -> int:
         """Make the items durable, then searchable; returns the log sequence number."""
         if not changes:
             raise InvalidRequest("no items to upsert")
-        with self._lock:
+        with self.lock:
             vectors = self._vectors(changes)
             attributes = _columns([c.attributes for c in changes])
             raw_ids = [c.item_id for c in changes]
             if len(set(raw_ids)) != len(raw_ids):
                 raise InvalidRequest("an item id repeats within one request")
             self._check_attributes(attributes, len(changes))
+            features = [c.features for c in changes]
             seq = self.log.append(
-                "upsert",
-                bundle_id=self.version.bundle_id,
-                item_ids=raw_ids,
-                vectors=encode_vectors(vectors),
-                attributes=attributes,
+                "upsert", **_upsert_record(self.version.bundle_id, raw_ids, vectors, attributes, features)
             )
-            self._apply_upsert(raw_ids, vectors, attributes)
+            self._apply_upsert(raw_ids, vectors, attributes, features)
             return seq
 
     def delete(self, raw_ids: list[str]) -> tuple[int, int]:
         """Remove items; returns (log sequence number, how many were present)."""
-        with self._lock:
+        with self.lock:
             seq = self.log.append("delete", bundle_id=self.version.bundle_id, item_ids=list(raw_ids))
             return seq, self._apply_delete(raw_ids)
 
     def replay(self, after: int = 0) -> int:
         """Apply the logged changes after sequence `after` (on start); returns how many."""
         count = 0
-        with self._lock:
+        with self.lock:
             for record in self.log.records(after):
                 if record["op"] == "upsert":
-                    self._apply_upsert(
-                        record["item_ids"], decode_vectors(record["vectors"]), record["attributes"]
-                    )
+                    features = record.get("features") or [None] * len(record["item_ids"])
+                    vectors = decode_vectors(record["vectors"])
+                    self._apply_upsert(record["item_ids"], vectors, record["attributes"], features)
                 elif record["op"] == "delete":
                     self._apply_delete(record["item_ids"])
                 count += 1
@@ -81,8 +81,17 @@ class ItemWriter:
 
     # ---- applying a change ------------------------------------------------------------------------
 
-    def _apply_upsert(self, raw_ids: list[str], vectors: np.ndarray, attributes: dict) -> None:
+    def _apply_upsert(
+        self, raw_ids: list[str], vectors: np.ndarray, attributes: dict, features: list
+    ) -> None:
         version = self.version
+        for row, raw in enumerate(raw_ids):
+            own = {
+                name: values[row] for name, values in (attributes or {}).items() if values[row] is not None
+            }
+            vector = None if features[row] is not None else vectors[row].tolist()
+            self.added[raw] = ItemChange(raw, features[row], vector, own)
+            self.deleted.discard(raw)
         ids = np.asarray([version.internal_id(raw, create=True) for raw in raw_ids], np.int64)
         version.index.add(ids, vectors, attributes=attributes or None)
         # A new item has no interactions yet: popularity 0 keeps it last in the fallback list.
@@ -90,6 +99,10 @@ class ItemWriter:
 
     def _apply_delete(self, raw_ids: list[str]) -> int:
         version = self.version
+        for raw in raw_ids:
+            self.added.pop(raw, None)
+            if raw in version.item_lookup:
+                self.deleted.add(raw)
         ids = np.asarray(
             [i for i in (version.internal_id(raw) for raw in raw_ids) if i is not None], np.int64
         )
@@ -97,6 +110,43 @@ class ItemWriter:
             return 0
         version.popular.remove(ids)
         return version.index.remove(ids)
+
+    # ---- promotion --------------------------------------------------------------------------------
+
+    def switch_to(self, staged: ServingVersion) -> dict:
+        """Carry the changes made since the bundle over to `staged`, re-encoded by its item tower.
+
+        Items known by content are encoded again by the new tower; items given as a vector keep it when
+        the dimension still fits and are dropped (and counted) when it does not. The log is rewritten
+        atomically to hold exactly the carried changes under the new bundle id, so a restart on the
+        new bundle replays them. Call with `self.lock` held, then make `staged` active.
+        """
+        scratch = ItemWriter(staged, None)
+        carried = [
+            c for c in self.added.values() if c.features is not None or len(c.vector) == staged.index.dim
+        ]
+        dropped = len(self.added) - len(carried)
+        vectors = scratch._vectors(carried) if carried else np.zeros((0, staged.index.dim), np.float32)
+        raw_ids = [c.item_id for c in carried]
+        attributes = _columns([c.attributes for c in carried])
+        features = [c.features for c in carried]
+        deleted = sorted(r for r in self.deleted if r in staged.item_lookup)
+        records = []
+        if carried:
+            records.append(
+                {"op": "upsert", **_upsert_record(staged.bundle_id, raw_ids, vectors, attributes, features)}
+            )
+        if deleted:
+            records.append({"op": "delete", "bundle_id": staged.bundle_id, "item_ids": deleted})
+        if self.log is not None:
+            self.log.rewrite(records)
+        scratch.added, scratch.deleted = {}, set()
+        if carried:
+            scratch._apply_upsert(raw_ids, vectors, attributes, features)
+        if deleted:
+            scratch._apply_delete(deleted)
+        self.version, self.added, self.deleted = staged, scratch.added, scratch.deleted
+        return {"carried": len(carried), "dropped": dropped, "deleted": len(deleted)}
 
     # ---- checks -----------------------------------------------------------------------------------
 
@@ -139,6 +189,16 @@ class ItemWriter:
         from recindex.index.attributes import AttributeStore
 
         AttributeStore().set(np.arange(n), attributes or None)
+
+
+def _upsert_record(bundle_id: str, raw_ids: list[str], vectors, attributes: dict, features: list) -> dict:
+    return {
+        "bundle_id": bundle_id,
+        "item_ids": raw_ids,
+        "vectors": encode_vectors(vectors),
+        "attributes": attributes,
+        "features": features,  # kept so that a promotion can re-encode the items with a new tower
+    }
 
 
 def _columns(rows: list[dict]) -> dict[str, list]:

@@ -38,6 +38,7 @@ class ServingVersion:
     item_lookup: dict[str, int]  # raw item id -> internal index (catalogue, then items added since)
     token_lookup: dict[str, int] = field(default_factory=dict)  # attribute token name -> token index
     new_items: list[str] = field(default_factory=list)  # raw ids of items added since the bundle
+    source: dict = field(default_factory=dict)  # where it was loaded from: {"bundle": path, "index": name}
 
     def internal_id(self, raw: str, create: bool = False) -> int | None:
         """The internal index of a raw item id; with `create`, a new one for an unknown id."""
@@ -56,14 +57,14 @@ class ServingVersion:
         return self.bundle.bundle_id
 
     @classmethod
-    def of(cls, bundle: Bundle, index: BaseIndex) -> ServingVersion:
+    def of(cls, bundle: Bundle, index: BaseIndex, source: dict | None = None) -> ServingVersion:
         counts = bundle.data.item_counts().astype(np.float32)
         popular = ExactIndex(1, "ip")
         popular.add(np.arange(len(counts)), counts[:, None], attributes=item_attributes(bundle.data))
         lookup = {str(item): i for i, item in enumerate(bundle.data.item_ids.tolist())}
         features = bundle.data.item_features
         tokens = {name: i for i, name in enumerate(features.names)} if features is not None else {}
-        return cls(bundle, index, popular, lookup, tokens)
+        return cls(bundle, index, popular, lookup, tokens, source=dict(source or {}))
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ class Recommender:
             else:
                 history = _item_indices(version.item_lookup, recent_items, len(version.bundle.data.item_ids))
                 user = None
-            query = _encode(version.bundle, history, user)
+            query = encode_history(version.bundle, history, user)
             seen = history if exclude_seen else seen
         try:
             result = version.index.search(query, k, filter=filter, exclude=[seen] if len(seen) else None)
@@ -146,7 +147,7 @@ def _item_indices(lookup: dict[str, int], raw_items: list, n_catalogue: int) -> 
     return indices
 
 
-def _encode(bundle: Bundle, history: np.ndarray, user: int | None) -> np.ndarray:
+def encode_history(bundle: Bundle, history: np.ndarray, user: int | None) -> np.ndarray:
     model = bundle.model
     padded, lengths = pad_sequences([history], model.config.max_len, model.n_items)
     users = torch.tensor([user]) if user is not None else None

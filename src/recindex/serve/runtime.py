@@ -1,43 +1,39 @@
-"""Assemble a running service from settings: load the bundle and its index, build the app."""
+"""Assemble a running service from settings: the active bundle and its index, the replayed log, the app."""
 
 from __future__ import annotations
 
-import numpy as np
+import json
+
 from fastapi import FastAPI
 
-from recindex.bundle import load_bundle
 from recindex.errors import RecIndexError
-from recindex.index.exact_index import ExactIndex
-from recindex.index.in_bundle import item_attributes, load_bundle_index
 from recindex.serve.app import create_app
 from recindex.serve.items import ItemWriter
-from recindex.serve.recommender import Recommender, ServingVersion
+from recindex.serve.recommender import Recommender
+from recindex.serve.registry import BundleRegistry, load_version
 from recindex.serve.settings import ServiceSettings
 from recindex.serve.wal import WriteAheadLog
 
 
 def build_app(settings: ServiceSettings) -> FastAPI:
-    if settings.bundle is None:
+    bundle, index = settings.bundle, settings.index
+    active_file = settings.state_dir / "active.json"
+    if active_file.is_file():  # a promotion chose the bundle: it wins over the configured one
+        chosen = json.loads(active_file.read_text(encoding="utf-8"))
+        bundle, index = chosen["bundle"], chosen.get("index")
+    if bundle is None:
         raise RecIndexError("no bundle to serve: pass BUNDLE, set RECINDEX_BUNDLE, or bundle= in --settings")
-    bundle = load_bundle(settings.bundle)
-    if settings.index is not None:
-        index = load_bundle_index(bundle, settings.index)
-    else:  # exact search over the bundle's own item vectors
-        index = ExactIndex(bundle.item_embeddings.shape[1], bundle.manifest["embedding"]["metric"])
-        index.add(
-            np.arange(len(bundle.item_embeddings)),
-            bundle.item_embeddings,
-            attributes=item_attributes(bundle.data),
-        )
-    version = ServingVersion.of(bundle, index)
+    version = load_version(bundle, index)
     log = WriteAheadLog(settings.state_dir / "items.wal").open()
-    foreign = {r.get("bundle_id") for r in log.records()} - {bundle.bundle_id}
+    foreign = {r.get("bundle_id") for r in log.records()} - {version.bundle_id}
     if foreign:
         log.close()
         raise RecIndexError(
             f"{log.path} holds item changes made under bundle {sorted(foreign)[0]!r}, "
-            f"not {bundle.bundle_id!r}: serve that bundle, or use another state_dir"
+            f"not {version.bundle_id!r}: serve that bundle, or use another state_dir"
         )
     writer = ItemWriter(version, log)
     writer.replay()
-    return create_app(settings, Recommender(version), writer)
+    recommender = Recommender(version)
+    registry = BundleRegistry(recommender, writer, settings.state_dir, settings.min_index_recall)
+    return create_app(settings, recommender, writer, registry)

@@ -78,3 +78,10 @@ class WriteResponse(BaseModel):
         description="Position of the change in the write-ahead log (durable once returned)."
     )
     items: int
+
+
+class StageRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    bundle: str = Field(min_length=1, max_length=4096, description="Bundle directory on the server.")
+    index: str | None = Field(None, max_length=64, description="Index inside it; default: exact search.")

@@ -26,6 +26,7 @@ class ServiceSettings(BaseSettings):
     max_k: int = Field(1000, ge=1, le=16_384, description="Largest k a request may ask for.")
     max_body_bytes: int = Field(1 << 20, ge=1024, description="Largest request body accepted.")
     state_dir: Path = Field(Path("recindex_state"), description="Where the write-ahead log lives.")
+    min_index_recall: float = Field(0.9, ge=0, le=1, description="Promotion gate: staged index recall@100.")
 
 
 def load_settings(path: str | Path | None = None, **overrides) -> ServiceSettings:

@@ -128,27 +128,35 @@ class WriteAheadLog:
             yield record, offset
 
     def truncate_through(self, seq: int) -> int:
-        """Drop the records with seq <= `seq` (covered by a snapshot); returns how many remain.
-
-        The remaining records are written to a new file that replaces the log atomically, so a crash
-        during compaction leaves either the old log or the new one, never a mix.
-        """
+        """Drop the records with seq <= `seq` (covered by a snapshot); returns how many remain."""
         with self._lock:
             keep = [record for record in self.records() if record["seq"] > seq]
-            staging = self.path.with_suffix(self.path.suffix + ".compacting")
-            with open(staging, "wb") as handle:
-                for record in keep:
-                    payload = json.dumps(record, separators=(",", ":")).encode("utf-8")
-                    handle.write(HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            if self._file is not None:
-                self._file.close()
-            os.replace(staging, self.path)
-            _fsync_directory(self.path.parent)
-            self._file = open(self.path, "ab")  # noqa: SIM115
+            self._replace(keep)
             self.last_seq = max(self.last_seq, seq)
             return len(keep)
+
+    def rewrite(self, records: list[dict]) -> None:
+        """Replace the whole log by `records` (numbered from 1), e.g. the changes carried to a new bundle."""
+        with self._lock:
+            numbered = [{**record, "seq": seq} for seq, record in enumerate(records, start=1)]
+            self._replace(numbered)
+            self.last_seq = len(numbered)
+
+    def _replace(self, records: list[dict]) -> None:
+        """Write `records` to a new file that replaces the log atomically: a crash leaves the old log
+        or the new one, never a mix."""
+        staging = self.path.with_suffix(self.path.suffix + ".compacting")
+        with open(staging, "wb") as handle:
+            for record in records:
+                payload = json.dumps(record, separators=(",", ":")).encode("utf-8")
+                handle.write(HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if self._file is not None:
+            self._file.close()
+        os.replace(staging, self.path)
+        _fsync_directory(self.path.parent)
+        self._file = open(self.path, "ab")  # noqa: SIM115
 
 
 def _read_frame(data: bytes, offset: int) -> tuple[dict, int] | None:
