@@ -28,7 +28,7 @@ def serve(bundle, wal_path, keys=("test-key",), open_reads=True):
     version = ServingVersion.of(bundle, index)
     writer = ItemWriter(version, WriteAheadLog(wal_path).open())
     writer.replay()
-    settings = ServiceSettings(api_keys=list(keys), open_reads=open_reads)
+    settings = ServiceSettings(api_keys=list(keys), open_reads=open_reads, recall_sample_rate=1.0)
     app = create_app(settings, Recommender(version), writer)
     return TestClient(app, raise_server_exceptions=False), writer
 
@@ -100,3 +100,8 @@ def test_metrics_count_requests_fallbacks_upserts_and_items(bundle, tmp_path):
     assert 'recindex_fallback_total{reason="unknown user"} 1.0' in text
     assert "recindex_upsert_visible_seconds_count 1.0" in text
     assert f"recindex_index_items {len(bundle.item_embeddings) + 1}.0" in text
+    http.post("/v1/recommend", json={"user_id": str(bundle.data.user_ids[0]), "k": 5})
+    text = http.get("/metrics").text
+    # HNSW over 50 items is exhaustive: every sampled answer agrees with exact search.
+    assert "recindex_online_index_recall_count 1.0" in text
+    assert "recindex_online_index_recall_sum 1.0" in text

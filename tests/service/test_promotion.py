@@ -47,6 +47,7 @@ def test_promote_carries_items_survives_restart_and_rolls_back(tiny_bundle, tmp_
     assert http.post("/v1/recommend", json={"vector": content, "k": 1}).json()["bundle_id"] != new_id
     listed = http.get("/v1/admin/bundles", headers=KEY).json()
     assert [h["action"] for h in listed["history"]] == ["staged", "promoted", "rolled back"]
+    assert "recindex_swaps 2.0" in http.get("/metrics").text
 
 
 def test_gate_refuses_a_poor_index_and_says_why(tiny_bundle, tmp_path):

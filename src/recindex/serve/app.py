@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import math
+import random
 import time
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
@@ -19,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from recindex.errors import InvalidRequest, RecIndexError
 from recindex.serve.items import ItemChange, ItemWriter
 from recindex.serve.metrics import ServiceMetrics
-from recindex.serve.recommender import Recommender
+from recindex.serve.recommender import Recommender, online_recall
 from recindex.serve.registry import BundleRegistry, PromotionRefused
 from recindex.serve.schemas import (
     DeleteRequest,
@@ -44,7 +45,13 @@ def create_app(
     app.state.writer = writer
     app.state.registry = registry
     app.state.settings = settings
-    metrics = app.state.metrics = ServiceMetrics(lambda: float(len(app.state.recommender.active.index)))
+    metrics = app.state.metrics = ServiceMetrics(
+        lambda: float(len(app.state.recommender.active.index)),
+        lambda: (
+            float(sum(h["action"] != "staged" for h in registry.history)) if registry is not None else 0.0
+        ),
+    )
+    sampler = random.Random(0)
 
     def require_key(x_api_key: str | None = Header(None)) -> None:
         """Write endpoints need one of the configured keys; with none configured, writes are closed."""
@@ -124,6 +131,10 @@ def create_app(
         ]
         if answer.fallback is not None:
             metrics.fallbacks.labels(answer.fallback).inc()
+        elif flt is None and sampler.random() < settings.recall_sample_rate:
+            recall = online_recall(version, answer)
+            if recall is not None:
+                metrics.online_recall.observe(recall)
         return RecommendResponse(items=items, bundle_id=answer.bundle_id, fallback=answer.fallback)
 
     @app.put("/v1/items", response_model=WriteResponse, dependencies=[Depends(require_key)])

@@ -10,7 +10,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5
 
 
 class ServiceMetrics:
-    def __init__(self, index_size: Callable[[], float]):
+    def __init__(self, index_size: Callable[[], float], swaps: Callable[[], float]):
         self.registry = CollectorRegistry()
         self.request_seconds = Histogram(
             "recindex_request_seconds",
@@ -35,3 +35,11 @@ class ServiceMetrics:
             "recindex_index_items", "Items in the serving index.", registry=self.registry
         )
         self.index_items.set_function(index_size)
+        self.swaps = Gauge("recindex_swaps", "Promotions and rollbacks since start.", registry=self.registry)
+        self.swaps.set_function(swaps)
+        self.online_recall = Histogram(
+            "recindex_online_index_recall",
+            "Index recall against exact search on a sample of live unfiltered requests.",
+            buckets=(0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 1.0),
+            registry=self.registry,
+        )

@@ -73,6 +73,8 @@ class Recommendation:
     scores: np.ndarray
     bundle_id: str
     fallback: str | None  # why the popularity list answered, or None
+    query: np.ndarray | None = None  # (1, d) the query vector, when the index answered
+    seen: np.ndarray | None = None  # the history that was excluded
 
 
 class Recommender:
@@ -120,7 +122,7 @@ class Recommender:
         keep = ids >= 0
         if not keep.any():
             return self._popular(version, k, filter, seen, "no results after filtering")
-        return Recommendation(ids[keep], scores[keep], version.bundle_id, None)
+        return Recommendation(ids[keep], scores[keep], version.bundle_id, None, query, seen)
 
     def _popular(self, version, k, filter, seen, reason) -> Recommendation:  # noqa: A002
         k = min(k, len(version.popular))
@@ -145,6 +147,23 @@ def _item_indices(lookup: dict[str, int], raw_items: list, n_catalogue: int) -> 
             "recent_items may name only items of the bundle's catalogue, not items added since"
         )
     return indices
+
+
+def online_recall(version: ServingVersion, answer: Recommendation) -> float | None:
+    """Share of exact search's top-k (over the bundle's catalogue, same history excluded) that the
+    index returned; None where it does not apply (fallback answers, items added since the bundle)."""
+    if (
+        answer.query is None
+        or not len(answer.ids)
+        or (answer.ids >= len(version.bundle.item_embeddings)).any()
+    ):
+        return None
+    scores = version.bundle.item_embeddings @ answer.query[0]
+    if answer.seen is not None and len(answer.seen):
+        scores[answer.seen] = -np.inf
+    k = len(answer.ids)
+    exact = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+    return len(np.intersect1d(exact, answer.ids)) / k
 
 
 def encode_history(bundle: Bundle, history: np.ndarray, user: int | None) -> np.ndarray:

@@ -26,6 +26,9 @@ class ServiceSettings(BaseSettings):
     max_k: int = Field(1000, ge=1, le=16_384, description="Largest k a request may ask for.")
     max_body_bytes: int = Field(1 << 20, ge=1024, description="Largest request body accepted.")
     state_dir: Path = Field(Path("recindex_state"), description="Where the write-ahead log lives.")
+    recall_sample_rate: float = Field(
+        0.01, ge=0, le=1, description="Share of requests checked by exact search."
+    )
     min_index_recall: float = Field(0.9, ge=0, le=1, description="Promotion gate: staged index recall@100.")
 
 
