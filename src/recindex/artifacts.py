@@ -57,10 +57,12 @@ def verify_checksums(path: Path, files: dict[str, str]) -> None:
 def read_manifest_json(path: Path, kind: str, required: tuple[str, ...]) -> dict:
     """The parsed `manifest.json` of an artifact directory, with its required keys present."""
     manifest_path = Path(path) / "manifest.json"
-    if not manifest_path.is_file():
-        raise BundleError(f"{path} is not {kind}: no manifest.json")
     try:
+        if not manifest_path.is_file():
+            raise BundleError(f"{str(path)[:200]} is not {kind}: no manifest.json")
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except OSError as error:  # e.g. a name too long for the file system
+        raise BundleError(f"{str(path)[:200]}: cannot read it ({error.strerror})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise BundleError(f"{manifest_path}: not valid JSON ({error})") from None
     if not isinstance(manifest, dict):

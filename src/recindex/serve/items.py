@@ -159,7 +159,8 @@ class ItemWriter:
             if (change.vector is None) == (change.features is None):
                 raise InvalidRequest(f"item {change.item_id!r}: give exactly one of features or vector")
             if change.vector is not None:
-                vector = np.asarray(change.vector, np.float32)
+                with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, refused just below
+                    vector = np.asarray(change.vector, np.float32)
                 if vector.shape != (dim,) or not np.isfinite(vector).all():
                     raise InvalidRequest(f"item {change.item_id!r}: vector must be {dim} finite numbers")
                 norm = float(np.linalg.norm(vector))

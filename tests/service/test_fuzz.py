@@ -1,0 +1,47 @@
+"""API fuzzing: schemathesis generates requests from the OpenAPI schema; no response may be a 500."""
+
+import numpy as np
+import pytest
+
+schemathesis = pytest.importorskip(
+    "schemathesis", reason="schemathesis is not installed (pip install -e '.[dev]')"
+)
+
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+from recindex.bundle import load_bundle  # noqa: E402
+from recindex.index.factory import make_index  # noqa: E402
+from recindex.serve.app import create_app  # noqa: E402
+from recindex.serve.items import ItemWriter  # noqa: E402
+from recindex.serve.recommender import Recommender, ServingVersion  # noqa: E402
+from recindex.serve.registry import BundleRegistry  # noqa: E402
+from recindex.serve.settings import ServiceSettings  # noqa: E402
+from recindex.serve.wal import WriteAheadLog  # noqa: E402
+
+DATASET = "synthetic:n_users=120,n_items=50,n_attributes=12,seed=11"
+
+
+@pytest.fixture(scope="module")
+def api_schema(tiny_bundle, tmp_path_factory):
+    bundle = load_bundle(tiny_bundle(DATASET))
+    index = make_index("exact", bundle.item_embeddings.shape[1])
+    index.add(np.arange(len(bundle.item_embeddings)), bundle.item_embeddings)
+    version = ServingVersion.of(bundle, index)
+    writer = ItemWriter(version, WriteAheadLog(tmp_path_factory.mktemp("wal") / "items.wal").open())
+    recommender = Recommender(version)
+    registry = BundleRegistry(recommender, writer, tmp_path_factory.mktemp("state"), 0.9)
+    app = create_app(ServiceSettings(api_keys=["fuzz"], max_k=50), recommender, writer, registry)
+    return schemathesis.openapi.from_asgi("/openapi.json", app)
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+@schema.parametrize()
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+def test_no_request_gets_a_server_error(case):
+    case.headers = {**(case.headers or {}), "X-API-Key": "fuzz"}
+    response = case.call()
+    assert response.status_code < 500, (
+        f"{case.method} {case.path} -> {response.status_code}: {response.text[:300]}"
+    )
