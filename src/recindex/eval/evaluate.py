@@ -52,12 +52,15 @@ def evaluate_model(
     exclude_seen: bool = True,
     batch_size: int = 1024,
     progress: bool = False,
+    queries: torch.Tensor | None = None,
 ) -> EvalResult:
+    """`queries`: the cases' user vectors when the caller has them already (else encoded here)."""
     cases = split.eval_cases(which)
     model.eval()
     with torch.no_grad():
         items = model.item_vectors()
-    queries = encode_cases(model, cases, batch_size)
+    if queries is None:
+        queries = encode_cases(model, cases, batch_size)
     with BatchProgress(-(-len(cases) // batch_size), f"ranking {which}", enabled=progress) as bar:
         top, _, ranks = exact_search(
             queries,

@@ -65,10 +65,18 @@ def evaluate_index(
     counts = np.bincount(split.train_items, minlength=bundle.model.n_items)
     cold = np.isin(cases.targets, split.cold_items) if len(split.cold_items) else None
 
+    encoded = encode_cases(bundle.model, cases)  # once, for the exact reference and the index alike
     exact = evaluate_model(
-        bundle.model, split, which, counts, ks=ks, exclude_seen=exclude_seen, progress=progress
+        bundle.model,
+        split,
+        which,
+        counts,
+        ks=ks,
+        exclude_seen=exclude_seen,
+        progress=progress,
+        queries=encoded,
     )
-    queries = encode_cases(bundle.model, cases).numpy()
+    queries = encoded.numpy()
     exclusions = (cases.history_offsets, cases.history_items) if exclude_seen else None
 
     index.count_candidates = True

@@ -46,12 +46,12 @@ class ItemWriter:
         if not changes:
             raise InvalidRequest("no items to upsert")
         with self.lock:
-            vectors = self._vectors(changes)
-            attributes = _columns([c.attributes for c in changes])
             raw_ids = [c.item_id for c in changes]
             if len(set(raw_ids)) != len(raw_ids):
                 raise InvalidRequest("an item id repeats within one request")
+            attributes = _columns([c.attributes for c in changes])
             self._check_attributes(attributes, len(changes))
+            vectors = self._vectors(changes)  # the costly part (encoding) after the cheap checks
             features = [c.features for c in changes]
             seq = self.log.append(
                 "upsert", **_upsert_record(self.version.bundle_id, raw_ids, vectors, attributes, features)

@@ -57,10 +57,15 @@ class ServingVersion:
         return self.bundle.bundle_id
 
     @classmethod
-    def of(cls, bundle: Bundle, index: BaseIndex, source: dict | None = None) -> ServingVersion:
+    def of(
+        cls, bundle: Bundle, index: BaseIndex, source: dict | None = None, attributes: dict | None = None
+    ) -> ServingVersion:
+        """`attributes`: the items' filter attributes, when the caller built them already."""
         counts = bundle.data.item_counts().astype(np.float32)
         popular = ExactIndex(1, "ip")
-        popular.add(np.arange(len(counts)), counts[:, None], attributes=item_attributes(bundle.data))
+        popular.add(
+            np.arange(len(counts)), counts[:, None], attributes=attributes or item_attributes(bundle.data)
+        )
         lookup = {str(item): i for i, item in enumerate(bundle.data.item_ids.tolist())}
         features = bundle.data.item_features
         tokens = {name: i for i, name in enumerate(features.names)} if features is not None else {}

@@ -37,13 +37,15 @@ class PromotionRefused(RecIndexError):
 def load_version(bundle_path: str | Path, index_name: str | None) -> ServingVersion:
     """A bundle and its named index (or exact search over its item vectors) as one serving version."""
     bundle = load_bundle(bundle_path)
+    attributes = item_attributes(bundle.data)  # built once: the exact index and the popularity list share it
     if index_name is not None:
         index = load_bundle_index(bundle, index_name)
     else:
         index = ExactIndex(bundle.item_embeddings.shape[1], bundle.manifest["embedding"]["metric"])
         ids = np.arange(len(bundle.item_embeddings))
-        index.add(ids, bundle.item_embeddings, attributes=item_attributes(bundle.data))
-    return ServingVersion.of(bundle, index, source={"bundle": str(bundle_path), "index": index_name})
+        index.add(ids, bundle.item_embeddings, attributes=attributes)
+    source = {"bundle": str(bundle_path), "index": index_name}
+    return ServingVersion.of(bundle, index, source=source, attributes=attributes)
 
 
 def gate_recall(version: ServingVersion, n_queries: int = GATE_QUERIES, seed: int = 0) -> float:
