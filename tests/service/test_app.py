@@ -78,3 +78,55 @@ def test_committed_openapi_schema_is_current():
 
     committed = json.loads((Path(__file__).parents[2] / "docs" / "openapi.json").read_text())
     assert committed == json.loads(json.dumps(openapi_schema())), "run: recindex openapi > docs/openapi.json"
+
+
+def test_similar_items_are_the_nearest_item_vectors_without_the_triggers(client):
+    http, version = client
+    bundle = version.bundle
+    triggers = [0, 7]
+    raw = [str(bundle.data.item_ids[i]) for i in triggers]
+    body = http.post("/v1/similar-items", json={"item_ids": raw, "k": 5, "describe": True}).json()
+    assert body["bundle_id"] == version.bundle_id and body["fallback"] is None
+    query = bundle.item_embeddings[triggers].mean(axis=0)
+    scores = bundle.item_embeddings @ (query / np.linalg.norm(query))
+    scores[triggers] = -np.inf
+    expected = {str(bundle.data.item_ids[i]) for i in np.argsort(-scores)[:5]}
+    got = {item["item_id"] for item in body["items"]}
+    assert not got & set(raw)
+    assert len(got & expected) >= 4  # HNSW on 50 items is all but exact
+    assert all(item["about"] is not None for item in body["items"]) and body["took_ms"] > 0
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"item_ids": [], "k": 5},
+        {"item_ids": ["no-such-item"], "k": 5},
+        {"item_ids": ["1"] * 101, "k": 5},
+        {"item_ids": ["1"], "k": 21},
+        {"item_ids": ["1"], "k": 5, "filter": {"where": "nope("}},
+    ],
+)
+def test_bad_similar_items_requests_get_4xx(client, payload):
+    http, _ = client
+    response = http.post("/v1/similar-items", json=payload)
+    assert 400 <= response.status_code < 500, response.text
+
+
+def test_users_history_and_status_for_the_web_page(client):
+    http, version = client
+    data = version.bundle.data
+    page = http.get("/v1/users", params={"offset": 3, "limit": 4}).json()
+    assert page["total"] == data.n_users
+    assert [u["user_id"] for u in page["users"]] == [str(u) for u in data.user_ids[3:7]]
+    assert [u["history"] for u in page["users"]] == [len(data.sequence(u)) for u in range(3, 7)]
+    user = page["users"][0]["user_id"]
+    history = http.get(f"/v1/users/{user}").json()["history"]
+    assert [h["item_id"] for h in history] == [str(data.item_ids[i]) for i in data.sequence(3)]
+    assert http.get("/v1/users/stranger").status_code == 404
+    status = http.get("/v1/status").json()
+    assert status["active"]["bundle_id"] == version.bundle_id and status["active"]["items"] == len(
+        version.index
+    )
+    assert status["versions"][0]["state"] == "active"
+    assert "<html" in http.get("/").text

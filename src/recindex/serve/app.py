@@ -10,28 +10,38 @@ from __future__ import annotations
 
 import hmac
 import math
+import pathlib
 import random
 import time
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+import numpy as np
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from recindex.errors import InvalidRequest, RecIndexError
+from recindex.recommend import find_user
 from recindex.serve.items import ItemChange, ItemWriter
 from recindex.serve.metrics import ServiceMetrics
 from recindex.serve.recommender import Recommender, online_recall
-from recindex.serve.registry import BundleRegistry, PromotionRefused
+from recindex.serve.registry import BundleRegistry, PromotionRefused, version_row
 from recindex.serve.schemas import (
     DeleteRequest,
+    DescribedItem,
     RecommendRequest,
     RecommendResponse,
     ScoredItem,
+    SimilarItemsRequest,
     StageRequest,
     UpsertRequest,
+    UserHistory,
+    UserPage,
     WriteResponse,
 )
 from recindex.serve.settings import ServiceSettings
+
+MAX_HISTORY_SHOWN = 200
+WEB_PAGE = pathlib.Path(__file__).with_name("web") / "index.html"
 
 
 def create_app(
@@ -94,6 +104,11 @@ def create_app(
         if not settings.open_reads:
             require_key(x_api_key)
 
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def web_page() -> HTMLResponse:
+        """A page for people: pick a user, see history and results; and the index's versions."""
+        return HTMLResponse(WEB_PAGE.read_text(encoding="utf-8"))
+
     @app.get("/metrics", response_class=PlainTextResponse)
     def prometheus_metrics() -> PlainTextResponse:
         return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -109,6 +124,7 @@ def create_app(
 
     @app.post("/v1/recommend", response_model=RecommendResponse, dependencies=[Depends(require_read_key)])
     def recommend(body: RecommendRequest) -> RecommendResponse:
+        started = time.perf_counter()
         if body.k > settings.max_k:
             raise InvalidRequest(f"k={body.k} is above this service's limit of {settings.max_k}")
         if body.vector is not None and not all(math.isfinite(x) for x in body.vector):
@@ -125,17 +141,76 @@ def create_app(
             exclude_seen=body.exclude_seen,
             version=version,
         )
-        items = [
-            ScoredItem(item_id=version.raw_item_id(int(i)), score=float(s))
-            for i, s in zip(answer.ids, answer.scores, strict=True)
-        ]
         if answer.fallback is not None:
             metrics.fallbacks.labels(answer.fallback).inc()
         elif flt is None and sampler.random() < settings.recall_sample_rate:
             recall = online_recall(version, answer)
             if recall is not None:
                 metrics.online_recall.observe(recall)
-        return RecommendResponse(items=items, bundle_id=answer.bundle_id, fallback=answer.fallback)
+        return _response(version, answer, body.describe, started)
+
+    @app.post("/v1/similar-items", response_model=RecommendResponse, dependencies=[Depends(require_read_key)])
+    def similar_items(body: SimilarItemsRequest) -> RecommendResponse:
+        started = time.perf_counter()
+        if body.k > settings.max_k:
+            raise InvalidRequest(f"k={body.k} is above this service's limit of {settings.max_k}")
+        flt = body.filter.model_dump(exclude_none=True) if body.filter else None
+        version = app.state.recommender.active
+        answer = app.state.recommender.similar(
+            body.item_ids,
+            k=min(body.k, len(version.index)),
+            filter=flt or None,
+            exclude_triggers=body.exclude_triggers,
+            version=version,
+        )
+        if answer.fallback is not None:
+            metrics.fallbacks.labels(answer.fallback).inc()
+        return _response(version, answer, body.describe, started)
+
+    @app.get("/v1/users", response_model=UserPage, dependencies=[Depends(require_read_key)])
+    def list_users(offset: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=1000)) -> UserPage:
+        """Users of the active bundle, with their history lengths (for browsing and the web page)."""
+        data = app.state.recommender.active.bundle.data
+        lengths = np.diff(data.offsets[offset : offset + limit + 1])
+        rows = [
+            {"user_id": str(data.user_ids[offset + i]), "history": int(length)}
+            for i, length in enumerate(lengths.tolist())
+        ]
+        return UserPage(users=rows, total=data.n_users)
+
+    @app.get("/v1/users/{user_id}", response_model=UserHistory, dependencies=[Depends(require_read_key)])
+    def user_history(user_id: str = Path(max_length=256)) -> UserHistory:
+        version = app.state.recommender.active
+        try:
+            user = find_user(version.bundle.data, user_id)
+        except RecIndexError as error:
+            raise HTTPException(404, str(error)) from None
+        history = version.bundle.data.sequence(user)[-MAX_HISTORY_SHOWN:]
+        items = [
+            DescribedItem(item_id=version.raw_item_id(int(i)), about=version.describe(int(i)))
+            for i in history
+        ]
+        return UserHistory(user_id=user_id, bundle_id=version.bundle_id, history=items)
+
+    @app.get("/v1/status", dependencies=[Depends(require_read_key)])
+    def status() -> dict:
+        """The active bundle, the versions held, and the swap history (no server paths)."""
+        version = app.state.recommender.active
+        registry = app.state.registry
+        rows = registry.describe() if registry is not None else [version_row(version, "active")]
+        return {
+            "active": {
+                "bundle_id": version.bundle_id,
+                "items": len(version.index),
+                "items_added": len(version.new_items),
+                "index": version.source.get("index") or "exact",
+                "dim": version.index.dim,
+                "metric": version.index.metric,
+                "created": version.bundle.manifest.get("created"),
+            },
+            "versions": [{key: row[key] for key in ("bundle_id", "state", "items", "index")} for row in rows],
+            "history": registry.history if registry is not None else [],
+        }
 
     @app.put("/v1/items", response_model=WriteResponse, dependencies=[Depends(require_key)])
     def upsert_items(body: UpsertRequest) -> WriteResponse:
@@ -169,6 +244,21 @@ def create_app(
         return _registry(app).rollback()
 
     return app
+
+
+def _response(version, answer, describe: bool, started: float) -> RecommendResponse:
+    items = [
+        ScoredItem(
+            item_id=version.raw_item_id(int(i)),
+            score=float(s),
+            about=version.describe(int(i)) if describe else None,
+        )
+        for i, s in zip(answer.ids, answer.scores, strict=True)
+    ]
+    took_ms = (time.perf_counter() - started) * 1000
+    return RecommendResponse(
+        items=items, bundle_id=answer.bundle_id, fallback=answer.fallback, took_ms=took_ms
+    )
 
 
 def _registry(app: FastAPI) -> BundleRegistry:

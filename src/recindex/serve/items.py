@@ -94,6 +94,9 @@ class ItemWriter:
             self.deleted.discard(raw)
         ids = np.asarray([version.internal_id(raw, create=True) for raw in raw_ids], np.int64)
         version.index.add(ids, vectors, attributes=attributes or None)
+        for row, internal in enumerate(ids.tolist()):
+            version.changed_vectors[internal] = vectors[row].copy()
+            version.changed_descriptions[internal] = _description(features[row], attributes, row)
         # A new item has no interactions yet: popularity 0 keeps it last in the fallback list.
         version.popular.add(ids, np.zeros((len(ids), 1), np.float32), attributes=attributes or None)
 
@@ -200,6 +203,13 @@ def _upsert_record(bundle_id: str, raw_ids: list[str], vectors, attributes: dict
         "attributes": attributes,
         "features": features,  # kept so that a promotion can re-encode the items with a new tower
     }
+
+
+def _description(features: list[str] | None, attributes: dict, row: int) -> str:
+    named = [
+        f"{name}={values[row]}" for name, values in (attributes or {}).items() if values[row] is not None
+    ]
+    return ", ".join((features or []) + named)[:300]
 
 
 def _columns(rows: list[dict]) -> dict[str, list]:

@@ -25,9 +25,11 @@ from recindex.index.base import BaseIndex
 from recindex.index.exact_index import ExactIndex
 from recindex.index.in_bundle import item_attributes
 from recindex.models.two_tower import pad_sequences
-from recindex.recommend import find_user
+from recindex.recommend import describe_item, find_user
 
 MAX_RECENT_ITEMS = 1_000
+MAX_TRIGGER_ITEMS = 100
+USER_CACHE_LIMIT = 200_000  # query vectors of known users kept per version (about 50 MB at d=64)
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,13 @@ class ServingVersion:
     token_lookup: dict[str, int] = field(default_factory=dict)  # attribute token name -> token index
     new_items: list[str] = field(default_factory=list)  # raw ids of items added since the bundle
     source: dict = field(default_factory=dict)  # where it was loaded from: {"bundle": path, "index": name}
+    # Vectors and descriptions of items upserted since the bundle, by internal index (for item-to-item
+    # queries and display; the rest are the bundle's).
+    changed_vectors: dict[int, np.ndarray] = field(default_factory=dict)
+    changed_descriptions: dict[int, str] = field(default_factory=dict)
+    # A known user's query vector depends only on the bundle (its model and its histories), so it is
+    # computed once per version and reused: the encoder is the costliest step of a warm request.
+    user_vectors: dict[int, np.ndarray] = field(default_factory=dict)
 
     def internal_id(self, raw: str, create: bool = False) -> int | None:
         """The internal index of a raw item id; with `create`, a new one for an unknown id."""
@@ -51,6 +60,26 @@ class ServingVersion:
     def raw_item_id(self, index: int) -> str:
         catalogue = self.bundle.data.item_ids
         return str(catalogue[index]) if index < len(catalogue) else self.new_items[index - len(catalogue)]
+
+    def item_vector(self, index: int) -> np.ndarray:
+        changed = self.changed_vectors.get(index)
+        return changed if changed is not None else self.bundle.item_embeddings[index]
+
+    def describe(self, index: int) -> str:
+        """A title or attribute names for display ("" where nothing is known)."""
+        changed = self.changed_descriptions.get(index)
+        if changed is not None:
+            return changed
+        return describe_item(self.bundle.data, index)[1] if index < len(self.bundle.data.item_ids) else ""
+
+    def user_query(self, user: int) -> np.ndarray:
+        """The (1, d) query vector of a known user, from their history in the bundle (memoised)."""
+        vector = self.user_vectors.get(user)
+        if vector is None:
+            vector = encode_history(self.bundle, self.bundle.data.sequence(user), user)
+            if len(self.user_vectors) < USER_CACHE_LIMIT:
+                self.user_vectors[user] = vector
+        return vector
 
     @property
     def bundle_id(self) -> str:
@@ -112,11 +141,45 @@ class Recommender:
                 except RecIndexError:  # an unknown user is a normal event for a service, not an error
                     return self._popular(version, k, filter, seen, "unknown user")
                 history = version.bundle.data.sequence(user)
+                query = version.user_query(user)
             else:
                 history = _item_indices(version.item_lookup, recent_items, len(version.bundle.data.item_ids))
-                user = None
-            query = encode_history(version.bundle, history, user)
+                query = encode_history(version.bundle, history, None)
             seen = history if exclude_seen else seen
+        return self._search(version, query, k, filter, seen)
+
+    def similar(
+        self,
+        item_ids: list,
+        *,
+        k: int = 10,
+        filter=None,  # noqa: A002
+        exclude_triggers: bool = True,
+        version: ServingVersion | None = None,
+    ) -> Recommendation:
+        """Items like the trigger items: the index searched with the mean of their item vectors.
+
+        Item vectors live in the same space as user vectors and are scored by the same inner product,
+        so the item index answers item-to-item queries as it answers user queries. Items added since
+        the bundle can be triggers too.
+        """
+        version = version or self.active
+        if not isinstance(item_ids, list) or not item_ids:
+            raise InvalidRequest("item_ids must be a non-empty list of item ids")
+        if len(item_ids) > MAX_TRIGGER_ITEMS:
+            raise InvalidRequest(f"item_ids holds at most {MAX_TRIGGER_ITEMS} trigger items")
+        unknown = [item for item in item_ids if str(item) not in version.item_lookup]
+        if unknown:
+            raise InvalidRequest(f"unknown items: {unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
+        triggers = np.asarray([version.item_lookup[str(item)] for item in item_ids], np.int64)
+        query = np.mean([version.item_vector(int(i)) for i in triggers], axis=0, dtype=np.float32)
+        norm = float(np.linalg.norm(query))
+        if norm > 0:  # the mean of unit vectors, back on the unit sphere the towers score on
+            query = query / norm
+        seen = np.unique(triggers) if exclude_triggers else np.zeros(0, np.int64)
+        return self._search(version, query[None, :], k, filter, seen)
+
+    def _search(self, version, query, k, filter, seen) -> Recommendation:  # noqa: A002
         try:
             result = version.index.search(query, k, filter=filter, exclude=[seen] if len(seen) else None)
         except InvalidRequest:

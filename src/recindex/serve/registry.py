@@ -108,8 +108,8 @@ class BundleRegistry:
 
     def describe(self) -> list[dict]:
         active = self.recommender.active
-        rows = [_row(active, "active")]
-        rows += [_row(v, "previous" if v is self.previous else "staged") for v in self.staged.values()]
+        rows = [version_row(active, "active")]
+        rows += [version_row(v, "previous" if v is self.previous else "staged") for v in self.staged.values()]
         return rows
 
     def _persist_active(self, version: ServingVersion) -> None:
@@ -131,7 +131,7 @@ class BundleRegistry:
         )
 
 
-def _row(version: ServingVersion, state: str) -> dict:
+def version_row(version: ServingVersion, state: str) -> dict:
     return {
         "bundle_id": version.bundle_id,
         "state": state,

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 MAX_VECTOR_DIM = 4096
 MAX_RECENT = 1000
 MAX_FILTER_IDS = 10_000
+MAX_TRIGGERS = 100
 
 ItemId = Annotated[str, Field(min_length=1, max_length=256)]
 
@@ -32,17 +33,50 @@ class RecommendRequest(BaseModel):
     k: int = Field(10, ge=1, description="How many items (at most the service's max_k).")
     filter: FilterBody | None = None
     exclude_seen: bool = True
+    describe: bool = Field(
+        False, description="Add each item's title or attributes (for people, not rankers)."
+    )
+
+
+class SimilarItemsRequest(BaseModel):
+    """Item-to-item: the items most like one or more trigger items."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    item_ids: list[ItemId] = Field(min_length=1, max_length=MAX_TRIGGERS)
+    k: int = Field(10, ge=1, description="How many items (at most the service's max_k).")
+    filter: FilterBody | None = None
+    exclude_triggers: bool = True
+    describe: bool = False
 
 
 class ScoredItem(BaseModel):
     item_id: str
     score: float
+    about: str | None = Field(None, description="Title or attributes, when `describe` was asked for.")
 
 
 class RecommendResponse(BaseModel):
     items: list[ScoredItem]
     bundle_id: str
     fallback: str | None = Field(None, description="Why the popularity list answered, if it did.")
+    took_ms: float = Field(description="Time the service spent on the request.")
+
+
+class DescribedItem(BaseModel):
+    item_id: str
+    about: str
+
+
+class UserHistory(BaseModel):
+    user_id: str
+    bundle_id: str
+    history: list[DescribedItem]
+
+
+class UserPage(BaseModel):
+    users: list[dict]
+    total: int
 
 
 AttributeValue = str | float | bool | None
