@@ -6,8 +6,10 @@ Each round starts the server (exact search, so a unit vector's nearest item is i
 single-item upserts with random unit vectors, and after each acknowledged one asks /v1/recommend for
 that vector: the time from sending the upsert to the answer naming the item is the upsert-to-visible
 latency. At a random moment the server is killed with SIGKILL mid-stream and started again on the
-same state directory. At the end every acknowledged item is looked up by its vector; the bar is that
-none is missing. Bounded: --rounds rounds of --seconds each, loopback only.
+same state directory. The server compacts its log every --compact-every changes, so kills also
+land during and between compactions and restarts start from a snapshot. At the end every
+acknowledged item is looked up by its vector; the bar is that none is missing. Bounded: --rounds
+rounds of --seconds each, loopback only.
 """
 
 from __future__ import annotations
@@ -36,8 +38,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(bundle: str, state: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, "RECINDEX_API_KEYS": json.dumps([KEY]), "RECINDEX_STATE_DIR": str(state)}
+def start(bundle: str, state: Path, port: int, extra_env: dict | None = None) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "RECINDEX_API_KEYS": json.dumps([KEY]),
+        "RECINDEX_STATE_DIR": str(state),
+        **(extra_env or {}),
+    }
     process = subprocess.Popen(
         [sys.executable, "-m", "recindex.cli", "serve", bundle, "--port", str(port)],
         env=env,
@@ -63,8 +70,16 @@ def main() -> None:
     parser.add_argument("--bundle", default="runs/bench/ml-100k")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=3.0, help="upsert stream length before the kill")
+    parser.add_argument(
+        "--compact-every",
+        type=int,
+        default=250,
+        help="the server folds its log into a snapshot after this many changes, so kills also land "
+        "during and between compactions",
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/bench/service_kill"))
     args = parser.parse_args()
+    server_env = {"RECINDEX_COMPACT_EVERY": str(args.compact_every)}
     rng = np.random.default_rng(0)
     chooser = random.Random(0)
     dim = json.loads((Path(args.bundle) / "manifest.json").read_text())["embedding"]["dim"]
@@ -75,7 +90,7 @@ def main() -> None:
     visible_ms: list[float] = []
     not_visible = 0
     for round_number in range(1, args.rounds + 1):
-        server = start(args.bundle, state, port)
+        server = start(args.bundle, state, port, server_env)
         kill_at = time.monotonic() + args.seconds * chooser.uniform(0.5, 1.0)
         with httpx.Client(timeout=5) as http:
             while time.monotonic() < kill_at:
@@ -106,7 +121,7 @@ def main() -> None:
             flush=True,
         )
 
-    server = start(args.bundle, state, port)
+    server = start(args.bundle, state, port, server_env)
     missing = []
     with httpx.Client(timeout=5) as http:
         for item, vector in acknowledged.items():
@@ -121,6 +136,12 @@ def main() -> None:
         "acknowledged": len(acknowledged),
         "missing_after_restarts": len(missing),
         "not_visible_at_once": not_visible,
+        "compact_every": args.compact_every,
+        "last_snapshot_seq": (
+            json.loads((state / "active.json").read_text()).get("snapshot_seq")
+            if (state / "active.json").exists()
+            else None
+        ),
         "upsert_to_visible_ms_p50": float(np.percentile(latencies, 50)) if len(latencies) else None,
         "upsert_to_visible_ms_p99": float(np.percentile(latencies, 99)) if len(latencies) else None,
         "bundle": args.bundle,

@@ -307,17 +307,38 @@ def serve(
     settings_file: Path | None = typer.Option(None, "--settings", help="TOML file of service settings."),
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8000, "--port", min=1, max=65535),
+    workers: int = typer.Option(
+        1,
+        "--workers",
+        min=1,
+        max=64,
+        help="Processes serving reads. Above 1 each holds its own copy of the index, so the service is "
+        "read-only (writes and admin answer 503): scale reads this way, write through a single process.",
+    ),
 ) -> None:
-    """Serve a bundle over HTTP (FastAPI + uvicorn); OpenAPI docs at /docs."""
+    """Serve a bundle over HTTP (FastAPI + uvicorn); OpenAPI docs at /docs, a web page at /."""
     import uvicorn
 
-    from recindex.serve.runtime import build_app
+    from recindex.serve.runtime import WORKER_SETTINGS_ENV, build_app
     from recindex.serve.settings import load_settings
 
     settings = load_settings(settings_file, bundle=bundle, index=index)
-    api = build_app(settings)
-    console.print(f"serving {api.state.recommender.active.bundle_id} on http://{host}:{port}")
-    uvicorn.run(api, host=host, port=port, log_level="warning")
+    if workers == 1:
+        api = build_app(settings)
+        console.print(f"serving {api.state.recommender.active.bundle_id} on http://{host}:{port}")
+        uvicorn.run(api, host=host, port=port, log_level="warning")
+        return
+    # uvicorn starts each worker by importing the app, so the settings travel in the environment.
+    os.environ[WORKER_SETTINGS_ENV] = settings.model_copy(update={"read_only": True}).model_dump_json()
+    console.print(f"serving reads with {workers} workers on http://{host}:{port} (read-only)")
+    uvicorn.run(
+        "recindex.serve.runtime:worker_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+    )
 
 
 @app.command()

@@ -16,6 +16,8 @@ from recindex.serve.items import ItemWriter  # noqa: E402
 from recindex.serve.recommender import Recommender, ServingVersion  # noqa: E402
 from recindex.serve.registry import BundleRegistry  # noqa: E402
 from recindex.serve.settings import ServiceSettings  # noqa: E402
+from recindex.serve.snapshots import Compactor  # noqa: E402
+from recindex.serve.state import ServiceState  # noqa: E402
 from recindex.serve.wal import WriteAheadLog  # noqa: E402
 
 DATASET = "synthetic:n_users=120,n_items=50,n_attributes=12,seed=11"
@@ -29,8 +31,12 @@ def api_schema(tiny_bundle, tmp_path_factory):
     version = ServingVersion.of(bundle, index)
     writer = ItemWriter(version, WriteAheadLog(tmp_path_factory.mktemp("wal") / "items.wal").open())
     recommender = Recommender(version)
-    registry = BundleRegistry(recommender, writer, tmp_path_factory.mktemp("state"), 0.9)
-    app = create_app(ServiceSettings(api_keys=["fuzz"], max_k=50), recommender, writer, registry)
+    state_dir = tmp_path_factory.mktemp("state")
+    registry = BundleRegistry(recommender, writer, state_dir, 0.9)
+    compactor = Compactor(writer, ServiceState(state_dir), every_records=0)  # not started: on request only
+    app = create_app(
+        ServiceSettings(api_keys=["fuzz"], max_k=50), recommender, writer, registry, compactor=compactor
+    )
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 
 

@@ -59,10 +59,29 @@ def test_truncate_through_keeps_only_newer_records(tmp_path):
     log = WriteAheadLog(path).open()
     for i in range(5):
         log.append("delete", ids=[i])
-    assert log.truncate_through(3) == 2
+    assert log.truncate_through(3, bundle_id="b") == 2
     assert log.append("delete", ids=[99]) == 6
     log.close()
-    assert [r["seq"] for r in WriteAheadLog(path).records()] == [4, 5, 6]
+    records = list(WriteAheadLog(path).records())
+    assert [(r["seq"], r["op"]) for r in records] == [
+        (3, "checkpoint"),
+        (4, "delete"),
+        (5, "delete"),
+        (6, "delete"),
+    ]
+    assert [r["seq"] for r in WriteAheadLog(path).records(after=3)] == [4, 5, 6]
+
+
+def test_numbering_goes_on_after_everything_is_truncated_and_the_log_reopened(tmp_path):
+    # A snapshot covering seq 4 must never meet a new record numbered 1..4 after a restart.
+    path = tmp_path / "items.wal"
+    log = WriteAheadLog(path).open()
+    for i in range(4):
+        log.append("delete", ids=[i])
+    assert log.truncate_through(4) == 0
+    log.close()
+    reopened = WriteAheadLog(path).open()
+    assert reopened.append("delete", ids=[9]) == 5
 
 
 def test_every_append_is_fsynced(tmp_path, monkeypatch):

@@ -39,6 +39,7 @@ from recindex.serve.schemas import (
     WriteResponse,
 )
 from recindex.serve.settings import ServiceSettings
+from recindex.serve.snapshots import Compactor
 
 MAX_HISTORY_SHOWN = 200
 WEB_PAGE = pathlib.Path(__file__).with_name("web") / "index.html"
@@ -49,9 +50,15 @@ def create_app(
     recommender: Recommender | None,
     writer: ItemWriter | None = None,
     registry: BundleRegistry | None = None,
+    *,
+    compactor: Compactor | None = None,
+    lifespan=None,
 ) -> FastAPI:
-    app = FastAPI(title="recindex", version="1", summary="Retrieval for recommender systems.")
+    app = FastAPI(
+        title="recindex", version="1", summary="Retrieval for recommender systems.", lifespan=lifespan
+    )
     app.state.recommender = recommender
+    app.state.compactor = compactor
     app.state.writer = writer
     app.state.registry = registry
     app.state.settings = settings
@@ -243,6 +250,13 @@ def create_app(
     def rollback() -> dict:
         return _registry(app).rollback()
 
+    @app.post("/v1/admin/compact", dependencies=[Depends(require_key)])
+    def compact_now() -> dict:
+        """Fold the write-ahead log into a snapshot now (it also happens every `compact_every` changes)."""
+        if app.state.compactor is None:
+            raise HTTPException(503, "this service was started without a write-ahead log to compact")
+        return app.state.compactor.run_once()
+
     return app
 
 
@@ -263,7 +277,9 @@ def _response(version, answer, describe: bool, started: float) -> RecommendRespo
 
 def _registry(app: FastAPI) -> BundleRegistry:
     if app.state.registry is None:
-        raise HTTPException(503, "this service was started without bundle management")
+        raise HTTPException(
+            503, "this service has no bundle management (read-only, or one of several workers)"
+        )
     return app.state.registry
 
 
@@ -274,5 +290,7 @@ def openapi_schema() -> dict:
 
 def _writer(app: FastAPI) -> ItemWriter:
     if app.state.writer is None:
-        raise HTTPException(503, "this service was started without a write-ahead log; it is read-only")
+        raise HTTPException(
+            503, "this service is read-only (started without a write-ahead log, or as one of several workers)"
+        )
     return app.state.writer

@@ -67,15 +67,20 @@ class ItemWriter:
 
     def replay(self, after: int = 0) -> int:
         """Apply the logged changes after sequence `after` (on start); returns how many."""
+        return self.replay_records(self.log.records(after))
+
+    def replay_records(self, records) -> int:
         count = 0
         with self.lock:
-            for record in self.log.records(after):
+            for record in records:
                 if record["op"] == "upsert":
                     features = record.get("features") or [None] * len(record["item_ids"])
                     vectors = decode_vectors(record["vectors"])
                     self._apply_upsert(record["item_ids"], vectors, record["attributes"], features)
                 elif record["op"] == "delete":
                     self._apply_delete(record["item_ids"])
+                else:  # a checkpoint left by compaction: nothing to apply
+                    continue
                 count += 1
         return count
 
@@ -92,11 +97,12 @@ class ItemWriter:
             vector = None if features[row] is not None else vectors[row].tolist()
             self.added[raw] = ItemChange(raw, features[row], vector, own)
             self.deleted.discard(raw)
+        described = [describe_change(self.added[raw]) for raw in raw_ids]
         ids = np.asarray([version.internal_id(raw, create=True) for raw in raw_ids], np.int64)
         version.index.add(ids, vectors, attributes=attributes or None)
         for row, internal in enumerate(ids.tolist()):
             version.changed_vectors[internal] = vectors[row].copy()
-            version.changed_descriptions[internal] = _description(features[row], attributes, row)
+            version.changed_descriptions[internal] = described[row]
         # A new item has no interactions yet: popularity 0 keeps it last in the fallback list.
         version.popular.add(ids, np.zeros((len(ids), 1), np.float32), attributes=attributes or None)
 
@@ -116,13 +122,14 @@ class ItemWriter:
 
     # ---- promotion --------------------------------------------------------------------------------
 
-    def switch_to(self, staged: ServingVersion) -> dict:
+    def switch_to(self, staged: ServingVersion, log: WriteAheadLog | None) -> dict:
         """Carry the changes made since the bundle over to `staged`, re-encoded by its item tower.
 
         Items known by content are encoded again by the new tower; items given as a vector keep it when
-        the dimension still fits and are dropped (and counted) when it does not. The log is rewritten
-        atomically to hold exactly the carried changes under the new bundle id, so a restart on the
-        new bundle replays them. Call with `self.lock` held, then make `staged` active.
+        the dimension still fits and are dropped (and counted) when it does not. The carried changes
+        are written to `log`, a new log under the new bundle id, so a restart on the new bundle
+        replays them; the old log is left as it is until the caller makes the new one current. Call
+        with `self.lock` held, then make `staged` active.
         """
         scratch = ItemWriter(staged, None)
         carried = [
@@ -141,14 +148,14 @@ class ItemWriter:
             )
         if deleted:
             records.append({"op": "delete", "bundle_id": staged.bundle_id, "item_ids": deleted})
-        if self.log is not None:
-            self.log.rewrite(records)
+        if log is not None:
+            log.rewrite(records)
         scratch.added, scratch.deleted = {}, set()
         if carried:
             scratch._apply_upsert(raw_ids, vectors, attributes, features)
         if deleted:
             scratch._apply_delete(deleted)
-        self.version, self.added, self.deleted = staged, scratch.added, scratch.deleted
+        self.version, self.added, self.deleted, self.log = staged, scratch.added, scratch.deleted, log
         return {"carried": len(carried), "dropped": dropped, "deleted": len(deleted)}
 
     # ---- checks -----------------------------------------------------------------------------------
@@ -205,11 +212,10 @@ def _upsert_record(bundle_id: str, raw_ids: list[str], vectors, attributes: dict
     }
 
 
-def _description(features: list[str] | None, attributes: dict, row: int) -> str:
-    named = [
-        f"{name}={values[row]}" for name, values in (attributes or {}).items() if values[row] is not None
-    ]
-    return ", ".join((features or []) + named)[:300]
+def describe_change(change: ItemChange) -> str:
+    """An added item's content features and attributes, for display."""
+    named = [f"{name}={value}" for name, value in change.attributes.items()]
+    return ", ".join((change.features or []) + named)[:300]
 
 
 def _columns(rows: list[dict]) -> dict[str, list]:

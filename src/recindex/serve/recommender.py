@@ -36,7 +36,7 @@ USER_CACHE_LIMIT = 200_000  # query vectors of known users kept per version (abo
 class ServingVersion:
     bundle: Bundle
     index: BaseIndex  # built from this bundle (see index.in_bundle.load_bundle_index)
-    popular: ExactIndex  # 1-d: each item's popularity, with the same attributes
+    popular: BaseIndex  # 1-d exact: each item's popularity, with the same attributes
     item_lookup: dict[str, int]  # raw item id -> internal index (catalogue, then items added since)
     token_lookup: dict[str, int] = field(default_factory=dict)  # attribute token name -> token index
     new_items: list[str] = field(default_factory=list)  # raw ids of items added since the bundle
@@ -87,14 +87,21 @@ class ServingVersion:
 
     @classmethod
     def of(
-        cls, bundle: Bundle, index: BaseIndex, source: dict | None = None, attributes: dict | None = None
+        cls,
+        bundle: Bundle,
+        index: BaseIndex,
+        source: dict | None = None,
+        attributes: dict | None = None,
+        popular: BaseIndex | None = None,
     ) -> ServingVersion:
-        """`attributes`: the items' filter attributes, when the caller built them already."""
-        counts = bundle.data.item_counts().astype(np.float32)
-        popular = ExactIndex(1, "ip")
-        popular.add(
-            np.arange(len(counts)), counts[:, None], attributes=attributes or item_attributes(bundle.data)
-        )
+        """`attributes`: the items' filter attributes, when the caller built them already; `popular`:
+        the popularity list, when restored from a snapshot."""
+        if popular is None:
+            counts = bundle.data.item_counts().astype(np.float32)
+            popular = ExactIndex(1, "ip")
+            popular.add(
+                np.arange(len(counts)), counts[:, None], attributes=attributes or item_attributes(bundle.data)
+            )
         lookup = {str(item): i for i, item in enumerate(bundle.data.item_ids.tolist())}
         features = bundle.data.item_features
         tokens = {name: i for i, name in enumerate(features.names)} if features is not None else {}

@@ -5,15 +5,15 @@ staged index against exact search over the staged bundle's own item vectors on s
 and refuses below `min_index_recall` with the measured figure. It then carries the item changes made
 since the old bundle over to the new one (re-encoded by its tower; see `ItemWriter.switch_to`) and
 swaps the active reference while holding the writers' lock: requests in flight finish on the version
-they started with, later ones see the new one, and no write lands between the two. The choice is
-written to `state_dir/active.json`, so a restart serves the promoted bundle. Rollback promotes the
+they started with, later ones see the new one, and no write lands between the two. The carried
+changes go to a new log, and the state record (`state_dir/active.json`, see serve.state) is switched
+to the new bundle and log in one atomic step, so a restart serves the promoted bundle, and a crash
+mid-promotion serves the old one with its own log. Rollback promotes the
 previous version again, without the gate.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from pathlib import Path
 
@@ -25,6 +25,8 @@ from recindex.index.exact_index import ExactIndex
 from recindex.index.in_bundle import item_attributes, load_bundle_index
 from recindex.serve.items import ItemWriter
 from recindex.serve.recommender import Recommender, ServingVersion, encode_history
+from recindex.serve.state import ServiceState
+from recindex.serve.wal import WriteAheadLog
 
 GATE_QUERIES = 200
 GATE_K = 100
@@ -66,7 +68,7 @@ class BundleRegistry:
     def __init__(self, recommender: Recommender, writer: ItemWriter, state_dir: Path, min_recall: float):
         self.recommender = recommender
         self.writer = writer
-        self.state_dir = Path(state_dir)
+        self.state = ServiceState(state_dir)
         self.min_recall = min_recall
         self.staged: dict[str, ServingVersion] = {}
         self.previous: ServingVersion | None = None
@@ -92,12 +94,24 @@ class BundleRegistry:
             )
         with self.writer.lock:
             old = self.recommender.active
-            carried = self.writer.switch_to(version)
+            old_record = self.state.read()
+            old_log = self.writer.log
+            new_log = WriteAheadLog(self.state.folder / self.state.new_log_name()) if old_log else None
+            carried = self.writer.switch_to(version, new_log)
+            new_record = {
+                "bundle_id": version.bundle_id,
+                **version.source,
+                "log": new_log.path.name if new_log else None,
+                "snapshot": None,
+            }
+            self.state.write(new_record)  # the commit point: a restart now serves the new bundle
             self.recommender.active = version  # one reference: requests see the old or the new, whole
             self.previous = old
             del self.staged[bundle_id]
             self.staged[old.bundle_id] = old  # kept warm for a rollback
-            self._persist_active(version)
+            if old_log is not None:
+                old_log.close()
+                self.state.discard(old_record or {"log": old_log.path.name}, keep=new_record)
         self._log("promoted" if gate else "rolled back", old.bundle_id, version.bundle_id)
         return {"active": version.bundle_id, "previous": old.bundle_id, "index_recall": recall, **carried}
 
@@ -111,14 +125,6 @@ class BundleRegistry:
         rows = [version_row(active, "active")]
         rows += [version_row(v, "previous" if v is self.previous else "staged") for v in self.staged.values()]
         return rows
-
-    def _persist_active(self, version: ServingVersion) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        staging = self.state_dir / "active.json.tmp"
-        staging.write_text(json.dumps({"bundle_id": version.bundle_id, **version.source}), encoding="utf-8")
-        with open(staging, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(staging, self.state_dir / "active.json")
 
     def _log(self, action: str, before: str | None, after: str) -> None:
         self.history.append(

@@ -1,30 +1,77 @@
-"""Assemble a running service from settings: the active bundle and its index, the replayed log, the app."""
+"""Assemble a running service from settings: the active bundle and its index, the snapshot and the
+replayed log, the app."""
 
 from __future__ import annotations
 
 import json
+import os
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from recindex.bundle import load_bundle
 from recindex.errors import RecIndexError
 from recindex.serve.app import create_app
 from recindex.serve.items import ItemWriter
-from recindex.serve.recommender import Recommender
+from recindex.serve.recommender import Recommender, ServingVersion
 from recindex.serve.registry import BundleRegistry, load_version
 from recindex.serve.settings import ServiceSettings
+from recindex.serve.snapshots import Compactor, restore_snapshot
+from recindex.serve.state import ServiceState
 from recindex.serve.wal import WriteAheadLog
+
+WORKER_SETTINGS_ENV = "RECINDEX_WORKER_SETTINGS_JSON"  # how `serve --workers N` hands settings to workers
+
+
+def load_active(settings: ServiceSettings) -> tuple[ServingVersion, ItemWriter, int]:
+    """The version to serve (bundle, then snapshot if any) and a writer holding its changes, before
+    the log is replayed; with the log sequence the snapshot covers."""
+    state = ServiceState(settings.state_dir)
+    record = state.read()  # a promotion or compaction chose the bundle: it wins over the configured one
+    bundle_path, index = (
+        (record["bundle"], record.get("index")) if record else (settings.bundle, settings.index)
+    )
+    if bundle_path is None:
+        raise RecIndexError("no bundle to serve: pass BUNDLE, set RECINDEX_BUNDLE, or bundle= in --settings")
+    snapshot = state.snapshot_path(record)
+    if snapshot is None:
+        version = load_version(bundle_path, index)
+        return version, ItemWriter(version, None), 0
+    source = {"bundle": str(bundle_path), "index": index}
+    version, writer, seq = restore_snapshot(load_bundle(bundle_path), snapshot, source)
+    return version, writer, seq
 
 
 def build_app(settings: ServiceSettings) -> FastAPI:
-    bundle, index = settings.bundle, settings.index
-    active_file = settings.state_dir / "active.json"
-    if active_file.is_file():  # a promotion chose the bundle: it wins over the configured one
-        chosen = json.loads(active_file.read_text(encoding="utf-8"))
-        bundle, index = chosen["bundle"], chosen.get("index")
-    if bundle is None:
-        raise RecIndexError("no bundle to serve: pass BUNDLE, set RECINDEX_BUNDLE, or bundle= in --settings")
-    version = load_version(bundle, index)
-    log = WriteAheadLog(settings.state_dir / "items.wal").open()
+    version, writer, covered = load_active(settings)
+    state = ServiceState(settings.state_dir)
+    log_path = state.log_path(state.read())
+    if settings.read_only:  # a worker of several: replays the log, never writes it
+        log = WriteAheadLog(log_path)
+        _check_log_bundle(log, version)
+        writer.replay_records(log.records(covered))
+        return create_app(settings, Recommender(writer.version))
+    log = WriteAheadLog(log_path).open()
+    _check_log_bundle(log, version)
+    writer.log = log
+    writer.replay(after=covered)
+    recommender = Recommender(writer.version)
+    registry = BundleRegistry(recommender, writer, settings.state_dir, settings.min_index_recall)
+    compactor = Compactor(writer, state, settings.compact_every)  # also serves POST /v1/admin/compact
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        if settings.compact_every:
+            compactor.start()
+        yield
+        if settings.compact_every:
+            compactor.stop()
+        log.close()
+
+    return create_app(settings, recommender, writer, registry, compactor=compactor, lifespan=lifespan)
+
+
+def _check_log_bundle(log: WriteAheadLog, version: ServingVersion) -> None:
     foreign = {r.get("bundle_id") for r in log.records()} - {version.bundle_id}
     if foreign:
         log.close()
@@ -32,8 +79,8 @@ def build_app(settings: ServiceSettings) -> FastAPI:
             f"{log.path} holds item changes made under bundle {sorted(foreign)[0]!r}, "
             f"not {version.bundle_id!r}: serve that bundle, or use another state_dir"
         )
-    writer = ItemWriter(version, log)
-    writer.replay()
-    recommender = Recommender(version)
-    registry = BundleRegistry(recommender, writer, settings.state_dir, settings.min_index_recall)
-    return create_app(settings, recommender, writer, registry)
+
+
+def worker_app() -> FastAPI:
+    """The app of one `serve --workers N` process (uvicorn imports it in each worker)."""
+    return build_app(ServiceSettings(**json.loads(os.environ[WORKER_SETTINGS_ENV])))

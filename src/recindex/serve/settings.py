@@ -30,6 +30,12 @@ class ServiceSettings(BaseSettings):
         0.01, ge=0, le=1, description="Share of requests checked by exact search."
     )
     min_index_recall: float = Field(0.9, ge=0, le=1, description="Promotion gate: staged index recall@100.")
+    compact_every: int = Field(
+        10_000, ge=0, description="Fold the log into a snapshot after this many changes (0: never)."
+    )
+    read_only: bool = Field(
+        False, description="Serve reads only (set for each process of `serve --workers N`, N > 1)."
+    )
 
 
 def load_settings(path: str | Path | None = None, **overrides) -> ServiceSettings:

@@ -127,11 +127,15 @@ class WriteAheadLog:
             self.last_seq = record["seq"]
             yield record, offset
 
-    def truncate_through(self, seq: int) -> int:
-        """Drop the records with seq <= `seq` (covered by a snapshot); returns how many remain."""
+    def truncate_through(self, seq: int, **fields) -> int:
+        """Drop the records with seq <= `seq` (covered by a snapshot); returns how many remain.
+
+        A `checkpoint` record numbered `seq` (with `fields`) takes their place, so the numbering goes
+        on from where it was after a restart too, and a snapshot's `seq` still means the same records.
+        """
         with self._lock:
             keep = [record for record in self.records() if record["seq"] > seq]
-            self._replace(keep)
+            self._replace([{"seq": seq, "op": "checkpoint", **fields}, *keep])
             self.last_seq = max(self.last_seq, seq)
             return len(keep)
 

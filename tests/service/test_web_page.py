@@ -1,0 +1,196 @@
+"""The web page end to end: a real browser (headless Chromium via Playwright) against a real server.
+
+The page is plain JavaScript that only a browser runs, so the API tests cannot see it break. Here a
+uvicorn server answers over a small trained bundle and the page is driven as a person would: pick a
+user, recommend, read history and results, hit the fallback and a bad filter, click through to similar
+items, and read the Index tab. A screenshot check makes sure the results render as pixels, not just DOM.
+
+Skipped when Playwright or a Chromium executable is missing (RECINDEX_CHROMIUM names one; the Debian
+package's /usr/bin/chromium is the default). Browsers are never downloaded.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+try:
+    from playwright.sync_api import sync_playwright
+except ImportError:
+    pytest.skip("playwright is not installed (pip install playwright)", allow_module_level=True)
+
+
+def _chromium() -> str | None:
+    configured = os.environ.get("RECINDEX_CHROMIUM", "/usr/bin/chromium")
+    if Path(configured).is_file() and os.access(configured, os.X_OK):
+        return configured
+    return shutil.which("chromium")
+
+
+CHROMIUM = _chromium()
+if CHROMIUM is None:
+    pytest.skip(
+        "no chromium executable (install Debian's chromium or set RECINDEX_CHROMIUM)", allow_module_level=True
+    )
+
+import httpx  # noqa: E402
+import uvicorn  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from recindex.bundle import load_bundle  # noqa: E402
+from recindex.index.factory import make_index  # noqa: E402
+from recindex.serve.app import MAX_HISTORY_SHOWN, create_app  # noqa: E402
+from recindex.serve.recommender import Recommender, ServingVersion  # noqa: E402
+from recindex.serve.settings import ServiceSettings  # noqa: E402
+
+DATASET = "synthetic:n_users=120,n_items=50,seed=5"
+K = 20
+# without the background-networking flags Chromium stalls on update and sync calls in a closed network
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tiny_bundle):
+    """(base URL, serving version) of a live server on a loopback port."""
+    bundle = load_bundle(tiny_bundle(DATASET))
+    index = make_index("exact", bundle.item_embeddings.shape[1])
+    index.add(np.arange(len(bundle.item_embeddings)), bundle.item_embeddings)
+    version = ServingVersion.of(bundle, index)
+    app = create_app(ServiceSettings(), Recommender(version))
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pytest.fail("uvicorn did not start")
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}", version
+    server.should_exit = True
+    thread.join(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))  # a script error fails the test
+    yield page
+    context.close()
+    assert not errors, f"the page raised: {errors}"
+
+
+def _open_and_recommend(page, base: str) -> None:
+    page.goto(base + "/")
+    page.wait_for_function("document.querySelectorAll('#user-select option').length > 0")
+    page.click("#recommend-button")
+    page.wait_for_selector("#results .result-row")
+
+
+def test_recommend_for_the_first_user_shows_history_results_and_timing(page, served):
+    base, version = served
+    _open_and_recommend(page, base)
+    first_user = str(version.bundle.data.user_ids[0])
+    assert page.input_value("#user-input") == first_user
+    assert page.locator("#results .result-row").count() == K
+    assert version.bundle_id in page.inner_text("#answered-by")
+    page.wait_for_selector("#history .history-row")
+    expected_history = min(len(version.bundle.data.sequence(0)), MAX_HISTORY_SHOWN)
+    assert page.locator("#history .history-row").count() == expected_history
+
+    answer = httpx.post(base + "/v1/recommend", json={"user_id": first_user, "k": K, "describe": True}).json()
+    shown = page.locator("#results .result-row a.item").all_inner_texts()
+    assert shown == [item["item_id"] for item in answer["items"]]
+    assert "no fallback" in page.inner_text("#fallback")
+    latency = page.inner_text("#latency")
+    assert float(latency.split()[0]) > 0, latency
+
+
+def test_results_render_as_pixels(page, served, tmp_path):
+    base, _ = served
+    _open_and_recommend(page, base)
+    image = Image.open(io.BytesIO(page.locator("#results").screenshot())).convert("RGB")
+    assert image.height > K * 10, image.size
+    pixels = np.asarray(image)
+    colours = len(np.unique(pixels.reshape(-1, 3), axis=0))
+    grey = np.asarray(image.convert("L"), dtype=float)
+    # text on a white table gives many shades after anti-aliasing; a blank or solid box gives a few
+    assert colours > 10 or grey.std() > 10, (colours, grey.std())
+    page.screenshot(path=str(tmp_path / "web_page.png"), full_page=True)
+
+
+def test_unknown_user_falls_back_and_a_bad_filter_shows_the_servers_message(page, served):
+    base, _ = served
+    _open_and_recommend(page, base)
+    page.fill("#user-input", "no-such-user")
+    page.click("#recommend-button")
+    page.wait_for_function("document.getElementById('fallback').textContent.includes('unknown user')")
+    assert page.locator("#results .result-row").count() == K
+    assert page.is_hidden("#error")  # the fallback answered: that is not an error
+
+    page.fill("#user-input", "")
+    page.fill("#filter-input", "price >")
+    page.click("#recommend-button")
+    page.wait_for_selector("#error", state="visible")
+    message = httpx.post(
+        base + "/v1/recommend",
+        json={"user_id": page.input_value("#user-select"), "k": K, "filter": {"where": "price >"}},
+    ).json()["detail"]
+    assert message and message in page.inner_text("#error")
+
+
+def test_clicking_a_result_shows_similar_items(page, served):
+    base, _ = served
+    _open_and_recommend(page, base)
+    link = page.locator("#results .result-row a.item").first
+    item = link.inner_text()
+    link.click()
+    page.wait_for_selector("#similar-title", state="visible")
+    assert item in page.inner_text("#similar-title")
+    page.wait_for_function("document.querySelectorAll('#results .result-row').length > 0")
+    shown = page.locator("#results .result-row a.item").all_inner_texts()
+    assert shown and item not in shown  # the trigger item is excluded from its own neighbours
+
+
+def test_index_tab_shows_the_active_bundle_versions_and_no_swaps(page, served, tmp_path):
+    base, version = served
+    page.goto(base + "/#index")
+    page.wait_for_selector("#versions tbody tr.version-row")
+    assert page.is_visible("#index-view") and page.is_hidden("#recommend-view")
+    assert version.bundle_id in page.inner_text("#active-bundle")
+    assert page.locator("#versions tbody tr.version-row").count() == 1
+    assert "no swaps yet" in page.inner_text("#swap-history")
+    page.screenshot(path=str(tmp_path / "web_index.png"), full_page=True)
