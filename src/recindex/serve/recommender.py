@@ -61,6 +61,12 @@ class ServingVersion:
         catalogue = self.bundle.data.item_ids
         return str(catalogue[index]) if index < len(catalogue) else self.new_items[index - len(catalogue)]
 
+    def raw_item_ids(self, indices: np.ndarray) -> list[str]:
+        catalogue = self.bundle.data.item_ids
+        if len(indices) and int(indices.max()) < len(catalogue):  # the usual case, in one step
+            return catalogue[indices].astype(str).tolist()
+        return [self.raw_item_id(int(i)) for i in indices]
+
     def item_vector(self, index: int) -> np.ndarray:
         changed = self.changed_vectors.get(index)
         return changed if changed is not None else self.bundle.item_embeddings[index]
