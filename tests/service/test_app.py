@@ -70,6 +70,16 @@ def test_oversized_body_is_refused(client):
     assert response.status_code == 413
 
 
+def test_oversized_body_without_a_length_is_refused_as_it_arrives(client):
+    http, _ = client
+
+    def chunks():  # a generator body is sent chunked, with no content-length to check up front
+        yield b'{"recent_items": [' + b'"1",' * 3000 + b'"1"], "k": 3}'
+
+    response = http.post("/v1/recommend", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413, response.text
+
+
 def test_committed_openapi_schema_is_current():
     import json
     from pathlib import Path

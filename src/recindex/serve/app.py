@@ -24,6 +24,7 @@ from recindex.errors import InvalidRequest, RecIndexError
 from recindex.recommend import find_user
 from recindex.serve.items import ItemChange, ItemWriter
 from recindex.serve.metrics import ServiceMetrics
+from recindex.serve.middleware import LimitAndMeasure
 from recindex.serve.recommender import Recommender, online_recall
 from recindex.serve.registry import BundleRegistry, PromotionRefused, version_row
 from recindex.serve.schemas import (
@@ -79,20 +80,11 @@ def create_app(
         if not any([hmac.compare_digest(given, key.encode()) for key in settings.api_keys]):
             raise HTTPException(401, "a valid X-API-Key header is required")
 
-    @app.middleware("http")
-    async def limit_body_and_time(request: Request, call_next):
-        started = time.perf_counter()
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes):
-            response = JSONResponse({"detail": f"body over {settings.max_body_bytes} bytes"}, status_code=413)
-        else:
-            response = await call_next(request)
-        route = request.scope.get("route")
-        endpoint = getattr(route, "path", "unmatched")  # the route template, so labels stay few
-        metrics.request_seconds.labels(endpoint, f"{response.status_code // 100}xx").observe(
-            time.perf_counter() - started
-        )
-        return response
+    def observe(endpoint: str, status: int, seconds: float) -> None:
+        # endpoint: the route template, so labels stay few
+        metrics.request_seconds.labels(endpoint, f"{status // 100}xx").observe(seconds)
+
+    app.add_middleware(LimitAndMeasure, max_body_bytes=settings.max_body_bytes, observe=observe)
 
     @app.exception_handler(PromotionRefused)
     async def refused(_request: Request, error: PromotionRefused):
