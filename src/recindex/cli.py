@@ -331,7 +331,7 @@ def serve(
     # uvicorn starts each worker by importing the app, so the settings travel in the environment.
     os.environ[WORKER_SETTINGS_ENV] = settings.model_copy(update={"read_only": True}).model_dump_json()
     console.print(f"serving reads with {workers} workers on http://{host}:{port} (read-only)")
-    uvicorn.run(
+    config = uvicorn.Config(
         "recindex.serve.runtime:worker_app",
         factory=True,
         host=host,
@@ -339,6 +339,27 @@ def serve(
         workers=workers,
         log_level="warning",
     )
+    from uvicorn.supervisors import Multiprocess
+
+    # uvicorn binds a multi-worker socket without naming TCP as its protocol, so asyncio does not set
+    # TCP_NODELAY on the connections it accepts, and each keep-alive answer waits ~40 ms on Nagle's
+    # algorithm. Bind it here with the protocol named and the option set.
+    Multiprocess(config, sockets=[_listening_socket(host, port)]).run()
+
+
+def _listening_socket(host: str, port: int):
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        raise typer.BadParameter(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 @app.command()

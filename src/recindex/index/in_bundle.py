@@ -45,15 +45,21 @@ def item_attributes(data: Interactions) -> dict[str, list]:
     features = data.item_features
     if features is None:
         return attributes
+    # Parse each token name once, then fill each key's column from the items' token lists in one pass
+    # per key (the first value an item has for a key wins).
+    parsed = [features.names[t].partition("=") for t in range(len(features.names))]
+    token_key = [key if sep and NAME.match(key) else None for key, sep, _ in parsed]
+    entry_items = np.repeat(np.arange(data.n_items), np.diff(features.offsets))
+    entry_tokens = np.asarray(features.tokens)
     fields: dict[str, list] = {}
-    for item in range(data.n_items):
-        for token in features.of(item):
-            key, sep, value = features.names[token].partition("=")
-            if not sep or not NAME.match(key):
-                continue
-            column = fields.setdefault(key, [None] * data.n_items)
-            if column[item] is None:
-                column[item] = value
+    for key in sorted({k for k in token_key if k is not None}):
+        key_tokens = np.flatnonzero([k == key for k in token_key])
+        entries = np.flatnonzero(np.isin(entry_tokens, key_tokens))
+        items, first = np.unique(entry_items[entries], return_index=True)
+        column: list = [None] * data.n_items
+        for item, token in zip(items.tolist(), entry_tokens[entries[first]].tolist(), strict=True):
+            column[item] = parsed[token][2]
+        fields[key] = column
     for key, values in fields.items():
         present = [v for v in values if v is not None]
         if all(_is_number(v) for v in present):

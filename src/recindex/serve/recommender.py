@@ -251,5 +251,5 @@ def encode_history(bundle: Bundle, history: np.ndarray, user: int | None) -> np.
     model = bundle.model
     padded, lengths = pad_sequences([history], model.config.max_len, model.n_items)
     users = torch.tensor([user]) if user is not None else None
-    with torch.no_grad():
+    with torch.inference_mode():
         return model.user_vectors(torch.as_tensor(padded), torch.as_tensor(lengths), users).numpy()

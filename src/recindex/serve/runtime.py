@@ -42,7 +42,23 @@ def load_active(settings: ServiceSettings) -> tuple[ServingVersion, ItemWriter, 
     return version, writer, seq
 
 
+def limit_threads(threads: int) -> None:
+    """Size the numeric libraries' thread pools for serving (see `ServiceSettings.threads`)."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(threads)
+    threadpool_limits(limits=threads)  # BLAS and OpenMP (numpy's and FAISS's), for the whole process
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(threads)
+    except ImportError:
+        pass
+
+
 def build_app(settings: ServiceSettings) -> FastAPI:
+    limit_threads(settings.threads)
     version, writer, covered = load_active(settings)
     state = ServiceState(settings.state_dir)
     log_path = state.log_path(state.read())

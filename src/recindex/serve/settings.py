@@ -33,6 +33,13 @@ class ServiceSettings(BaseSettings):
     compact_every: int = Field(
         10_000, ge=0, description="Fold the log into a snapshot after this many changes (0: never)."
     )
+    threads: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="Threads each search may use (BLAS, OpenMP, torch). One serves concurrent requests "
+        "best: several requests already keep the cores busy, and nested thread teams fight for them.",
+    )
     read_only: bool = Field(
         False, description="Serve reads only (set for each process of `serve --workers N`, N > 1)."
     )
