@@ -33,14 +33,11 @@ sample), which is not recorded. The recommend figures are therefore those of war
 index search plus HTTP, JSON and validation, not the user tower. The `recent` endpoint runs the user
 tower on every request.
 
---server-env KEY=VALUE adds to the server's environment, e.g. OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1:
-with the defaults (a BLAS / OpenMP pool as wide as the machine) the concurrent requests of the server's
-thread pool oversubscribe the cores, which costs exact search most. Where uvloop is installed the load
-generator runs on it (--client-loop); `recindex serve` picks uvloop and httptools up by itself when they
-are installed, and results.md lists their versions. With --workers N > 1, uvicorn 0.54's multiprocess
-mode binds the listening socket with proto 0, so accepted connections do not get TCP_NODELAY (uvicorn
-issue #3149): every keep-alive response then waits about 40 ms for the client's delayed ACK, and the
-figures measure that rather than the service.
+--server-env KEY=VALUE adds to the server's environment (e.g. RECINDEX_THREADS=2 to give each search
+more threads; the service's default is one thread per search, see ServiceSettings.threads). Where uvloop
+is installed the load generator runs on it (--client-loop); `recindex serve` runs on uvloop and
+httptools (installed with recindex), and results.md lists their versions. --workers N > 1 starts N
+read-only server processes (`recindex serve --workers N`).
 
 Beside latency each row gives the CPU time the server processes (the whole process tree, from /proc) and
 this load generator spent per request, which on a shared machine is steadier than wall-clock figures,
@@ -62,9 +59,8 @@ the serving path; benchmarks/make_load_bundles.sh runs exactly these):
         --out runs/bench/synthetic-1m --overwrite --quiet
     recindex index build runs/bench/synthetic-1m --backend faiss:HNSW32 --param ef=128
 
-The 1M bundle has no attribute tokens: `index.in_bundle.item_attributes` (run by `index build` and at
-every server start) takes time quadratic in the catalogue when items have attribute tokens (15 s at
-100k items, so about 25 min at 1M); with none it is a plain pass.
+The 1M bundle has no attribute tokens and its model no content features, which keeps its one epoch
+within minutes; filters are not what this benchmark measures.
 """
 
 from __future__ import annotations

@@ -71,7 +71,9 @@ def create_app(
         ),
     )
     sampler = random.Random(0)
-    recall_monitor = app.state.recall_monitor = RecallMonitor(metrics.online_recall.observe)
+    recall_monitor = app.state.recall_monitor = RecallMonitor(
+        metrics.online_recall.observe, settings.recall_checks_per_second
+    )
 
     # Read endpoints and the key checks are `async def`: their work is short and CPU-bound, and running
     # it on the event loop saves the hop to a worker thread and back, which costs more than an HNSW

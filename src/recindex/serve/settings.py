@@ -29,6 +29,9 @@ class ServiceSettings(BaseSettings):
     recall_sample_rate: float = Field(
         0.01, ge=0, le=1, description="Share of requests checked by exact search."
     )
+    recall_checks_per_second: float = Field(
+        2.0, ge=0, le=1000, description="At most this many such checks per second (each is a full scan)."
+    )
     min_index_recall: float = Field(0.9, ge=0, le=1, description="Promotion gate: staged index recall@100.")
     compact_every: int = Field(
         10_000, ge=0, description="Fold the log into a snapshot after this many changes (0: never)."
