@@ -302,7 +302,11 @@ def index_list(bundle: Path = typer.Argument(..., help="A bundle directory.")) -
 
 @app.command()
 def serve(
-    bundle: Path | None = typer.Argument(None, help="Bundle to serve (else RECINDEX_BUNDLE / settings)."),
+    bundle: Path | None = typer.Argument(
+        None,
+        help="A bundle to serve, or a service state directory (it names the bundle it serves); "
+        "else RECINDEX_BUNDLE / settings.",
+    ),
     index: str | None = typer.Option(None, "--index", help="Index of the bundle; default: exact search."),
     settings_file: Path | None = typer.Option(None, "--settings", help="TOML file of service settings."),
     host: str = typer.Option("127.0.0.1", "--host"),
@@ -319,10 +323,9 @@ def serve(
     """Serve a bundle over HTTP (FastAPI + uvicorn); OpenAPI docs at /docs, a web page at /."""
     import uvicorn
 
-    from recindex.serve.runtime import WORKER_SETTINGS_ENV, build_app
-    from recindex.serve.settings import load_settings
+    from recindex.serve.runtime import WORKER_SETTINGS_ENV, build_app, settings_for
 
-    settings = load_settings(settings_file, bundle=bundle, index=index)
+    settings = settings_for(bundle, settings_file, index)
     if workers == 1:
         api = build_app(settings)
         console.print(f"serving {api.state.recommender.active.bundle_id} on http://{host}:{port}")

@@ -121,3 +121,17 @@ def test_the_background_compactor_folds_the_log_after_enough_changes(settings):
             time.sleep(0.05)
         assert app.state.compactor.last and app.state.compactor.last["compacted"], app.state.compactor.error
         assert ServiceState(settings.state_dir).read()["snapshot_seq"] == 3
+
+
+def test_serve_accepts_a_state_directory_in_place_of_a_bundle(settings):
+    from recindex.serve.runtime import settings_for
+
+    http = TestClient(build_app(settings))
+    write(http, [{"item_id": "a", "vector": unit(1)}])
+    assert http.post("/v1/admin/compact", headers=KEY).json()["compacted"]  # writes active.json
+    resolved = settings_for(settings.state_dir, None, None)
+    assert resolved.state_dir == settings.state_dir and resolved.bundle is None
+    restarted = TestClient(build_app(resolved))
+    assert restarted.get("/readyz").json()["bundle_id"] == http.get("/readyz").json()["bundle_id"]
+    assert nearest(restarted, unit(1)) == ["a"]
+    assert settings_for(settings.bundle, None, None).bundle == settings.bundle

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 
@@ -15,9 +16,9 @@ from recindex.serve.app import create_app
 from recindex.serve.items import ItemWriter
 from recindex.serve.recommender import Recommender, ServingVersion
 from recindex.serve.registry import BundleRegistry, load_version
-from recindex.serve.settings import ServiceSettings
+from recindex.serve.settings import ServiceSettings, load_settings
 from recindex.serve.snapshots import Compactor, restore_snapshot
-from recindex.serve.state import ServiceState
+from recindex.serve.state import ACTIVE_FILE, ServiceState
 from recindex.serve.wal import WriteAheadLog
 
 WORKER_SETTINGS_ENV = "RECINDEX_WORKER_SETTINGS_JSON"  # how `serve --workers N` hands settings to workers
@@ -40,6 +41,14 @@ def load_active(settings: ServiceSettings) -> tuple[ServingVersion, ItemWriter, 
     source = {"bundle": str(bundle_path), "index": index}
     version, writer, seq = restore_snapshot(load_bundle(bundle_path), snapshot, source)
     return version, writer, seq
+
+
+def settings_for(target: Path | None, settings_file: Path | None, index: str | None) -> ServiceSettings:
+    """Settings for `recindex serve TARGET`: TARGET is a bundle, or a state directory (one holding
+    active.json), which names the bundle it serves."""
+    if target is not None and (Path(target) / ACTIVE_FILE).is_file():
+        return load_settings(settings_file, state_dir=target, index=index)
+    return load_settings(settings_file, bundle=target, index=index)
 
 
 def limit_threads(threads: int) -> None:
