@@ -36,6 +36,8 @@ BACKENDS = {
     "sharded:2:faiss:HNSW16": 0.95,
     "milvus:FLAT": 1.0,
     "milvus:HNSW": 0.9,
+    "mfli": 0.9,
+    "mfli:facets=2,codewords=8": 0.9,
 }
 
 

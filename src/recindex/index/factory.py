@@ -9,6 +9,8 @@ Specs (the `--backend` of `recindex index build`):
     milvus:HNSW                a Milvus index type (HNSW, IVF_FLAT, IVF_PQ, FLAT, AUTOINDEX, ...);
                                the server or Milvus Lite file comes from options["uri"]
     sharded:4:faiss:HNSW32     4 shards of the inner spec, by hash of item id
+    mfli                       the multifaceted learnable index served by walking codes; its shape as
+    mfli:facets=3,levels=2,codewords=64   options (a trained codebook comes in options["codebook"])
 
 Backends are named here explicitly; nothing is discovered by module name.
 """
@@ -23,7 +25,7 @@ from typing import Any
 from recindex.errors import InvalidRequest
 from recindex.index.base import BaseIndex, Metric, read_index_manifest
 
-BACKENDS = ("exact", "faiss", "milvus", "sharded")
+BACKENDS = ("exact", "faiss", "milvus", "sharded", "mfli")
 
 
 def backend_class(name: str) -> type[BaseIndex]:
@@ -44,6 +46,10 @@ def backend_class(name: str) -> type[BaseIndex]:
         from recindex.index.sharded import ShardedIndex
 
         return ShardedIndex
+    if name == "mfli":
+        from recindex.mfli.index import MFLIIndex
+
+        return MFLIIndex
     raise InvalidRequest(f"unknown index backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
 
@@ -70,6 +76,10 @@ def make_index(
         return cls(dim, metric, factory=rest, search_params=search_params, **options)
     if backend == "milvus":
         return cls(dim, metric, index_type=rest or "AUTOINDEX", search_params=search_params, **options)
+    if backend == "mfli":
+        shape = _key_values(spec, rest, ("facets", "levels", "codewords"))
+        _check_options(cls, backend, {**shape, **options})
+        return cls(dim, metric, search_params=search_params, **{**shape, **options})
     count, _, inner = rest.partition(":")
     if not count.isdigit() or not inner:
         raise InvalidRequest(f"sharded spec is sharded:N:INNER (e.g. sharded:4:faiss:HNSW32), got {spec!r}")
@@ -78,6 +88,16 @@ def make_index(
         for n in range(int(count))
     ]
     return cls(shards, spec=inner)
+
+
+def _key_values(spec: str, text: str, keys: tuple[str, ...]) -> dict[str, int]:
+    values = {}
+    for part in filter(None, text.split(",")):
+        key, sep, value = part.partition("=")
+        if not sep or key not in keys or not value.isdigit():
+            raise InvalidRequest(f"{spec!r}: expected {'=N,'.join(keys)}=N (any of them), got {part!r}")
+        values[key] = int(value)
+    return values
 
 
 def _check_options(cls: type[BaseIndex], backend: str, options: dict) -> None:

@@ -1,0 +1,545 @@
+"""MFLI served as an `Index`: items found by walking their learned codes, with no ANN structure.
+
+Vectors are the F facet vectors of an item concatenated (width F * d); a query is the F facet query
+vectors concatenated, and the score is their inner product, i.e. the sum of the per-facet scores, so
+exact search over the same vectors is the reference this index is measured against.
+
+Structures (per facet):
+- item -> leaf: an (items x F) integer table;
+- leaf -> items: CSR offsets and member slots, built at `rebuild`, plus per-leaf delta lists that
+  real-time inserts append to between rebuilds;
+- each leaf's centroid (the reconstruction of its code, or a k-means centre after a split) and its
+  prefix (the code without its last digit), which places it in the code tree.
+
+Search, per query and facet: score the level's codewords and keep a beam of the best code prefixes,
+level by level (inner products add up along a residual code, so a prefix's score is the sum of its
+codewords' scores); score the leaves under the beam by their centroids and take the best `leaves`;
+gather their items (up to `candidates` in all facets), drop removed, moved and filtered ones, score
+them with the full vectors and keep the top k. The trigger path (`search_triggers`) starts instead
+from the leaves the trigger items live in, sampled in proportion to how many triggers share them.
+
+Rebuild (split-and-merge): leaves are the items' codes, then a leaf larger than `max_leaf` is split
+by k-means of its members into leaves near the target size, and one smaller than `min_leaf` is
+merged into the nearest leaf (by centroid) under the same prefix, or anywhere when it is alone
+there. A raw code keeps a map to the leaves it became, so an item inserted later with that code
+lands in the nearest of them. Ids never change; slots are compacted only by a rebuild.
+
+Choices of ours (the paper does not give them): merged score = sum over facets; beam and leaf counts
+as search parameters; the rebuild bounds default to 1/10 and 10x the mean leaf size.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from recindex.errors import InvalidRequest
+from recindex.index.base import BaseIndex, Capabilities, Metric, SearchResult, top_k
+from recindex.index.filters import Filter
+from recindex.index.slots import SlotTable
+from recindex.mfli.codebook import assign_codes, facet_view, fit_codebook, reconstruct
+
+
+class MFLIIndex(BaseIndex):
+    backend = "mfli"
+    default_search_params = {"beam": 8, "leaves": 16, "candidates": 20_000}
+
+    def __init__(
+        self,
+        dim: int,
+        metric: Metric = "ip",
+        *,
+        facets: int = 1,
+        levels: int = 2,
+        codewords: int = 16,
+        codebook: np.ndarray | None = None,
+        min_leaf: int | None = None,
+        max_leaf: int | None = None,
+        seed: int = 0,
+        search_params=None,
+    ):
+        super().__init__(dim, metric, search_params)
+        if metric == "l2":
+            raise InvalidRequest("mfli scores by inner product (metric ip or cosine), not l2")
+        for name, value in (("facets", facets), ("levels", levels), ("codewords", codewords)):
+            if not isinstance(value, int) or value < 1:
+                raise InvalidRequest(f"mfli {name} must be a positive integer, got {value!r}")
+        if dim % facets:
+            raise InvalidRequest(f"dim {dim} does not split into {facets} facets")
+        self.facets, self.levels, self.codewords = facets, levels, codewords
+        self.facet_dim = dim // facets
+        self.min_leaf, self.max_leaf, self.seed = min_leaf, max_leaf, seed
+        self.codebook: np.ndarray | None = None
+        if codebook is not None:
+            self.codebook = self._checked_codebook(codebook)
+        self.table = SlotTable()
+        self._rows = np.empty((0, dim), np.float32)
+        self._leaf_of = np.empty((0, facets), np.int32)
+        self._trees: list[_FacetTree] = []
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(upsert=True, remove=True, filter="native", persist=True, attributes=True)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def _checked_codebook(self, codebook: np.ndarray) -> np.ndarray:
+        codebook = np.ascontiguousarray(codebook, dtype=np.float32)
+        expected = (self.levels, self.facets, None, self.facet_dim)
+        if codebook.ndim != 4 or any(
+            e is not None and e != s for e, s in zip(expected, codebook.shape, strict=True)
+        ):
+            raise InvalidRequest(
+                f"codebook shape {codebook.shape} does not fit (levels, facets, codewords, facet dim) = "
+                f"({self.levels}, {self.facets}, M, {self.facet_dim})"
+            )
+        self.codewords = codebook.shape[2]
+        return codebook
+
+    # ---- writes ----------------------------------------------------------------------------------
+
+    def _add(self, ids: np.ndarray, vectors: np.ndarray, attributes) -> None:
+        slots = self.table.lookup(ids)
+        old = slots >= 0
+        if old.any():
+            subset = (
+                {k: [v[i] for i in np.flatnonzero(old)] for k, v in attributes.items()}
+                if attributes
+                else None
+            )
+            self.table.overwrite(slots[old], subset)
+        new = ~old
+        if new.any():
+            subset = (
+                {k: [v[i] for i in np.flatnonzero(new)] for k, v in attributes.items()}
+                if attributes
+                else None
+            )
+            slots[new] = self.table.append(ids[new], subset)
+            self._ensure_rows(self.table.used)
+        self._rows[slots] = vectors
+        if not self._trees:  # the first add fits the codebook (when none was given) and builds the trees
+            if self.codebook is None:
+                self.codebook = fit_codebook(
+                    facet_view(vectors, self.facets),
+                    self.levels,
+                    min(self.codewords, len(vectors)),
+                    seed=self.seed,
+                )
+                self.codewords = self.codebook.shape[2]
+            self.rebuild()
+            return
+        self._place(slots, vectors)
+
+    def _place(self, slots: np.ndarray, vectors: np.ndarray) -> None:
+        """Real-time insertion: codes by the codebook, then the leaf the code maps to (O(L*F*M*d))."""
+        facet_vectors = facet_view(vectors, self.facets)
+        codes = assign_codes(self.codebook, facet_vectors)
+        for facet, tree in enumerate(self._trees):
+            raw = _raw_codes(codes[:, facet], self.codewords)
+            for row, slot in enumerate(slots.tolist()):
+                leaf = tree.leaf_for(
+                    int(raw[row]), facet_vectors[row, facet], self.codebook, facet, codes[row, facet]
+                )
+                self._leaf_of[slot, facet] = leaf
+                tree.delta.setdefault(leaf, []).append(slot)
+
+    def _ensure_rows(self, n: int) -> None:
+        if n <= len(self._rows):
+            return
+        capacity = max(n, 2 * len(self._rows), 1024)
+        rows = np.zeros((capacity, self.dim), np.float32)
+        rows[: len(self._rows)] = self._rows
+        leaf_of = np.full((capacity, self.facets), -1, np.int32)
+        leaf_of[: len(self._leaf_of)] = self._leaf_of
+        self._rows, self._leaf_of = rows, leaf_of
+
+    def _remove(self, ids: np.ndarray) -> int:
+        slots = self.table.lookup(ids)
+        slots = slots[slots >= 0]
+        self.table.kill(slots)  # gathered members are checked against the live mask
+        self._leaf_of[slots] = -1
+        return len(slots)
+
+    # ---- rebuild: leaves from codes, split and merge ----------------------------------------------
+
+    def rebuild(self, min_leaf: int | None = None, max_leaf: int | None = None) -> dict:
+        """Recompute every live item's codes and leaves, rebalance them, and fold the delta lists in."""
+        if self.codebook is None:
+            raise InvalidRequest("the index has no codebook yet: add items first")
+        if self.table.dead:
+            keep = self.table.compact()
+            self._rows, self._leaf_of = self._rows[keep].copy(), self._leaf_of[keep].copy()
+        used = self.table.used
+        vectors = self._rows[:used]
+        facet_vectors = facet_view(vectors, self.facets)
+        codes = assign_codes(self.codebook, facet_vectors)
+        mean_leaf = used / max(1, min(used, self.codewords**self.levels))
+        low = min_leaf if min_leaf is not None else self.min_leaf
+        high = max_leaf if max_leaf is not None else self.max_leaf
+        low = max(1, int(low if low is not None else mean_leaf / 10))
+        high = max(low * 2, int(high if high is not None else math.ceil(mean_leaf * 10)))
+        self._trees = []
+        report = {"min_leaf": low, "max_leaf": high, "facets": []}
+        for facet in range(self.facets):
+            tree, leaf_of, stats = _FacetTree.build(
+                codes[:, facet],
+                facet_vectors[:, facet],
+                self.codebook,
+                facet,
+                self.codewords,
+                low,
+                high,
+                self.seed,
+            )
+            self._trees.append(tree)
+            self._leaf_of[:used, facet] = leaf_of
+            report["facets"].append(stats)
+        return report
+
+    def leaf_sizes(self) -> list[np.ndarray]:
+        """Live items per leaf, per facet (for histograms)."""
+        live = self.table.live_mask()
+        return [
+            np.bincount(self._leaf_of[: self.table.used, f][live], minlength=tree.n_leaves)
+            for f, tree in enumerate(self._trees)
+        ]
+
+    # ---- search ----------------------------------------------------------------------------------
+
+    def _search(self, queries: np.ndarray, k: int, flt: Filter | None, params: dict) -> SearchResult:
+        eligible = None if flt is None and not self.table.dead else self.table.eligible(flt)
+        ids = np.full((len(queries), k), -1, np.int64)
+        scores = np.full((len(queries), k), -np.inf, np.float32)
+        scored = np.zeros(len(queries), np.int64)
+        leaves, budget, beam = params["leaves"], params["candidates"], params["beam"]
+        if flt is not None:
+            # A filter passing a share p of the items leaves about p of each walked leaf: walk 1/p
+            # times as many leaves (and candidates) to keep the number of eligible ones.
+            share = max(float(eligible.mean()), 1e-6)
+            leaves, budget, beam = (math.ceil(x / share) for x in (leaves, budget, beam))
+        for row, query in enumerate(queries):
+            facet_queries = query.reshape(self.facets, self.facet_dim)
+            chosen = [
+                tree.best_leaves(facet_queries[f], self.codebook, f, beam, leaves)
+                for f, tree in enumerate(self._trees)
+            ]
+            candidates = self._gather(chosen, eligible, budget)
+            if flt is not None and len(candidates) < k:
+                # A selective filter can leave the walked leaves short of k matches: score every
+                # eligible item instead, so a filtered answer is never short while matches exist.
+                candidates = np.flatnonzero(eligible)
+            self._rank(query, candidates, k, ids[row], scores[row])
+            scored[row] = len(candidates)
+        return SearchResult(ids, scores, scored)
+
+    def _gather(self, chosen: list[np.ndarray], eligible: np.ndarray | None, budget: int) -> np.ndarray:
+        """Live, eligible member slots of the chosen leaves (facet by facet, best leaves first)."""
+        parts, total = [], 0
+        for facet, leaves in enumerate(chosen):
+            tree = self._trees[facet]
+            for leaf in leaves.tolist():
+                members = tree.members_of(leaf)
+                # an item that moved to another leaf, or was removed, no longer counts here
+                members = members[self._leaf_of[members, facet] == leaf]
+                parts.append(members)
+                total += len(members)
+                if total >= budget:
+                    break
+            if total >= budget:
+                break
+        if not parts:
+            return np.zeros(0, np.int64)
+        slots = np.unique(np.concatenate(parts))
+        return slots if eligible is None else slots[eligible[slots]]
+
+    def _rank(self, query: np.ndarray, slots: np.ndarray, k: int, out_ids: np.ndarray, out_scores) -> None:
+        if not len(slots):
+            return
+        values = self._rows[slots] @ query
+        take = min(k, len(slots))
+        positions, best = top_k(values[None, :], take)
+        out_ids[:take] = self.table.ids[slots[positions[0]]]
+        out_scores[:take] = best[0]
+
+    def search_triggers(
+        self,
+        trigger_ids,
+        k: int,
+        *,
+        leaves: int = 16,
+        seed: int = 0,
+        filter: Filter | None = None,  # noqa: A002
+        candidates: int | None = None,
+    ) -> SearchResult:
+        """Item-to-item: the leaves of the triggers' codes, sampled in proportion to how many triggers
+        share each (facet, leaf), their items reranked by the triggers' mean vector."""
+        slots = self.table.lookup(np.asarray(trigger_ids, np.int64))
+        if not len(slots) or (slots < 0).any():
+            raise InvalidRequest("every trigger must be an item of the index")
+        pairs = np.stack(
+            [np.repeat(np.arange(self.facets), len(slots)), self._leaf_of[slots].T.reshape(-1)], axis=1
+        )
+        unique, counts = np.unique(pairs, axis=0, return_counts=True)
+        rng = np.random.default_rng(seed)
+        take = min(leaves, len(unique))
+        picked = rng.choice(len(unique), take, replace=False, p=counts / counts.sum())
+        chosen = [unique[picked][unique[picked][:, 0] == f, 1].astype(np.int64) for f in range(self.facets)]
+        eligible = None if filter is None and not self.table.dead else self.table.eligible(filter)
+        pool = self._gather(chosen, eligible, candidates or self.search_params["candidates"])
+        pool = pool[~np.isin(pool, slots)]
+        query = self._rows[slots].mean(axis=0)
+        out_ids = np.full((1, k), -1, np.int64)
+        out_scores = np.full((1, k), -np.inf, np.float32)
+        self._rank(query, pool, k, out_ids[0], out_scores[0])
+        return SearchResult(out_ids, out_scores, np.array([len(pool)]))
+
+    # ---- persistence -----------------------------------------------------------------------------
+
+    def _save(self, folder: Path) -> dict:
+        used = self.table.used
+        self.table.save(folder)
+        np.save(folder / "vectors.npy", self._rows[:used], allow_pickle=False)
+        np.save(folder / "leaf_of.npy", self._leaf_of[:used], allow_pickle=False)
+        if self.codebook is not None:
+            np.save(folder / "codebook.npy", self.codebook, allow_pickle=False)
+        for facet, tree in enumerate(self._trees):
+            tree.save(folder / f"facet{facet}")
+        return {
+            "facets": self.facets,
+            "levels": self.levels,
+            "codewords": self.codewords,
+            "min_leaf": self.min_leaf,
+            "max_leaf": self.max_leaf,
+            "seed": self.seed,
+            "trees": len(self._trees),
+        }
+
+    @classmethod
+    def _load(cls, folder: Path, manifest: dict) -> MFLIIndex:
+        state = manifest["state"]
+        codebook = (
+            np.load(folder / "codebook.npy", allow_pickle=False)
+            if (folder / "codebook.npy").is_file()
+            else None
+        )
+        index = cls(
+            manifest["dim"],
+            manifest["metric"],
+            facets=state["facets"],
+            levels=state["levels"],
+            codewords=state["codewords"],
+            codebook=codebook,
+            min_leaf=state["min_leaf"],
+            max_leaf=state["max_leaf"],
+            seed=state["seed"],
+        )
+        index.table = SlotTable.load(folder)
+        used = index.table.used
+        rows = np.load(folder / "vectors.npy", allow_pickle=False)
+        leaf_of = np.load(folder / "leaf_of.npy", allow_pickle=False)
+        if rows.shape != (used, index.dim) or leaf_of.shape != (used, index.facets):
+            raise InvalidRequest(f"{folder}: stored arrays do not match {used} slots of width {index.dim}")
+        index._rows, index._leaf_of = rows.astype(np.float32), leaf_of.astype(np.int32)
+        index._trees = [_FacetTree.load(folder / f"facet{f}", leaf_of[:, f]) for f in range(state["trees"])]
+        return index
+
+
+class _FacetTree:
+    """One facet's leaves: centroids, prefixes, members (CSR + deltas) and the raw-code map."""
+
+    def __init__(self, centroids, prefixes, offsets, members, raw_to_leaves, codewords):
+        self.centroids = centroids  # (n_leaves, d)
+        self.prefixes = prefixes  # (n_leaves,) code without its last digit, mixed radix
+        self.offsets = offsets  # (n_leaves + 1,)
+        self.members = members  # slots grouped by leaf
+        self.raw_to_leaves = raw_to_leaves  # raw code -> leaves it became
+        self.codewords = codewords
+        self.delta: dict[int, list[int]] = {}
+
+    @property
+    def n_leaves(self) -> int:
+        return len(self.centroids)
+
+    @classmethod
+    def build(cls, codes, facet_vectors, codebook, facet, codewords, low, high, seed):
+        """Leaves from the items' codes of this facet, split above `high` and merged below `low`."""
+        raw = _raw_codes(codes, codewords)
+        unique, first, leaf_of = np.unique(raw, return_index=True, return_inverse=True)
+        leaf_of = leaf_of.astype(np.int64)
+        centroids = [reconstruct(codebook[:, facet : facet + 1], codes[first][:, None, :])[:, 0]]
+        centroids = list(centroids[0])
+        prefixes = list((unique // codewords).tolist())
+        raw_to_leaves = {int(r): [i] for i, r in enumerate(unique.tolist())}
+        sizes = np.bincount(leaf_of, minlength=len(unique))
+        splits = merges = 0
+        # split: k-means of an oversized leaf's members into parts near the middle of the bounds,
+        # again for any part still too large (k-means parts are not equal)
+        target = max(low, (low + high) // 2)
+        pending = np.flatnonzero(sizes > high).tolist()
+        while pending:
+            leaf = pending.pop()
+            members = np.flatnonzero(leaf_of == leaf)
+            labels, centres = _kmeans(facet_vectors[members], math.ceil(len(members) / target), seed + leaf)
+            if len(centres) < 2:
+                continue  # identical vectors cannot be told apart; the leaf stays as it is
+            new_leaves = [leaf] + list(range(len(centroids), len(centroids) + len(centres) - 1))
+            centroids[leaf] = centres[0]
+            for part in range(1, len(centres)):
+                centroids.append(centres[part])
+                prefixes.append(prefixes[leaf])
+            for part, target_leaf in enumerate(new_leaves):
+                chosen = members[labels == part]
+                leaf_of[chosen] = target_leaf
+                if len(chosen) > high:
+                    pending.append(target_leaf)
+            for code, targets in raw_to_leaves.items():
+                if leaf in targets:
+                    raw_to_leaves[code] = sorted(set(targets) | set(new_leaves))
+            splits += 1
+        # merge: an undersized leaf joins the nearest leaf of the same prefix (else the nearest at all)
+        centroid_array = np.asarray(centroids, np.float32)
+        prefix_array = np.asarray(prefixes, np.int64)
+        sizes = np.bincount(leaf_of, minlength=len(centroids))
+        alive = sizes > 0
+        for leaf in np.argsort(sizes).tolist():
+            if not alive[leaf] or sizes[leaf] >= low:
+                continue
+            others = alive.copy()
+            others[leaf] = False
+            same = others & (prefix_array == prefix_array[leaf])
+            pool = np.flatnonzero(same if same.any() else others)
+            if not len(pool):
+                break
+            distance = ((centroid_array[pool] - centroid_array[leaf]) ** 2).sum(1)
+            into = int(pool[distance.argmin()])
+            leaf_of[leaf_of == leaf] = into
+            sizes[into] += sizes[leaf]
+            sizes[leaf], alive[leaf] = 0, False
+            for code, targets in raw_to_leaves.items():
+                if leaf in targets:
+                    raw_to_leaves[code] = sorted({into if t == leaf else t for t in targets})
+            merges += 1
+        # renumber the surviving leaves densely
+        survivors = np.flatnonzero(alive)
+        renumber = np.full(len(centroids), -1, np.int64)
+        renumber[survivors] = np.arange(len(survivors))
+        leaf_of = renumber[leaf_of]
+        raw_to_leaves = {
+            code: sorted({int(renumber[t]) for t in targets}) for code, targets in raw_to_leaves.items()
+        }
+        order = np.argsort(leaf_of, kind="stable")
+        offsets = np.zeros(len(survivors) + 1, np.int64)
+        offsets[1:] = np.cumsum(np.bincount(leaf_of, minlength=len(survivors)))
+        tree = cls(
+            centroid_array[survivors],
+            prefix_array[survivors],
+            offsets,
+            order.astype(np.int64),
+            raw_to_leaves,
+            codewords,
+        )
+        final = np.diff(offsets)
+        stats = {
+            "leaves": int(len(survivors)),
+            "splits": splits,
+            "merges": merges,
+            "size_p50": float(np.median(final)) if len(final) else 0.0,
+            "size_max": int(final.max()) if len(final) else 0,
+            "size_min": int(final.min()) if len(final) else 0,
+        }
+        return tree, leaf_of.astype(np.int32), stats
+
+    def members_of(self, leaf: int) -> np.ndarray:
+        base = (
+            self.members[self.offsets[leaf] : self.offsets[leaf + 1]]
+            if leaf < len(self.offsets) - 1
+            else self.members[:0]
+        )
+        extra = self.delta.get(leaf)
+        return base if not extra else np.concatenate([base, np.asarray(extra, np.int64)])
+
+    def leaf_for(
+        self, raw: int, vector: np.ndarray, codebook: np.ndarray, facet: int, code: np.ndarray
+    ) -> int:
+        """The leaf a newly coded item joins: the nearest leaf its raw code became, or a new leaf."""
+        leaves = self.raw_to_leaves.get(raw)
+        if leaves:
+            if len(leaves) == 1:
+                return leaves[0]
+            distance = ((self.centroids[leaves] - vector) ** 2).sum(1)
+            return leaves[int(distance.argmin())]
+        # a code no item had at the last rebuild: it becomes a leaf of its own
+        centroid = reconstruct(codebook[:, facet : facet + 1], code[None, None, :])[0, 0]
+        self.centroids = np.vstack([self.centroids, centroid[None]])
+        self.prefixes = np.append(self.prefixes, raw // self.codewords)
+        self.raw_to_leaves[raw] = [self.n_leaves - 1]
+        return self.n_leaves - 1
+
+    def best_leaves(self, query, codebook, facet, beam: int, leaves: int) -> np.ndarray:
+        """Beam search over the code prefixes, then the best-scoring leaves under the beam."""
+        n_levels = codebook.shape[0]
+        prefix_ids, prefix_scores = np.zeros(1, np.int64), np.zeros(1, np.float32)
+        for level in range(n_levels - 1):
+            word_scores = codebook[level, facet] @ query  # (M,)
+            scores = (prefix_scores[:, None] + word_scores[None, :]).reshape(-1)
+            ids = (prefix_ids[:, None] * self.codewords + np.arange(self.codewords)[None, :]).reshape(-1)
+            keep = np.argsort(-scores)[:beam] if len(scores) > beam else np.arange(len(scores))
+            prefix_ids, prefix_scores = ids[keep], scores[keep]
+        under = (
+            np.flatnonzero(np.isin(self.prefixes, prefix_ids)) if n_levels > 1 else np.arange(self.n_leaves)
+        )
+        if not len(under):
+            return under
+        leaf_scores = self.centroids[under] @ query
+        order = np.argsort(-leaf_scores)[:leaves]
+        return under[order]
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(folder / "centroids.npy", self.centroids, allow_pickle=False)
+        np.save(folder / "prefixes.npy", self.prefixes, allow_pickle=False)
+        pairs = np.asarray([(c, t) for c, ts in self.raw_to_leaves.items() for t in ts], np.int64).reshape(
+            -1, 2
+        )
+        np.save(folder / "raw_to_leaves.npy", pairs, allow_pickle=False)
+        np.save(folder / "codewords.npy", np.asarray([self.codewords], np.int64), allow_pickle=False)
+
+    @classmethod
+    def load(cls, folder: Path, leaf_of: np.ndarray) -> _FacetTree:
+        centroids = np.load(folder / "centroids.npy", allow_pickle=False)
+        prefixes = np.load(folder / "prefixes.npy", allow_pickle=False)
+        pairs = np.load(folder / "raw_to_leaves.npy", allow_pickle=False)
+        codewords = int(np.load(folder / "codewords.npy", allow_pickle=False)[0])
+        raw_to_leaves: dict[int, list[int]] = {}
+        for code, leaf in pairs.tolist():
+            raw_to_leaves.setdefault(int(code), []).append(int(leaf))
+        # members are rebuilt from item -> leaf (deltas folded in); removed items (-1) are left out
+        live = np.flatnonzero(leaf_of >= 0)
+        order = live[np.argsort(leaf_of[live], kind="stable")]
+        offsets = np.zeros(len(centroids) + 1, np.int64)
+        offsets[1:] = np.cumsum(np.bincount(leaf_of[live], minlength=len(centroids)))
+        return cls(centroids, prefixes, offsets, order.astype(np.int64), raw_to_leaves, codewords)
+
+
+def _raw_codes(codes: np.ndarray, codewords: int) -> np.ndarray:
+    """(N, L) digits -> (N,) one mixed-radix number per code."""
+    radix = codewords ** np.arange(codes.shape[1] - 1, -1, -1, dtype=np.int64)
+    return (codes.astype(np.int64) * radix).sum(1)
+
+
+def _kmeans(vectors: np.ndarray, parts: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    import faiss
+
+    data = np.ascontiguousarray(vectors, dtype=np.float32)
+    kmeans = faiss.Kmeans(data.shape[1], parts, niter=10, seed=seed, verbose=False)
+    kmeans.cp.min_points_per_centroid = 1
+    kmeans.train(data)
+    _, labels = kmeans.index.search(data, 1)
+    labels = labels[:, 0]
+    # k-means can leave a part empty; renumber the used ones densely
+    used, labels = np.unique(labels, return_inverse=True)
+    return labels, kmeans.centroids[used]

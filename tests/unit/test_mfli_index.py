@@ -1,0 +1,129 @@
+"""MFLI's index on its own: residual codes, real-time inserts, rebalancing, identity, the trigger path."""
+
+import numpy as np
+import pytest
+
+from recindex.errors import InvalidRequest
+from recindex.index.factory import load_index, make_index
+from recindex.mfli.codebook import assign_codes, facet_view, fit_codebook, reconstruct
+from recindex.mfli.index import MFLIIndex
+
+
+def clustered(n: int, dim: int, seed: int, centres: int = 30) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    middle = np.random.default_rng(99).standard_normal((centres, dim))
+    label = rng.integers(0, centres, n)
+    x = middle[label] + 0.3 * rng.standard_normal((n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), label
+
+
+ITEMS, LABELS = clustered(3000, 16, 0)
+
+
+def test_each_level_of_the_residual_codebook_reduces_the_error():
+    facets = facet_view(ITEMS, 2)
+    codebook = fit_codebook(facets, levels=3, codewords=8)
+    assert codebook.shape == (3, 2, 8, 8)
+    codes = assign_codes(codebook, facets)
+    errors = [
+        ((facets - reconstruct(codebook, codes[:, :, :level])) ** 2).sum(-1).mean() for level in (1, 2, 3)
+    ]
+    assert errors[0] > errors[1] > errors[2]
+
+
+def test_an_item_inserted_after_the_build_is_found_by_the_next_query():
+    index = MFLIIndex(16, codewords=8)
+    index.add(np.arange(2000), ITEMS[:2000])
+    fresh, _ = clustered(200, 16, 7)
+    for offset, vector in enumerate(fresh):  # one by one, no rebuild in between
+        index.add([10_000 + offset], vector[None, :])
+        assert index.search(vector[None, :], 1).ids[0, 0] == 10_000 + offset
+    assert len(index) == 2200
+    assert index.remove([10_005]) == 1
+    assert 10_005 not in index.search(fresh[5][None, :], 10).ids
+
+
+def test_rebuild_keeps_leaves_within_bounds_and_ids_stable():
+    index = MFLIIndex(16, codewords=4, levels=1)  # few leaves: large ones to split
+    index.add(np.arange(3000), ITEMS)
+    before = index.search(ITEMS[:20], 10).ids
+    report = index.rebuild(min_leaf=20, max_leaf=120)
+    sizes = index.leaf_sizes()[0]
+    sizes = sizes[sizes > 0]
+    assert report["facets"][0]["splits"] > 0
+    assert sizes.max() <= 120 and sizes.min() >= 20
+    after = index.search(ITEMS[:20], 10, params={"leaves": 64})
+    assert (after.ids[:, 0] == np.arange(20)).all()  # each item is still found under its own id
+    assert len(set(before.ravel()) & set(after.ids.ravel())) > 0.5 * before.size
+
+
+def test_inserts_after_a_split_land_in_the_nearest_part():
+    index = MFLIIndex(16, codewords=4, levels=1)
+    index.add(np.arange(2500), ITEMS[:2500])
+    index.rebuild(min_leaf=20, max_leaf=120)
+    for offset, vector in enumerate(ITEMS[2500:2600]):
+        index.add([5000 + offset], vector[None, :])
+        assert index.search(vector[None, :], 1).ids[0, 0] == 5000 + offset
+
+
+def test_more_leaves_means_more_candidates_and_higher_recall():
+    index = MFLIIndex(16, codewords=16)
+    index.add(np.arange(3000), ITEMS)
+    exact = make_index("exact", 16)
+    exact.add(np.arange(3000), ITEMS)
+    queries, _ = clustered(50, 16, 3)
+    truth = exact.search(queries, 50).ids
+    index.count_candidates = True
+    recalls, scored = [], []
+    for leaves in (2, 8, 32):
+        found = index.search(queries, 50, params={"leaves": leaves, "beam": 8})
+        shares = [len(np.intersect1d(f, t)) / 50 for f, t in zip(found.ids, truth, strict=True)]
+        recalls.append(np.mean(shares))
+        scored.append(found.scored.mean())
+    assert scored[0] < scored[1] < scored[2]
+    assert recalls[0] <= recalls[1] <= recalls[2] and recalls[2] >= 0.9
+
+
+def test_trigger_items_lead_to_items_of_their_cluster():
+    index = MFLIIndex(16, codewords=16)
+    index.add(np.arange(3000), ITEMS)
+    cluster = np.flatnonzero(LABELS[0] == LABELS)[:5]
+    result = index.search_triggers(cluster, 20, leaves=8)
+    found = result.ids[0][result.ids[0] >= 0]
+    assert not np.isin(found, cluster).any()
+    assert np.mean(LABELS[found] == LABELS[0]) > 0.8
+
+
+def test_facets_get_codes_of_their_own():
+    rng = np.random.default_rng(0)
+    first, _ = clustered(2000, 8, 1)
+    second = first[rng.permutation(2000)]  # the same vectors, paired with other items
+    index = MFLIIndex(16, facets=2, codewords=8)
+    index.add(np.arange(2000), np.hstack([first, second]))
+    leaf_of = index._leaf_of[:2000]
+    agreement = np.mean(leaf_of[:, 0] == leaf_of[:, 1])
+    assert agreement < 0.2
+
+
+def test_a_trained_codebook_can_be_handed_in_and_survives_a_round_trip(tmp_path):
+    codebook = fit_codebook(facet_view(ITEMS, 1), levels=2, codewords=8)
+    index = make_index("mfli:levels=2", 16, options={"codebook": codebook})
+    index.add(np.arange(1000), ITEMS[:1000])
+    index.add([7777], ITEMS[1500][None, :])  # a delta insert, folded into the lists on load
+    before = index.search(ITEMS[:10], 10)
+    index.save(tmp_path / "mfli")
+    loaded = load_index(tmp_path / "mfli")
+    np.testing.assert_array_equal(loaded.codebook, codebook)
+    np.testing.assert_array_equal(loaded.search(ITEMS[:10], 10).ids, before.ids)
+    assert loaded.search(ITEMS[1500][None, :], 1).ids[0, 0] == 7777
+
+
+def test_bad_shapes_are_refused():
+    with pytest.raises(InvalidRequest, match="facets"):
+        MFLIIndex(16, facets=3)
+    with pytest.raises(InvalidRequest, match="codebook shape"):
+        MFLIIndex(16, levels=2, codebook=np.zeros((3, 1, 4, 16), np.float32))
+    with pytest.raises(InvalidRequest, match="l2"):
+        MFLIIndex(16, "l2")
+    with pytest.raises(InvalidRequest, match="expected"):
+        make_index("mfli:depth=3", 16)
