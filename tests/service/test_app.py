@@ -55,6 +55,7 @@ def test_unknown_user_is_answered_by_the_fallback(client):
         {"user_id": "1", "k": 5, "filter": {"where": "colour == 1"}},
         {"user_id": "1", "k": 5, "unexpected": True},
         {"vector": ["x"] * 16, "k": 5},
+        {"vector": [1e300] * 16, "k": 5},  # finite, but not in float32
     ],
 )
 def test_bad_requests_get_4xx_with_a_message(client, payload):

@@ -146,7 +146,10 @@ class Recommender:
             raise InvalidRequest("give exactly one of user_id, recent_items or vector")
         seen = np.zeros(0, np.int64)
         if vector is not None:
-            query = np.asarray(vector, np.float32)[None, :]
+            with np.errstate(over="ignore"):  # beyond float32's range becomes inf, refused just below
+                query = np.asarray(vector, np.float32)[None, :]
+            if not np.isfinite(query).all():
+                raise InvalidRequest("vector must hold finite numbers within float32's range")
         else:
             if user_id is not None:
                 try:
