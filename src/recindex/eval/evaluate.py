@@ -28,7 +28,7 @@ def encode_cases(model: TwoTowerModel, cases: EvalCases, batch_size: int = 1024)
     history (most users are far shorter than the window), then put back in case order.
     """
     model.eval()
-    out = torch.zeros(len(cases), model.config.dim)
+    out = torch.zeros(len(cases), getattr(model, "output_dim", model.config.dim))
     order = np.argsort(np.diff(cases.history_offsets), kind="stable")
     with torch.no_grad():
         for start in range(0, len(cases), batch_size):

@@ -85,6 +85,7 @@ class Trainer:
         steps = n_batches(examples, config.batch_size)
         with TrainingProgress(config.epochs, steps, enabled=self.progress) as bar:
             for epoch in range(1, config.epochs + 1):
+                self.before_epoch(epoch)
                 if config.hard_negatives and (epoch - 1) % config.hard_negative_every == 0 and epoch > 1:
                     self.hard = self._mine_hard_negatives(examples, rng)
                 loss = self._train_epoch(examples, optimizer, rng, bar)
@@ -100,7 +101,9 @@ class Trainer:
                         batch_size=self.evaluation.batch_size,
                     ).metrics
                     record.update({"valid_recall@10": valid["recall@10"], "valid_ndcg@10": valid["ndcg@10"]})
-                    if valid["recall@10"] > result.best_valid.get("recall@10", -1.0):
+                    if not self.checkpoint_allowed():
+                        pass  # the model is not complete yet: neither a best epoch nor a stop
+                    elif valid["recall@10"] > result.best_valid.get("recall@10", -1.0):
                         result.best_epoch, result.best_valid = epoch, valid
                         best_state, since_best = copy.deepcopy(self.model.state_dict()), 0
                     else:
@@ -117,6 +120,13 @@ class Trainer:
         self.model.eval()
         result.seconds = time.perf_counter() - start
         return result
+
+    def before_epoch(self, epoch: int) -> None:
+        """A hook for trainers that change the model between epochs (MFLI switches codebook levels on)."""
+
+    def checkpoint_allowed(self) -> bool:
+        """Whether the model as it stands may be kept as the best one (MFLI: once every level is on)."""
+        return True
 
     def _train_epoch(self, examples: SequenceExamples, optimizer, rng, bar) -> float:
         self.model.train()

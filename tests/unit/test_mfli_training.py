@@ -1,0 +1,114 @@
+"""MFLI training on a small synthetic catalogue: delayed, level-by-level codebook activation, facets
+that differ, and the trained codebook serving the model's own vectors through the MFLI index."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from recindex.config import load_config
+from recindex.data.registry import load_dataset
+from recindex.errors import RecIndexError
+from recindex.eval.evaluate import evaluate_model
+from recindex.experiment import split_for
+from recindex.index.factory import make_index
+from recindex.mfli.index import MFLIIndex
+from recindex.mfli.model import MFLIModel
+from recindex.mfli.train import MFLITrainConfig, MFLITrainer, codebook_array
+from recindex.models.two_tower import TwoTowerModel
+from recindex.train.loop import seed_everything
+
+DATASET = "synthetic:n_users=400,n_items=300,n_attributes=20,seed=3"
+
+
+def settings(epochs: int, negatives: str = "mixed"):
+    config = load_config(
+        None,
+        [
+            f'data.dataset="{DATASET}"',
+            "model.dim=16",
+            "model.max_len=10",
+            f"train.epochs={epochs}",
+            "train.batch_size=64",
+            "train.threads=1",
+            "train.uniform_negatives=64",
+            f'train.negatives="{negatives}"',
+            "train.patience=100",
+        ],
+    )
+    return config
+
+
+@pytest.fixture(scope="module")
+def trained():
+    config = settings(epochs=5)
+    data = load_dataset(config.data.dataset, None)
+    split = split_for(config, data)
+    seed_everything(0, 1)
+    model = MFLIModel(TwoTowerModel.for_data(data, config.model), levels=2, codewords=8)
+    trainer = MFLITrainer(
+        model, split, config.train, config.eval, MFLITrainConfig(quant_start=1, level_gap=2), progress=False
+    )
+    result = trainer.fit()
+    return model, split, trainer, result
+
+
+def test_levels_switch_on_after_the_delay_one_by_one(trained):
+    model, _, trainer, result = trained
+    assert trainer.activations == [{"epoch": 2, "level": 1}, {"epoch": 4, "level": 2}]
+    assert int(model.active_levels) == 2
+    assert all(np.isfinite(record["loss"]) for record in result.history)
+    assert codebook_array(model).shape == (2, 3, 8, 16)
+
+
+def test_the_model_evaluates_like_a_two_tower_model_with_wider_vectors(trained):
+    model, split, trainer, _ = trained
+    assert model.item_vectors().shape == (300, 48)
+    metrics = evaluate_model(model, split, "test", trainer.item_counts, ks=(10,)).metrics
+    assert 0 <= metrics["recall@10"] <= 1
+
+
+def test_facets_are_not_copies_of_one_another(trained):
+    model, *_ = trained
+    with torch.no_grad():
+        facets = model.item_facets(torch.arange(300)).numpy()  # (N, F, d)
+
+    # Compare how each facet ranks the catalogue around an item: the overlap of nearest neighbours.
+    def neighbours(f):
+        scores = facets[:, f] @ facets[:, f].T
+        np.fill_diagonal(scores, -np.inf)
+        return np.argsort(-scores, axis=1)[:, :10]
+
+    lists = [neighbours(f) for f in range(3)]
+    for a in range(3):
+        for b in range(a + 1, 3):
+            shared = np.mean(
+                [len(np.intersect1d(x, y)) / 10 for x, y in zip(lists[a], lists[b], strict=True)]
+            )
+            assert shared < 0.9, f"facets {a} and {b} share {shared:.2f} of their neighbours"
+
+
+def test_the_trained_codebook_serves_the_models_vectors(trained):
+    model, *_ = trained
+    with torch.no_grad():
+        items = model.item_vectors().numpy()
+        queries = model.item_vectors(torch.arange(0, 300, 7)).numpy()
+    index = MFLIIndex(items.shape[1], facets=3, levels=2, codebook=codebook_array(model))
+    index.add(np.arange(300), items)
+    exact = make_index("exact", items.shape[1])
+    exact.add(np.arange(300), items)
+    found = index.search(queries, 10, params={"leaves": 32}).ids
+    truth = exact.search(queries, 10).ids
+    recall = np.mean([len(np.intersect1d(f, t)) / 10 for f, t in zip(found, truth, strict=True)])
+    assert recall >= 0.9
+
+
+def test_full_softmax_is_refused_with_the_reason():
+    config = settings(epochs=1, negatives="full")
+    data = load_dataset(config.data.dataset, None)
+    model = MFLIModel(TwoTowerModel.for_data(data, config.model))
+    with pytest.raises(RecIndexError, match="in_batch or mixed"):
+        MFLITrainer(model, split_for(config, data), config.train, config.eval, progress=False)
+    with pytest.raises(RecIndexError, match="facets"):
+        MFLIModel(TwoTowerModel.for_data(data, dataclasses.replace(config.model)), facets=("colour",))
