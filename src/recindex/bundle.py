@@ -34,7 +34,7 @@ from recindex.errors import BundleError
 from recindex.models.two_tower import TwoTowerModel, TwoTowerShape
 
 FORMAT_VERSION = 1
-MODEL_CLASSES = {"recindex.models.two_tower.TwoTowerModel": TwoTowerModel}
+MODEL_CLASSES = ("recindex.models.two_tower.TwoTowerModel", "recindex.mfli.model.MFLIModel")
 
 
 @dataclass
@@ -94,7 +94,7 @@ def save_bundle(
             "format_version": FORMAT_VERSION,
             "bundle_id": bundle_id,
             "created": created,
-            "model_class": f"{TwoTowerModel.__module__}.{TwoTowerModel.__name__}",
+            "model_class": f"{type(model).__module__}.{type(model).__name__}",
             "model_shape": dataclasses.asdict(model.shape),
             "config": config.to_dict(),
             "dataset": {
@@ -105,7 +105,7 @@ def save_bundle(
                 "n_interactions": data.n_interactions,
             },
             "embedding": {
-                "dim": model.config.dim,
+                "dim": getattr(model, "output_dim", model.config.dim),
                 "metric": "ip",
                 "normalized": True,
                 "temperature": model.temperature,
@@ -146,15 +146,18 @@ def load_bundle(path: str | Path) -> Bundle:
     path = Path(path)
     manifest = read_manifest(path)
     verify_files(path, manifest)
-    model_class = MODEL_CLASSES.get(manifest["model_class"])
-    if model_class is None:
+    if manifest["model_class"] not in MODEL_CLASSES:
         raise BundleError(f"{path}: unknown model class {manifest['model_class']!r}")
     config = from_dict(manifest["config"], f"{path}/manifest.json")
     data = load_interactions(path / "data")
     if data.fingerprint() != manifest["dataset"]["fingerprint"]:
         raise BundleError(f"{path}: stored interactions do not match the manifest's dataset fingerprint")
     shape = TwoTowerShape(**manifest["model_shape"])
-    model = model_class(shape, config.model)
+    model = TwoTowerModel(shape, config.model)
+    if manifest["model_class"].endswith("MFLIModel"):
+        from recindex.mfli.train import mfli_model
+
+        model = mfli_model(model, config.mfli)
     try:
         state = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
         model.load_state_dict(state, strict=True)

@@ -57,6 +57,21 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class MFLIConfig:
+    """The multifaceted learnable index (recindex.mfli); off unless `enabled`."""
+
+    enabled: bool = False
+    facets: str = "joint,id,content"  # item representations, one facet each (see mfli.model)
+    levels: int = 2
+    codewords: int = 16  # per level and facet
+    quant_start: int = 5  # epochs of embeddings alone before the first level switches on
+    level_gap: int = 2  # epochs between levels
+    quant_weight: float = 1.0  # the quantized retrieval loss (0: off, an ablation)
+    fit_weight: float = 1.0  # codebook + commitment terms
+    overuse_weight: float = 0.01  # over-utilisation penalty
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     ks: tuple[int, ...] = (5, 10, 20, 50, 100)
     exclude_seen: bool = True
@@ -69,6 +84,7 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    mfli: MFLIConfig = field(default_factory=MFLIConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

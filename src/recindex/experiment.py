@@ -66,7 +66,21 @@ def run_experiment(
     split = split_for(config, data)
     seed_everything(config.train.seed, config.train.threads)  # weight initialisation is part of the run
     model = TwoTowerModel.for_data(data, config.model)
-    trainer = Trainer(model, split, config.train, config.eval, progress=progress, log=log)
+    if config.mfli.enabled:
+        from recindex.mfli.train import MFLITrainer, mfli_model, mfli_train_config
+
+        model = mfli_model(model, config.mfli)
+        trainer = MFLITrainer(
+            model,
+            split,
+            config.train,
+            config.eval,
+            mfli_train_config(config.mfli),
+            progress=progress,
+            log=log,
+        )
+    else:
+        trainer = Trainer(model, split, config.train, config.eval, progress=progress, log=log)
     training = trainer.fit()
     started = time.perf_counter()
     valid = evaluate_split(model, split, "valid", config, progress=progress)

@@ -132,3 +132,19 @@ class MFLITrainer(Trainer):
 def codebook_array(model: MFLIModel) -> np.ndarray:
     """The active levels of the trained codebook, (L', F, M, d), for the index."""
     return model.codebook.detach()[: int(model.active_levels)].numpy().copy()
+
+
+def mfli_model(base, config) -> MFLIModel:
+    """The MFLI model of an `[mfli]` config section around a two-tower model."""
+    facets = tuple(f.strip() for f in config.facets.split(",") if f.strip())
+    return MFLIModel(base, facets, config.levels, config.codewords)
+
+
+def mfli_train_config(config) -> MFLITrainConfig:
+    return MFLITrainConfig(
+        quant_start=config.quant_start,
+        level_gap=config.level_gap,
+        quant_weight=config.quant_weight,
+        fit_weight=config.fit_weight,
+        overuse_weight=config.overuse_weight,
+    )
