@@ -377,35 +377,43 @@ class _FacetTree:
         sizes = np.bincount(leaf_of, minlength=len(unique))
         splits = merges = 0
         # split: k-means of an oversized leaf's members into parts near the middle of the bounds,
-        # again for any part still too large (k-means parts are not equal)
+        # again for any part still too large (k-means parts are not equal). Members come from one
+        # sort, not a scan of all items per leaf, so this stays linear at millions of items.
         target = max(low, (low + high) // 2)
-        pending = np.flatnonzero(sizes > high).tolist()
+        grouped = np.argsort(leaf_of, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(sizes)])
+        pending = [(leaf, grouped[starts[leaf] : starts[leaf + 1]]) for leaf in np.flatnonzero(sizes > high)]
+        origin = list(range(len(unique)))  # leaf -> the raw code's first leaf it was split from
         while pending:
-            leaf = pending.pop()
-            members = np.flatnonzero(leaf_of == leaf)
-            labels, centres = _kmeans(facet_vectors[members], math.ceil(len(members) / target), seed + leaf)
+            leaf, members = pending.pop()
+            labels, centres = _kmeans(
+                facet_vectors[members], math.ceil(len(members) / target), seed + int(leaf)
+            )
             if len(centres) < 2:
                 continue  # identical vectors cannot be told apart; the leaf stays as it is
-            new_leaves = [leaf] + list(range(len(centroids), len(centroids) + len(centres) - 1))
+            new_leaves = [int(leaf)] + list(range(len(centroids), len(centroids) + len(centres) - 1))
             centroids[leaf] = centres[0]
             for part in range(1, len(centres)):
                 centroids.append(centres[part])
                 prefixes.append(prefixes[leaf])
+                origin.append(origin[leaf])
             for part, target_leaf in enumerate(new_leaves):
                 chosen = members[labels == part]
                 leaf_of[chosen] = target_leaf
                 if len(chosen) > high:
-                    pending.append(target_leaf)
-            for code, targets in raw_to_leaves.items():
-                if leaf in targets:
-                    raw_to_leaves[code] = sorted(set(targets) | set(new_leaves))
+                    pending.append((target_leaf, chosen))
             splits += 1
-        # merge: an undersized leaf joins the nearest leaf of the same prefix (else the nearest at all)
+        for leaf, first_leaf in enumerate(origin):
+            if leaf != first_leaf:
+                raw_to_leaves[int(unique[first_leaf])].append(leaf)
+        # merge: an undersized leaf joins the nearest leaf of the same prefix (else the nearest at
+        # all); decided per leaf, then applied to the items in one pass
         centroid_array = np.asarray(centroids, np.float32)
         prefix_array = np.asarray(prefixes, np.int64)
         sizes = np.bincount(leaf_of, minlength=len(centroids))
         alive = sizes > 0
-        for leaf in np.argsort(sizes).tolist():
+        into_of = np.arange(len(centroids))
+        for leaf in np.argsort(sizes, kind="stable").tolist():
             if not alive[leaf] or sizes[leaf] >= low:
                 continue
             others = alive.copy()
@@ -416,20 +424,24 @@ class _FacetTree:
                 break
             distance = ((centroid_array[pool] - centroid_array[leaf]) ** 2).sum(1)
             into = int(pool[distance.argmin()])
-            leaf_of[leaf_of == leaf] = into
+            into_of[leaf] = into
             sizes[into] += sizes[leaf]
             sizes[leaf], alive[leaf] = 0, False
-            for code, targets in raw_to_leaves.items():
-                if leaf in targets:
-                    raw_to_leaves[code] = sorted({into if t == leaf else t for t in targets})
             merges += 1
+        resolved = into_of
+        while True:  # follow chains (a leaf merged into one that was merged later)
+            following = into_of[resolved]
+            if (following == resolved).all():
+                break
+            resolved = following
         # renumber the surviving leaves densely
         survivors = np.flatnonzero(alive)
         renumber = np.full(len(centroids), -1, np.int64)
         renumber[survivors] = np.arange(len(survivors))
-        leaf_of = renumber[leaf_of]
+        final_leaf = renumber[resolved]
+        leaf_of = final_leaf[leaf_of]
         raw_to_leaves = {
-            code: sorted({int(renumber[t]) for t in targets}) for code, targets in raw_to_leaves.items()
+            code: sorted({int(final_leaf[t]) for t in targets}) for code, targets in raw_to_leaves.items()
         }
         order = np.argsort(leaf_of, kind="stable")
         offsets = np.zeros(len(survivors) + 1, np.int64)
