@@ -177,7 +177,11 @@ class MFLIIndex(BaseIndex):
         vectors = self._rows[:used]
         facet_vectors = facet_view(vectors, self.facets)
         codes = assign_codes(self.codebook, facet_vectors)
-        mean_leaf = used / max(1, min(used, self.codewords**self.levels))
+        # the mean size of the leaves the codes actually form (far fewer than M^L codes may be used)
+        distinct = np.mean(
+            [len(np.unique(_raw_codes(codes[:, f], self.codewords))) for f in range(self.facets)]
+        )
+        mean_leaf = used / max(1.0, float(distinct))
         low = min_leaf if min_leaf is not None else self.min_leaf
         high = max_leaf if max_leaf is not None else self.max_leaf
         low = max(1, int(low if low is not None else mean_leaf / 10))
