@@ -28,7 +28,7 @@ from torch import nn
 
 from recindex.errors import RecIndexError
 from recindex.models.towers import l2_normalize
-from recindex.models.two_tower import TwoTowerModel
+from recindex.models.two_tower import TwoTowerModel, content_bags
 
 FACET_KINDS = ("joint", "id", "content")
 
@@ -113,15 +113,7 @@ class MFLIModel(nn.Module):
 
     def content_vectors(self, token_lists: list[list[int]]) -> torch.Tensor:
         """New items known only by content: every facet from the content path (no trained ID)."""
-        tower = self.base.item_tower
-        if tower.attributes is None:
-            raise ValueError("this model has no item attributes, so it cannot encode items by content")
-        pad = tower.attributes.padding_idx
-        width = max(1, max((len(t) for t in token_lists), default=1))
-        table = torch.full((len(token_lists), width), pad, dtype=torch.long)
-        for row, tokens in enumerate(token_lists):
-            table[row, : len(tokens)] = torch.as_tensor(tokens, dtype=torch.long)
-        content = tower.attributes(table)
+        content = content_bags(self.base.item_tower, token_lists)
         facets = []
         for kind, head in zip(self.facets, self.item_heads, strict=True):
             source = torch.zeros_like(content) if kind == "id" else content

@@ -106,15 +106,7 @@ class TwoTowerModel(nn.Module):
 
         The same content-only path that cold items take (their ID embedding is untrained and left out).
         """
-        tower = self.item_tower
-        if tower.attributes is None:
-            raise ValueError("this model has no item attributes, so it cannot encode items by content")
-        pad = tower.attributes.padding_idx
-        width = max(1, max((len(t) for t in token_lists), default=1))
-        table = torch.full((len(token_lists), width), pad, dtype=torch.long)
-        for row, tokens in enumerate(token_lists):
-            table[row, : len(tokens)] = torch.as_tensor(tokens, dtype=torch.long)
-        return l2_normalize(tower.attributes(table))
+        return l2_normalize(content_bags(self.item_tower, token_lists))
 
     def user_states(
         self,
@@ -134,6 +126,18 @@ class TwoTowerModel(nn.Module):
         states = self.user_states(sequences, lengths, users)
         last = (lengths - 1).clamp(min=0)
         return states[torch.arange(len(lengths)), last]
+
+
+def content_bags(tower: ItemTower, token_lists: list[list[int]]) -> torch.Tensor:
+    """(n, d) raw content representation (mean of attribute-token embeddings) of token lists."""
+    if tower.attributes is None:
+        raise ValueError("this model has no item attributes, so it cannot encode items by content")
+    pad = tower.attributes.padding_idx
+    width = max(1, max((len(t) for t in token_lists), default=1))
+    table = torch.full((len(token_lists), width), pad, dtype=torch.long)
+    for row, tokens in enumerate(token_lists):
+        table[row, : len(tokens)] = torch.as_tensor(tokens, dtype=torch.long)
+    return tower.attributes(table)
 
 
 def pad_sequences(sequences: list[np.ndarray], max_len: int, pad: int) -> tuple[np.ndarray, np.ndarray]:

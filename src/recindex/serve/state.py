@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from recindex.errors import RecIndexError
+from recindex.serve.wal import fsync_directory
 
 ACTIVE_FILE = "active.json"
 DEFAULT_LOG = "items.wal"
@@ -51,7 +52,7 @@ class ServiceState:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(staging, self.folder / ACTIVE_FILE)
-        _fsync_directory(self.folder)
+        fsync_directory(self.folder)
 
     def log_path(self, record: dict | None) -> Path:
         return self.folder / ((record or {}).get("log") or DEFAULT_LOG)
@@ -73,16 +74,3 @@ class ServiceState:
             old_log.unlink(missing_ok=True)
         if old_snapshot is not None and old_snapshot != self.snapshot_path(keep):
             shutil.rmtree(old_snapshot, ignore_errors=True)
-
-
-def _fsync_directory(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

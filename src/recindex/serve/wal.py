@@ -70,7 +70,7 @@ class WriteAheadLog:
                 handle.truncate(good_end)  # the torn tail was never acknowledged
                 os.fsync(handle.fileno())
         self._file = open(self.path, "ab")  # noqa: SIM115 (held open for appends)
-        _fsync_directory(self.path.parent)
+        fsync_directory(self.path.parent)
         return self
 
     def close(self) -> None:
@@ -159,7 +159,7 @@ class WriteAheadLog:
         if self._file is not None:
             self._file.close()
         os.replace(staging, self.path)
-        _fsync_directory(self.path.parent)
+        fsync_directory(self.path.parent)
         self._file = open(self.path, "ab")  # noqa: SIM115
 
 
@@ -191,7 +191,7 @@ def _intact_frame_after(data: bytes, offset: int) -> bool:
     return False
 
 
-def _fsync_directory(folder: Path) -> None:
+def fsync_directory(folder: Path) -> None:
     """Make a created or renamed file's directory entry durable too (POSIX)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
