@@ -10,8 +10,6 @@ import contextlib
 import gc
 import itertools
 import os
-import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -20,6 +18,7 @@ from pathlib import Path
 
 import hnswlib
 import numpy as np
+from machine import run_info  # benchmarks/ is on the path when a script here runs
 from usearch.index import Index as UsearchIndex
 
 K = 100  # top-k everywhere
@@ -321,30 +320,8 @@ def machine_info() -> dict:
         hnsw_version = version("hnswlib")
     except Exception:  # noqa: BLE001
         hnsw_version = "?"
-    cpu_model = ""
-    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    git = {}
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        run = subprocess.run(
-            ["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
-        )
-        dirty = subprocess.run(
-            ["git", "-C", root, "status", "--porcelain", "src"], capture_output=True, text=True, timeout=5
-        )
-        git = {"commit": run.stdout.strip(), "dirty_src": dirty.stdout.split("\n")[:-1]}
     return {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "git": git,
-        "command": " ".join([sys.executable.rsplit("/", 1)[-1], *sys.argv]),
-        "cpu_count": os.cpu_count(),
-        "cpu_model": cpu_model,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
+        **run_info(),
         "versions": {
             "numpy": np.__version__,
             "faiss": faiss.__version__,

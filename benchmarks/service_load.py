@@ -71,7 +71,6 @@ import contextlib
 import gc
 import json
 import os
-import platform
 import random
 import shutil
 import subprocess
@@ -83,6 +82,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
+from machine import run_info  # benchmarks/ is on the path when a script here runs
 
 MAX_SECONDS = 600.0
 MAX_REQUESTS = 1_000_000
@@ -571,30 +571,8 @@ def machine_info() -> dict:
         except PackageNotFoundError:
             return "-"
 
-    cpu_model = ""
-    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    git = {}
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        root = Path(__file__).resolve().parent.parent
-        head = subprocess.run(
-            ["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
-        )
-        dirty = subprocess.run(
-            ["git", "-C", root, "status", "--porcelain", "src"], capture_output=True, text=True, timeout=5
-        )
-        git = {"commit": head.stdout.strip(), "dirty_src": dirty.stdout.split("\n")[:-1]}
     return {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "git": git,
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "cpu_count": os.cpu_count(),
-        "cpu_model": cpu_model,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
+        **run_info(),
         "loadavg": os.getloadavg(),
         "client_loop": client_loop(),
         "versions": {
