@@ -67,9 +67,11 @@ def run_experiment(
     seed_everything(config.train.seed, config.train.threads)  # weight initialisation is part of the run
     model = TwoTowerModel.for_data(data, config.model)
     if config.mfli.enabled:
-        from recindex.mfli.train import MFLITrainer, mfli_model, mfli_train_config
+        from recindex.mfli.train import MFLITrainer, mfli_model, mfli_train_config, warm_start
 
         model = mfli_model(model, config.mfli)
+        if config.mfli.init_from:
+            warm_start(model, config.mfli.init_from, data, config.data, log)
         trainer = MFLITrainer(
             model,
             split,

@@ -38,6 +38,8 @@ BACKENDS = {
     "milvus:HNSW": 0.9,
     "mfli": 0.9,
     "mfli:facets=2,codewords=8": 0.9,
+    "mfli:levels=3,codewords=8": 0.9,
+    "mfli:storage=fp16": 0.9,
 }
 
 

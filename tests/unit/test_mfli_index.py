@@ -127,3 +127,58 @@ def test_bad_shapes_are_refused():
         MFLIIndex(16, "l2")
     with pytest.raises(InvalidRequest, match="expected"):
         make_index("mfli:depth=3", 16)
+
+
+def test_items_with_codes_no_build_item_had_get_leaves_of_their_own_and_are_found():
+    index = MFLIIndex(16, codewords=8, levels=2)
+    index.add(np.arange(1000), ITEMS[:1000])
+    tree = index._trees[0]
+    before = tree.n_leaves
+    rng = np.random.default_rng(5)
+    odd = rng.standard_normal((300, 16)).astype(np.float32)  # far from the clusters: new codes
+    odd /= np.linalg.norm(odd, axis=1, keepdims=True)
+    for offset, vector in enumerate(odd):
+        index.add([20_000 + offset], vector[None, :])
+    assert tree.n_leaves > before
+    # the prefix index stays consistent with the leaves' prefixes as leaves are added one by one
+    np.testing.assert_array_equal(tree.prefix_keys[tree.prefix_of_leaf], tree.prefixes)
+    found = index.search(odd, 1, params={"leaves": 32, "beam": 64}).ids[:, 0]
+    assert (found == 20_000 + np.arange(300)).mean() >= 0.95
+    assert sum(s.sum() for s in index.leaf_sizes()) == 1300
+
+
+def test_moved_and_removed_items_leave_their_old_leaves():
+    index = MFLIIndex(16, codewords=8)
+    index.add(np.arange(1000), ITEMS[:1000])
+    index.add([3], ITEMS[2000][None, :])  # item 3 gets another vector: it moves
+    index.remove([4])
+    assert index.search(ITEMS[2000][None, :], 1).ids[0, 0] == 3
+    assert 3 not in index.search(ITEMS[3][None, :], 1).ids[0]
+    assert 4 not in index.search(ITEMS[4][None, :], 20, params={"leaves": 64}).ids
+    assert sum(s.sum() for s in index.leaf_sizes()) == 999
+
+
+def test_float16_lists_return_exact_scores_best_first():
+    exact = make_index("exact", 16)
+    exact.add(np.arange(3000), ITEMS)
+    index = make_index("mfli:storage=fp16", 16)
+    index.add(np.arange(3000), ITEMS)
+    found = index.search(ITEMS[:50], 10, params={"leaves": 64})
+    truth = exact.search(ITEMS[:50], 10)
+    np.testing.assert_allclose(found.scores, np.einsum("nkd,nd->nk", ITEMS[found.ids], ITEMS[:50]), atol=1e-6)
+    assert (np.diff(found.scores, axis=1) <= 0).all()
+    assert (
+        np.mean([len(np.intersect1d(a, b)) / 10 for a, b in zip(found.ids, truth.ids, strict=True)]) >= 0.95
+    )
+    with pytest.raises(InvalidRequest, match="storage"):
+        make_index("mfli:storage=int3", 16)
+
+
+def test_the_candidates_parameter_caps_the_items_scored():
+    index = MFLIIndex(16, codewords=8)
+    index.add(np.arange(3000), ITEMS)
+    wide = index.search(ITEMS[:20], 10, params={"leaves": 64, "candidates": 10**6})
+    capped = index.search(ITEMS[:20], 10, params={"leaves": 64, "candidates": 200})
+    assert capped.scored.max() < wide.scored.min()
+    # the scan stops after the leaf that reaches the cap, so a query may pass it by one leaf at most
+    assert capped.scored.max() <= 200 + max(s.max() for s in index.leaf_sizes())

@@ -1,6 +1,7 @@
 """MFLI training on a small synthetic catalogue: delayed, level-by-level codebook activation, facets
 that differ, and the trained codebook serving the model's own vectors through the MFLI index."""
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -17,6 +18,7 @@ from recindex.mfli.index import MFLIIndex
 from recindex.mfli.model import MFLIModel
 from recindex.mfli.train import MFLITrainConfig, MFLITrainer, codebook_array
 from recindex.models.two_tower import TwoTowerModel
+from recindex.train.batches import iterate_batches, sequence_examples
 from recindex.train.loop import seed_everything
 
 DATASET = "synthetic:n_users=400,n_items=300,n_attributes=20,seed=3"
@@ -112,3 +114,50 @@ def test_full_softmax_is_refused_with_the_reason():
         MFLITrainer(model, split_for(config, data), config.train, config.eval, progress=False)
     with pytest.raises(RecIndexError, match="facets"):
         MFLIModel(TwoTowerModel.for_data(data, dataclasses.replace(config.model)), facets=("colour",))
+
+
+def test_codebook_only_gradient_leaves_the_towers_to_the_facet_loss():
+    config = settings(epochs=1)
+    data = load_dataset(config.data.dataset, None)
+    split = split_for(config, data)
+    seed_everything(0, 1)
+    model = MFLIModel(TwoTowerModel.for_data(data, config.model), levels=1, codewords=8)
+    mfli = MFLITrainConfig(
+        quant_start=0, level_gap=1, quant_gradient="codebook", fit_weight=0, overuse_weight=0
+    )
+    trainer = MFLITrainer(model, split, config.train, config.eval, mfli, progress=False)
+    trainer.before_epoch(1)  # switches the level on
+    examples = sequence_examples(split, model.shape.n_users, model.n_items, config.model.max_len)
+    batch = next(iter(iterate_batches(examples, 64, np.random.default_rng(0))))
+    frequency = copy.deepcopy(trainer.frequency)  # the logQ estimate moves with every batch
+    model.zero_grad()
+    torch.manual_seed(0)
+    trainer._loss(batch).backward()
+    with_quant = [p.grad.clone() for p in model.item_heads.parameters()]
+    model.zero_grad()
+    torch.manual_seed(0)
+    trainer.frequency = frequency
+    trainer.mfli = dataclasses.replace(mfli, quant_weight=0.0)
+    trainer._loss(batch).backward()
+    without = [p.grad.clone() for p in model.item_heads.parameters()]
+    for a, b in zip(with_quant, without, strict=True):
+        torch.testing.assert_close(a, b)
+    assert model.codebook.grad is None or model.codebook.grad.abs().sum() == 0  # fit and quant off here
+    with pytest.raises(RecIndexError, match="quant_gradient"):
+        MFLITrainer(model, split, config.train, config.eval, MFLITrainConfig(quant_gradient="both"))
+
+
+def test_a_warm_start_takes_the_towers_of_a_two_tower_bundle_of_the_same_split(tmp_path):
+    from recindex.experiment import run_experiment
+    from recindex.mfli.train import warm_start
+
+    config = settings(epochs=1)
+    result = run_experiment(config, tmp_path / "two-tower", progress=False)
+    data = load_dataset(config.data.dataset, None)
+    model = MFLIModel(TwoTowerModel.for_data(data, config.model))
+    warm_start(model, str(result.bundle_path), data, config.data)
+    for name, value in result.model.state_dict().items():
+        torch.testing.assert_close(model.base.state_dict()[name], value)
+    other = dataclasses.replace(config.data, split="cold_item")
+    with pytest.raises(RecIndexError, match="another split"):
+        warm_start(model, str(result.bundle_path), data, other)

@@ -10,7 +10,8 @@ Specs (the `--backend` of `recindex index build`):
                                the server or Milvus Lite file comes from options["uri"]
     sharded:4:faiss:HNSW32     4 shards of the inner spec, by hash of item id
     mfli                       the multifaceted learnable index served by walking codes; its shape as
-    mfli:facets=3,levels=2,codewords=64   options (a trained codebook comes in options["codebook"])
+    mfli:facets=3,levels=2,codewords=64   options (a trained codebook comes in options["codebook"]);
+    mfli:storage=fp16,max_leaf=500        also the leaves' vector storage and the rebuild bounds
 
 Backends are named here explicitly; nothing is discovered by module name.
 """
@@ -77,7 +78,9 @@ def make_index(
     if backend == "milvus":
         return cls(dim, metric, index_type=rest or "AUTOINDEX", search_params=search_params, **options)
     if backend == "mfli":
-        shape = _key_values(spec, rest, ("facets", "levels", "codewords"))
+        shape = _key_values(
+            spec, rest, ("facets", "levels", "codewords", "min_leaf", "max_leaf"), words=("storage",)
+        )
         _check_options(cls, backend, {**shape, **options})
         return cls(dim, metric, search_params=search_params, **{**shape, **options})
     count, _, inner = rest.partition(":")
@@ -90,13 +93,17 @@ def make_index(
     return cls(shards, spec=inner)
 
 
-def _key_values(spec: str, text: str, keys: tuple[str, ...]) -> dict[str, int]:
-    values = {}
+def _key_values(
+    spec: str, text: str, keys: tuple[str, ...], words: tuple[str, ...] = ()
+) -> dict[str, int | str]:
+    """`key=N,...` pairs; keys in `words` take a word instead of a number."""
+    values: dict[str, int | str] = {}
     for part in filter(None, text.split(",")):
         key, sep, value = part.partition("=")
-        if not sep or key not in keys or not value.isdigit():
-            raise InvalidRequest(f"{spec!r}: expected {'=N,'.join(keys)}=N (any of them), got {part!r}")
-        values[key] = int(value)
+        if not sep or key not in keys + words or (key in keys and not value.isdigit()) or not value:
+            expected = ",".join([f"{k}=N" for k in keys] + [f"{w}=WORD" for w in words])
+            raise InvalidRequest(f"{spec!r}: expected {expected} (any of them), got {part!r}")
+        values[key] = int(value) if key in keys else value
     return values
 
 

@@ -6,17 +6,19 @@ exact search over the same vectors is the reference this index is measured again
 
 Structures (per facet):
 - item -> leaf: an (items x F) integer table;
-- leaf -> items: CSR offsets and member slots, built at `rebuild`, plus per-leaf delta lists that
-  real-time inserts append to between rebuilds;
+- leaf -> items: per leaf, the member slots and their full vectors, contiguous, in FAISS inverted
+  lists (`mfli.lists`); a real-time insert appends to its leaf's list, so the delta and the last
+  full build are read together;
 - each leaf's centroid (the reconstruction of its code, or a k-means centre after a split) and its
   prefix (the code without its last digit), which places it in the code tree.
 
-Search, per query and facet: score the level's codewords and keep a beam of the best code prefixes,
-level by level (inner products add up along a residual code, so a prefix's score is the sum of its
-codewords' scores); score the leaves under the beam by their centroids and take the best `leaves`;
-gather their items (up to `candidates` in all facets), drop removed, moved and filtered ones, score
-them with the full vectors and keep the top k. The trigger path (`search_triggers`) starts instead
-from the leaves the trigger items live in, sampled in proportion to how many triggers share them.
+Search, for a batch of queries and per facet: score the level's codewords and keep a beam of the best
+code prefixes, level by level (inner products add up along a residual code, so a prefix's score is
+the sum of its codewords' scores); score the leaves under the beam by their centroids and take the
+best `leaves`; scan their items, best leaf first, until `candidates` (shared by the facets) are
+scored, by the full vectors (the sum over facets) and inside FAISS's list scanner, which also
+applies filters; merge the facets' top k. The trigger path (`search_triggers`) starts instead from
+the leaves the trigger items live in, sampled in proportion to how many triggers share them.
 
 Rebuild (split-and-merge): leaves are the items' codes, then a leaf larger than `max_leaf` is split
 by k-means of its members into leaves near the target size, and one smaller than `min_leaf` is
@@ -40,11 +42,12 @@ from recindex.index.base import BaseIndex, Capabilities, Metric, SearchResult, t
 from recindex.index.filters import Filter
 from recindex.index.slots import SlotTable
 from recindex.mfli.codebook import assign_codes, facet_view, fit_codebook, reconstruct
+from recindex.mfli.lists import STORAGES, LeafLists
 
 
 class MFLIIndex(BaseIndex):
     backend = "mfli"
-    default_search_params = {"beam": 8, "leaves": 16, "candidates": 20_000}
+    default_search_params = {"beam": 32, "leaves": 16, "candidates": 20_000}
 
     def __init__(
         self,
@@ -58,6 +61,7 @@ class MFLIIndex(BaseIndex):
         min_leaf: int | None = None,
         max_leaf: int | None = None,
         seed: int = 0,
+        storage: str = "flat",
         search_params=None,
     ):
         super().__init__(dim, metric, search_params)
@@ -71,6 +75,9 @@ class MFLIIndex(BaseIndex):
         self.facets, self.levels, self.codewords = facets, levels, codewords
         self.facet_dim = dim // facets
         self.min_leaf, self.max_leaf, self.seed = min_leaf, max_leaf, seed
+        if storage not in STORAGES:
+            raise InvalidRequest(f"mfli storage must be one of {STORAGES}, got {storage!r}")
+        self.storage = storage
         self.codebook: np.ndarray | None = None
         if codebook is not None:
             self.codebook = self._checked_codebook(codebook)
@@ -78,6 +85,8 @@ class MFLIIndex(BaseIndex):
         self._rows = np.empty((0, dim), np.float32)
         self._leaf_of = np.empty((0, facets), np.int32)
         self._trees: list[_FacetTree] = []
+        self._lists: list[LeafLists] = []  # per facet: leaf -> member slots and vectors
+        self.placed_since_rebuild = 0  # items inserted in real time since the last rebuild (the delta)
 
     @property
     def capabilities(self) -> Capabilities:
@@ -111,6 +120,8 @@ class MFLIIndex(BaseIndex):
                 else None
             )
             self.table.overwrite(slots[old], subset)
+            for facet, lists in enumerate(self._lists):  # a changed vector is placed again
+                lists.remove(slots[old], self._leaf_of[slots[old], facet])
         new = ~old
         if new.any():
             subset = (
@@ -135,17 +146,36 @@ class MFLIIndex(BaseIndex):
         self._place(slots, vectors)
 
     def _place(self, slots: np.ndarray, vectors: np.ndarray) -> None:
-        """Real-time insertion: codes by the codebook, then the leaf the code maps to (O(L*F*M*d))."""
+        """Real-time insertion: codes by the codebook, then the leaf the code maps to (O(L*F*M*d)),
+        then an append to that leaf's list."""
         facet_vectors = facet_view(vectors, self.facets)
         codes = assign_codes(self.codebook, facet_vectors)
         for facet, tree in enumerate(self._trees):
             raw = _raw_codes(codes[:, facet], self.codewords)
-            for row, slot in enumerate(slots.tolist()):
-                leaf = tree.leaf_for(
-                    int(raw[row]), facet_vectors[row, facet], self.codebook, facet, codes[row, facet]
-                )
-                self._leaf_of[slot, facet] = leaf
-                tree.delta.setdefault(leaf, []).append(slot)
+            leaves = np.fromiter(
+                (
+                    tree.leaf_for(
+                        int(raw[row]), facet_vectors[row, facet], self.codebook, facet, codes[row, facet]
+                    )
+                    for row in range(len(slots))
+                ),
+                np.int64,
+                len(slots),
+            )
+            self._leaf_of[slots, facet] = leaves
+            if not self._lists[facet].room_for(tree.n_leaves):
+                self._lists[facet] = self._filled_lists(facet, tree.n_leaves)  # the new leaves' items too
+            else:
+                self._lists[facet].add(slots, vectors, leaves)
+        self.placed_since_rebuild += len(slots)
+
+    def _filled_lists(self, facet: int, n_leaves: int) -> LeafLists:
+        """A facet's lists built afresh from item -> leaf (after load, or when new leaves outgrow the
+        spare lists: rare, as the room doubles each time)."""
+        lists = LeafLists(self.dim, n_leaves, self.storage)
+        live = np.flatnonzero(self._leaf_of[: self.table.used, facet] >= 0)
+        lists.add(live, self._rows[live], self._leaf_of[live, facet].astype(np.int64))
+        return lists
 
     def _ensure_rows(self, n: int) -> None:
         if n <= len(self._rows):
@@ -160,7 +190,9 @@ class MFLIIndex(BaseIndex):
     def _remove(self, ids: np.ndarray) -> int:
         slots = self.table.lookup(ids)
         slots = slots[slots >= 0]
-        self.table.kill(slots)  # gathered members are checked against the live mask
+        self.table.kill(slots)
+        for facet, lists in enumerate(self._lists):
+            lists.remove(slots, self._leaf_of[slots, facet])
         self._leaf_of[slots] = -1
         return len(slots)
 
@@ -186,8 +218,9 @@ class MFLIIndex(BaseIndex):
         high = max_leaf if max_leaf is not None else self.max_leaf
         low = max(1, int(low if low is not None else mean_leaf / 10))
         high = max(low * 2, int(high if high is not None else math.ceil(mean_leaf * 10)))
-        self._trees = []
+        self._trees, self._lists = [], []
         report = {"min_leaf": low, "max_leaf": high, "facets": []}
+        slots = np.arange(used, dtype=np.int64)
         for facet in range(self.facets):
             tree, leaf_of, stats = _FacetTree.build(
                 codes[:, facet],
@@ -201,73 +234,89 @@ class MFLIIndex(BaseIndex):
             )
             self._trees.append(tree)
             self._leaf_of[:used, facet] = leaf_of
+            lists = LeafLists(self.dim, tree.n_leaves, self.storage)
+            lists.add(slots, vectors, leaf_of.astype(np.int64))
+            self._lists.append(lists)
             report["facets"].append(stats)
+        self.placed_since_rebuild = 0
         return report
 
     def leaf_sizes(self) -> list[np.ndarray]:
         """Live items per leaf, per facet (for histograms)."""
-        live = self.table.live_mask()
         return [
-            np.bincount(self._leaf_of[: self.table.used, f][live], minlength=tree.n_leaves)
-            for f, tree in enumerate(self._trees)
+            lists.sizes[: tree.n_leaves].copy() for tree, lists in zip(self._trees, self._lists, strict=True)
         ]
 
     # ---- search ----------------------------------------------------------------------------------
 
     def _search(self, queries: np.ndarray, k: int, flt: Filter | None, params: dict) -> SearchResult:
-        eligible = None if flt is None and not self.table.dead else self.table.eligible(flt)
-        ids = np.full((len(queries), k), -1, np.int64)
-        scores = np.full((len(queries), k), -np.inf, np.float32)
-        scored = np.zeros(len(queries), np.int64)
+        eligible = None if flt is None else self.table.eligible(flt)
         leaves, budget, beam = params["leaves"], params["candidates"], params["beam"]
         if flt is not None:
             # A filter passing a share p of the items leaves about p of each walked leaf: walk 1/p
             # times as many leaves (and candidates) to keep the number of eligible ones.
             share = max(float(eligible.mean()), 1e-6)
             leaves, budget, beam = (math.ceil(x / share) for x in (leaves, budget, beam))
-        for row, query in enumerate(queries):
-            facet_queries = query.reshape(self.facets, self.facet_dim)
-            chosen = [
-                tree.best_leaves(facet_queries[f], self.codebook, f, beam, leaves)
-                for f, tree in enumerate(self._trees)
-            ]
-            candidates = self._gather(chosen, eligible, budget)
-            if flt is not None and len(candidates) < k:
-                # A selective filter can leave the walked leaves short of k matches: score every
-                # eligible item instead, so a filtered answer is never short while matches exist.
-                candidates = np.flatnonzero(eligible)
-            self._rank(query, candidates, k, ids[row], scores[row])
-            scored[row] = len(candidates)
+        facet_queries = facet_view(queries, self.facets)
+        per_facet_budget = max(1, math.ceil(budget / self.facets))
+        chosen = [
+            tree.best_leaves(facet_queries[:, f], self.codebook, f, beam, leaves)
+            for f, tree in enumerate(self._trees)
+        ]
+        ids, scores = self._scan(queries, k, chosen, per_facet_budget, eligible)
+        scored = sum(
+            _scanned(lists.sizes, picked, per_facet_budget)
+            for lists, picked in zip(self._lists, chosen, strict=True)
+        )
+        if flt is not None:
+            # A selective filter can leave the walked leaves short of k matches: score every
+            # eligible item for those queries instead, so a filtered answer is never short.
+            short = np.flatnonzero((ids >= 0).sum(1) < min(k, int(eligible.sum())))
+            if len(short):
+                pool = np.flatnonzero(eligible)
+                values = queries[short] @ self._rows[pool].T
+                take = min(k, len(pool))
+                positions, best = top_k(values, take)
+                ids[short], scores[short] = -1, -np.inf
+                ids[short, :take] = self.table.ids[pool[positions]]
+                scores[short, :take] = best
+                scored[short] = len(pool)
         return SearchResult(ids, scores, scored)
 
-    def _gather(self, chosen: list[np.ndarray], eligible: np.ndarray | None, budget: int) -> np.ndarray:
-        """Live, eligible member slots of the chosen leaves (facet by facet, best leaves first)."""
-        parts, total = [], 0
-        for facet, leaves in enumerate(chosen):
-            tree = self._trees[facet]
-            for leaf in leaves.tolist():
-                members = tree.members_of(leaf)
-                # an item that moved to another leaf, or was removed, no longer counts here
-                members = members[self._leaf_of[members, facet] == leaf]
-                parts.append(members)
-                total += len(members)
-                if total >= budget:
-                    break
-            if total >= budget:
-                break
-        if not parts:
-            return np.zeros(0, np.int64)
-        slots = np.unique(np.concatenate(parts))
-        return slots if eligible is None else slots[eligible[slots]]
+    def _scan(self, queries, k, chosen, budget, eligible) -> tuple[np.ndarray, np.ndarray]:
+        """Each facet's leaves scanned by the full (all-facet) score, the facets' top-k merged."""
+        found = [
+            lists.search(queries, k, picked, budget, eligible)
+            for lists, picked in zip(self._lists, chosen, strict=True)
+        ]
+        scores = np.concatenate([s for s, _ in found], axis=1)
+        slots = np.concatenate([i for _, i in found], axis=1)
+        if len(found) > 1:
+            # an item in the leaves of several facets is found once per facet, with the same score
+            order = np.lexsort((slots, -scores), axis=1)
+            slots = np.take_along_axis(slots, order, axis=1)
+            scores = np.take_along_axis(scores, order, axis=1)
+            repeated = np.zeros_like(slots, dtype=bool)
+            repeated[:, 1:] = (slots[:, 1:] == slots[:, :-1]) & (slots[:, 1:] >= 0)
+            scores[repeated], slots[repeated] = -np.inf, -1
+            positions, scores = top_k(scores, k)
+            slots = np.take_along_axis(slots, positions, axis=1)
+        if self.storage != "flat":
+            # the lists hold float16 copies: rescore the kept items with their float32 vectors
+            scores, slots = self._rescored(queries, slots)
+        missing = slots < 0
+        ids = self.table.ids[np.where(missing, 0, slots)] if len(self.table.ids) else slots.copy()
+        ids[missing] = -1
+        scores = scores.astype(np.float32)
+        scores[missing] = -np.inf
+        return ids, scores
 
-    def _rank(self, query: np.ndarray, slots: np.ndarray, k: int, out_ids: np.ndarray, out_scores) -> None:
-        if not len(slots):
-            return
-        values = self._rows[slots] @ query
-        take = min(k, len(slots))
-        positions, best = top_k(values[None, :], take)
-        out_ids[:take] = self.table.ids[slots[positions[0]]]
-        out_scores[:take] = best[0]
+    def _rescored(self, queries: np.ndarray, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rows = self._rows[np.where(slots >= 0, slots, 0)]  # (n, k, dim)
+        exact = np.einsum("nkd,nd->nk", rows, queries)
+        exact[slots < 0] = -np.inf
+        order = np.argsort(-exact, axis=1, kind="stable")
+        return np.take_along_axis(exact, order, 1), np.take_along_axis(slots, order, 1)
 
     def search_triggers(
         self,
@@ -290,16 +339,27 @@ class MFLIIndex(BaseIndex):
         unique, counts = np.unique(pairs, axis=0, return_counts=True)
         rng = np.random.default_rng(seed)
         take = min(leaves, len(unique))
-        picked = rng.choice(len(unique), take, replace=False, p=counts / counts.sum())
-        chosen = [unique[picked][unique[picked][:, 0] == f, 1].astype(np.int64) for f in range(self.facets)]
-        eligible = None if filter is None and not self.table.dead else self.table.eligible(filter)
-        pool = self._gather(chosen, eligible, candidates or self.search_params["candidates"])
-        pool = pool[~np.isin(pool, slots)]
-        query = self._rows[slots].mean(axis=0)
+        picked = unique[rng.choice(len(unique), take, replace=False, p=counts / counts.sum())]
+        chosen = []
+        for facet in range(self.facets):
+            mine = picked[picked[:, 0] == facet, 1].astype(np.int64)
+            row = np.full((1, max(1, len(mine))), -1, np.int64)
+            row[0, : len(mine)] = mine
+            chosen.append(row)
+        eligible = None if filter is None else self.table.eligible(filter)
+        budget = max(1, math.ceil((candidates or self.search_params["candidates"]) / self.facets))
+        query = self._rows[slots].mean(axis=0, keepdims=True)
+        fetch = k + len(slots)  # the triggers themselves are found too, and dropped
+        ids, scores = self._scan(query, fetch, chosen, budget, eligible)
+        keep = (ids[0] >= 0) & ~np.isin(ids[0], np.asarray(trigger_ids, np.int64))
         out_ids = np.full((1, k), -1, np.int64)
         out_scores = np.full((1, k), -np.inf, np.float32)
-        self._rank(query, pool, k, out_ids[0], out_scores[0])
-        return SearchResult(out_ids, out_scores, np.array([len(pool)]))
+        kept = ids[0][keep][:k]
+        out_ids[0, : len(kept)], out_scores[0, : len(kept)] = kept, scores[0][keep][:k]
+        scored = sum(
+            _scanned(lists.sizes, row, budget) for lists, row in zip(self._lists, chosen, strict=True)
+        )
+        return SearchResult(out_ids, out_scores, scored)
 
     # ---- persistence -----------------------------------------------------------------------------
 
@@ -319,6 +379,7 @@ class MFLIIndex(BaseIndex):
             "min_leaf": self.min_leaf,
             "max_leaf": self.max_leaf,
             "seed": self.seed,
+            "storage": self.storage,
             "trees": len(self._trees),
         }
 
@@ -340,6 +401,7 @@ class MFLIIndex(BaseIndex):
             min_leaf=state["min_leaf"],
             max_leaf=state["max_leaf"],
             seed=state["seed"],
+            storage=state.get("storage", "flat"),
         )
         index.table = SlotTable.load(folder)
         used = index.table.used
@@ -348,25 +410,31 @@ class MFLIIndex(BaseIndex):
         if rows.shape != (used, index.dim) or leaf_of.shape != (used, index.facets):
             raise InvalidRequest(f"{folder}: stored arrays do not match {used} slots of width {index.dim}")
         index._rows, index._leaf_of = rows.astype(np.float32), leaf_of.astype(np.int32)
-        index._trees = [_FacetTree.load(folder / f"facet{f}", leaf_of[:, f]) for f in range(state["trees"])]
+        index._trees = [_FacetTree.load(folder / f"facet{f}") for f in range(state["trees"])]
+        index._lists = [index._filled_lists(f, tree.n_leaves) for f, tree in enumerate(index._trees)]
         return index
 
 
 class _FacetTree:
-    """One facet's leaves: centroids, prefixes, members (CSR + deltas) and the raw-code map."""
+    """One facet's code tree: its leaves' centroids and prefixes, and the raw-code map. The members
+    of each leaf live in the facet's `LeafLists`."""
 
-    def __init__(self, centroids, prefixes, offsets, members, raw_to_leaves, codewords):
-        self.centroids = centroids  # (n_leaves, d)
-        self.prefixes = prefixes  # (n_leaves,) code without its last digit, mixed radix
-        self.offsets = offsets  # (n_leaves + 1,)
-        self.members = members  # slots grouped by leaf
+    def __init__(self, centroids, prefixes, raw_to_leaves, codewords):
+        centroids = np.asarray(centroids, np.float32)
+        self.n_leaves = len(centroids)
+        # Room for leaves that real-time inserts create: adding one is then O(d), not a copy of all.
+        self._centroids = np.zeros((max(16, 2 * self.n_leaves), centroids.shape[1]), np.float32)
+        self._centroids[: self.n_leaves] = centroids
+        self.prefixes = np.asarray(prefixes, np.int64)  # (n_leaves,) code without its last digit
         self.raw_to_leaves = raw_to_leaves  # raw code -> leaves it became
         self.codewords = codewords
-        self.delta: dict[int, list[int]] = {}
+        # the distinct prefixes, sorted, and each leaf's place among them: a beam of prefixes becomes
+        # a mask over leaves with one searchsorted
+        self.prefix_keys, self.prefix_of_leaf = np.unique(self.prefixes, return_inverse=True)
 
     @property
-    def n_leaves(self) -> int:
-        return len(self.centroids)
+    def centroids(self) -> np.ndarray:
+        return self._centroids[: self.n_leaves]
 
     @classmethod
     def build(cls, codes, facet_vectors, codebook, facet, codewords, low, high, seed):
@@ -447,18 +515,8 @@ class _FacetTree:
         raw_to_leaves = {
             code: sorted({int(final_leaf[t]) for t in targets}) for code, targets in raw_to_leaves.items()
         }
-        order = np.argsort(leaf_of, kind="stable")
-        offsets = np.zeros(len(survivors) + 1, np.int64)
-        offsets[1:] = np.cumsum(np.bincount(leaf_of, minlength=len(survivors)))
-        tree = cls(
-            centroid_array[survivors],
-            prefix_array[survivors],
-            offsets,
-            order.astype(np.int64),
-            raw_to_leaves,
-            codewords,
-        )
-        final = np.diff(offsets)
+        tree = cls(centroid_array[survivors], prefix_array[survivors], raw_to_leaves, codewords)
+        final = np.bincount(leaf_of, minlength=len(survivors))
         stats = {
             "leaves": int(len(survivors)),
             "splits": splits,
@@ -468,15 +526,6 @@ class _FacetTree:
             "size_min": int(final.min()) if len(final) else 0,
         }
         return tree, leaf_of.astype(np.int32), stats
-
-    def members_of(self, leaf: int) -> np.ndarray:
-        base = (
-            self.members[self.offsets[leaf] : self.offsets[leaf + 1]]
-            if leaf < len(self.offsets) - 1
-            else self.members[:0]
-        )
-        extra = self.delta.get(leaf)
-        return base if not extra else np.concatenate([base, np.asarray(extra, np.int64)])
 
     def leaf_for(
         self, raw: int, vector: np.ndarray, codebook: np.ndarray, facet: int, code: np.ndarray
@@ -490,29 +539,50 @@ class _FacetTree:
             return leaves[int(distance.argmin())]
         # a code no item had at the last rebuild: it becomes a leaf of its own
         centroid = reconstruct(codebook[:, facet : facet + 1], code[None, None, :])[0, 0]
-        self.centroids = np.vstack([self.centroids, centroid[None]])
-        self.prefixes = np.append(self.prefixes, raw // self.codewords)
-        self.raw_to_leaves[raw] = [self.n_leaves - 1]
-        return self.n_leaves - 1
+        if self.n_leaves == len(self._centroids):
+            grown = np.zeros((2 * len(self._centroids), self._centroids.shape[1]), np.float32)
+            grown[: self.n_leaves] = self.centroids
+            self._centroids = grown
+        leaf = self.n_leaves
+        self._centroids[leaf] = centroid
+        self.n_leaves += 1
+        prefix = raw // self.codewords
+        self.prefixes = np.append(self.prefixes, prefix)
+        place = int(np.searchsorted(self.prefix_keys, prefix))
+        if place == len(self.prefix_keys) or self.prefix_keys[place] != prefix:
+            self.prefix_keys = np.insert(self.prefix_keys, place, prefix)
+            self.prefix_of_leaf[self.prefix_of_leaf >= place] += 1
+        self.prefix_of_leaf = np.append(self.prefix_of_leaf, place)
+        self.raw_to_leaves[raw] = [leaf]
+        return leaf
 
-    def best_leaves(self, query, codebook, facet, beam: int, leaves: int) -> np.ndarray:
-        """Beam search over the code prefixes, then the best-scoring leaves under the beam."""
-        n_levels = codebook.shape[0]
-        prefix_ids, prefix_scores = np.zeros(1, np.int64), np.zeros(1, np.float32)
+    def best_leaves(self, queries, codebook, facet, beam: int, leaves: int) -> np.ndarray:
+        """(n, d) queries -> (n, leaves) best leaves under a beam over the code prefixes (-1: none).
+
+        Level by level, each query keeps its `beam` best prefixes (a prefix's score is the sum of its
+        codewords' scores, as residual codes add up); then the leaves under those prefixes are scored
+        by their centroids and the best `leaves` kept, best first. Vectorized over the queries."""
+        n, n_levels, m = len(queries), codebook.shape[0], self.codewords
+        prefix_ids, prefix_scores = np.zeros((n, 1), np.int64), np.zeros((n, 1), np.float32)
         for level in range(n_levels - 1):
-            word_scores = codebook[level, facet] @ query  # (M,)
-            scores = (prefix_scores[:, None] + word_scores[None, :]).reshape(-1)
-            ids = (prefix_ids[:, None] * self.codewords + np.arange(self.codewords)[None, :]).reshape(-1)
-            keep = np.argsort(-scores)[:beam] if len(scores) > beam else np.arange(len(scores))
-            prefix_ids, prefix_scores = ids[keep], scores[keep]
-        under = (
-            np.flatnonzero(np.isin(self.prefixes, prefix_ids)) if n_levels > 1 else np.arange(self.n_leaves)
-        )
-        if not len(under):
-            return under
-        leaf_scores = self.centroids[under] @ query
-        order = np.argsort(-leaf_scores)[:leaves]
-        return under[order]
+            word_scores = queries @ codebook[level, facet].T  # (n, M)
+            scores = (prefix_scores[:, :, None] + word_scores[:, None, :]).reshape(n, -1)
+            ids = (prefix_ids[:, :, None] * m + np.arange(m)[None, None, :]).reshape(n, -1)
+            if scores.shape[1] > beam:
+                keep = np.argpartition(-scores, beam - 1, axis=1)[:, :beam]
+                ids, scores = np.take_along_axis(ids, keep, 1), np.take_along_axis(scores, keep, 1)
+            prefix_ids, prefix_scores = ids, scores
+        leaf_scores = queries @ self.centroids.T  # (n, n_leaves)
+        if n_levels > 1:
+            place = np.searchsorted(self.prefix_keys, prefix_ids).clip(max=len(self.prefix_keys) - 1)
+            present = self.prefix_keys[place] == prefix_ids
+            allowed = np.zeros((n, len(self.prefix_keys)), bool)
+            rows = np.broadcast_to(np.arange(n)[:, None], place.shape)
+            allowed[rows[present], place[present]] = True
+            leaf_scores = np.where(allowed[:, self.prefix_of_leaf], leaf_scores, -np.inf)
+        take = min(leaves, self.n_leaves)
+        positions, best = top_k(leaf_scores, take)
+        return np.where(np.isfinite(best), positions, -1)
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -525,7 +595,7 @@ class _FacetTree:
         np.save(folder / "codewords.npy", np.asarray([self.codewords], np.int64), allow_pickle=False)
 
     @classmethod
-    def load(cls, folder: Path, leaf_of: np.ndarray) -> _FacetTree:
+    def load(cls, folder: Path) -> _FacetTree:
         centroids = np.load(folder / "centroids.npy", allow_pickle=False)
         prefixes = np.load(folder / "prefixes.npy", allow_pickle=False)
         pairs = np.load(folder / "raw_to_leaves.npy", allow_pickle=False)
@@ -533,12 +603,17 @@ class _FacetTree:
         raw_to_leaves: dict[int, list[int]] = {}
         for code, leaf in pairs.tolist():
             raw_to_leaves.setdefault(int(code), []).append(int(leaf))
-        # members are rebuilt from item -> leaf (deltas folded in); removed items (-1) are left out
-        live = np.flatnonzero(leaf_of >= 0)
-        order = live[np.argsort(leaf_of[live], kind="stable")]
-        offsets = np.zeros(len(centroids) + 1, np.int64)
-        offsets[1:] = np.cumsum(np.bincount(leaf_of[live], minlength=len(centroids)))
-        return cls(centroids, prefixes, offsets, order.astype(np.int64), raw_to_leaves, codewords)
+        return cls(centroids, prefixes, raw_to_leaves, codewords)
+
+
+def _scanned(sizes: np.ndarray, leaves: np.ndarray, budget: int) -> np.ndarray:
+    """Items scanned per query: the chosen leaves' sizes, best first, up to and including the leaf
+    that takes the total to `budget` (where FAISS's `max_codes` stops)."""
+    counts = np.where(leaves >= 0, sizes[np.where(leaves >= 0, leaves, 0)], 0)
+    running = np.cumsum(counts, axis=1)
+    reached = running >= budget
+    stop = np.where(reached.any(1), reached.argmax(1), running.shape[1] - 1)
+    return running[np.arange(len(running)), stop]
 
 
 def _raw_codes(codes: np.ndarray, codewords: int) -> np.ndarray:

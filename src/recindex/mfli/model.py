@@ -33,6 +33,17 @@ from recindex.models.two_tower import TwoTowerModel, content_bags
 FACET_KINDS = ("joint", "id", "content")
 
 
+def _identity_head(dim: int) -> nn.Linear:
+    """A facet head that starts as the identity, so the joint facet starts as the two-tower model's
+    own score (and a warm-started tower keeps its quality on the first step), and the facets part
+    from there as their losses pull them."""
+    head = nn.Linear(dim, dim)
+    with torch.no_grad():
+        head.weight.copy_(torch.eye(dim))
+        head.bias.zero_()
+    return head
+
+
 class MFLIModel(nn.Module):
     def __init__(
         self,
@@ -54,8 +65,8 @@ class MFLIModel(nn.Module):
         self.shape = base.shape
         self.temperature = base.temperature
         dim = base.config.dim
-        self.item_heads = nn.ModuleList(nn.Linear(dim, dim) for _ in facets)
-        self.query_heads = nn.ModuleList(nn.Linear(dim, dim) for _ in facets)
+        self.item_heads = nn.ModuleList(_identity_head(dim) for _ in facets)
+        self.query_heads = nn.ModuleList(_identity_head(dim) for _ in facets)
         self.codebook = nn.Parameter(torch.zeros(levels, len(facets), codewords, dim))
         self.register_buffer("active_levels", torch.tensor(0), persistent=True)
 

@@ -15,6 +15,7 @@ and initialised then by k-means of the current residuals of all trained items; t
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +29,8 @@ from recindex.mfli.model import MFLIModel
 from recindex.models.losses import sampled_softmax_loss
 from recindex.train.loop import Trainer
 
+QUANT_GRADIENTS = ("straight_through", "codebook")
+
 
 @dataclass(frozen=True)
 class MFLITrainConfig:
@@ -37,6 +40,7 @@ class MFLITrainConfig:
     fit_weight: float = 1.0
     overuse_weight: float = 0.01
     facet_weights: tuple[float, ...] = field(default_factory=tuple)  # default: 1 per facet
+    quant_gradient: str = "straight_through"  # or "codebook": L_QMF and the fit terms train only the codebook
 
 
 class MFLITrainer(Trainer):
@@ -49,6 +53,10 @@ class MFLITrainer(Trainer):
         mfli: MFLITrainConfig = MFLITrainConfig(),  # noqa: B008 (frozen, so sharing it is safe)
         **kwargs,
     ):
+        if mfli.quant_gradient not in QUANT_GRADIENTS:
+            raise RecIndexError(
+                f"mfli.quant_gradient must be one of {QUANT_GRADIENTS}, got {mfli.quant_gradient!r}"
+            )
         if train.negatives == "full":
             raise RecIndexError("MFLI trains with in_batch or mixed negatives, not full (see mfli.train)")
         super().__init__(model, split, train, evaluation, **kwargs)
@@ -103,7 +111,7 @@ class MFLITrainer(Trainer):
         positive_facets = model.item_facets(positives, id_keep)  # (P, F, d)
         candidate_facets = model.item_facets(candidates, id_keep)  # (C, F, d)
 
-        def facet_losses(positive_vectors, candidate_vectors) -> torch.Tensor:
+        def facet_losses(queries, positive_vectors, candidate_vectors) -> torch.Tensor:
             total = torch.zeros(())
             for facet, weight in enumerate(self.facet_weights.tolist()):
                 total = total + weight * sampled_softmax_loss(
@@ -118,15 +126,50 @@ class MFLITrainer(Trainer):
                 )
             return total
 
-        loss = facet_losses(positive_facets, candidate_facets)
+        loss = facet_losses(queries, positive_facets, candidate_facets)
         if int(model.active_levels) > 0:
+            if self.mfli.quant_gradient == "codebook":
+                # The towers learn from L_MF alone; the quantized loss and the fit terms move codewords.
+                queries, positive_facets, candidate_facets = (
+                    queries.detach(),
+                    positive_facets.detach(),
+                    candidate_facets.detach(),
+                )
             quantized_positives, _, _ = model.quantize(positive_facets)
             quantized_candidates, _, residuals = model.quantize(candidate_facets)
             if self.mfli.quant_weight > 0:
-                loss = loss + self.mfli.quant_weight * facet_losses(quantized_positives, quantized_candidates)
+                loss = loss + self.mfli.quant_weight * facet_losses(
+                    queries, quantized_positives, quantized_candidates
+                )
             fit, overuse = model.codebook_losses(residuals)
             loss = loss + self.mfli.fit_weight * fit + self.mfli.overuse_weight * overuse
         return loss
+
+
+def warm_start(model: MFLIModel, bundle_path: str, data, data_config, log=None) -> None:
+    """Start the towers from a trained two-tower bundle of the same data (the embeddings' warm-up,
+    done once and shared by every MFLI run that starts from it). Refused when the bundle was trained
+    on other interactions or with another model shape."""
+    from recindex.bundle import load_bundle
+
+    bundle = load_bundle(bundle_path)
+    if isinstance(bundle.model, MFLIModel):
+        raise RecIndexError(f"{bundle_path}: init_from takes a two-tower bundle, not an MFLI one")
+    if bundle.data.fingerprint() != data.fingerprint():
+        raise RecIndexError(f"{bundle_path}: trained on other interactions than this run's")
+    theirs, ours = (
+        dataclasses.replace(bundle.config.data, data_dir=None),
+        dataclasses.replace(data_config, data_dir=None),
+    )
+    if theirs != ours:
+        # another split would have let the towers see this run's validation or test targets
+        raise RecIndexError(f"{bundle_path}: trained on another split ({theirs}) than this run's ({ours})")
+    try:
+        model.base.load_state_dict(bundle.model.state_dict(), strict=True)
+    except RuntimeError as error:
+        raise RecIndexError(f"{bundle_path}: its towers do not fit this model ({error})") from None
+    if log is not None:
+        log(f"towers start from {bundle_path} ({bundle.bundle_id})")
 
 
 def codebook_array(model: MFLIModel) -> np.ndarray:
@@ -147,4 +190,5 @@ def mfli_train_config(config) -> MFLITrainConfig:
         quant_weight=config.quant_weight,
         fit_weight=config.fit_weight,
         overuse_weight=config.overuse_weight,
+        quant_gradient=config.quant_gradient,
     )
