@@ -182,3 +182,15 @@ def test_the_candidates_parameter_caps_the_items_scored():
     assert capped.scored.max() < wide.scored.min()
     # the scan stops after the leaf that reaches the cap, so a query may pass it by one leaf at most
     assert capped.scored.max() <= 200 + max(s.max() for s in index.leaf_sizes())
+
+
+def test_one_query_at_a_time_walks_to_the_same_leaves_as_a_batch():
+    index = MFLIIndex(16, codewords=8, levels=3)
+    index.add(np.arange(3000), ITEMS)
+    for vector in np.random.default_rng(3).standard_normal((10, 16)).astype(np.float32):
+        index.add([9000 + int(abs(vector[0]) * 1000)], vector[None, :] / np.linalg.norm(vector))
+    batch = index.search(ITEMS[:40], 10, params={"leaves": 8, "beam": 16})
+    for row in range(40):
+        alone = index.search(ITEMS[row : row + 1], 10, params={"leaves": 8, "beam": 16})
+        np.testing.assert_array_equal(alone.ids[0], batch.ids[row])
+        assert alone.scored[0] == batch.scored[row]

@@ -161,3 +161,34 @@ def test_a_warm_start_takes_the_towers_of_a_two_tower_bundle_of_the_same_split(t
     other = dataclasses.replace(config.data, split="cold_item")
     with pytest.raises(RecIndexError, match="another split"):
         warm_start(model, str(result.bundle_path), data, other)
+
+
+def test_without_a_delay_every_level_switches_on_at_the_first_epoch():
+    config = settings(epochs=1)
+    data = load_dataset(config.data.dataset, None)
+    model = MFLIModel(TwoTowerModel.for_data(data, config.model), levels=2, codewords=8)
+    mfli = MFLITrainConfig(quant_start=0, level_gap=0)
+    trainer = MFLITrainer(model, split_for(config, data), config.train, config.eval, mfli, progress=False)
+    trainer.before_epoch(1)
+    assert trainer.activations == [{"epoch": 1, "level": 1}, {"epoch": 1, "level": 2}]
+
+
+def test_an_item_without_a_trained_id_is_scored_by_the_facets_it_has():
+    config = settings(epochs=1)
+    data = load_dataset(config.data.dataset, None)
+    model = MFLIModel(TwoTowerModel.for_data(data, config.model))
+    mask = np.ones(data.n_items, bool)
+    mask[:10] = False  # items 0-9 were never seen in training
+    model.set_trained_items(mask)
+    with torch.no_grad():
+        facets = model.item_facets(torch.arange(20))  # (20, 3, d)
+        vectors = model.item_vectors(torch.arange(20)).reshape(20, 3, -1)
+        fresh = model.content_vectors([[1, 2], [3]]).reshape(2, 3, -1)
+    id_facet = model.facets.index("id")
+    others = [f for f in range(3) if f != id_facet]
+    assert (vectors[:10, id_facet] == 0).all()
+    torch.testing.assert_close(vectors[:10, others], 1.5 * facets[:10, others])  # F / facets present
+    torch.testing.assert_close(vectors[10:], facets[10:])
+    assert (fresh[:, id_facet] == 0).all() and torch.allclose(
+        fresh[:, others].norm(dim=-1), torch.tensor(1.5)
+    )

@@ -135,7 +135,7 @@ class MFLIIndex(BaseIndex):
         if not self._trees:  # the first add fits the codebook (when none was given) and builds the trees
             if self.codebook is None:
                 self.codebook = fit_codebook(
-                    facet_view(vectors, self.facets),
+                    _directions(vectors, self.facets),
                     self.levels,
                     min(self.codewords, len(vectors)),
                     seed=self.seed,
@@ -148,7 +148,7 @@ class MFLIIndex(BaseIndex):
     def _place(self, slots: np.ndarray, vectors: np.ndarray) -> None:
         """Real-time insertion: codes by the codebook, then the leaf the code maps to (O(L*F*M*d)),
         then an append to that leaf's list."""
-        facet_vectors = facet_view(vectors, self.facets)
+        facet_vectors = _directions(vectors, self.facets)
         codes = assign_codes(self.codebook, facet_vectors)
         for facet, tree in enumerate(self._trees):
             raw = _raw_codes(codes[:, facet], self.codewords)
@@ -207,7 +207,7 @@ class MFLIIndex(BaseIndex):
             self._rows, self._leaf_of = self._rows[keep].copy(), self._leaf_of[keep].copy()
         used = self.table.used
         vectors = self._rows[:used]
-        facet_vectors = facet_view(vectors, self.facets)
+        facet_vectors = _directions(vectors, self.facets)
         codes = assign_codes(self.codebook, facet_vectors)
         # the mean size of the leaves the codes actually form (far fewer than M^L codes may be used)
         distinct = np.mean(
@@ -431,6 +431,7 @@ class _FacetTree:
         # the distinct prefixes, sorted, and each leaf's place among them: a beam of prefixes becomes
         # a mask over leaves with one searchsorted
         self.prefix_keys, self.prefix_of_leaf = np.unique(self.prefixes, return_inverse=True)
+        self._by_prefix: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def centroids(self) -> np.ndarray:
@@ -572,7 +573,19 @@ class _FacetTree:
                 keep = np.argpartition(-scores, beam - 1, axis=1)[:, :beam]
                 ids, scores = np.take_along_axis(ids, keep, 1), np.take_along_axis(scores, keep, 1)
             prefix_ids, prefix_scores = ids, scores
-        leaf_scores = queries @ self.centroids.T  # (n, n_leaves)
+        take = min(leaves, self.n_leaves)
+        if n_levels > 1 and n <= 4:
+            # a query or a few: score only the leaves under the beam (a fraction of the centroids)
+            out = np.full((n, take), -1, np.int64)
+            for row in range(n):
+                under = self._leaves_under(prefix_ids[row])
+                if len(under):
+                    positions, _ = top_k(
+                        (queries[row] @ self.centroids[under].T)[None, :], min(take, len(under))
+                    )
+                    out[row, : positions.shape[1]] = under[positions[0]]
+            return out
+        leaf_scores = queries @ self.centroids.T  # (n, n_leaves): one product for a batch of queries
         if n_levels > 1:
             place = np.searchsorted(self.prefix_keys, prefix_ids).clip(max=len(self.prefix_keys) - 1)
             present = self.prefix_keys[place] == prefix_ids
@@ -580,9 +593,22 @@ class _FacetTree:
             rows = np.broadcast_to(np.arange(n)[:, None], place.shape)
             allowed[rows[present], place[present]] = True
             leaf_scores = np.where(allowed[:, self.prefix_of_leaf], leaf_scores, -np.inf)
-        take = min(leaves, self.n_leaves)
         positions, best = top_k(leaf_scores, take)
         return np.where(np.isfinite(best), positions, -1)
+
+    def _leaves_under(self, prefix_ids: np.ndarray) -> np.ndarray:
+        """The leaves whose prefix is one of `prefix_ids`, from a CSR of leaves grouped by prefix that is
+        rebuilt only after leaves were added."""
+        if self._by_prefix is None or len(self._by_prefix[0]) != self.n_leaves:
+            order = np.argsort(self.prefix_of_leaf, kind="stable")
+            starts = np.searchsorted(self.prefix_of_leaf[order], np.arange(len(self.prefix_keys) + 1))
+            self._by_prefix = (order, starts)
+        order, starts = self._by_prefix
+        place = np.searchsorted(self.prefix_keys, prefix_ids).clip(max=len(self.prefix_keys) - 1)
+        place = place[self.prefix_keys[place] == prefix_ids]
+        if not len(place):
+            return np.zeros(0, np.int64)
+        return np.concatenate([order[starts[p] : starts[p + 1]] for p in place.tolist()])
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -614,6 +640,15 @@ def _scanned(sizes: np.ndarray, leaves: np.ndarray, budget: int) -> np.ndarray:
     reached = running >= budget
     stop = np.where(reached.any(1), reached.argmax(1), running.shape[1] - 1)
     return running[np.arange(len(running)), stop]
+
+
+def _directions(vectors: np.ndarray, facets: int) -> np.ndarray:
+    """(N, F * d) -> (N, F, d) unit facet vectors (a zero facet stays zero): what codes are assigned
+    from. A model may scale an item's facets in its merged vector (MFLI rescales the facets of an item
+    without a trained ID); the scale changes its score, not where it belongs in the code tree."""
+    view = facet_view(vectors, facets)
+    norms = np.linalg.norm(view, axis=-1, keepdims=True)
+    return view / np.where(norms > 0, norms, 1.0)
 
 
 def _raw_codes(codes: np.ndarray, codewords: int) -> np.ndarray:

@@ -117,19 +117,34 @@ class MFLIModel(nn.Module):
         return self.query_facets(states[torch.arange(len(lengths)), last]).flatten(-2)
 
     def item_vectors(self, items: torch.Tensor | None = None, id_keep=None) -> torch.Tensor:
-        """(...,) items (default: the catalogue) -> (..., F * d) concatenated facet vectors."""
+        """(...,) items (default: the catalogue) -> (..., F * d) concatenated facet vectors, with the id
+        facet of items that have no trained ID left out (see `merged`)."""
         if items is None:
             items = torch.arange(self.n_items)
-        return self.item_facets(items, id_keep).flatten(-2)
+        has_id = self.base.item_tower.trained[items]
+        if id_keep is not None:
+            has_id = has_id & id_keep[items]
+        return self.merged(self.item_facets(items, id_keep), has_id)
 
     def content_vectors(self, token_lists: list[list[int]]) -> torch.Tensor:
-        """New items known only by content: every facet from the content path (no trained ID)."""
+        """New items known only by content: every facet from the content path, and no id facet."""
         content = content_bags(self.base.item_tower, token_lists)
-        facets = []
-        for kind, head in zip(self.facets, self.item_heads, strict=True):
-            source = torch.zeros_like(content) if kind == "id" else content
-            facets.append(l2_normalize(head(source)))
-        return torch.stack(facets, dim=-2).flatten(-2)
+        facets = torch.stack([l2_normalize(head(content)) for head in self.item_heads], dim=-2)
+        return self.merged(facets, torch.zeros(len(content), dtype=torch.bool))
+
+    def merged(self, facets: torch.Tensor, has_id: torch.Tensor) -> torch.Tensor:
+        """(..., F, d) facet vectors -> (..., F * d), the vector whose inner product with a query is the
+        merged score: the sum of the facet scores, or, for an item without a trained ID (a new or cold
+        item), F x the mean of the facets it has. Its id facet would otherwise hold the ID embedding's
+        stand-in (the head's bias), one vector shared by every such item, whose score ranked cold items
+        far below warm ones (Beauty cold-item split, validation cold Recall@50: 0.033 summed, 0.168
+        rescaled)."""
+        if "id" not in self.facets or bool(has_id.all()):
+            return facets.flatten(-2)
+        present = torch.ones(facets.shape[:-1], dtype=facets.dtype)  # (..., F)
+        present[..., self.facets.index("id")] = has_id.to(facets.dtype)
+        scale = len(self.facets) / present.sum(-1, keepdim=True)
+        return (facets * (present * scale).unsqueeze(-1)).flatten(-2)
 
     # ---- the codebook ----------------------------------------------------------------------------
 

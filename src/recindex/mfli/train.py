@@ -68,23 +68,24 @@ class MFLITrainer(Trainer):
         self.activations: list[dict] = []
 
     def before_epoch(self, epoch: int) -> None:
-        """Switch on the next codebook level when its epoch comes, initialised by k-means."""
+        """Switch on every codebook level whose epoch has come (level l at quant_start + 1 + l * level_gap),
+        each initialised by k-means of the residuals the levels above it leave."""
         model, config = self.model, self.mfli
-        level = int(model.active_levels)
-        if level >= model.codebook.shape[0] or config.quant_weight <= 0 and config.fit_weight <= 0:
+        if config.quant_weight <= 0 and config.fit_weight <= 0:
             return
-        if epoch != config.quant_start + 1 + level * config.level_gap:
-            return
-        model.eval()
-        with torch.no_grad():
-            facets = model.item_facets(self.pool)  # trained items only: cold ones stay unseen
-            _, _, residuals = model.quantize(facets, level)
-            residual = residuals[-1][0] - residuals[-1][1] if residuals else facets
-            words = fit_level(residual.numpy(), model.codebook.shape[2], seed=self.config.seed + level)
-            model.codebook.data[level] = torch.as_tensor(words)
-            model.active_levels.fill_(level + 1)
-        model.train()
-        self.activations.append({"epoch": epoch, "level": level + 1})
+        while (level := int(model.active_levels)) < model.codebook.shape[0]:
+            if epoch < config.quant_start + 1 + level * config.level_gap:
+                return
+            model.eval()
+            with torch.no_grad():
+                facets = model.item_facets(self.pool)  # trained items only: cold ones stay unseen
+                _, _, residuals = model.quantize(facets, level)
+                residual = residuals[-1][0] - residuals[-1][1] if residuals else facets
+                words = fit_level(residual.numpy(), model.codebook.shape[2], seed=self.config.seed + level)
+                model.codebook.data[level] = torch.as_tensor(words)
+                model.active_levels.fill_(level + 1)
+            model.train()
+            self.activations.append({"epoch": epoch, "level": level + 1})
 
     def checkpoint_allowed(self) -> bool:
         """The index needs every level: epochs before the last one switches on are never kept."""

@@ -1,0 +1,63 @@
+"""An MFLI bundle behind the service: its own index answers, a new item known only by its content is
+coded in real time and found by the next query, and similar items come from the item's leaves."""
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from recindex.bundle import load_bundle
+from recindex.config import load_config
+from recindex.experiment import run_experiment
+from recindex.index.in_bundle import build_bundle_index
+from recindex.serve.app import create_app
+from recindex.serve.items import ItemWriter
+from recindex.serve.recommender import Recommender, ServingVersion
+from recindex.serve.settings import ServiceSettings
+from recindex.serve.wal import WriteAheadLog
+
+KEY = {"X-API-Key": "test-key"}
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    overrides = [
+        'data.dataset="synthetic:n_users=200,n_items=120,n_attributes=20,seed=8"',
+        "model.dim=16",
+        "model.max_len=10",
+        "train.epochs=3",
+        "train.batch_size=64",
+        "train.threads=1",
+        "train.uniform_negatives=32",
+        "mfli.enabled=true",
+        "mfli.codewords=4",
+        "mfli.quant_start=0",
+        "mfli.level_gap=1",
+    ]
+    out = tmp_path_factory.mktemp("mfli") / "bundle"
+    run_experiment(load_config(None, overrides), out, progress=False)
+    return load_bundle(out)
+
+
+def test_the_service_answers_from_the_mfli_index_and_takes_new_items(bundle, tmp_path):
+    _, index, _ = build_bundle_index(bundle, "mfli", search_params={"leaves": 64}, overwrite=True)
+    version = ServingVersion.of(bundle, index)
+    writer = ItemWriter(version, WriteAheadLog(tmp_path / "items.wal").open())
+    app = create_app(ServiceSettings(api_keys=["test-key"]), Recommender(version), writer)
+    http = TestClient(app, raise_server_exceptions=False)
+
+    answer = http.post("/v1/recommend", json={"user_id": str(bundle.data.user_ids[0]), "k": 5}).json()
+    assert len(answer["items"]) == 5 and answer["fallback"] is None
+
+    names = bundle.data.item_features.names
+    tokens = [names[t] for t in bundle.data.item_features.of(3)]
+    put = http.put("/v1/items", json={"items": [{"item_id": "fresh", "features": tokens}]}, headers=KEY)
+    assert put.status_code == 200, put.text
+    vector = bundle.model.content_vectors([list(bundle.data.item_features.of(3))]).detach().numpy()[0]
+    top = http.post("/v1/recommend", json={"vector": vector.tolist(), "k": 1}).json()["items"][0]
+    assert top["item_id"] == "fresh"
+    assert top["score"] == pytest.approx(float(vector @ vector), rel=1e-4)
+
+    similar = http.post("/v1/similar-items", json={"item_ids": ["fresh"], "k": 5})
+    assert similar.status_code == 200, similar.text
+    assert "fresh" not in [item["item_id"] for item in similar.json()["items"]]
+    assert np.isfinite([item["score"] for item in similar.json()["items"]]).all()
