@@ -277,6 +277,66 @@ def index_build(
     )
 
 
+@index_app.command("quality")
+def index_quality(
+    bundle: Path = typer.Argument(..., help="A bundle directory."),
+    index: str = typer.Option(
+        ..., "--index", help="An index of the bundle that partitions (mfli, faiss IVF)."
+    ),
+    plot: Path | None = typer.Option(None, "--plot", help="Write a PNG histogram of bucket sizes here."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the report as JSON here."),
+) -> None:
+    """How an index partitions the items: APE (users' training items as positives), bucket sizes,
+    empty buckets and, for MFLI, the share of codewords in use."""
+    from recindex.bundle import load_bundle
+    from recindex.eval.partition_report import plot_bucket_sizes, quality_report
+    from recindex.index.in_bundle import load_bundle_index
+
+    loaded = load_bundle(bundle)
+    built = load_bundle_index(loaded, index)
+    report = quality_report(loaded, built)
+    table = Table(title=f"partition of {index} ({loaded.bundle_id}); APE: lower is tighter")
+    for column in (
+        "partition",
+        "APE",
+        "buckets used",
+        "empty",
+        "size p50",
+        "size p90",
+        "size max",
+        "largest share",
+    ):
+        table.add_column(column, justify="left" if column == "partition" else "right")
+    for name, row in report.items():
+        if name == "codeword_use":
+            continue
+        table.add_row(
+            name,
+            f"{row['ape']:.3f}",
+            f"{row['used']:,.0f}",
+            f"{row['empty']:,.0f}",
+            f"{row['size_p50']:,.0f}",
+            f"{row['size_p90']:,.0f}",
+            f"{row['size_max']:,.0f}",
+            f"{row['largest_share']:.3f}",
+        )
+    console.print(table)
+    if "codeword_use" in report:
+        use = report["codeword_use"]["codeword_use"]
+        console.print(
+            "codewords in use, per level and facet: "
+            + "; ".join(
+                f"level {i + 1}: " + ", ".join(f"{u:.0%}" for u in level) for i, level in enumerate(use)
+            )
+        )
+    if plot is not None:
+        console.print(
+            f"bucket sizes plotted to {plot_bucket_sizes(built, plot, f'{index} of {loaded.bundle_id}')}"
+        )
+    if json_out is not None:
+        json_out.write_text(json.dumps(report, indent=2))
+
+
 @index_app.command("list")
 def index_list(bundle: Path = typer.Argument(..., help="A bundle directory.")) -> None:
     """The indexes stored in a bundle."""

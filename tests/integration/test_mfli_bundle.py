@@ -1,9 +1,13 @@
 """An MFLI run end to end: trained with `[mfli] enabled`, saved as a bundle, loaded back, and served
 by its own codebook through the bundle's index and the evaluation protocol."""
 
+import json
+
 import numpy as np
+from typer.testing import CliRunner
 
 from recindex.bundle import load_bundle
+from recindex.cli import app
 from recindex.config import load_config
 from recindex.eval.index_eval import evaluate_index
 from recindex.experiment import run_experiment
@@ -41,3 +45,25 @@ def test_an_mfli_bundle_trains_saves_loads_and_serves(tmp_path):
     report = evaluate_index(bundle, loaded, "test")
     assert report.cost["index_recall@10"] >= 0.9
     assert abs(report.index["recall@10"] - report.exact["recall@10"]) <= 0.05
+
+    # the partition it serves from: APE, bucket sizes, codeword use, and a histogram
+    quality = CliRunner().invoke(
+        app,
+        [
+            "index",
+            "quality",
+            str(bundle.path),
+            "--index",
+            folder.name,
+            "--plot",
+            str(tmp_path / "leaves.png"),
+            "--json",
+            str(tmp_path / "quality.json"),
+        ],
+    )
+    assert quality.exit_code == 0, quality.output
+    written = json.loads((tmp_path / "quality.json").read_text())
+    assert set(written) == {"facet 0", "facet 1", "facet 2", "codeword_use"}
+    assert all(0 <= written[f"facet {f}"]["ape"] <= np.log(200) for f in range(3))
+    assert sum(written["facet 0"][k] for k in ("used", "empty")) == written["facet 0"]["buckets"]
+    assert (tmp_path / "leaves.png").stat().st_size > 1000

@@ -111,8 +111,9 @@ def evaluate_index(
         "candidates_scored_per_query": float(scored.mean()),
         "catalogue_size": float(len(index)),
         "batched_ms_per_query": 1000 * batched_seconds / max(1, len(cases)),
-        "single_query_p50_ms": float(np.percentile(latencies, 50)),
-        "single_query_p99_ms": float(np.percentile(latencies, 99)),
+        # single_queries=0 skips the timing (sweeps that only need recall)
+        "single_query_p50_ms": float(np.percentile(latencies, 50)) if len(latencies) else float("nan"),
+        "single_query_p99_ms": float(np.percentile(latencies, 99)) if len(latencies) else float("nan"),
     }
     return IndexEvaluation(metrics, exact_metrics, cost)
 

@@ -41,7 +41,7 @@ from recindex.errors import InvalidRequest
 from recindex.index.base import BaseIndex, Capabilities, Metric, SearchResult, top_k
 from recindex.index.filters import Filter
 from recindex.index.slots import SlotTable
-from recindex.mfli.codebook import assign_codes, facet_view, fit_codebook, reconstruct
+from recindex.mfli.codebook import assign_codes, facet_view, fit_codebook, reconstruct, utilisation
 from recindex.mfli.lists import STORAGES, LeafLists
 
 
@@ -246,6 +246,21 @@ class MFLIIndex(BaseIndex):
         return [
             lists.sizes[: tree.n_leaves].copy() for tree, lists in zip(self._trees, self._lists, strict=True)
         ]
+
+    def leaves_of_items(self, facet: int) -> np.ndarray:
+        """Item id -> its leaf in `facet`, over ids 0..max id (-1 for ids not in the index)."""
+        used = self.table.used
+        ids = self.table.ids[:used]
+        live = ids >= 0
+        out = np.full(int(ids[live].max()) + 1 if live.any() else 0, -1, np.int64)
+        out[ids[live]] = self._leaf_of[:used, facet][live]
+        return out
+
+    def codeword_use(self) -> dict:
+        """Share of codewords the live items' codes use, per level and facet, and leaves used."""
+        live = self.table.live_slots()
+        codes = assign_codes(self.codebook, _directions(self._rows[live], self.facets))
+        return utilisation(codes, self.codewords)
 
     # ---- search ----------------------------------------------------------------------------------
 

@@ -1,0 +1,85 @@
+"""How an index partitions the catalogue: bucket sizes, codeword use and APE, for `recindex index quality`.
+
+Partitions come from the indexes that have one: MFLI (one per facet: its leaves) and FAISS IVF (its
+lists). APE is measured with the users' training items as each query's positives (see eval.ape).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from recindex.bundle import Bundle
+from recindex.errors import InvalidRequest
+from recindex.eval.ape import average_partition_entropy, bucket_report
+from recindex.experiment import split_for
+from recindex.index.base import BaseIndex
+
+
+def partitions_of(index: BaseIndex) -> dict[str, np.ndarray]:
+    """name -> bucket of each item id (items 0..n-1, -1 where absent), for the indexes that partition."""
+    from recindex.index.faiss_index import FaissIndex
+    from recindex.mfli.index import MFLIIndex
+
+    if isinstance(index, MFLIIndex):
+        return {f"facet {f}": index.leaves_of_items(f) for f in range(index.facets)}
+    if isinstance(index, FaissIndex):
+        import faiss
+
+        try:
+            ivf = faiss.extract_index_ivf(index.index)
+        except RuntimeError:
+            ivf = None
+        if ivf is not None:
+            labels = index.table.ids if hasattr(index, "table") else None
+            bucket_of = np.full(int(ivf.ntotal) if labels is None else int(labels.max()) + 1, -1, np.int64)
+            for cell in range(ivf.nlist):
+                size = ivf.invlists.list_size(cell)
+                if size:
+                    slots = faiss.rev_swig_ptr(ivf.invlists.get_ids(cell), size).copy()
+                    ids = slots if labels is None else labels[slots]
+                    keep = ids >= 0
+                    bucket_of[ids[keep]] = cell
+            return {"IVF lists": bucket_of}
+    raise InvalidRequest(f"a {index.backend} index has no partition to report (mfli and faiss IVF do)")
+
+
+def quality_report(bundle: Bundle, index: BaseIndex) -> dict:
+    split = split_for(bundle.config, bundle.data)
+    report = {}
+    for name, bucket_of in partitions_of(index).items():
+        bucket_of = bucket_of[: bundle.model.n_items]
+        report[name] = {
+            "ape": average_partition_entropy(bucket_of, split.train_offsets, split.train_items),
+            **bucket_report(bucket_of),
+        }
+    utilisation = getattr(index, "codeword_use", None)
+    if callable(utilisation):
+        report["codeword_use"] = utilisation()
+    return report
+
+
+def plot_bucket_sizes(index: BaseIndex, path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    partitions = partitions_of(index)
+    figure, axes = plt.subplots(1, len(partitions), figsize=(5 * len(partitions), 3.5), squeeze=False)
+    for axis, (name, bucket_of) in zip(axes[0], partitions.items(), strict=True):
+        sizes = np.bincount(bucket_of[bucket_of >= 0])
+        sizes = sizes[sizes > 0]
+        bins = np.logspace(0, np.log10(max(2, sizes.max())), 30)
+        axis.hist(sizes, bins=bins, color="#4c72b0")
+        axis.set_xscale("log")
+        axis.set_xlabel("items per bucket")
+        axis.set_ylabel("buckets")
+        axis.set_title(f"{name}: {len(sizes):,} buckets")
+    figure.suptitle(title)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
