@@ -61,3 +61,16 @@ def test_the_service_answers_from_the_mfli_index_and_takes_new_items(bundle, tmp
     assert similar.status_code == 200, similar.text
     assert "fresh" not in [item["item_id"] for item in similar.json()["items"]]
     assert np.isfinite([item["score"] for item in similar.json()["items"]]).all()
+
+
+def test_similar_items_come_from_the_trigger_items_leaves(bundle, tmp_path):
+    _, index, _ = build_bundle_index(bundle, "mfli", overwrite=True)
+    version = ServingVersion.of(bundle, index)
+    http = TestClient(create_app(ServiceSettings(), Recommender(version)), raise_server_exceptions=False)
+    trigger = str(bundle.data.item_ids[7])
+    answer = http.post("/v1/similar-items", json={"item_ids": [trigger], "k": 5})
+    assert answer.status_code == 200, answer.text
+    found = [version.item_lookup[item["item_id"]] for item in answer.json()["items"]]
+    assert found and 7 not in found
+    trigger_leaves = index._leaf_of[7]
+    assert all((index._leaf_of[item] == trigger_leaves).any() for item in found)

@@ -38,8 +38,8 @@ from pathlib import Path
 import numpy as np
 
 from recindex.errors import InvalidRequest
-from recindex.index.base import BaseIndex, Capabilities, Metric, SearchResult, top_k
-from recindex.index.filters import Filter
+from recindex.index.base import MAX_K, BaseIndex, Capabilities, Metric, SearchResult, top_k
+from recindex.index.filters import Filter, as_filter
 from recindex.index.slots import SlotTable
 from recindex.mfli.codebook import assign_codes, facet_view, fit_codebook, reconstruct, utilisation
 from recindex.mfli.lists import STORAGES, LeafLists
@@ -340,14 +340,17 @@ class MFLIIndex(BaseIndex):
         *,
         leaves: int = 16,
         seed: int = 0,
-        filter: Filter | None = None,  # noqa: A002
+        filter: Filter | str | dict | None = None,  # noqa: A002
         candidates: int | None = None,
     ) -> SearchResult:
         """Item-to-item: the leaves of the triggers' codes, sampled in proportion to how many triggers
         share each (facet, leaf), their items reranked by the triggers' mean vector."""
-        slots = self.table.lookup(np.asarray(trigger_ids, np.int64))
+        slots = self.table.lookup(np.asarray(trigger_ids, np.int64).reshape(-1))
         if not len(slots) or (slots < 0).any():
             raise InvalidRequest("every trigger must be an item of the index")
+        if not isinstance(k, int | np.integer) or isinstance(k, bool) or not 1 <= k <= min(len(self), MAX_K):
+            raise InvalidRequest(f"k must be an integer from 1 to {min(len(self), MAX_K)}, got {k!r}")
+        filter = as_filter(filter)  # noqa: A001
         pairs = np.stack(
             [np.repeat(np.arange(self.facets), len(slots)), self._leaf_of[slots].T.reshape(-1)], axis=1
         )
@@ -364,6 +367,8 @@ class MFLIIndex(BaseIndex):
         eligible = None if filter is None else self.table.eligible(filter)
         budget = max(1, math.ceil((candidates or self.search_params["candidates"]) / self.facets))
         query = self._rows[slots].mean(axis=0, keepdims=True)
+        norm = float(np.linalg.norm(query))
+        query = query / norm if norm > 0 else query  # scored like the service's vector path
         fetch = k + len(slots)  # the triggers themselves are found too, and dropped
         ids, scores = self._scan(query, fetch, chosen, budget, eligible)
         keep = (ids[0] >= 0) & ~np.isin(ids[0], np.asarray(trigger_ids, np.int64))

@@ -177,7 +177,8 @@ class Recommender:
 
         Item vectors live in the same space as user vectors and are scored by the same inner product,
         so the item index answers item-to-item queries as it answers user queries. Items added since
-        the bundle can be triggers too.
+        the bundle can be triggers too. An index with a trigger path of its own (MFLI: the triggers'
+        leaves, sampled by how many triggers share them) answers through it.
         """
         version = version or self.active
         if not isinstance(item_ids, list) or not item_ids:
@@ -193,6 +194,17 @@ class Recommender:
         if norm > 0:  # the mean of unit vectors, back on the unit sphere the towers score on
             query = query / norm
         seen = np.unique(triggers) if exclude_triggers else np.zeros(0, np.int64)
+        if exclude_triggers and hasattr(version.index, "search_triggers"):
+            try:
+                result = version.index.search_triggers(triggers, k, filter=filter)
+            except InvalidRequest:
+                raise
+            except Exception:  # the index failed: answer from popularity rather than not at all
+                return self._popular(version, k, filter, seen, "index error")
+            ids, scores = result.ids[0], result.scores[0]
+            keep = ids >= 0
+            if keep.any():
+                return Recommendation(ids[keep], scores[keep], version.bundle_id, None, query, seen)
         return self._search(version, query[None, :], k, filter, seen)
 
     def _search(self, version, query, k, filter, seen) -> Recommendation:  # noqa: A002
