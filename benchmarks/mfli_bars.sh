@@ -47,7 +47,13 @@ for part in "${parts[@]}"; do
                 --run "1 facet instead of 3=runs/mfli/ablation-1-facet" \
                 --run "no delayed start=runs/mfli/ablation-no-delayed-start" \
                 --run "quantized loss off=runs/mfli/ablation-quantized-loss-off" \
-                --run "quantized loss into the towers (straight-through)=runs/mfli/ablation-straight-through" ;;
+                --run "quantized loss into the towers (straight-through)=runs/mfli/ablation-straight-through"
+            # one facet on the cold-item split: what the content facets buy for items never trained on
+            two_tower runs/bench/beauty-cold --set data.split=cold_item
+            mfli runs/mfli/ablation-1-facet-cold --set data.split=cold_item \
+                --set mfli.init_from=runs/bench/beauty-cold --set mfli.facets=joint
+            python benchmarks/mfli_bars.py --out "$out" compare --mfli runs/mfli/ablation-1-facet-cold \
+                --two-tower runs/bench/beauty-cold ;;
         synthetic)
             python benchmarks/mfli_bars.py --out "$out" synthetic --items 1000000 ;;
         *) echo "unknown part $part (compare, cold, sports, ablations, synthetic)" >&2; exit 2 ;;

@@ -599,7 +599,12 @@ class _FacetTree:
             out = np.full((n, take), -1, np.int64)
             for row in range(n):
                 under = self._leaves_under(prefix_ids[row])
-                if len(under):
+                if 2 * len(under) > self.n_leaves:  # most leaves: one product beats a gather
+                    scores = np.full(self.n_leaves, -np.inf, np.float32)
+                    scores[under] = (queries[row] @ self.centroids.T)[under]
+                    positions, best = top_k(scores[None, :], take)
+                    out[row] = np.where(np.isfinite(best[0]), positions[0], -1)
+                elif len(under):
                     positions, _ = top_k(
                         (queries[row] @ self.centroids[under].T)[None, :], min(take, len(under))
                     )
