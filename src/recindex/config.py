@@ -69,6 +69,7 @@ class MFLIConfig:
     quant_weight: float = 1.0  # the quantized retrieval loss (0: off, an ablation)
     fit_weight: float = 1.0  # codebook + commitment terms
     overuse_weight: float = 0.01  # over-utilisation penalty
+    facet_weights: str = ""  # w_f of each facet's losses, e.g. "1,1,0.5" (default: 1 each)
     init_from: str = ""  # a two-tower bundle of the same data and model shape to start the towers from
     quant_gradient: str = "straight_through"  # where the quantized loss reaches: "straight_through"
     # (codebook and both towers) or "codebook" (the codebook only; the towers learn from L_MF alone)

@@ -192,3 +192,19 @@ def test_an_item_without_a_trained_id_is_scored_by_the_facets_it_has():
     assert (fresh[:, id_facet] == 0).all() and torch.allclose(
         fresh[:, others].norm(dim=-1), torch.tensor(1.5)
     )
+
+
+def test_facet_weights_come_from_the_config_and_must_fit_the_facets():
+    from recindex.config import MFLIConfig
+    from recindex.mfli.train import mfli_train_config
+
+    assert mfli_train_config(MFLIConfig(facet_weights="1, 0.5,2")).facet_weights == (1.0, 0.5, 2.0)
+    with pytest.raises(RecIndexError, match="numbers"):
+        mfli_train_config(MFLIConfig(facet_weights="1,heavy"))
+    config = settings(epochs=1)
+    data = load_dataset(config.data.dataset, None)
+    model = MFLIModel(TwoTowerModel.for_data(data, config.model))
+    with pytest.raises(RecIndexError, match="2 facet weights for 3 facets"):
+        MFLITrainer(
+            model, split_for(config, data), config.train, config.eval, MFLITrainConfig(facet_weights=(1, 1))
+        )

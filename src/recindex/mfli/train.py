@@ -192,4 +192,12 @@ def mfli_train_config(config) -> MFLITrainConfig:
         fit_weight=config.fit_weight,
         overuse_weight=config.overuse_weight,
         quant_gradient=config.quant_gradient,
+        facet_weights=_weights(config.facet_weights),
     )
+
+
+def _weights(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(w) for w in text.split(",") if w.strip())
+    except ValueError:
+        raise RecIndexError(f"mfli.facet_weights must be numbers separated by commas, got {text!r}") from None
