@@ -26,8 +26,11 @@ merged into the nearest leaf (by centroid) under the same prefix, or anywhere wh
 there. A raw code keeps a map to the leaves it became, so an item inserted later with that code
 lands in the nearest of them. Ids never change; slots are compacted only by a rebuild.
 
-Choices of ours (the paper does not give them): merged score = sum over facets; beam and leaf counts
-as search parameters; the rebuild bounds default to 1/10 and 10x the mean leaf size.
+Choices of ours (the paper does not give them): merged score = sum over facets (the paper reranks
+per index and takes the union); beam and leaf counts as search parameters; codes assigned from each
+facet's direction (a model may scale facets in the merged vector); the rebuild bounds default to 1/10
+and 10x the mean leaf size; leaf lists kept in FAISS rather than hand-written CSR arrays, for its
+compiled scanner, id selectors and O(1) removal.
 """
 
 from __future__ import annotations
