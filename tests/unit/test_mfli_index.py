@@ -194,3 +194,40 @@ def test_one_query_at_a_time_walks_to_the_same_leaves_as_a_batch():
         alone = index.search(ITEMS[row : row + 1], 10, params={"leaves": 8, "beam": 16})
         np.testing.assert_array_equal(alone.ids[0], batch.ids[row])
         assert alone.scored[0] == batch.scored[row]
+
+
+def test_searches_and_inserts_from_several_threads_take_turns():
+    import threading
+
+    index = MFLIIndex(16, codewords=8)
+    index.add(np.arange(2000), ITEMS[:2000])
+    fresh, _ = clustered(600, 16, 11)
+    errors: list[BaseException] = []
+
+    def write():
+        try:
+            for offset, vector in enumerate(fresh):
+                index.add([50_000 + offset], vector[None, :])
+                if offset % 7 == 0:
+                    index.remove([50_000 + offset])
+        except BaseException as error:  # noqa: BLE001 (reported by the test below)
+            errors.append(error)
+
+    def read():
+        try:
+            for _ in range(60):
+                result = index.search(ITEMS[:32], 10, params={"leaves": 32})
+                assert (result.ids >= 0).all() and np.isfinite(result.scores).all()
+                index.search_triggers([1, 2], 5)
+        except BaseException as error:  # noqa: BLE001
+            errors.append(error)
+
+    threads = [threading.Thread(target=write)] + [threading.Thread(target=read) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert len(index) == 2000 + 600 - len(range(0, 600, 7))
+    kept = [50_000 + o for o in range(600) if o % 7]
+    assert (index.search(fresh[[o for o in range(600) if o % 7]], 1).ids[:, 0] == kept).mean() >= 0.95

@@ -18,6 +18,7 @@ underscored methods.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -159,6 +160,11 @@ class BaseIndex(ABC):
         self.dim = dim
         self.metric = metric
         self.search_params = self.resolve_params(search_params)
+        # Writes and searches take turns: a service searches on its event loop (and a monitor thread)
+        # while upserts arrive on worker threads, and FAISS releases the GIL inside its calls, so an
+        # append to a list or graph could otherwise move memory under a running scan. Reentrant, as
+        # some backends' writes call their own public methods.
+        self._guard = threading.RLock()
 
     # ---- the contract ----------------------------------------------------------------------------
 
@@ -181,12 +187,16 @@ class BaseIndex(ABC):
             raise InvalidRequest("attributes must be a mapping of name -> one value per item")
         if self.metric == "cosine":
             vectors = normalize(vectors)
-        self._add(ids, vectors, attributes)
+        with self._guard:
+            self._add(ids, vectors, attributes)
 
     def remove(self, ids) -> int:
         """Remove items; returns how many of them were in the index (unknown ids are ignored)."""
         ids = as_ids(ids)
-        return self._remove(np.unique(ids)) if len(ids) else 0
+        if not len(ids):
+            return 0
+        with self._guard:
+            return self._remove(np.unique(ids))
 
     def search(
         self,
@@ -222,11 +232,14 @@ class BaseIndex(ABC):
         flt = as_filter(filter)
         exclusions = as_exclusions(exclude, len(queries))
         if not exclusions:
-            return self._search(queries, int(k), flt, resolved)
+            with self._guard:
+                return self._search(queries, int(k), flt, resolved)
         # Fetching k + (longest exclusion list) and dropping the excluded leaves at least k results
         # whenever the backend returns full lists, so history masking never shortens a list.
         fetch = min(size, int(k) + max(len(row) for row in exclusions))
-        return drop_excluded(self._search(queries, fetch, flt, resolved), exclusions, int(k))
+        with self._guard:
+            found = self._search(queries, fetch, flt, resolved)
+        return drop_excluded(found, exclusions, int(k))
 
     def resolve_params(self, params: Mapping[str, Any] | None, merge: bool = True) -> dict[str, Any]:
         params = dict(params or {})

@@ -205,7 +205,8 @@ class FaissIndex(BaseIndex):
             resolved = self.search_params if params is None else self._checked_params(params)
             if resolved is not None:
                 search_params, keep = self._parameters(resolved, k, None)
-                distances, labels = self.index.search(queries, k, params=search_params)
+                with self._guard:
+                    distances, labels = self.index.search(queries, k, params=search_params)
                 # FAISS pads missing results at the end of a row, so the last column tells.
                 if len(labels) == 1:
                     good = labels[0, -1] >= 0 and math.isfinite(distances[0, 0])

@@ -203,6 +203,10 @@ class MFLIIndex(BaseIndex):
 
     def rebuild(self, min_leaf: int | None = None, max_leaf: int | None = None) -> dict:
         """Recompute every live item's codes and leaves, rebalance them, and fold the delta lists in."""
+        with self._guard:
+            return self._rebuild(min_leaf, max_leaf)
+
+    def _rebuild(self, min_leaf: int | None, max_leaf: int | None) -> dict:
         if self.codebook is None:
             raise InvalidRequest("the index has no codebook yet: add items first")
         if self.table.dead:
@@ -348,6 +352,10 @@ class MFLIIndex(BaseIndex):
     ) -> SearchResult:
         """Item-to-item: the leaves of the triggers' codes, sampled in proportion to how many triggers
         share each (facet, leaf), their items reranked by the triggers' mean vector."""
+        with self._guard:
+            return self._search_triggers(trigger_ids, k, leaves, seed, filter, candidates)
+
+    def _search_triggers(self, trigger_ids, k, leaves, seed, filter, candidates) -> SearchResult:  # noqa: A002
         slots = self.table.lookup(np.asarray(trigger_ids, np.int64).reshape(-1))
         if not len(slots) or (slots < 0).any():
             raise InvalidRequest("every trigger must be an item of the index")
