@@ -74,3 +74,33 @@ def test_similar_items_come_from_the_trigger_items_leaves(bundle, tmp_path):
     assert found and 7 not in found
     trigger_leaves = index._leaf_of[7]
     assert all((index._leaf_of[item] == trigger_leaves).any() for item in found)
+
+
+def test_an_admin_rebuild_rebalances_the_mfli_index_and_keeps_every_item(bundle, tmp_path):
+    _, index, _ = build_bundle_index(bundle, "mfli", search_params={"leaves": 64}, overwrite=True)
+    version = ServingVersion.of(bundle, index)
+    writer = ItemWriter(version, WriteAheadLog(tmp_path / "items.wal").open())
+    http = TestClient(create_app(ServiceSettings(api_keys=["test-key"]), Recommender(version), writer))
+    rng = np.random.default_rng(2)
+    vectors = rng.standard_normal((30, index.dim)).astype(np.float32)
+    items = [{"item_id": f"v{i}", "vector": v.tolist()} for i, v in enumerate(vectors)]
+    assert http.put("/v1/items", json={"items": items}, headers=KEY).status_code == 200
+    assert index.placed_since_rebuild == 30
+    assert http.post("/v1/admin/rebuild").status_code == 401
+    rebuilt = http.post("/v1/admin/rebuild", headers=KEY)
+    assert rebuilt.status_code == 200, rebuilt.text
+    assert rebuilt.json()["items"] == 120 + 30 and index.placed_since_rebuild == 0
+    top = http.post("/v1/recommend", json={"vector": vectors[4].tolist(), "k": 1}).json()["items"][0]
+    assert top["item_id"] == "v4"
+
+
+def test_an_index_without_a_rebuild_says_so(bundle, tmp_path):
+    from recindex.index.factory import make_index
+
+    index = make_index("faiss:HNSW16", bundle.item_embeddings.shape[1])
+    index.add(np.arange(len(bundle.item_embeddings)), bundle.item_embeddings)
+    version = ServingVersion.of(bundle, index)
+    writer = ItemWriter(version, WriteAheadLog(tmp_path / "items.wal").open())
+    http = TestClient(create_app(ServiceSettings(api_keys=["test-key"]), Recommender(version), writer))
+    answer = http.post("/v1/admin/rebuild", headers=KEY)
+    assert answer.status_code == 409 and "faiss" in answer.json()["detail"]
