@@ -43,6 +43,7 @@ from machine import run_info  # noqa: E402
 from recindex.bundle import load_bundle  # noqa: E402
 from recindex.eval.ape import average_partition_entropy, bucket_report  # noqa: E402
 from recindex.eval.index_eval import evaluate_index  # noqa: E402
+from recindex.eval.report import partition_table  # noqa: E402
 from recindex.experiment import split_for  # noqa: E402
 from recindex.index import make_index  # noqa: E402
 from recindex.index.in_bundle import item_attributes  # noqa: E402
@@ -261,20 +262,9 @@ def print_compare(report: dict, cold: bool) -> None:
         ]
         table.add_row(method, *cells)
     console.print(table)
-    table = Table(title="partitions: APE (users' training items as positives; lower is tighter)")
-    for column in ("partition", "ape", "buckets used", "empty", "size p50", "size p90", "size max"):
-        table.add_column(column, justify="right" if column != "partition" else "left")
-    for name, row in report["partitions"].items():
-        table.add_row(
-            name,
-            f"{row['ape']:.3f}",
-            f"{row['used']:,.0f}",
-            f"{row['empty']:,.0f}",
-            f"{row['size_p50']:,.0f}",
-            f"{row['size_p90']:,.0f}",
-            f"{row['size_max']:,.0f}",
-        )
-    console.print(table)
+    console.print(
+        partition_table(report["partitions"], "partitions: APE (users' training items as positives)")
+    )
     facets = report["facets"]
     table = Table(title="what the facets carry (validation; exact search per facet)")
     table.add_column("facet")

@@ -290,36 +290,14 @@ def index_quality(
     empty buckets and, for MFLI, the share of codewords in use."""
     from recindex.bundle import load_bundle
     from recindex.eval.partition_report import plot_bucket_sizes, quality_report
+    from recindex.eval.report import partition_table
     from recindex.index.in_bundle import load_bundle_index
 
     loaded = load_bundle(bundle)
     built = load_bundle_index(loaded, index)
     report = quality_report(loaded, built)
-    table = Table(title=f"partition of {index} ({loaded.bundle_id}); APE: lower is tighter")
-    for column in (
-        "partition",
-        "APE",
-        "buckets used",
-        "empty",
-        "size p50",
-        "size p90",
-        "size max",
-        "largest share",
-    ):
-        table.add_column(column, justify="left" if column == "partition" else "right")
-    for name, row in report.items():
-        if name == "codeword_use":
-            continue
-        table.add_row(
-            name,
-            f"{row['ape']:.3f}",
-            f"{row['used']:,.0f}",
-            f"{row['empty']:,.0f}",
-            f"{row['size_p50']:,.0f}",
-            f"{row['size_p90']:,.0f}",
-            f"{row['size_max']:,.0f}",
-            f"{row['largest_share']:.3f}",
-        )
+    partitions = {name: row for name, row in report.items() if name != "codeword_use"}
+    table = partition_table(partitions, f"partition of {index} ({loaded.bundle_id}); APE: lower is tighter")
     console.print(table)
     if "codeword_use" in report:
         use = report["codeword_use"]["codeword_use"]

@@ -39,3 +39,28 @@ def metrics_table(rows: dict[str, dict[str, float]], title: str, keys: tuple[str
             )
         table.add_row(name, *cells)
     return table
+
+
+def partition_table(rows: dict[str, dict[str, float]], title: str) -> Table:
+    """One row per partition (eval.partition_report / eval.ape.bucket_report fields and its APE)."""
+    table = Table(title=title)
+    columns = (
+        "partition",
+        "APE",
+        "buckets used",
+        "empty",
+        "size p50",
+        "size p90",
+        "size max",
+        "largest share",
+    )
+    for column in columns:
+        table.add_column(column, justify="left" if column == "partition" else "right")
+    for name, row in rows.items():
+        table.add_row(
+            name,
+            f"{row['ape']:.3f}",
+            *(f"{row[key]:,.0f}" for key in ("used", "empty", "size_p50", "size_p90", "size_max")),
+            f"{row['largest_share']:.3f}",
+        )
+    return table

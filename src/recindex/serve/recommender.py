@@ -194,22 +194,40 @@ class Recommender:
         if norm > 0:  # the mean of unit vectors, back on the unit sphere the towers score on
             query = query / norm
         seen = np.unique(triggers) if exclude_triggers else np.zeros(0, np.int64)
+        query = query[None, :]
         if exclude_triggers and hasattr(version.index, "search_triggers"):
-            try:
-                result = version.index.search_triggers(triggers, k, filter=filter)
-            except InvalidRequest:
-                raise
-            except Exception:  # the index failed: answer from popularity rather than not at all
-                return self._popular(version, k, filter, seen, "index error")
-            ids, scores = result.ids[0], result.scores[0]
-            keep = ids >= 0
-            if keep.any():
-                return Recommendation(ids[keep], scores[keep], version.bundle_id, None, query, seen)
-        return self._search(version, query[None, :], k, filter, seen)
+            found = self._run(
+                version,
+                lambda: version.index.search_triggers(triggers, k, filter=filter),
+                k,
+                filter,
+                seen,
+                query,
+            )
+            if found is not None:
+                return found
+        return self._search(version, query, k, filter, seen)
 
     def _search(self, version, query, k, filter, seen) -> Recommendation:  # noqa: A002
+        exclude = [seen] if len(seen) else None
+        found = self._run(
+            version,
+            lambda: version.index.search(query, k, filter=filter, exclude=exclude),
+            k,
+            filter,
+            seen,
+            query,
+        )
+        return (
+            found
+            if found is not None
+            else self._popular(version, k, filter, seen, "no results after filtering")
+        )
+
+    def _run(self, version, search, k, filter, seen, query) -> Recommendation | None:  # noqa: A002
+        """The answer of `search`; popularity's when the index fails, None when it finds nothing."""
         try:
-            result = version.index.search(query, k, filter=filter, exclude=[seen] if len(seen) else None)
+            result = search()
         except InvalidRequest:
             raise
         except Exception:  # the index failed: answer from popularity rather than not at all
@@ -217,7 +235,7 @@ class Recommender:
         ids, scores = result.ids[0], result.scores[0]
         keep = ids >= 0
         if not keep.any():
-            return self._popular(version, k, filter, seen, "no results after filtering")
+            return None
         return Recommendation(ids[keep], scores[keep], version.bundle_id, None, query, seen)
 
     def _popular(self, version, k, filter, seen, reason) -> Recommendation:  # noqa: A002
