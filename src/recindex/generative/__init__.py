@@ -1,0 +1,1 @@
+"""Generative retrieval: semantic IDs for items and the models that generate them."""

@@ -1,0 +1,111 @@
+"""Semantic IDs: each item gets a sequence of L tokens, each in 0..k-1, built from its vector.
+
+These are the fixed indexes of the two-stage generative methods (DSI, TIGER) that the learned URI index
+is compared with, built from a trained model's item vectors:
+
+    random            balanced: every token of a layer gets about N / k of its parent's items
+    kmeans            hierarchical k-means: k clusters, then k within each cluster, layer by layer
+    rq_kmeans         residual k-means: layer l clusters what layers 1..l-1 left (shared per layer)
+    rq_vae            a small residual-quantized autoencoder (TIGER's choice), trained on the vectors
+
+K-means is FAISS's. Items whose codes collide (same L tokens) are counted, not resolved: a generative
+retriever returns every item under a leaf, and `bucket_report` / APE measure what that costs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from recindex.errors import InvalidRequest
+
+METHODS = ("random", "kmeans", "rq_kmeans", "rq_vae")
+
+
+@dataclass(frozen=True)
+class SemanticIds:
+    codes: np.ndarray  # (N, L) tokens in 0..k-1
+    k: int
+    method: str
+
+    @property
+    def layers(self) -> int:
+        return self.codes.shape[1]
+
+    def leaf_of(self, layers: int | None = None) -> np.ndarray:
+        """(N,) one number per item for its first `layers` tokens (mixed radix): its bucket there."""
+        depth = self.layers if layers is None else layers
+        radix = self.k ** np.arange(depth - 1, -1, -1, dtype=np.int64)
+        return (self.codes[:, :depth].astype(np.int64) * radix).sum(1)
+
+    def collisions(self) -> int:
+        """Items sharing their full code with an item before them."""
+        return int(len(self.codes) - len(np.unique(self.leaf_of())))
+
+
+def build_semantic_ids(
+    vectors: np.ndarray, method: str, k: int = 32, layers: int = 2, *, seed: int = 0, **options
+) -> SemanticIds:
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or not len(vectors):
+        raise InvalidRequest(f"item vectors must be a non-empty (N, d) matrix, got shape {vectors.shape}")
+    if not isinstance(k, int) or k < 2 or not isinstance(layers, int) or layers < 1:
+        raise InvalidRequest(f"k must be an integer >= 2 and layers >= 1, got k={k!r}, layers={layers!r}")
+    if k > len(vectors):
+        raise InvalidRequest(f"k={k} is more than the {len(vectors)} items")
+    if method == "random":
+        codes = _random(len(vectors), k, layers, seed)
+    elif method == "kmeans":
+        codes = _hierarchical_kmeans(vectors, k, layers, seed)
+    elif method == "rq_kmeans":
+        from recindex.mfli.codebook import assign_codes, fit_codebook
+
+        codebook = fit_codebook(vectors[:, None, :], layers, k, seed=seed)
+        codes = assign_codes(codebook, vectors[:, None, :])[:, 0, :]
+    elif method == "rq_vae":
+        from recindex.generative.rq_vae import train_rq_vae
+
+        codes = train_rq_vae(vectors, k, layers, seed=seed, **options).codes
+    else:
+        raise InvalidRequest(f"unknown semantic id method {method!r}; choose one of {', '.join(METHODS)}")
+    return SemanticIds(np.asarray(codes, np.int64), k, method)
+
+
+def _random(n: int, k: int, layers: int, seed: int) -> np.ndarray:
+    """Balanced random tokens: within each parent, items are shuffled and dealt to the k tokens in turn."""
+    rng = np.random.default_rng(seed)
+    codes = np.zeros((n, layers), np.int64)
+    parent = np.zeros(n, np.int64)
+    for layer in range(layers):
+        order = np.lexsort((rng.random(n), parent))  # shuffled within each parent
+        rank_in_parent = np.empty(n, np.int64)
+        starts = np.searchsorted(parent[order], parent[order], side="left")
+        rank_in_parent[order] = np.arange(n) - starts
+        codes[:, layer] = rank_in_parent % k
+        parent = parent * k + codes[:, layer]
+    return codes
+
+
+def _hierarchical_kmeans(vectors: np.ndarray, k: int, layers: int, seed: int) -> np.ndarray:
+    """k-means into k clusters, then each cluster's items into k, layer by layer (DSI's index). A
+    cluster with fewer than k items gives its items distinct tokens in order."""
+    import faiss
+
+    n, dim = vectors.shape
+    codes = np.zeros((n, layers), np.int64)
+    groups = [np.arange(n)]
+    for layer in range(layers):
+        next_groups = []
+        for members in groups:
+            if len(members) <= k:
+                tokens = np.arange(len(members))
+            else:
+                kmeans = faiss.Kmeans(dim, k, niter=20, seed=seed + layer, verbose=False)
+                kmeans.cp.min_points_per_centroid = 1
+                kmeans.train(vectors[members])
+                tokens = kmeans.index.search(vectors[members], 1)[1][:, 0]
+            codes[members, layer] = tokens
+            next_groups.extend(members[tokens == t] for t in range(k) if (tokens == t).any())
+        groups = next_groups
+    return codes
