@@ -20,9 +20,8 @@ def test_the_tree_knows_its_prefixes_and_leaf_members():
 
 def test_beam_search_matches_brute_force_over_existing_leaves():
     rng = np.random.default_rng(0)
-    table = np.log(
-        rng.dirichlet(np.ones(4), size=(3, 5))
-    )  # per query: layer-0 row, layer-1 rows by first token
+    # per query: the layer-0 distribution, then one layer-1 distribution per first token
+    table = np.log(rng.dirichlet(np.ones(4), size=(3, 5)))
 
     def log_probs(tokens, layer):
         n, b, _ = tokens.shape
