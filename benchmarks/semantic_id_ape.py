@@ -46,11 +46,16 @@ def main() -> None:
             ids = build_semantic_ids(bundle.item_embeddings, method, k, args.layers)
             seconds = time.perf_counter() - started
             leaf_of = ids.leaf_of()
+            per_layer = [
+                average_partition_entropy(ids.leaf_of(depth), split.train_offsets, split.train_items)
+                for depth in range(1, args.layers + 1)
+            ]
             rows.append(
                 {
                     "k": k,
                     "method": method,
-                    "ape": average_partition_entropy(leaf_of, split.train_offsets, split.train_items),
+                    "ape": per_layer[-1],
+                    "ape_per_layer": per_layer,
                     "collisions": ids.collisions(),
                     "seconds": seconds,
                     **bucket_report(leaf_of, k**args.layers),
@@ -58,12 +63,24 @@ def main() -> None:
             )
             console.print(f"k={k} {method}: APE {rows[-1]['ape']:.3f} ({seconds:.1f} s)")
     table = Table(title=f"APE at the leaves, L={args.layers}, {bundle.bundle_id} (lower is tighter)")
-    for column in ("k", "method", "APE", "leaves used", "empty", "size p50", "size max", "collisions"):
+    columns = (
+        "k",
+        "method",
+        "APE per layer",
+        "APE",
+        "leaves used",
+        "empty",
+        "size p50",
+        "size max",
+        "collisions",
+    )
+    for column in columns:
         table.add_column(column, justify="right")
     for row in rows:
         table.add_row(
             str(row["k"]),
             row["method"],
+            " / ".join(f"{a:.3f}" for a in row["ape_per_layer"]),
             f"{row['ape']:.3f}",
             f"{row['used']:,.0f}",
             f"{row['empty']:,.0f}",
