@@ -1,0 +1,60 @@
+"""URI's training losses at one layer (section 4.2, equations 8-10), on the decoder's token
+distributions for a batch of (query, item) positive pairs, P_Q and P_I, each (B, k):
+
+    E-step    H(P_I, P_Q)            the query learns the item's token distribution
+    M-step    H(P_Q, P_I)            the item learns the query's
+    commit    H(P_I)                 each item's distribution towards one token
+    balance   H_w(U_k, E[P_I])       the batch's mean item distribution towards uniform, weighted (eq. 10)
+
+Choices of ours where the paper is not explicit:
+- the target side of each cross-entropy is held fixed (stop-gradient), so the E-step moves only the
+  query's distribution and the M-step only the item's, as the EM reading suggests; `stop_gradient=False`
+  gives the plain symmetric terms;
+- the adaptive weight of eq. 10 is read as w_j = |log(1/k) - log E[p_j]| + 1 (the text: "relates to the
+  difference between E[P_I] and the uniform distribution"; the extracted formula mixes 1/k with a log),
+  held fixed (sg) as the paper says.
+Commitment and balance also take the batch's random items (the caller concatenates them to P_I).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+EPS = 1e-9
+
+
+def cross_entropy(target: torch.Tensor, log_probs: torch.Tensor) -> torch.Tensor:
+    """H(target, P) = -sum_j target_j log p_j, averaged over the rows."""
+    return -(target * log_probs).sum(-1).mean()
+
+
+def e_step_loss(query_log_probs: torch.Tensor, item_probs: torch.Tensor, stop_gradient: bool = True):
+    target = item_probs.detach() if stop_gradient else item_probs
+    return cross_entropy(target, query_log_probs)
+
+
+def m_step_loss(item_log_probs: torch.Tensor, query_probs: torch.Tensor, stop_gradient: bool = True):
+    target = query_probs.detach() if stop_gradient else query_probs
+    return cross_entropy(target, item_log_probs)
+
+
+def commitment_loss(item_probs: torch.Tensor) -> torch.Tensor:
+    """Mean entropy of the items' distributions: low when each item settles on one token."""
+    return -(item_probs * torch.log(item_probs + EPS)).sum(-1).mean()
+
+
+def balance_weights(item_probs: torch.Tensor) -> torch.Tensor:
+    """(k,) adaptive weights: larger for tokens whose expected share is far from 1/k."""
+    k = item_probs.shape[-1]
+    expected = item_probs.mean(0)
+    return ((math.log(1.0 / k) - torch.log(expected + EPS)).abs() + 1.0).detach()
+
+
+def balance_loss(item_probs: torch.Tensor, adaptive: bool = True) -> torch.Tensor:
+    """H_w(U_k, E[P_I]) = -sum_j sg(w_j) (1/k) log E[p_j]; plain H(U_k, E[P_I]) when not adaptive."""
+    k = item_probs.shape[-1]
+    log_expected = torch.log(item_probs.mean(0) + EPS)
+    weights = balance_weights(item_probs) if adaptive else torch.ones(k)
+    return -(weights * log_expected).sum() / k
