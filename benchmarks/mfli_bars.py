@@ -43,10 +43,11 @@ from machine import run_info  # noqa: E402
 from recindex.bundle import load_bundle  # noqa: E402
 from recindex.eval.ape import average_partition_entropy, bucket_report  # noqa: E402
 from recindex.eval.index_eval import evaluate_index  # noqa: E402
+from recindex.eval.partition_report import partitions_of  # noqa: E402
 from recindex.eval.report import partition_table  # noqa: E402
 from recindex.experiment import split_for  # noqa: E402
 from recindex.index import make_index  # noqa: E402
-from recindex.index.in_bundle import item_attributes  # noqa: E402
+from recindex.index.in_bundle import item_attributes, mfli_options  # noqa: E402
 
 console = Console(width=220)
 K = 100
@@ -65,14 +66,12 @@ def verdict(ok: bool) -> str:
 
 
 def mfli_index(bundle, params: dict | None = None, **options):
-    from recindex.mfli.train import codebook_array
-
-    codebook = codebook_array(bundle.model)
+    """The bundle's MFLI index built in memory (`build_bundle_index` would also write it to disk)."""
     index = make_index(
         "mfli",
         bundle.item_embeddings.shape[1],
         search_params=params,
-        options={"codebook": codebook, "facets": codebook.shape[1], "levels": codebook.shape[0], **options},
+        options={**mfli_options(bundle), **options},
     )
     started = time.perf_counter()
     index.add(
@@ -113,20 +112,6 @@ def choose_on_validation(bundle, index, sweep: list[dict], target: float) -> tup
 
 def ape_of(bucket_of: np.ndarray, split) -> float:
     return average_partition_entropy(bucket_of, split.train_offsets, split.train_items)
-
-
-def ivf_buckets(index) -> np.ndarray:
-    """List of each item in a FAISS IVF index (items were added as ids 0..n-1)."""
-    import faiss
-
-    ivf = faiss.extract_index_ivf(index.index)
-    bucket_of = np.full(index.index.ntotal, -1, np.int64)
-    for cell in range(ivf.nlist):
-        size = ivf.invlists.list_size(cell)
-        if size:
-            ids = faiss.rev_swig_ptr(ivf.invlists.get_ids(cell), size).copy()
-            bucket_of[ids] = cell
-    return bucket_of
 
 
 def compare(args) -> dict:
@@ -182,12 +167,12 @@ def compare(args) -> dict:
     # partitions: APE over users' training items, with bucket sizes beside it
     partitions = {}
     for facet, facet_name in enumerate(mfli.model.facets):
-        leaf_of = index._leaf_of[: len(index), facet].astype(np.int64)
+        leaf_of = index.leaves_of_items(facet)
         partitions[f"MFLI leaves, facet {facet_name}"] = {
             "ape": ape_of(leaf_of, split),
             **bucket_report(leaf_of),
         }
-    ivf_of = ivf_buckets(ivf)
+    ivf_of = partitions_of(ivf)["IVF lists"]
     partitions[f"two-tower IVF{nlist} lists"] = {"ape": ape_of(ivf_of, split), **bucket_report(ivf_of, nlist)}
     random_of = np.random.default_rng(0).integers(0, nlist, mfli.model.n_items)
     partitions[f"random, {nlist} buckets"] = {
@@ -564,7 +549,7 @@ def ablations(args) -> dict:
         leaves = args.leaves * facets // len(bundle.model.facets)
         evaluation = evaluate_index(bundle, index, "test", params={"leaves": leaves}, single_queries=0)
         split = split_for(bundle.config, bundle.data)
-        leaf_of = index._leaf_of[: len(index), 0].astype(np.int64)
+        leaf_of = index.leaves_of_items(0)
         rows[label] = {
             **evaluation.index,
             "candidates": evaluation.cost["candidates_scored_per_query"],

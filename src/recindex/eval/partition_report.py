@@ -32,15 +32,13 @@ def partitions_of(index: BaseIndex) -> dict[str, np.ndarray]:
         except RuntimeError:
             ivf = None
         if ivf is not None:
-            labels = index.table.ids if hasattr(index, "table") else None
-            bucket_of = np.full(int(ivf.ntotal) if labels is None else int(labels.max()) + 1, -1, np.int64)
+            labels = index.table.ids  # FAISS stores slots; the table maps them to item ids
+            bucket_of = np.full(int(labels.max()) + 1 if len(labels) else 0, -1, np.int64)
             for cell in range(ivf.nlist):
                 size = ivf.invlists.list_size(cell)
                 if size:
-                    slots = faiss.rev_swig_ptr(ivf.invlists.get_ids(cell), size).copy()
-                    ids = slots if labels is None else labels[slots]
-                    keep = ids >= 0
-                    bucket_of[ids[keep]] = cell
+                    ids = labels[faiss.rev_swig_ptr(ivf.invlists.get_ids(cell), size)]
+                    bucket_of[ids[ids >= 0]] = cell
             return {"IVF lists": bucket_of}
     raise InvalidRequest(f"a {index.backend} index has no partition to report (mfli and faiss IVF do)")
 

@@ -21,6 +21,14 @@ MAX_ATTRIBUTES = 64
 MAX_STRING_CHARS = 1024
 
 
+def attribute_rows(attributes: Mapping[str, Sequence] | None, mask: np.ndarray) -> dict[str, list] | None:
+    """The rows of name -> values where `mask` is True (None stays None)."""
+    if not attributes:
+        return None
+    rows = np.flatnonzero(mask)
+    return {name: [values[i] for i in rows] for name, values in attributes.items()}
+
+
 @dataclass
 class Column:
     kind: str  # "str" | "num" | "bool"

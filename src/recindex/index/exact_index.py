@@ -14,6 +14,7 @@ from typing import Literal
 import numpy as np
 
 from recindex.errors import InvalidRequest
+from recindex.index.attributes import attribute_rows
 from recindex.index.base import BaseIndex, Capabilities, Metric, SearchResult, top_k
 from recindex.index.filters import Filter
 from recindex.index.slots import SlotTable
@@ -64,20 +65,12 @@ class ExactIndex(BaseIndex):
         old = slots >= 0
         encoded = self._encode(vectors)
         if old.any():
-            subset = (
-                {k: [v[i] for i in np.flatnonzero(old)] for k, v in attributes.items()}
-                if attributes
-                else None
-            )
+            subset = attribute_rows(attributes, old)
             self.table.overwrite(slots[old], subset)
             self._rows[slots[old]] = encoded[old]
         new = ~old
         if new.any():
-            subset = (
-                {k: [v[i] for i in np.flatnonzero(new)] for k, v in attributes.items()}
-                if attributes
-                else None
-            )
+            subset = attribute_rows(attributes, new)
             new_slots = self.table.append(ids[new], subset)
             self._ensure_rows(self.table.used)
             self._rows[new_slots] = encoded[new]

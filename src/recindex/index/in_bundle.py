@@ -100,19 +100,8 @@ def build_bundle_index(
         # One collection per bundle version; Milvus Lite data sits next to the index folder.
         options.setdefault("collection", "recindex_" + re.sub(r"[^A-Za-z0-9_]", "_", bundle.bundle_id))
         options.setdefault("uri", str(folder.parent / f"{name}.milvus.db"))
-    if spec.partition(":")[0] == "mfli" and hasattr(bundle.model, "codebook"):
-        # An MFLI bundle's index walks the codebook trained with its embeddings.
-        from recindex.mfli.train import codebook_array
-
-        codebook = codebook_array(bundle.model)
-        if not len(codebook):
-            raise BundleError(
-                f"{bundle.path}: the MFLI codebook was never switched on (train for more than "
-                "mfli.quant_start epochs)"
-            )
-        options.setdefault("codebook", codebook)
-        options.setdefault("facets", codebook.shape[1])
-        options.setdefault("levels", codebook.shape[0])
+    if spec.partition(":")[0] == "mfli":
+        options = {**mfli_options(bundle), **options}
     index = make_index(spec, embedding["dim"], metric, search_params=search_params, options=options)
     started = time.perf_counter()
     ids = np.arange(len(bundle.item_embeddings))
@@ -120,6 +109,22 @@ def build_bundle_index(
     seconds = time.perf_counter() - started
     index.save(folder, extra={"bundle_id": bundle.bundle_id, "spec": spec, "build_seconds": seconds})
     return folder, index, seconds
+
+
+def mfli_options(bundle: Bundle) -> dict[str, Any]:
+    """An MFLI bundle's index walks the codebook trained with its embeddings (none for other bundles:
+    the index then fits one by RQ-KMeans)."""
+    if not hasattr(bundle.model, "codebook"):
+        return {}
+    from recindex.mfli.train import codebook_array
+
+    codebook = codebook_array(bundle.model)
+    if not len(codebook):
+        raise BundleError(
+            f"{bundle.path}: the MFLI codebook was never switched on (train for more than "
+            "mfli.quant_start epochs)"
+        )
+    return {"codebook": codebook, "facets": codebook.shape[1], "levels": codebook.shape[0]}
 
 
 def list_bundle_indexes(bundle: Bundle) -> list[dict]:

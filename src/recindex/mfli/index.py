@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from recindex.errors import InvalidRequest
+from recindex.index.attributes import attribute_rows
 from recindex.index.base import MAX_K, BaseIndex, Capabilities, Metric, SearchResult, top_k
 from recindex.index.filters import Filter, as_filter
 from recindex.index.slots import SlotTable
@@ -117,21 +118,13 @@ class MFLIIndex(BaseIndex):
         slots = self.table.lookup(ids)
         old = slots >= 0
         if old.any():
-            subset = (
-                {k: [v[i] for i in np.flatnonzero(old)] for k, v in attributes.items()}
-                if attributes
-                else None
-            )
+            subset = attribute_rows(attributes, old)
             self.table.overwrite(slots[old], subset)
             for facet, lists in enumerate(self._lists):  # a changed vector is placed again
                 lists.remove(slots[old], self._leaf_of[slots[old], facet])
         new = ~old
         if new.any():
-            subset = (
-                {k: [v[i] for i in np.flatnonzero(new)] for k, v in attributes.items()}
-                if attributes
-                else None
-            )
+            subset = attribute_rows(attributes, new)
             slots[new] = self.table.append(ids[new], subset)
             self._ensure_rows(self.table.used)
         self._rows[slots] = vectors

@@ -50,9 +50,6 @@ class LeafLists:
     def room_for(self, leaves: int) -> bool:
         return leaves <= self.capacity
 
-    def __len__(self) -> int:
-        return int(self._ivf.ntotal)
-
     def add(self, slots: np.ndarray, vectors: np.ndarray, leaves: np.ndarray) -> None:
         if not len(slots):
             return
