@@ -34,7 +34,11 @@ from recindex.errors import BundleError
 from recindex.models.two_tower import TwoTowerModel, TwoTowerShape
 
 FORMAT_VERSION = 1
-MODEL_CLASSES = ("recindex.models.two_tower.TwoTowerModel", "recindex.mfli.model.MFLIModel")
+MODEL_CLASSES = (
+    "recindex.models.two_tower.TwoTowerModel",
+    "recindex.mfli.model.MFLIModel",
+    "recindex.generative.uri_model.URIModel",
+)
 
 
 @dataclass
@@ -152,12 +156,23 @@ def load_bundle(path: str | Path) -> Bundle:
     data = load_interactions(path / "data")
     if data.fingerprint() != manifest["dataset"]["fingerprint"]:
         raise BundleError(f"{path}: stored interactions do not match the manifest's dataset fingerprint")
-    shape = TwoTowerShape(**manifest["model_shape"])
+    shape_fields = dict(manifest["model_shape"])
+    token_sizes = shape_fields.pop("token_sizes", None)
+    try:
+        shape = TwoTowerShape(**shape_fields)
+    except TypeError as error:
+        raise BundleError(f"{path}/manifest.json: model_shape does not describe a model ({error})") from None
     model = TwoTowerModel(shape, config.model)
     if manifest["model_class"].endswith("MFLIModel"):
         from recindex.mfli.train import mfli_model
 
         model = mfli_model(model, config.mfli)
+    elif manifest["model_class"].endswith("URIModel"):
+        from recindex.generative.uri_model import uri_model
+
+        if not token_sizes or not all(isinstance(s, int) and s > 0 for s in token_sizes):
+            raise BundleError(f"{path}/manifest.json: a URI bundle's model_shape needs its token_sizes")
+        model = uri_model(model, config.uri, token_sizes)
     try:
         state = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
         model.load_state_dict(state, strict=True)

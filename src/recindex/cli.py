@@ -281,13 +281,14 @@ def index_build(
 def index_quality(
     bundle: Path = typer.Argument(..., help="A bundle directory."),
     index: str = typer.Option(
-        ..., "--index", help="An index of the bundle that partitions (mfli, faiss IVF)."
+        ..., "--index", help="An index of the bundle that partitions (mfli, uri, faiss IVF)."
     ),
     plot: Path | None = typer.Option(None, "--plot", help="Write a PNG histogram of bucket sizes here."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the report as JSON here."),
 ) -> None:
     """How an index partitions the items: APE (users' training items as positives), bucket sizes,
-    empty buckets and, for MFLI, the share of codewords in use."""
+    empty buckets; for URI per layer and with collisions at the leaves; for MFLI, the share of codewords
+    in use."""
     from recindex.bundle import load_bundle
     from recindex.eval.partition_report import plot_bucket_sizes, quality_report
     from recindex.eval.report import partition_table

@@ -76,6 +76,32 @@ class MFLIConfig:
 
 
 @dataclass(frozen=True)
+class URIConfig:
+    """URI, the decoder that is both indexer and retriever, and the two-stage generative baselines that
+    share its decoder (recindex.generative); off unless `enabled`."""
+
+    enabled: bool = False
+    k: int = 32  # tokens per layer
+    layers: int = 2
+    index: str = "learn"  # learn (URI), a semantic-id method (generative.semantic_ids) or a URI bundle
+    init_from: str = ""  # a two-tower bundle of the same data for the encoders (default: train one first)
+    generate_items: bool = False  # add TIGER's item token so the decoder ranks items itself (two-stage)
+    decoder_blocks: int = 2
+    layer_epochs: int = 10  # URI: epochs per layer; two-stage: epochs in all
+    batch_size: int = 256  # positive (query, item) pairs per batch, plus as many random items
+    lr: float = 1e-3
+    commit_weight: float = 1.0
+    balance_weight: float = 3.0
+    adaptive_weight: bool = True  # eq. 10's weights on the balance loss (false: an ablation)
+    memory_weight: float = 1.0
+    beam: int = 20  # leaves the beam search keeps (the index's default search parameter)
+    ranker_epochs: int = 10  # 0: the ranker is the encoders' two-tower model as it is
+    ranker_lr: float = 1e-4
+    ranker_random_negatives: int = 9
+    sibling_negatives: int = 1  # hard negatives from the positive's sibling leaves (0: an ablation)
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     ks: tuple[int, ...] = (5, 10, 20, 50, 100)
     exclude_seen: bool = True
@@ -89,6 +115,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     mfli: MFLIConfig = field(default_factory=MFLIConfig)
+    uri: URIConfig = field(default_factory=URIConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -15,6 +15,7 @@ from recindex.config import ExperimentConfig
 from recindex.data.interactions import Interactions
 from recindex.data.registry import load_dataset
 from recindex.data.splits import Split, make_split
+from recindex.errors import RecIndexError
 from recindex.eval.evaluate import evaluate_model
 from recindex.models.two_tower import TwoTowerModel
 from recindex.train.loop import Trainer, TrainResult, seed_everything
@@ -66,7 +67,20 @@ def run_experiment(
     split = split_for(config, data)
     seed_everything(config.train.seed, config.train.threads)  # weight initialisation is part of the run
     model = TwoTowerModel.for_data(data, config.model)
-    if config.mfli.enabled:
+    extra: dict = {}
+    if config.mfli.enabled and config.uri.enabled:
+        raise RecIndexError("[mfli] and [uri] are both enabled; a run trains one of them")
+    if config.uri.enabled:
+        from recindex.generative.uri_run import train_uri
+
+        model, extra = train_uri(config, data, split, progress=progress, log=log)
+        training = TrainResult(
+            best_epoch=extra["ranker"]["best_epoch"],
+            epochs_run=extra["ranker"]["epochs_run"],
+            seconds=sum(part.get("seconds", 0.0) for part in extra.values()),
+            history=extra["ranker"]["history"],
+        )
+    elif config.mfli.enabled:
         from recindex.mfli.train import MFLITrainer, mfli_model, mfli_train_config, warm_start
 
         model = mfli_model(model, config.mfli)
@@ -83,7 +97,8 @@ def run_experiment(
         )
     else:
         trainer = Trainer(model, split, config.train, config.eval, progress=progress, log=log)
-    training = trainer.fit()
+    if not config.uri.enabled:
+        training = trainer.fit()
     started = time.perf_counter()
     valid = evaluate_split(model, split, "valid", config, progress=progress)
     test = evaluate_split(model, split, "test", config, progress=progress)
@@ -99,6 +114,7 @@ def run_experiment(
             "history": training.history,
         },
         "evaluation_seconds": time.perf_counter() - started,
+        **({"uri": extra} if extra else {}),
     }
     path = save_bundle(out, model, data, config, metrics, overwrite=overwrite) if out is not None else None
     return ExperimentResult(config, data, split, model, training, valid, test, path)

@@ -34,6 +34,15 @@ def test_random_ids_are_balanced_within_each_parent():
     assert leaves.max() - leaves.min() <= 2
 
 
+@pytest.mark.parametrize("method", ["kmeans_balanced", "rq_kmeans_balanced"])
+def test_balanced_clusterings_fill_each_parent_evenly(method):
+    ids = build_semantic_ids(VECTORS, method, k=8, layers=2)
+    assert np.bincount(ids.codes[:, 0], minlength=8).max() <= 100  # ceil(800 / 8)
+    for parent in range(8):
+        under = ids.codes[ids.codes[:, 0] == parent, 1]
+        assert np.bincount(under, minlength=8).max() <= -(-len(under) // 8)
+
+
 def test_clustered_ids_put_a_users_items_together_more_than_random_ones():
     ape = {
         method: average_partition_entropy(
@@ -41,7 +50,7 @@ def test_clustered_ids_put_a_users_items_together_more_than_random_ones():
         )
         for method in METHODS
     }
-    for method in ("kmeans", "rq_kmeans", "rq_vae"):
+    for method in ("kmeans", "rq_kmeans", "rq_vae", "kmeans_balanced", "rq_kmeans_balanced"):
         assert ape[method] < ape["random"], ape
 
 

@@ -1,7 +1,9 @@
 """How an index partitions the catalogue: bucket sizes, codeword use and APE, for `recindex index quality`.
 
-Partitions come from the indexes that have one: MFLI (one per facet: its leaves) and FAISS IVF (its
-lists). APE is measured with the users' training items as each query's positives (see eval.ape).
+Partitions come from the indexes that have one: MFLI (one per facet: its leaves), URI (one per layer
+of its token tree; the last is the leaves, where items that share a full code are counted as
+collisions) and FAISS IVF (its lists). APE is measured with the users' training items as each query's
+positives (see eval.ape).
 """
 
 from __future__ import annotations
@@ -19,11 +21,23 @@ from recindex.index.base import BaseIndex
 
 def partitions_of(index: BaseIndex) -> dict[str, np.ndarray]:
     """name -> bucket of each item id (items 0..n-1, -1 where absent), for the indexes that partition."""
+    from recindex.generative.uri_index import URIIndex
     from recindex.index.faiss_index import FaissIndex
     from recindex.mfli.index import MFLIIndex
 
     if isinstance(index, MFLIIndex):
         return {f"facet {f}": index.leaves_of_items(f) for f in range(index.facets)}
+    if isinstance(index, URIIndex):
+        ids, codes = index.codes_of_items()
+        partitions = {}
+        number = np.zeros(len(ids), np.int64)
+        for layer in range(index.leaf_layers):
+            number = number * index.token_sizes[layer] + codes[:, layer]
+            bucket_of = np.full(int(ids.max()) + 1 if len(ids) else 0, -1, np.int64)
+            bucket_of[ids] = number
+            name = "leaves" if layer == index.leaf_layers - 1 else f"layer {layer + 1}"
+            partitions[name if index.leaf_layers > 1 else "leaves"] = bucket_of
+        return partitions
     if isinstance(index, FaissIndex):
         import faiss
 
@@ -40,7 +54,7 @@ def partitions_of(index: BaseIndex) -> dict[str, np.ndarray]:
                     ids = labels[faiss.rev_swig_ptr(ivf.invlists.get_ids(cell), size)]
                     bucket_of[ids[ids >= 0]] = cell
             return {"IVF lists": bucket_of}
-    raise InvalidRequest(f"a {index.backend} index has no partition to report (mfli and faiss IVF do)")
+    raise InvalidRequest(f"a {index.backend} index has no partition to report (mfli, uri and faiss IVF do)")
 
 
 def quality_report(bundle: Bundle, index: BaseIndex) -> dict:
@@ -52,6 +66,9 @@ def quality_report(bundle: Bundle, index: BaseIndex) -> dict:
             "ape": average_partition_entropy(bucket_of, split.train_offsets, split.train_items),
             **bucket_report(bucket_of),
         }
+        if name == "leaves":  # a generative index: items beyond the first in a leaf share its code
+            placed = bucket_of[bucket_of >= 0]
+            report[name]["collisions"] = float(len(placed) - len(np.unique(placed)))
     utilisation = getattr(index, "codeword_use", None)
     if callable(utilisation):
         report["codeword_use"] = utilisation()

@@ -53,6 +53,7 @@ def partition_table(rows: dict[str, dict[str, float]], title: str) -> Table:
         "size p90",
         "size max",
         "largest share",
+        "collisions",
     )
     for column in columns:
         table.add_column(column, justify="left" if column == "partition" else "right")
@@ -62,5 +63,6 @@ def partition_table(rows: dict[str, dict[str, float]], title: str) -> Table:
             f"{row['ape']:.3f}",
             *(f"{row[key]:,.0f}" for key in ("used", "empty", "size_p50", "size_p90", "size_max")),
             f"{row['largest_share']:.3f}",
+            f"{row['collisions']:,.0f}" if "collisions" in row else "-",
         )
     return table

@@ -7,6 +7,10 @@ is compared with, built from a trained model's item vectors:
     kmeans            hierarchical k-means: k clusters, then k within each cluster, layer by layer
     rq_kmeans         residual k-means: layer l clusters what layers 1..l-1 left (shared per layer)
     rq_vae            a small residual-quantized autoencoder (TIGER's choice), trained on the vectors
+    *_balanced        k-means and RQ-KMeans with each layer's tokens filled evenly within each parent
+                      (at most ceil(n / k) items each, nearest centroid first; `balanced_assignment`):
+                      APE is only comparable between indexes of the same balance, and URI's learned
+                      index is balanced this way
 
 K-means is FAISS's. Items whose codes collide (same L tokens) are counted, not resolved: a generative
 retriever returns every item under a leaf, and `bucket_report` / APE measure what that costs.
@@ -20,7 +24,7 @@ import numpy as np
 
 from recindex.errors import InvalidRequest
 
-METHODS = ("random", "kmeans", "rq_kmeans", "rq_vae")
+METHODS = ("random", "kmeans", "rq_kmeans", "rq_vae", "kmeans_balanced", "rq_kmeans_balanced")
 
 
 @dataclass(frozen=True)
@@ -56,13 +60,16 @@ def build_semantic_ids(
         raise InvalidRequest(f"k={k} is more than the {len(vectors)} items")
     if method == "random":
         codes = _random(len(vectors), k, layers, seed)
-    elif method == "kmeans":
-        codes = _hierarchical_kmeans(vectors, k, layers, seed)
-    elif method == "rq_kmeans":
+    elif method in ("kmeans", "kmeans_balanced"):
+        codes = _hierarchical_kmeans(vectors, k, layers, seed, balanced=method.endswith("balanced"))
+    elif method in ("rq_kmeans", "rq_kmeans_balanced"):
         from recindex.mfli.codebook import assign_codes, fit_codebook
 
         codebook = fit_codebook(vectors[:, None, :], layers, k, seed=seed)
-        codes = assign_codes(codebook, vectors[:, None, :])[:, 0, :]
+        if method == "rq_kmeans":
+            codes = assign_codes(codebook, vectors[:, None, :])[:, 0, :]
+        else:
+            codes = _balanced_residual_codes(codebook[:, 0], vectors)
     elif method == "rq_vae":
         from recindex.generative.rq_vae import train_rq_vae
 
@@ -87,10 +94,30 @@ def _random(n: int, k: int, layers: int, seed: int) -> np.ndarray:
     return codes
 
 
-def _hierarchical_kmeans(vectors: np.ndarray, k: int, layers: int, seed: int) -> np.ndarray:
+def _balanced_residual_codes(codebook: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """Residual codes (codebook (L, k, d)) where each layer fills its tokens evenly within each parent."""
+    from recindex.generative.assignment import balanced_assignment
+
+    layers, k, _ = codebook.shape
+    residual = vectors.astype(np.float32).copy()
+    codes = np.zeros((len(vectors), layers), np.int64)
+    parent = np.zeros(len(vectors), np.int64)
+    for layer in range(layers):
+        words = codebook[layer]
+        distance = (words**2).sum(1)[None] - 2 * residual @ words.T
+        codes[:, layer] = balanced_assignment(-distance, parent)
+        residual -= words[codes[:, layer]]
+        parent = parent * k + codes[:, layer]
+    return codes
+
+
+def _hierarchical_kmeans(vectors: np.ndarray, k: int, layers: int, seed: int, balanced: bool = False):
     """k-means into k clusters, then each cluster's items into k, layer by layer (DSI's index). A
-    cluster with fewer than k items gives its items distinct tokens in order."""
+    cluster with fewer than k items gives its items distinct tokens in order. `balanced`: each cluster
+    takes at most ceil(n / k) of its parent's items, nearest centroid first."""
     import faiss
+
+    from recindex.generative.assignment import balanced_assignment
 
     n, dim = vectors.shape
     codes = np.zeros((n, layers), np.int64)
@@ -104,7 +131,13 @@ def _hierarchical_kmeans(vectors: np.ndarray, k: int, layers: int, seed: int) ->
                 kmeans = faiss.Kmeans(dim, k, niter=20, seed=seed + layer, verbose=False)
                 kmeans.cp.min_points_per_centroid = 1
                 kmeans.train(vectors[members])
-                tokens = kmeans.index.search(vectors[members], 1)[1][:, 0]
+                if balanced:
+                    distance, nearest = kmeans.index.search(vectors[members], k)
+                    scores = np.full((len(members), k), -np.inf)
+                    np.put_along_axis(scores, nearest, -distance, axis=1)
+                    tokens = balanced_assignment(np.nan_to_num(scores, neginf=-1e30))
+                else:
+                    tokens = kmeans.index.search(vectors[members], 1)[1][:, 0]
             codes[members, layer] = tokens
             next_groups.extend(members[tokens == t] for t in range(k) if (tokens == t).any())
         groups = next_groups

@@ -43,12 +43,22 @@ class TokenTree:
         return keys[place] == prefixes
 
     def items_of(self, leaves: np.ndarray) -> np.ndarray:
-        """Items under the given full-length prefixes (those that exist)."""
+        """Items under the given full-length prefixes (those that exist), leaf by leaf in their order."""
+        return self.items_by_leaf(leaves)[0]
+
+    def items_by_leaf(self, leaves: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(items, position in `leaves` of the leaf each item is under), leaf by leaf."""
+        leaves = np.asarray(leaves, np.int64)
         place = np.searchsorted(self.leaf_keys, leaves).clip(max=len(self.leaf_keys) - 1)
-        place = place[self.leaf_keys[place] == leaves]
-        if not len(place):
-            return np.zeros(0, np.int64)
-        return np.concatenate([self.members[self.offsets[p] : self.offsets[p + 1]] for p in place.tolist()])
+        found = np.flatnonzero(self.leaf_keys[place] == leaves)
+        if not len(found):
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        place = place[found]
+        counts = self.offsets[place + 1] - self.offsets[place]
+        owner = np.repeat(found, counts)
+        starts = np.repeat(self.offsets[place], counts)
+        within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        return self.members[starts + within], owner
 
 
 def beam_search(

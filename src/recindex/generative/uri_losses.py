@@ -10,10 +10,12 @@ Choices of ours where the paper is not explicit:
 - the target side of each cross-entropy is held fixed (stop-gradient), so the E-step moves only the
   query's distribution and the M-step only the item's, as the EM reading suggests; `stop_gradient=False`
   gives the plain symmetric terms;
+- below the first layer the balance is taken per parent prefix (see `balance_loss`);
 - the adaptive weight of eq. 10 is read as w_j = |log(1/k) - log E[p_j]| + 1 (the text: "relates to the
   difference between E[P_I] and the uniform distribution"; the extracted formula mixes 1/k with a log),
   held fixed (sg) as the paper says.
-Commitment and balance also take the batch's random items (the caller concatenates them to P_I).
+Commitment and balance take log-probabilities (see `expected_log_probs`) and also the batch's random
+items (the caller concatenates them to P_I's rows).
 """
 
 from __future__ import annotations
@@ -21,8 +23,6 @@ from __future__ import annotations
 import math
 
 import torch
-
-EPS = 1e-9
 
 
 def cross_entropy(target: torch.Tensor, log_probs: torch.Tensor) -> torch.Tensor:
@@ -40,21 +40,40 @@ def m_step_loss(item_log_probs: torch.Tensor, query_probs: torch.Tensor, stop_gr
     return cross_entropy(target, item_log_probs)
 
 
-def commitment_loss(item_probs: torch.Tensor) -> torch.Tensor:
-    """Mean entropy of the items' distributions: low when each item settles on one token."""
-    return -(item_probs * torch.log(item_probs + EPS)).sum(-1).mean()
+def commitment_loss(item_log_probs: torch.Tensor) -> torch.Tensor:
+    """Mean entropy of the items' distributions (from log-probabilities): low when each item settles on
+    one token."""
+    return -(item_log_probs.exp() * item_log_probs).sum(-1).mean()
 
 
-def balance_weights(item_probs: torch.Tensor) -> torch.Tensor:
+def expected_log_probs(item_log_probs: torch.Tensor) -> torch.Tensor:
+    """(k,) log E[p_j] over the rows, computed in log space. Computed as log(mean(p) + eps), a token
+    whose probability has fallen below eps gets no gradient and stays dead: the whole layer then
+    collapsed onto one token in our runs."""
+    return torch.logsumexp(item_log_probs, 0) - math.log(item_log_probs.shape[0])
+
+
+def balance_weights(item_log_probs: torch.Tensor) -> torch.Tensor:
     """(k,) adaptive weights: larger for tokens whose expected share is far from 1/k."""
-    k = item_probs.shape[-1]
-    expected = item_probs.mean(0)
-    return ((math.log(1.0 / k) - torch.log(expected + EPS)).abs() + 1.0).detach()
+    k = item_log_probs.shape[-1]
+    return ((math.log(1.0 / k) - expected_log_probs(item_log_probs)).abs() + 1.0).detach()
 
 
-def balance_loss(item_probs: torch.Tensor, adaptive: bool = True) -> torch.Tensor:
-    """H_w(U_k, E[P_I]) = -sum_j sg(w_j) (1/k) log E[p_j]; plain H(U_k, E[P_I]) when not adaptive."""
-    k = item_probs.shape[-1]
-    log_expected = torch.log(item_probs.mean(0) + EPS)
-    weights = balance_weights(item_probs) if adaptive else torch.ones(k)
-    return -(weights * log_expected).sum() / k
+def balance_loss(
+    item_log_probs: torch.Tensor, adaptive: bool = True, groups: torch.Tensor | None = None
+) -> torch.Tensor:
+    """H_w(U_k, E[P_I]) = -sum_j sg(w_j) (1/k) log E[p_j]; plain H(U_k, E[P_I]) when not adaptive.
+
+    With `groups` (one parent prefix per row) the term is taken within each parent and averaged over the
+    parents, weighted by their rows: below the first layer the assignment fills each parent's tokens
+    evenly, and a balance over the whole batch let every parent send all its items to one token (each
+    parent a different one), so the even split became a split by noise."""
+    if groups is None:
+        k = item_log_probs.shape[-1]
+        weights = balance_weights(item_log_probs) if adaptive else torch.ones(k)
+        return -(weights * expected_log_probs(item_log_probs)).sum() / k
+    total = torch.zeros(())
+    for group in torch.unique(groups):
+        rows = item_log_probs[groups == group]
+        total = total + len(rows) * balance_loss(rows, adaptive)
+    return total / len(item_log_probs)

@@ -12,6 +12,8 @@ Specs (the `--backend` of `recindex index build`):
     mfli                       the multifaceted learnable index served by walking codes; its shape as
     mfli:facets=3,levels=2,codewords=64   options (a trained codebook comes in options["codebook"]);
     mfli:storage=fp16,max_leaf=500        also the leaves' vector storage and the rebuild bounds
+    uri                        a URI (generative) model's decoder, beam search over its learned token tree
+                               and its ranker; its weights and codes come in options (from the bundle)
 
 Backends are named here explicitly; nothing is discovered by module name.
 """
@@ -26,7 +28,7 @@ from typing import Any
 from recindex.errors import InvalidRequest
 from recindex.index.base import BaseIndex, Metric, read_index_manifest
 
-BACKENDS = ("exact", "faiss", "milvus", "sharded", "mfli")
+BACKENDS = ("exact", "faiss", "milvus", "sharded", "mfli", "uri")
 
 
 def backend_class(name: str) -> type[BaseIndex]:
@@ -51,6 +53,10 @@ def backend_class(name: str) -> type[BaseIndex]:
         from recindex.mfli.index import MFLIIndex
 
         return MFLIIndex
+    if name == "uri":
+        from recindex.generative.uri_index import URIIndex
+
+        return URIIndex
     raise InvalidRequest(f"unknown index backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
 
@@ -83,6 +89,12 @@ def make_index(
         )
         _check_options(cls, backend, {**shape, **options})
         return cls(dim, metric, search_params=search_params, **{**shape, **options})
+    if backend == "uri":
+        if rest:
+            raise InvalidRequest(
+                f"{spec!r}: the uri backend takes no spec options (its shape is the model's)"
+            )
+        return cls(dim, metric, search_params=search_params, **options)
     count, _, inner = rest.partition(":")
     if not count.isdigit() or not inner:
         raise InvalidRequest(f"sharded spec is sharded:N:INNER (e.g. sharded:4:faiss:HNSW32), got {spec!r}")

@@ -102,6 +102,9 @@ def build_bundle_index(
         options.setdefault("uri", str(folder.parent / f"{name}.milvus.db"))
     if spec.partition(":")[0] == "mfli":
         options = {**mfli_options(bundle), **options}
+    if spec.partition(":")[0] == "uri":
+        options = {**uri_options(bundle), **options}
+        search_params = {"beam": bundle.config.uri.beam, **dict(search_params or {})}
     index = make_index(spec, embedding["dim"], metric, search_params=search_params, options=options)
     started = time.perf_counter()
     ids = np.arange(len(bundle.item_embeddings))
@@ -125,6 +128,25 @@ def mfli_options(bundle: Bundle) -> dict[str, Any]:
             "mfli.quant_start epochs)"
         )
     return {"codebook": codebook, "facets": codebook.shape[1], "levels": codebook.shape[0]}
+
+
+def uri_options(bundle: Bundle) -> dict[str, Any]:
+    """A URI bundle's decoder, token sizes and learned codes, for the `uri` index."""
+    from recindex.generative.uri_model import URIModel
+
+    model = bundle.model
+    if not isinstance(model, URIModel):
+        raise BundleError(f"{bundle.path}: the uri index serves URI bundles (trained with [uri] enabled)")
+    if model.assigned_layers() < model.decoder.layers:
+        raise BundleError(f"{bundle.path}: not every item has its codes; the URI training did not finish")
+    return {
+        "decoder": {name: value.numpy() for name, value in model.decoder.state_dict().items()},
+        "token_sizes": list(model.decoder.sizes),
+        "leaf_layers": bundle.config.uri.layers,
+        "blocks": len(model.decoder.blocks),
+        "heads": model.decoder.blocks[0].self_attn.num_heads,
+        "codes": model.item_codes.numpy().copy(),
+    }
 
 
 def list_bundle_indexes(bundle: Bundle) -> list[dict]:

@@ -15,7 +15,6 @@ and initialised then by k-means of the current residuals of all trained items; t
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,6 +26,7 @@ from recindex.errors import RecIndexError
 from recindex.mfli.codebook import fit_level
 from recindex.mfli.model import MFLIModel
 from recindex.models.losses import sampled_softmax_loss
+from recindex.models.warm_start import load_towers
 from recindex.train.loop import Trainer
 
 QUANT_GRADIENTS = ("straight_through", "codebook")
@@ -148,29 +148,9 @@ class MFLITrainer(Trainer):
 
 
 def warm_start(model: MFLIModel, bundle_path: str, data, data_config, log=None) -> None:
-    """Start the towers from a trained two-tower bundle of the same data (the embeddings' warm-up,
-    done once and shared by every MFLI run that starts from it). Refused when the bundle was trained
-    on other interactions or with another model shape."""
-    from recindex.bundle import load_bundle
-
-    bundle = load_bundle(bundle_path)
-    if isinstance(bundle.model, MFLIModel):
-        raise RecIndexError(f"{bundle_path}: init_from takes a two-tower bundle, not an MFLI one")
-    if bundle.data.fingerprint() != data.fingerprint():
-        raise RecIndexError(f"{bundle_path}: trained on other interactions than this run's")
-    theirs, ours = (
-        dataclasses.replace(bundle.config.data, data_dir=None),
-        dataclasses.replace(data_config, data_dir=None),
-    )
-    if theirs != ours:
-        # another split would have let the towers see this run's validation or test targets
-        raise RecIndexError(f"{bundle_path}: trained on another split ({theirs}) than this run's ({ours})")
-    try:
-        model.base.load_state_dict(bundle.model.state_dict(), strict=True)
-    except RuntimeError as error:
-        raise RecIndexError(f"{bundle_path}: its towers do not fit this model ({error})") from None
-    if log is not None:
-        log(f"towers start from {bundle_path} ({bundle.bundle_id})")
+    """Start the towers from a trained two-tower bundle of the same data and split (the embeddings'
+    warm-up, done once and shared by every MFLI run that starts from it)."""
+    load_towers(model.base, bundle_path, data, data_config, log)
 
 
 def codebook_array(model: MFLIModel) -> np.ndarray:

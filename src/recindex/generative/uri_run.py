@@ -1,0 +1,120 @@
+"""One URI (or two-stage generative) training run: encoders, decoder and index, ranker.
+
+encoders   from `uri.init_from` (a two-tower bundle of the same data and split), or trained first
+index      URI: learned layer by layer by the decoder; two-stage: fixed codes (random, k-means,
+           RQ-KMeans, RQ-VAE of the encoders' item vectors, or another URI bundle's learned codes),
+           which the decoder then learns by cross-entropy
+ranker     the towers fine-tuned with random and sibling-leaf negatives
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from recindex.config import ExperimentConfig
+from recindex.data.interactions import Interactions
+from recindex.data.splits import Split
+from recindex.errors import RecIndexError
+from recindex.generative.semantic_ids import build_semantic_ids
+from recindex.generative.uri_model import URIModel, uri_model
+from recindex.generative.uri_train import (
+    FIXED_INDEXES,
+    DecoderTrainer,
+    RankerTrainer,
+    ranker_train_config,
+    with_item_token,
+)
+from recindex.models.two_tower import TwoTowerModel
+from recindex.models.warm_start import load_towers
+from recindex.train.loop import Trainer
+
+
+def train_uri(
+    config: ExperimentConfig,
+    data: Interactions,
+    split: Split,
+    *,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> tuple[URIModel, dict]:
+    """Train every part; returns the model and what to record of the training."""
+    log = log or (lambda _: None)
+    uri = config.uri
+    router = TwoTowerModel.for_data(data, config.model)
+    record: dict = {}
+    if uri.init_from:
+        load_towers(router, uri.init_from, data, config.data, log)
+        router.set_trained_items(split.train_item_mask(data.n_items))
+    else:
+        log("encoders: training a two-tower model first (set uri.init_from to reuse one)")
+        towers = Trainer(router, split, config.train, config.eval, progress=progress, log=log).fit()
+        record["encoders"] = {"best_epoch": towers.best_epoch, "seconds": towers.seconds}
+    router.eval()
+    codes, sizes = fixed_codes(uri, router, data, config) if uri.index != "learn" else (None, None)
+    model = uri_model(router, uri, sizes)
+    decoder = DecoderTrainer(model, split, uri, seed=config.train.seed, progress=progress, log=log)
+    if codes is None:
+        log(f"URI: learning a {uri.layers}-layer index of {uri.k} tokens per layer")
+        trained = decoder.fit_uri()
+    else:
+        model.item_codes.copy_(torch.as_tensor(codes))
+        log(f"two-stage: the decoder learns the fixed {uri.index!r} index by cross-entropy")
+        trained = decoder.fit_fixed(uri.layer_epochs)
+    record["decoder"] = {"seconds": trained.seconds, "history": trained.history}
+    record["ranker"] = {"best_epoch": 0, "epochs_run": 0, "seconds": 0.0, "history": []}
+    if uri.ranker_epochs > 0:
+        ranker_config = ranker_train_config(config.train, uri)
+        ranker = RankerTrainer(
+            model, split, ranker_config, config.eval, uri, progress=progress, log=log
+        ).fit()
+        record["ranker"] = {
+            "best_epoch": ranker.best_epoch,
+            "epochs_run": ranker.epochs_run,
+            "seconds": ranker.seconds,
+            "history": ranker.history,
+        }
+    model.eval()
+    return model, record
+
+
+def fixed_codes(uri, router: TwoTowerModel, data: Interactions, config: ExperimentConfig):
+    """(N, L[+1]) codes of a two-stage index and the decoder's token sizes."""
+    if uri.index in FIXED_INDEXES:
+        with torch.no_grad():
+            vectors = router.item_vectors().numpy()
+        codes = build_semantic_ids(vectors, uri.index, uri.k, uri.layers, seed=config.train.seed).codes
+    else:
+        codes = learned_codes(Path(uri.index), data, config)
+        if codes.shape[1] != uri.layers or codes.max() >= uri.k:
+            raise RecIndexError(
+                f"{uri.index}: its index has {codes.shape[1]} layers of up to {int(codes.max()) + 1} tokens; "
+                f"this run asks for uri.layers={uri.layers}, uri.k={uri.k}"
+            )
+    sizes = [uri.k] * uri.layers
+    if uri.generate_items:
+        codes, width = with_item_token(codes, uri.k)
+        sizes.append(width)
+    return codes, sizes
+
+
+def learned_codes(path: Path, data: Interactions, config: ExperimentConfig) -> np.ndarray:
+    """A URI bundle's learned index, for a two-stage baseline "w/ URI index" on the same split."""
+    from recindex.bundle import load_bundle
+
+    if not path.is_dir():
+        raise RecIndexError(
+            f"uri.index must be learn, {', '.join(FIXED_INDEXES)} or the folder of a URI bundle; got {path}"
+        )
+    bundle = load_bundle(path)
+    if not isinstance(bundle.model, URIModel) or bundle.config.uri.index != "learn":
+        raise RecIndexError(f"{path}: not a URI bundle with a learned index")
+    if bundle.data.fingerprint() != data.fingerprint() or dataclasses.replace(
+        bundle.config.data, data_dir=None
+    ) != dataclasses.replace(config.data, data_dir=None):
+        raise RecIndexError(f"{path}: trained on other data or another split than this run's")
+    return bundle.model.item_codes[:, : bundle.config.uri.layers].numpy().copy()

@@ -1,0 +1,359 @@
+"""Training URI (and the two-stage generative baselines): the decoder layer by layer, then the ranker.
+
+URI (`uri.index = "learn"`), for layer l = 1..L (section 4.2):
+
+    loss = H(P_I, P_Q)                    E-step: the query learns its positive item's distribution
+         + H(P_Q, P_I)                    M-step: the item learns its queries' distribution
+         + H(P_I) + H_w(U_k, E[P_I])      commitment and adaptively weighted balance, on the batch's
+                                          positives and as many random items
+         + sum_{i<l} H(C_i, P_Q^i) + H(C_i, P_I^i)   memory of the layers already assigned
+
+then every item takes its most probable token that still has room (at most ceil(n / k) of the items
+under its parent: `balanced_assignment`), and the next layer reads those tokens.
+
+Two-stage (`uri.index` = a semantic-id method of `generative.semantic_ids`, or the path of a URI bundle
+for "w/ URI index"): the codes are fixed before training and the same decoder learns them with plain
+cross-entropy, every layer at once (teacher forcing), as DSI and TIGER do. With `uri.generate_items` a
+last layer tells apart the items of one leaf (TIGER's collision token) so the decoder itself ranks items.
+
+Ranker (section 4.3): a copy of the two-tower model, trained by sampled softmax with, per positive,
+`ranker_random_negatives` uniform negatives and `sibling_negatives` drawn from the positive's sibling
+leaves (same parent, other leaf); early stopping on validation Recall@10.
+
+Choices of ours:
+- the encoders start from a trained two-tower model (`uri.init_from`, or one trained first) and stay
+  fixed while the decoder learns: the decoder's inputs are then computed once per run, which makes a
+  layer of training take seconds on a CPU instead of the towers' minutes. The ranker fine-tunes its own
+  copy of the towers, so the index never has to follow moving query vectors;
+- each layer trains a fixed number of epochs (`layer_epochs`); the losses per epoch are logged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from recindex.config import EvalConfig, TrainConfig
+from recindex.data.splits import Split
+from recindex.errors import RecIndexError
+from recindex.generative.assignment import balanced_assignment
+from recindex.generative.semantic_ids import METHODS as FIXED_INDEXES
+from recindex.generative.uri_losses import balance_loss, commitment_loss, e_step_loss, m_step_loss
+from recindex.generative.uri_model import URIModel
+from recindex.train.batches import sequence_examples
+from recindex.train.loop import Trainer, TrainResult
+from recindex.train.progress import TrainingProgress
+
+
+@dataclass
+class DecoderResult:
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class QueryExamples:
+    """Every training position as a (router query vector, next item) pair."""
+
+    queries: torch.Tensor  # (P, d)
+    targets: torch.Tensor  # (P,)
+
+
+def query_examples(model: URIModel, split: Split, batch: int = 512) -> QueryExamples:
+    examples = sequence_examples(split, model.shape.n_users, model.n_items, model.config.max_len)
+    router = model.router.eval()
+    queries, targets = [], []
+    with torch.no_grad():
+        for start in range(0, len(examples.users), batch):
+            rows = slice(start, start + batch)
+            inputs = torch.as_tensor(examples.inputs[rows])
+            states = router.user_states(
+                inputs, torch.as_tensor(examples.lengths[rows]), torch.as_tensor(examples.users[rows])
+            )
+            wanted = torch.as_tensor(examples.targets[rows])
+            real = wanted != model.n_items
+            queries.append(states[real])
+            targets.append(wanted[real])
+    if not queries:
+        raise RecIndexError("no user has two or more training items: nothing to train on")
+    return QueryExamples(torch.cat(queries), torch.cat(targets))
+
+
+class DecoderTrainer:
+    def __init__(
+        self,
+        model: URIModel,
+        split: Split,
+        config,  # URIConfig
+        *,
+        seed: int = 0,
+        progress: bool = True,
+        log: Callable[[str], None] | None = None,
+    ):
+        self.model, self.split, self.config = model, split, config
+        self.seed, self.progress, self.log = seed, progress, log or (lambda _: None)
+        trained = split.train_item_mask(model.n_items)
+        model.set_trained_items(trained)
+        self.pool = torch.as_tensor(np.flatnonzero(trained))
+        self.examples = query_examples(model, split)
+        self.parameters = list(model.decoder.parameters()) + list(model.item_ids.parameters())
+
+    # ---- URI ------------------------------------------------------------------------------------------
+
+    def fit_uri(self) -> DecoderResult:
+        """Train and assign layer by layer; the model's `item_codes` hold the learned index after."""
+        model, config = self.model, self.config
+        result, started = DecoderResult(), time.perf_counter()
+        optimizer = torch.optim.Adam(self.parameters, lr=config.lr)
+        generator = torch.Generator().manual_seed(self.seed)
+        for layer in range(model.decoder.layers):
+            steps = -(-len(self.examples.targets) // config.batch_size)
+            with TrainingProgress(config.layer_epochs, steps, enabled=self.progress) as bar:
+                for epoch in range(1, config.layer_epochs + 1):
+                    record = self._uri_epoch(layer, optimizer, generator, bar)
+                    record.update({"layer": float(layer + 1), "epoch": float(epoch)})
+                    record["seconds"] = time.perf_counter() - started
+                    result.history.append(record)
+                    bar.end_epoch({"epoch": epoch, "loss": record["loss"]})
+                    self.log(_format(record))
+            tokens = self.assign(layer)
+            model.item_codes[:, layer] = torch.as_tensor(tokens)
+            self.log(
+                f"layer {layer + 1} assigned: {len(np.unique(tokens))} of "
+                f"{model.decoder.sizes[layer]} tokens used"
+            )
+        result.seconds = time.perf_counter() - started
+        model.eval()
+        return result
+
+    def _uri_epoch(self, layer: int, optimizer, generator, bar) -> dict[str, float]:
+        model, config = self.model, self.config
+        model.decoder.train()
+        order = torch.randperm(len(self.examples.targets), generator=generator)
+        sums: dict[str, float] = {}
+        batches = 0
+        for start in range(0, len(order), config.batch_size):
+            rows = order[start : start + config.batch_size]
+            positives = self.examples.targets[rows]
+            random_items = self.pool[torch.randint(len(self.pool), (len(rows),), generator=generator)]
+            items = torch.cat([positives, random_items])
+            query_logits = model.decoder.logits(
+                model.decoder.encode(self.examples.queries[rows], "query"),
+                model.item_codes[positives, :layer],
+                layer + 1,
+            )
+            item_logits = model.decoder.logits(
+                model.decoder.encode(model.item_features(items), "item"),
+                model.item_codes[items, :layer],
+                layer + 1,
+            )
+            parents = _parent_groups(model.item_codes[items, :layer], model.decoder.sizes) if layer else None
+            query_log = torch.log_softmax(query_logits[layer], -1)
+            item_log = torch.log_softmax(item_logits[layer], -1)
+            item_probs = item_log.exp()
+            n = len(rows)
+            terms = {
+                "e_step": e_step_loss(query_log, item_probs[:n]),
+                "m_step": m_step_loss(item_log[:n], query_log.exp()),
+                "commit": config.commit_weight * commitment_loss(item_log),
+                "balance": config.balance_weight
+                * balance_loss(item_log, adaptive=config.adaptive_weight, groups=parents),
+            }
+            memory = torch.zeros(())
+            for earlier in range(layer):
+                memory = memory + F.cross_entropy(query_logits[earlier], model.item_codes[positives, earlier])
+                memory = memory + F.cross_entropy(item_logits[earlier], model.item_codes[items, earlier])
+            terms["memory"] = config.memory_weight * memory
+            loss = sum(terms.values())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            batches += 1
+            for name, value in {"loss": loss, **terms}.items():
+                sums[name] = sums.get(name, 0.0) + float(value.detach())
+            bar.advance_batch(sums["loss"] / batches)
+        return {name: value / max(batches, 1) for name, value in sums.items()}
+
+    def item_distributions(self, layer: int, batch: int = 4096) -> np.ndarray:
+        """(N, k) every item's token distribution at `layer`, given its assigned earlier tokens."""
+        model = self.model
+        model.decoder.eval()
+        out = []
+        with torch.no_grad():
+            for start in range(0, model.n_items, batch):
+                items = torch.arange(start, min(start + batch, model.n_items))
+                logits = model.decoder.logits(
+                    model.decoder.encode(model.item_features(items), "item"),
+                    model.item_codes[items, :layer],
+                    layer + 1,
+                )
+                out.append(torch.softmax(logits[layer], -1).numpy())
+        return np.concatenate(out)
+
+    def assign(self, layer: int) -> np.ndarray:
+        probabilities = self.item_distributions(layer)
+        codes = self.model.item_codes[:, :layer].numpy()
+        groups = _prefix_numbers(codes, self.model.decoder.sizes)
+        return balanced_assignment(probabilities, groups)
+
+    # ---- two-stage: fixed codes, cross-entropy -----------------------------------------------------------
+
+    def fit_fixed(self, epochs: int) -> DecoderResult:
+        """The decoder learns the fixed `item_codes` of every layer at once (teacher forcing)."""
+        model, config = self.model, self.config
+        if model.assigned_layers() < model.decoder.layers:
+            raise RecIndexError("a two-stage decoder needs every item's codes before training")
+        result, started = DecoderResult(), time.perf_counter()
+        optimizer = torch.optim.Adam(self.parameters, lr=config.lr)
+        generator = torch.Generator().manual_seed(self.seed)
+        steps = -(-len(self.examples.targets) // config.batch_size)
+        with TrainingProgress(epochs, steps, enabled=self.progress) as bar:
+            for epoch in range(1, epochs + 1):
+                model.decoder.train()
+                order = torch.randperm(len(self.examples.targets), generator=generator)
+                total, batches = 0.0, 0
+                for start in range(0, len(order), config.batch_size):
+                    rows = order[start : start + config.batch_size]
+                    codes = model.item_codes[self.examples.targets[rows]]
+                    logits = model.decoder.logits(
+                        model.decoder.encode(self.examples.queries[rows], "query"), codes
+                    )
+                    loss = sum(
+                        F.cross_entropy(layer_logits, codes[:, i]) for i, layer_logits in enumerate(logits)
+                    )
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    total, batches = total + float(loss), batches + 1
+                    bar.advance_batch(total / batches)
+                record = {
+                    "epoch": float(epoch),
+                    "loss": total / max(batches, 1),
+                    "seconds": time.perf_counter() - started,
+                }
+                result.history.append(record)
+                bar.end_epoch(record)
+                self.log(_format(record))
+        result.seconds = time.perf_counter() - started
+        model.eval()
+        return result
+
+
+def _parent_groups(codes: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    return torch.as_tensor(_prefix_numbers(codes.numpy(), sizes))
+
+
+def _prefix_numbers(codes: np.ndarray, sizes: list[int]) -> np.ndarray:
+    """(N, l) tokens -> (N,) one number per distinct prefix (0 for the empty prefix)."""
+    number = np.zeros(len(codes), np.int64)
+    for layer in range(codes.shape[1]):
+        number = number * sizes[layer] + codes[:, layer]
+    return number
+
+
+def with_item_token(codes: np.ndarray, k: int) -> tuple[np.ndarray, int]:
+    """(N, L) codes -> (N, L + 1) codes whose last token numbers the items of each leaf (TIGER's
+    collision token, here given to every item so each full code is one item), and its size."""
+    leaves = _prefix_numbers(codes, [k] * codes.shape[1])
+    order = np.argsort(leaves, kind="stable")
+    starts = np.searchsorted(leaves[order], leaves[order], side="left")
+    place = np.empty(len(codes), np.int64)
+    place[order] = np.arange(len(codes)) - starts
+    return np.concatenate([codes, place[:, None]], 1), int(place.max()) + 1
+
+
+# ---- the ranker -----------------------------------------------------------------------------------------
+
+
+class SiblingSampler:
+    """Draws, for each item, an item from its sibling leaves: same parent prefix, another leaf (URI 4.3).
+    Items whose parent holds a single leaf get a uniformly drawn item instead."""
+
+    def __init__(self, codes: np.ndarray, sizes: list[int], pool: np.ndarray):
+        depth = codes.shape[1]
+        parent = (
+            _prefix_numbers(codes[:, : depth - 1], sizes) if depth > 1 else np.zeros(len(codes), np.int64)
+        )
+        leaf = _prefix_numbers(codes, sizes)
+        in_pool = np.zeros(len(codes), bool)
+        in_pool[pool] = True
+        members = np.flatnonzero(in_pool)
+        order = members[np.lexsort((leaf[members], parent[members]))]  # pool items by parent, then leaf
+        self.members = order
+        parent_sorted, leaf_sorted = parent[order], leaf[order]
+        # per item: its parent's range [p0, p1) and its own leaf's range [l0, l1) within `members`
+        self.p0 = np.searchsorted(parent_sorted, parent, side="left")
+        self.p1 = np.searchsorted(parent_sorted, parent, side="right")
+        key = parent_sorted * (leaf.max() + 1) + leaf_sorted
+        own = parent * (leaf.max() + 1) + leaf
+        self.l0 = np.searchsorted(key, own, side="left")
+        self.l1 = np.searchsorted(key, own, side="right")
+        self.pool = pool
+
+    def sample(self, items: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        p0, p1, l0, l1 = self.p0[items], self.p1[items], self.l0[items], self.l1[items]
+        others = (p1 - p0) - (l1 - l0)
+        draw = np.floor(rng.random(len(items)) * np.maximum(others, 1)).astype(np.int64)
+        position = p0 + draw
+        position = np.where(position >= l0, position + (l1 - l0), position)
+        fallback = self.pool[rng.integers(0, len(self.pool), len(items))]
+        picked = self.members[np.clip(position, 0, len(self.members) - 1)]
+        return np.where(others > 0, picked, fallback)
+
+
+class RankerTrainer(Trainer):
+    """The two-tower trainer on the ranker's towers, with URI's per-positive negatives."""
+
+    def __init__(
+        self, model: URIModel, split: Split, train: TrainConfig, evaluation: EvalConfig, uri, **kwargs
+    ):
+        super().__init__(model.ranker, split, train, evaluation, **kwargs)
+        self.uri = uri
+        codes = model.item_codes.numpy()[:, : uri.layers]  # the leaves (not a two-stage item token)
+        self.siblings = SiblingSampler(codes, model.decoder.sizes[: uri.layers], self.pool.numpy())
+        self.sampling = np.random.default_rng(train.seed + 1)
+
+    def _loss(self, batch) -> torch.Tensor:
+        model = self.model
+        states = model.user_states(batch.inputs, batch.lengths, batch.users)
+        real = batch.targets != model.n_items
+        users = states[real]  # (P, d)
+        positives = batch.targets[real]
+        n_random, n_sibling = self.uri.ranker_random_negatives, self.uri.sibling_negatives
+        negatives = [self.pool[torch.randint(len(self.pool), (len(positives), n_random))]]
+        if n_sibling:
+            drawn = [self.siblings.sample(positives.numpy(), self.sampling) for _ in range(n_sibling)]
+            negatives.append(torch.as_tensor(np.stack(drawn, 1)))
+        negatives = torch.cat(negatives, 1)  # (P, R + S)
+        positive_logits = (users * model.item_vectors(positives)).sum(-1, keepdim=True)
+        negative_logits = torch.einsum("pd,pnd->pn", users, model.item_vectors(negatives))
+        negative_logits = negative_logits.masked_fill(negatives == positives.unsqueeze(1), float("-inf"))
+        logits = torch.cat([positive_logits, negative_logits], 1) / model.temperature
+        return F.cross_entropy(logits, torch.zeros(len(users), dtype=torch.long))
+
+
+def ranker_train_config(train: TrainConfig, uri) -> TrainConfig:
+    return dataclasses.replace(train, epochs=uri.ranker_epochs, lr=uri.ranker_lr)
+
+
+def _format(record: dict[str, float]) -> str:
+    head = f"layer {int(record['layer'])} " if "layer" in record else ""
+    terms = "  ".join(f"{k} {v:.4f}" for k, v in record.items() if k not in ("layer", "epoch", "seconds"))
+    return f"{head}epoch {int(record['epoch'])}  {terms}  {record['seconds']:.0f}s"
+
+
+__all__ = [
+    "DecoderTrainer",
+    "RankerTrainer",
+    "SiblingSampler",
+    "TrainResult",
+    "ranker_train_config",
+    "with_item_token",
+    "FIXED_INDEXES",
+]

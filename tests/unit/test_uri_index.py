@@ -1,0 +1,150 @@
+"""The `uri` index backend on a small hand-made model: an untrained decoder over codes from k-means.
+
+The decoder's choices are arbitrary here, so what is checked is the mechanics: a beam as wide as the
+tree gives exact search, results come best first, filters, exclusions, inserts coded by the decoder,
+removal, and a saved index that answers exactly as the one in memory.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from recindex.errors import InvalidRequest
+from recindex.generative.decoder import TokenDecoder
+from recindex.generative.semantic_ids import build_semantic_ids
+from recindex.generative.uri_train import with_item_token
+from recindex.index.factory import load_index, make_index
+
+D, N, K = 8, 300, 4  # model dim, items, tokens per layer
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+rng = np.random.default_rng(0)
+RANKER_ITEMS = unit(rng.standard_normal((N, D)))
+ROUTER_ITEMS = unit(rng.standard_normal((N, D)))
+ITEMS = np.concatenate([RANKER_ITEMS, np.zeros((N, D), np.float32), ROUTER_ITEMS], 1)
+QUERIES = np.concatenate(
+    [unit(rng.standard_normal((12, D))), unit(rng.standard_normal((12, D))), np.zeros((12, D), np.float32)], 1
+)
+CODES = build_semantic_ids(ROUTER_ITEMS, "kmeans_balanced", K, 2).codes
+
+
+def decoder_state(sizes: list[int]) -> dict[str, np.ndarray]:
+    torch.manual_seed(0)
+    return {name: value.numpy() for name, value in TokenDecoder(D, sizes, dim=D).state_dict().items()}
+
+
+def build(codes=CODES, sizes=(K, K), leaf_layers=2, **params):
+    index = make_index(
+        "uri",
+        3 * D,
+        search_params=params or None,
+        options={
+            "decoder": decoder_state(list(sizes)),
+            "token_sizes": list(sizes),
+            "leaf_layers": leaf_layers,
+            "codes": codes,
+        },
+    )
+    index.add(np.arange(N), ITEMS, attributes={"colour": [["red", "blue"][i % 2] for i in range(N)]})
+    return index
+
+
+def exact_top(queries: np.ndarray, k: int, items: np.ndarray = ITEMS) -> np.ndarray:
+    return np.argsort(-(queries @ items.T), axis=1, kind="stable")[:, :k]
+
+
+def test_a_beam_over_every_leaf_is_exact_search_and_a_narrow_one_scores_fewer_items():
+    wide = build(beam=K * K)
+    result = wide.search(QUERIES, 10)
+    np.testing.assert_array_equal(result.ids, exact_top(QUERIES, 10))
+    assert (np.diff(result.scores, axis=1) <= 1e-6).all()
+    np.testing.assert_allclose(result.scores[:, 0], (QUERIES @ ITEMS.T).max(1), rtol=1e-5)
+    narrow = build(beam=2)
+    narrow.count_candidates = True
+    found = narrow.search(QUERIES, 5)
+    assert (found.scored < N / 2).all() and (found.scored > 0).all()
+    # every returned item lies in one of the two leaves its query's beam kept
+    leaves = CODES[:, 0] * K + CODES[:, 1]
+    for ids in found.ids:
+        assert len(np.unique(leaves[ids[ids >= 0]])) <= 2
+
+
+def test_the_score_is_the_ranker_block_alone():
+    """Query = [ranker | router | 0], item = [ranker | 0 | router]: the inner product is the ranker's."""
+    index = build(beam=K * K)
+    ids, scores = index.search(QUERIES[:3], 5)
+    np.testing.assert_allclose(
+        scores, np.take_along_axis(QUERIES[:3, :D] @ RANKER_ITEMS.T, ids, 1), rtol=1e-5
+    )
+
+
+def test_filters_and_history_exclusion():
+    index = build(beam=K * K)
+    ids = index.search(QUERIES, 10, filter='colour == "red"').ids
+    assert (ids % 2 == 0).all()
+    history = [exact_top(QUERIES[i : i + 1], 3)[0] for i in range(len(QUERIES))]
+    kept = index.search(QUERIES, 10, exclude=history).ids
+    for row, seen in zip(kept, history, strict=True):
+        assert not np.isin(row, seen).any() and (row >= 0).all()
+
+
+def test_a_new_item_is_coded_into_an_existing_leaf_and_found():
+    index = build(beam=K * K)
+    leaves_before = set((CODES[:, 0] * K + CODES[:, 1]).tolist())
+    target = QUERIES[0, :D]  # a ranker vector equal to the query's: the new item must come first
+    vector = np.concatenate([target, np.zeros(D), ROUTER_ITEMS[7]])[None].astype(np.float32)
+    index.add([N + 5], vector)
+    ids, codes = index.codes_of_items()
+    new_code = codes[ids == N + 5][0]
+    assert int(new_code[0] * K + new_code[1]) in leaves_before
+    assert index.search(QUERIES[:1], 1).ids[0, 0] == N + 5
+    assert index.remove([N + 5, 10_000]) == 1
+    assert N + 5 not in index.search(QUERIES[:1], 10).ids
+
+
+def test_saved_and_loaded_it_answers_the_same(tmp_path):
+    index = build(beam=3)
+    index.add([N + 1], ITEMS[:1])
+    index.remove([4])
+    before = index.search(QUERIES, 10)
+    index.save(tmp_path / "uri")
+    loaded = load_index(tmp_path / "uri")
+    after = loaded.search(QUERIES, 10)
+    np.testing.assert_array_equal(before.ids, after.ids)
+    np.testing.assert_allclose(before.scores, after.scores)
+    assert loaded.search_params == {"beam": 3, "rank": "ranker"} and len(loaded) == N
+
+
+def test_the_decoder_ranks_items_itself_with_the_item_token():
+    codes, width = with_item_token(CODES, K)
+    index = build(codes=codes, sizes=(K, K, width), beam=10)
+    result = index.search(QUERIES, 10, params={"rank": "decoder"})
+    assert (result.ids >= 0).all() and (np.diff(result.scores, axis=1) <= 1e-6).all()
+    assert all(len(np.unique(row)) == 10 for row in result.ids)
+    assert (result.scores <= 0).all()  # sequence log-probabilities
+    with pytest.raises(InvalidRequest, match="item token"):
+        build(beam=4).search(QUERIES, 5, params={"rank": "decoder"})
+
+
+def test_bad_requests_are_refused():
+    with pytest.raises(InvalidRequest, match="URI bundle"):
+        make_index("uri", 3 * D)
+    with pytest.raises(InvalidRequest, match="3 blocks"):
+        make_index("uri", 3 * D + 1, options={"decoder": decoder_state([K, K]), "token_sizes": [K, K]})
+    with pytest.raises(InvalidRequest, match="do not fit"):
+        make_index("uri", 3 * D, options={"decoder": decoder_state([K, K]), "token_sizes": [K, K + 1]})
+    index = build()
+    with pytest.raises(InvalidRequest, match="rank"):
+        index.search(QUERIES, 5, params={"rank": "popularity"})
+    with pytest.raises(InvalidRequest, match="beam"):
+        index.search(QUERIES, 5, params={"beam": 0})
+    with pytest.raises(InvalidRequest, match="at most"):
+        index.search(QUERIES, 5, params={"beam": 10**6})
+    with pytest.raises(InvalidRequest, match="spec options"):
+        make_index("uri:k=3", 3 * D)
