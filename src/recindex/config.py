@@ -94,6 +94,12 @@ class URIConfig:
     balance_weight: float = 3.0
     adaptive_weight: bool = True  # eq. 10's weights on the balance loss (false: an ablation)
     memory_weight: float = 1.0
+    stop_gradient: bool = True  # E-step moves only P_Q and M-step only P_I (false: both move both)
+    start_from: str = ""  # "" (the paper: from scratch) | "kmeans": before each layer, the decoder first
+    # learns balanced k-means tokens of the items under each parent, then URI's losses take over (ours)
+    start_epochs: int = 3  # epochs of that start per layer
+    balance_items: str = "all"  # the rows the balance term averages: "all" (positives + random items) or
+    # "random" (the random items alone: an expectation over the catalogue, as eq. 7 writes it)
     beam: int = 20  # leaves the beam search keeps (the index's default search parameter)
     ranker_epochs: int = 10  # 0: the ranker is the encoders' two-tower model as it is
     ranker_lr: float = 1e-4

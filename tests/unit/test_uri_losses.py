@@ -65,3 +65,19 @@ def test_a_token_nobody_uses_still_gets_a_gradient_back():
     logits.requires_grad_(True)
     balance_loss(torch.log_softmax(logits, -1)).backward()
     assert logits.grad[:, 3].sum() < -0.1  # descending the loss raises the dead token's logit
+
+
+def test_the_balance_per_parent_is_the_row_weighted_mean_of_each_parents_balance():
+    torch.manual_seed(0)
+    log_probs = torch.log_softmax(torch.randn(50, 6), -1)
+    parents = torch.randint(0, 4, (50,))
+    for adaptive in (True, False):
+        expected = sum(
+            (parents == p).sum() * balance_loss(log_probs[parents == p], adaptive)
+            for p in torch.unique(parents)
+        ) / len(parents)
+        torch.testing.assert_close(balance_loss(log_probs, adaptive, parents), expected)
+    # parents that spread their items over two tokens each score lower than parents that use one
+    even = torch.log(torch.eye(4)[[0, 1, 0, 1, 2, 3, 2, 3]] * (1 - 1e-6) + 2.5e-7)
+    groups = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    assert balance_loss(even, False, groups) < balance_loss(even[[0, 0, 0, 0, 4, 4, 4, 4]], False, groups)

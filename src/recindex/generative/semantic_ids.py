@@ -115,30 +115,37 @@ def _hierarchical_kmeans(vectors: np.ndarray, k: int, layers: int, seed: int, ba
     """k-means into k clusters, then each cluster's items into k, layer by layer (DSI's index). A
     cluster with fewer than k items gives its items distinct tokens in order. `balanced`: each cluster
     takes at most ceil(n / k) of its parent's items, nearest centroid first."""
+    n = len(vectors)
+    codes = np.zeros((n, layers), np.int64)
+    parents = np.zeros(n, np.int64)
+    for layer in range(layers):
+        codes[:, layer] = kmeans_within(vectors, parents, k, seed + layer, balanced)
+        parents = parents * k + codes[:, layer]
+    return codes
+
+
+def kmeans_within(vectors: np.ndarray, parents: np.ndarray, k: int, seed: int = 0, balanced: bool = False):
+    """(N,) a token per item: k-means of the items under each parent separately (a parent of at most k
+    items gives its items distinct tokens in order); `balanced` as in `_hierarchical_kmeans`."""
     import faiss
 
     from recindex.generative.assignment import balanced_assignment
 
-    n, dim = vectors.shape
-    codes = np.zeros((n, layers), np.int64)
-    groups = [np.arange(n)]
-    for layer in range(layers):
-        next_groups = []
-        for members in groups:
-            if len(members) <= k:
-                tokens = np.arange(len(members))
-            else:
-                kmeans = faiss.Kmeans(dim, k, niter=20, seed=seed + layer, verbose=False)
-                kmeans.cp.min_points_per_centroid = 1
-                kmeans.train(vectors[members])
-                if balanced:
-                    distance, nearest = kmeans.index.search(vectors[members], k)
-                    scores = np.full((len(members), k), -np.inf)
-                    np.put_along_axis(scores, nearest, -distance, axis=1)
-                    tokens = balanced_assignment(np.nan_to_num(scores, neginf=-1e30))
-                else:
-                    tokens = kmeans.index.search(vectors[members], 1)[1][:, 0]
-            codes[members, layer] = tokens
-            next_groups.extend(members[tokens == t] for t in range(k) if (tokens == t).any())
-        groups = next_groups
-    return codes
+    dim = vectors.shape[1]
+    tokens = np.zeros(len(vectors), np.int64)
+    for parent in np.unique(parents):
+        members = np.flatnonzero(parents == parent)
+        if len(members) <= k:
+            tokens[members] = np.arange(len(members))
+            continue
+        kmeans = faiss.Kmeans(dim, k, niter=20, seed=seed, verbose=False)
+        kmeans.cp.min_points_per_centroid = 1
+        kmeans.train(vectors[members])
+        if balanced:
+            distance, nearest = kmeans.index.search(vectors[members], k)
+            scores = np.full((len(members), k), -1e30)
+            np.put_along_axis(scores, nearest, -distance, axis=1)
+            tokens[members] = balanced_assignment(scores)
+        else:
+            tokens[members] = kmeans.index.search(vectors[members], 1)[1][:, 0]
+    return tokens

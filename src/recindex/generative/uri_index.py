@@ -23,9 +23,9 @@ import torch
 from recindex.errors import InvalidRequest
 from recindex.generative.decoder import TokenDecoder
 from recindex.generative.token_tree import TokenTree, beam_search
-from recindex.index.base import Capabilities, Metric, SearchResult
+from recindex.index.base import MAX_K, Capabilities, Metric, SearchResult
 from recindex.index.exact_index import ExactIndex
-from recindex.index.filters import Filter
+from recindex.index.filters import Filter, as_filter
 
 MAX_BEAM = 1024
 RANKINGS = ("ranker", "decoder")
@@ -221,6 +221,49 @@ class URIIndex(ExactIndex):
             ids[row, :take] = self.table.ids[members[best]]
             scores[row, :take] = values[best]
         return SearchResult(ids, scores, scored)
+
+    def search_triggers(
+        self,
+        trigger_ids,
+        k: int,
+        *,
+        filter: Filter | str | dict | None = None,  # noqa: A002
+        beam: int | None = None,
+    ) -> SearchResult:
+        """Item-to-item: the triggers' own leaves plus the leaves a beam search finds for their mean
+        router vector (item and user vectors share the towers' space), scored by the mean of their
+        ranker vectors; the triggers themselves are left out."""
+        with self._guard:
+            slots = self.table.lookup(np.asarray(trigger_ids, np.int64).reshape(-1))
+            if not len(slots) or (slots < 0).any():
+                raise InvalidRequest("every trigger must be an item of the index")
+            if (
+                not isinstance(k, int | np.integer)
+                or isinstance(k, bool)
+                or not 1 <= k <= min(len(self), MAX_K)
+            ):
+                raise InvalidRequest(f"k must be an integer from 1 to {min(len(self), MAX_K)}, got {k!r}")
+            flt = as_filter(filter)
+            d = self.model_dim
+            rows = self._rows[slots]
+            query = np.concatenate([rows[:, :d].mean(0), rows[:, 2 * d :].mean(0), np.zeros(d, np.float32)])
+            query = query.astype(np.float32)
+            leaves, _, tree, tree_slots = self.leaves(
+                query[None, d : 2 * d], beam or self.search_params["beam"], self.leaf_layers
+            )
+            own = np.unique(tree._prefix(self._codes[slots], self.leaf_layers))
+            members = tree_slots[tree.items_of(np.union1d(leaves[0][leaves[0] >= 0], own))]
+            members = members[~np.isin(members, slots)]
+            if flt is not None or self.table.dead:
+                members = members[self.table.eligible(flt)[members]]
+            ids = np.full((1, k), -1, np.int64)
+            scores = np.full((1, k), -np.inf, np.float32)
+            if len(members):
+                values = self._rows[members] @ query
+                best = np.argsort(-values, kind="stable")[:k]
+                ids[0, : len(best)] = self.table.ids[members[best]]
+                scores[0, : len(best)] = values[best]
+            return SearchResult(ids, scores, np.array([len(members)]))
 
     # ---- what the quality report reads -------------------------------------------------------------------
 

@@ -72,8 +72,14 @@ def balance_loss(
         k = item_log_probs.shape[-1]
         weights = balance_weights(item_log_probs) if adaptive else torch.ones(k)
         return -(weights * expected_log_probs(item_log_probs)).sum() / k
-    total = torch.zeros(())
-    for group in torch.unique(groups):
-        rows = item_log_probs[groups == group]
-        total = total + len(rows) * balance_loss(rows, adaptive)
-    return total / len(item_log_probs)
+    # every parent's log E[p_j] at once: a (parents, rows) mask of -inf outside each parent
+    parents, member_of = torch.unique(groups, return_inverse=True)
+    inside = member_of.unsqueeze(0) == torch.arange(len(parents)).unsqueeze(1)  # (G, R)
+    counts = inside.sum(1)
+    mask = torch.zeros(inside.shape).masked_fill(~inside, float("-inf"))
+    log_expected = torch.logsumexp(mask.unsqueeze(-1) + item_log_probs.unsqueeze(0), 1)  # (G, k)
+    log_expected = log_expected - torch.log(counts.to(log_expected.dtype)).unsqueeze(1)
+    k = item_log_probs.shape[-1]
+    weights = ((math.log(1.0 / k) - log_expected).abs() + 1.0).detach() if adaptive else torch.ones(1)
+    per_parent = -(weights * log_expected).sum(1) / k  # (G,)
+    return (counts * per_parent).sum() / len(item_log_probs)

@@ -112,11 +112,16 @@ class DecoderTrainer:
         result, started = DecoderResult(), time.perf_counter()
         optimizer = torch.optim.Adam(self.parameters, lr=config.lr)
         generator = torch.Generator().manual_seed(self.seed)
+        if config.start_from not in ("", "kmeans"):
+            raise RecIndexError(f"uri.start_from must be empty or 'kmeans', got {config.start_from!r}")
         for layer in range(model.decoder.layers):
             steps = -(-len(self.examples.targets) // config.batch_size)
-            with TrainingProgress(config.layer_epochs, steps, enabled=self.progress) as bar:
-                for epoch in range(1, config.layer_epochs + 1):
-                    record = self._uri_epoch(layer, optimizer, generator, bar)
+            start_epochs = config.start_epochs if config.start_from else 0
+            with TrainingProgress(start_epochs + config.layer_epochs, steps, enabled=self.progress) as bar:
+                start_tokens = self.start_tokens(layer) if start_epochs else None
+                for epoch in range(1, start_epochs + config.layer_epochs + 1):
+                    targets = start_tokens if epoch <= start_epochs else None
+                    record = self._uri_epoch(layer, optimizer, generator, bar, targets)
                     record.update({"layer": float(layer + 1), "epoch": float(epoch)})
                     record["seconds"] = time.perf_counter() - started
                     result.history.append(record)
@@ -132,7 +137,21 @@ class DecoderTrainer:
         model.eval()
         return result
 
-    def _uri_epoch(self, layer: int, optimizer, generator, bar) -> dict[str, float]:
+    def start_tokens(self, layer: int) -> torch.Tensor:
+        """Balanced k-means tokens of the router item vectors under each parent the decoder assigned."""
+        from recindex.generative.semantic_ids import kmeans_within
+
+        with torch.no_grad():
+            vectors = self.model.router.item_vectors().numpy()
+        parents = _prefix_numbers(self.model.item_codes[:, :layer].numpy(), self.model.decoder.sizes)
+        tokens = kmeans_within(
+            vectors, parents, self.model.decoder.sizes[layer], self.seed + layer, balanced=True
+        )
+        return torch.as_tensor(tokens)
+
+    def _uri_epoch(self, layer: int, optimizer, generator, bar, targets=None) -> dict[str, float]:
+        """One epoch of layer `layer`: URI's losses, or, with `targets` (a token per item), the start:
+        cross-entropy of both ends towards the items' target tokens."""
         model, config = self.model, self.config
         model.decoder.train()
         order = torch.randperm(len(self.examples.targets), generator=generator)
@@ -141,6 +160,7 @@ class DecoderTrainer:
         for start in range(0, len(order), config.batch_size):
             rows = order[start : start + config.batch_size]
             positives = self.examples.targets[rows]
+            n = len(rows)
             random_items = self.pool[torch.randint(len(self.pool), (len(rows),), generator=generator)]
             items = torch.cat([positives, random_items])
             query_logits = model.decoder.logits(
@@ -154,17 +174,16 @@ class DecoderTrainer:
                 layer + 1,
             )
             parents = _parent_groups(model.item_codes[items, :layer], model.decoder.sizes) if layer else None
+            balanced = slice(n if config.balance_items == "random" else 0, None)
             query_log = torch.log_softmax(query_logits[layer], -1)
             item_log = torch.log_softmax(item_logits[layer], -1)
             item_probs = item_log.exp()
-            n = len(rows)
-            terms = {
-                "e_step": e_step_loss(query_log, item_probs[:n]),
-                "m_step": m_step_loss(item_log[:n], query_log.exp()),
-                "commit": config.commit_weight * commitment_loss(item_log),
-                "balance": config.balance_weight
-                * balance_loss(item_log, adaptive=config.adaptive_weight, groups=parents),
-            }
+            if targets is not None:
+                terms = {
+                    "start": F.nll_loss(query_log, targets[positives]) + F.nll_loss(item_log, targets[items])
+                }
+            else:
+                terms = self._uri_terms(query_log, item_log, item_probs, n, balanced, parents)
             memory = torch.zeros(())
             for earlier in range(layer):
                 memory = memory + F.cross_entropy(query_logits[earlier], model.item_codes[positives, earlier])
@@ -179,6 +198,20 @@ class DecoderTrainer:
                 sums[name] = sums.get(name, 0.0) + float(value.detach())
             bar.advance_batch(sums["loss"] / batches)
         return {name: value / max(batches, 1) for name, value in sums.items()}
+
+    def _uri_terms(self, query_log, item_log, item_probs, n, balanced, parents) -> dict[str, torch.Tensor]:
+        config = self.config
+        return {
+            "e_step": e_step_loss(query_log, item_probs[:n], config.stop_gradient),
+            "m_step": m_step_loss(item_log[:n], query_log.exp(), config.stop_gradient),
+            "commit": config.commit_weight * commitment_loss(item_log),
+            "balance": config.balance_weight
+            * balance_loss(
+                item_log[balanced],
+                adaptive=config.adaptive_weight,
+                groups=None if parents is None else parents[balanced],
+            ),
+        }
 
     def item_distributions(self, layer: int, batch: int = 4096) -> np.ndarray:
         """(N, k) every item's token distribution at `layer`, given its assigned earlier tokens."""
