@@ -98,8 +98,10 @@ class URIConfig:
     start_from: str = ""  # "" (the paper: from scratch) | "kmeans": before each layer, the decoder first
     # learns balanced k-means tokens of the items under each parent, then URI's losses take over (ours)
     start_epochs: int = 3  # epochs of that start per layer
-    balance_items: str = "all"  # the rows the balance term averages: "all" (positives + random items) or
-    # "random" (the random items alone: an expectation over the catalogue, as eq. 7 writes it)
+    final_epochs: int = 3  # after the last assignment, the query end learns the finished index (the memory
+    # loss over every layer; ours: the paper stops at the last layer's assignment)
+    balance_items: str = "random"  # the rows the balance term averages: "random" (the random items alone:
+    # an expectation over the catalogue, as eq. 7 writes it) or "all" (positives + random items)
     beam: int = 20  # leaves the beam search keeps (the index's default search parameter)
     ranker_epochs: int = 10  # 0: the ranker is the encoders' two-tower model as it is
     ranker_lr: float = 1e-4
