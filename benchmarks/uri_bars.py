@@ -39,6 +39,7 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import threads  # noqa: E402
 from machine import run_info  # noqa: E402
 
 from recindex.bundle import load_bundle  # noqa: E402
@@ -162,6 +163,14 @@ def evaluate(bundle, params: dict, which: str = "test", single_queries: int = 20
     index = uri_index(bundle)
     result = evaluate_index(bundle, index, which, params=params, single_queries=single_queries)
     return {"index": result.index, "exact": result.exact, "cost": result.cost, "params": params}
+
+
+def one_thread():
+    """Serving cost is reported on one thread: torch, BLAS and FAISS pools limited to one."""
+    import torch
+
+    torch.set_num_threads(1)
+    return threads(1)
 
 
 def exact_cost(bundle, queries: int = 200) -> dict:
@@ -322,7 +331,8 @@ def main() -> None:
     p.add_argument("--run", action="append", default=[], help="LABEL=BUNDLE, repeatable")
     p.add_argument("--beam", type=int, default=20)
     args = parser.parse_args()
-    report = {"ape": ape, "compare": compare, "curve": curve, "ablations": ablations}[args.part](args)
+    with one_thread():
+        report = {"ape": ape, "compare": compare, "curve": curve, "ablations": ablations}[args.part](args)
     report["machine"] = run_info()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

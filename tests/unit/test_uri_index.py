@@ -148,3 +148,20 @@ def test_bad_requests_are_refused():
         index.search(QUERIES, 5, params={"beam": 10**6})
     with pytest.raises(InvalidRequest, match="spec options"):
         make_index("uri:k=3", 3 * D)
+
+
+def test_codes_stay_with_their_items_when_removals_compact_the_storage():
+    index = build(beam=K * K)
+    extra = np.concatenate([RANKER_ITEMS, np.zeros((N, D), np.float32), ROUTER_ITEMS], 1)
+    for block in range(5):  # 1,500 more items, coded by the decoder on arrival
+        index.add(np.arange(N + block * N, N + (block + 1) * N), extra)
+    ids_before, codes_before = index.codes_of_items()
+    index.remove(np.arange(N, N + 1200))  # over 1,024 dead slots: the storage is compacted
+    assert index.table.dead == 0 and len(index) == 6 * N - 1200
+    ids, codes = index.codes_of_items()
+    kept = np.isin(ids_before, ids)
+    np.testing.assert_array_equal(ids_before[kept], ids)
+    np.testing.assert_array_equal(codes_before[kept], codes)
+    # every leaf searched: the same scores as exact search over what is left (the copies tie)
+    expected = -np.sort(-(QUERIES @ index.vectors_of(ids).T), axis=1)[:, :5]
+    np.testing.assert_allclose(index.search(QUERIES, 5).scores, expected, rtol=1e-5)

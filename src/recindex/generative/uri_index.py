@@ -133,16 +133,13 @@ class URIIndex(ExactIndex):
         return tokens.numpy()
 
     def _remove(self, ids: np.ndarray) -> int:
-        slots = self.table.lookup(ids)
-        slots = slots[slots >= 0]
-        self.table.kill(slots)
-        if self.table.dead > max(1024, self.table.used // 2):
-            keep = self.table.compact()
-            self._rows = self._rows[keep].copy()
-            self._sq_norms = self._sq_norms[keep].copy()
-            self._codes = self._codes[keep].copy()
+        removed = super()._remove(ids)
         self._trees.clear()
-        return len(slots)
+        return removed
+
+    def _compacted(self, keep: np.ndarray) -> None:
+        super()._compacted(keep)
+        self._codes = self._codes[keep].copy()
 
     # ---- search ----------------------------------------------------------------------------------------
 

@@ -94,10 +94,13 @@ class ExactIndex(BaseIndex):
         slots = slots[slots >= 0]
         self.table.kill(slots)
         if self.table.dead > max(1024, self.table.used // 2):
-            keep = self.table.compact()
-            self._rows = self._rows[keep].copy()
-            self._sq_norms = self._sq_norms[keep].copy()
+            self._compacted(self.table.compact())
         return len(slots)
+
+    def _compacted(self, keep: np.ndarray) -> None:
+        """The slot table dropped its dead slots; `keep` are the old slots of the rows that remain."""
+        self._rows = self._rows[keep].copy()
+        self._sq_norms = self._sq_norms[keep].copy()
 
     # ---- search ----------------------------------------------------------------------------------
 
