@@ -294,8 +294,13 @@ def ablations(args) -> dict:
     rows = {"URI": evaluate(load_bundle(args.full), {"beam": args.beam, "rank": "ranker"}, single_queries=0)}
     for label, path in labelled(args.run):
         rows[label] = evaluate(load_bundle(path), {"beam": args.beam, "rank": "ranker"}, single_queries=0)
+    for label, path in [("URI", args.full), *labelled(args.run)]:
+        bundle = load_bundle(path)
+        codes = bundle.model.item_codes[:, : bundle.config.uri.layers].numpy()
+        split = split_for(bundle.config, bundle.data)
+        rows[label]["partition"] = _ape_row(label, bundle.config.uri.k, codes, split, path)
     table = Table(title=f"ablations, Beauty test split, beam {args.beam}")
-    for column in ("variant", "R@10", "vs URI", "N@10", "ranker exact R@10"):
+    for column in ("variant", "R@10", "vs URI", "N@10", "ranker exact R@10", "APE leaves", "APE layer 1"):
         table.add_column(column)
     full = rows["URI"]["index"]["recall@10"]
     for label, row in rows.items():
@@ -306,6 +311,8 @@ def ablations(args) -> dict:
             f"{r / full - 1:+.1%}",
             f"{row['index']['ndcg@10']:.4f}",
             f"{row['exact']['recall@10']:.4f}",
+            f"{row['partition']['ape']:.3f}",
+            f"{row['partition']['ape_layer1']:.3f}",
         )
     console.print(table)
     return {"rows": rows}

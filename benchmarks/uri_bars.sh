@@ -54,14 +54,16 @@ for part in "${parts[@]}"; do
             uri runs/uri/beauty-k16-l3 --set uri.k=16 --set uri.layers=3
             python benchmarks/uri_bars.py --out "$out" curve --run "k=16,L=2=runs/uri/beauty-k16" \
                 --run "k=32,L=2=runs/uri/beauty" --run "k=64,L=2=runs/uri/beauty-k64" \
-                --run "k=16,L=3=runs/uri/beauty-k16-l3" ;;
+                --run "k=16,L=3=runs/uri/beauty-k16-l3" --beams 1 5 20 40 ;;
         ablations)
             uri runs/uri/beauty
             uri runs/uri/beauty-no-adaptive-weight --set uri.adaptive_weight=false
             uri runs/uri/beauty-no-sibling-negative --set uri.sibling_negatives=0 --set uri.ranker_random_negatives=10
+            uri runs/uri/beauty-from-scratch --set 'uri.start_from=""'
             python benchmarks/uri_bars.py --out "$out" ablations --full runs/uri/beauty \
                 --run "w/o adaptive weight=runs/uri/beauty-no-adaptive-weight" \
-                --run "w/o sibling hard negative=runs/uri/beauty-no-sibling-negative" ;;
+                --run "w/o sibling hard negative=runs/uri/beauty-no-sibling-negative" \
+                --run "from scratch (no k-means start)=runs/uri/beauty-from-scratch" ;;
         sports)
             two_tower runs/bench/sports --dataset sports
             uri runs/uri/sports --dataset sports --set uri.init_from=runs/bench/sports
