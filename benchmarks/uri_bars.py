@@ -51,8 +51,9 @@ from recindex.index import make_index  # noqa: E402
 from recindex.index.in_bundle import item_attributes, uri_options  # noqa: E402
 
 console = Console(width=200)
-TIGER_BEAUTY_RECALL10 = 0.0648  # TIGER's published Beauty Recall@10
-TARGET_RECALL10 = 0.075  # the two-tower bar
+# TIGER's published Recall@10 (arXiv 2305.05065, Table 1) under the same leave-one-out protocol
+TIGER_RECALL10 = {"beauty": 0.0648, "sports": 0.0400}
+TARGET_RECALL10 = {"beauty": 0.075}  # the two-tower bar, set for Beauty only
 FIXED = ("random", "kmeans", "kmeans_balanced", "rq_kmeans", "rq_kmeans_balanced", "rq_vae")
 
 
@@ -194,7 +195,9 @@ def compare(args) -> dict:
             report["rows"][f"{label} (two-stage)"] = evaluate(bundle, {**beam, "rank": "decoder"})
         report["rows"][f"{label} leaves + ranker"] = evaluate(bundle, {**beam, "rank": "ranker"})
     report["exact"] = {"metrics": report["rows"]["URI"]["exact"], "cost": exact_cost(uri)}
-    table = Table(title=f"Beauty test split, beam {args.beam}; one thread")
+    dataset = uri.config.data.dataset
+    report["dataset"] = dataset
+    table = Table(title=f"{dataset} test split, beam {args.beam}; one thread")
     for column in ("run", "R@10", "N@10", "R@20", "N@20", "candidates", "p50 ms", "batched ms"):
         table.add_column(column, justify="right" if column != "run" else "left")
     for label, row in report["rows"].items():
@@ -233,12 +236,14 @@ def compare(args) -> dict:
                 f"URI R@10 {ours:.4f} vs {label} two-stage {theirs:.4f} ({ours / theirs - 1:+.0%}): "
                 + verdict(ok)
             )
-    bars.append({"bar": "TIGER's 0.0648", "uri": ours, "pass": ours >= TIGER_BEAUTY_RECALL10})
-    console.print(
-        f"URI R@10 {ours:.4f} vs TIGER's published {TIGER_BEAUTY_RECALL10}: "
-        + verdict(ours >= TIGER_BEAUTY_RECALL10)
-    )
-    console.print(f"... and the target {TARGET_RECALL10}: {verdict(ours >= TARGET_RECALL10)}")
+    if dataset in TIGER_RECALL10:
+        published = TIGER_RECALL10[dataset]
+        bars.append({"bar": f"TIGER's {published}", "uri": ours, "pass": ours >= published})
+        console.print(f"URI R@10 {ours:.4f} vs TIGER's published {published}: " + verdict(ours >= published))
+    if dataset in TARGET_RECALL10:
+        target = TARGET_RECALL10[dataset]
+        bars.append({"bar": f"target {target}", "uri": ours, "pass": ours >= target})
+        console.print(f"... and the target {target}: {verdict(ours >= target)}")
     report["bars"] = bars
     return report
 
