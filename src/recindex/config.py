@@ -44,6 +44,9 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     negatives: str = "mixed"  # in_batch | mixed (in-batch + uniform) | full (whole catalogue)
+    loss: str = "infonce"  # infonce (sampled or full softmax) | hinge (SCI's triplet hinge, over the same
+    # negatives: mean of max(0, margin - s(q, i+) + s(q, i-)))
+    margin: float = 0.2  # the hinge's margin on cosine scores
     uniform_negatives: int = 1024  # extra uniformly sampled negatives per batch (mixed)
     logq_correction: bool = True
     frequency_decay: float = 0.05  # streaming frequency estimator's learning rate
@@ -83,7 +86,8 @@ class URIConfig:
     enabled: bool = False
     k: int = 32  # tokens per layer
     layers: int = 2
-    index: str = "learn"  # learn (URI), a semantic-id method (generative.semantic_ids) or a URI bundle
+    index: str = "learn"  # learn (URI), a semantic-id method (generative.semantic_ids), sci (the consistent
+    # index's codes of the encoders, recindex.sci.semantic_ids) or a URI bundle
     init_from: str = ""  # a two-tower bundle of the same data for the encoders (default: train one first)
     generate_items: bool = False  # add TIGER's item token so the decoder ranks items itself (two-stage)
     decoder_blocks: int = 2
@@ -110,6 +114,16 @@ class URIConfig:
 
 
 @dataclass(frozen=True)
+class SCIConfig:
+    """SCI's SymmAligner (recindex.sci): the two-tower task loss plus the same loss with the towers'
+    inputs swapped. The model and its bundle are the plain two-tower's (no new parameters); the
+    consistent index is built from any two-tower bundle (`recindex index build BUNDLE --backend ci`)."""
+
+    symmetric_weight: float = 0.0  # lambda on the swapped-input loss (0: the plain two-tower)
+    consistency_weight: float = 0.0  # ours, not the paper's: 1 - cos(f_q(I), f_i(I)) over the batch's items
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     ks: tuple[int, ...] = (5, 10, 20, 50, 100)
     exclude_seen: bool = True
@@ -124,6 +138,7 @@ class ExperimentConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     mfli: MFLIConfig = field(default_factory=MFLIConfig)
     uri: URIConfig = field(default_factory=URIConfig)
+    sci: SCIConfig = field(default_factory=SCIConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -70,6 +70,9 @@ def run_experiment(
     extra: dict = {}
     if config.mfli.enabled and config.uri.enabled:
         raise RecIndexError("[mfli] and [uri] are both enabled; a run trains one of them")
+    symmetric = config.sci.symmetric_weight > 0 or config.sci.consistency_weight > 0
+    if symmetric and (config.mfli.enabled or config.uri.enabled):
+        raise RecIndexError("[sci] training applies to the plain two-tower model; turn off [mfli] and [uri]")
     if config.uri.enabled:
         from recindex.generative.uri_run import train_uri
 
@@ -94,6 +97,12 @@ def run_experiment(
             mfli_train_config(config.mfli),
             progress=progress,
             log=log,
+        )
+    elif symmetric:
+        from recindex.sci.train import SymmetricTrainer
+
+        trainer = SymmetricTrainer(
+            model, split, config.train, config.eval, config.sci, progress=progress, log=log
         )
     else:
         trainer = Trainer(model, split, config.train, config.eval, progress=progress, log=log)

@@ -28,6 +28,9 @@ class IndexEvaluation:
     index: dict[str, float]  # metrics through the index
     exact: dict[str, float]  # the same metrics by exact search
     cost: dict[str, float]  # index recall, candidates scored, latency
+    ranks: np.ndarray | None = None  # (cases,) 0-based rank of each target through the index (n_items: miss)
+    exact_ranks: np.ndarray | None = None  # (cases,) the same by exact search
+    exact_top: np.ndarray | None = None  # (cases, depth) exact search's top items
 
 
 def ranks_from_lists(top: np.ndarray, targets: np.ndarray, miss_rank: int) -> np.ndarray:
@@ -115,7 +118,7 @@ def evaluate_index(
         "single_query_p50_ms": float(np.percentile(latencies, 50)) if len(latencies) else float("nan"),
         "single_query_p99_ms": float(np.percentile(latencies, 99)) if len(latencies) else float("nan"),
     }
-    return IndexEvaluation(metrics, exact_metrics, cost)
+    return IndexEvaluation(metrics, exact_metrics, cost, ranks, exact.ranks, exact.top_items)
 
 
 def _single_query_latencies(index, queries, cases, exclude_seen, depth, params, n) -> np.ndarray:

@@ -2,7 +2,8 @@
 
 Partitions come from the indexes that have one: MFLI (one per facet: its leaves), URI (one per layer
 of its token tree; the last is the leaves, where items that share a full code are counted as
-collisions) and FAISS IVF (its lists). APE is measured with the users' training items as each query's
+collisions), CI (its coarse lists, and the leaves of its full coarse + fine codes) and FAISS IVF (its
+lists). APE is measured with the users' training items as each query's
 positives (see eval.ape).
 """
 
@@ -24,7 +25,24 @@ def partitions_of(index: BaseIndex) -> dict[str, np.ndarray]:
     from recindex.generative.uri_index import URIIndex
     from recindex.index.faiss_index import FaissIndex
     from recindex.mfli.index import MFLIIndex
+    from recindex.sci.index import CIIndex
 
+    if isinstance(index, CIIndex):
+        ids = index.table.ids[index.table.live_slots()]
+        codes = index.semantic_ids(ids)
+        bucket_of = np.full(int(ids.max()) + 1 if len(ids) else 0, -1, np.int64)
+        partitions = {}
+        bucket_of[ids] = codes[:, 0]
+        partitions["coarse lists"] = bucket_of.copy()
+        if index.levels:
+            number = codes[:, 0].astype(np.int64)
+            for level in range(index.levels):
+                number = number * index.codebook.shape[2] + codes[:, 1 + level]
+            # Numbered by the codes that occur: the code space (nlist x codewords^levels) is mostly
+            # unused by design, and "empty" counts only mean something over the numbers in use.
+            bucket_of[ids] = np.unique(number, return_inverse=True)[1]
+            partitions["leaves"] = bucket_of
+        return partitions
     if isinstance(index, MFLIIndex):
         return {f"facet {f}": index.leaves_of_items(f) for f in range(index.facets)}
     if isinstance(index, URIIndex):
@@ -54,7 +72,9 @@ def partitions_of(index: BaseIndex) -> dict[str, np.ndarray]:
                     ids = labels[faiss.rev_swig_ptr(ivf.invlists.get_ids(cell), size)]
                     bucket_of[ids[ids >= 0]] = cell
             return {"IVF lists": bucket_of}
-    raise InvalidRequest(f"a {index.backend} index has no partition to report (mfli, uri and faiss IVF do)")
+    raise InvalidRequest(
+        f"a {index.backend} index has no partition to report (mfli, uri, ci and faiss IVF do)"
+    )
 
 
 def quality_report(bundle: Bundle, index: BaseIndex) -> dict:

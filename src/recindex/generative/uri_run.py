@@ -2,7 +2,8 @@
 
 encoders   from `uri.init_from` (a two-tower bundle of the same data and split), or trained first
 index      URI: learned layer by layer by the decoder; two-stage: fixed codes (random, k-means,
-           RQ-KMeans, RQ-VAE of the encoders' item vectors, or another URI bundle's learned codes),
+           RQ-KMeans, RQ-VAE of the encoders' item vectors, SCI's consistent-index codes of both
+           towers' views, or another URI bundle's learned codes),
            which the decoder then learns by cross-entropy
 ranker     the towers fine-tuned with random and sibling-leaf negatives
 """
@@ -84,7 +85,12 @@ def train_uri(
 
 def fixed_codes(uri, router: TwoTowerModel, data: Interactions, config: ExperimentConfig):
     """(N, L[+1]) codes of a two-stage index and the decoder's token sizes."""
-    if uri.index in FIXED_INDEXES:
+    if uri.index == "sci":
+        from recindex.experiment import split_for
+        from recindex.sci.semantic_ids import sci_semantic_ids
+
+        codes = sci_semantic_ids(router, split_for(config, data), uri.k, uri.layers, seed=config.train.seed)
+    elif uri.index in FIXED_INDEXES:
         with torch.no_grad():
             vectors = router.item_vectors().numpy()
         codes = build_semantic_ids(vectors, uri.index, uri.k, uri.layers, seed=config.train.seed).codes
@@ -108,7 +114,8 @@ def learned_codes(path: Path, data: Interactions, config: ExperimentConfig) -> n
 
     if not path.is_dir():
         raise RecIndexError(
-            f"uri.index must be learn, {', '.join(FIXED_INDEXES)} or the folder of a URI bundle; got {path}"
+            f"uri.index must be learn, {', '.join(FIXED_INDEXES)}, sci or the folder of a URI bundle; "
+            f"got {path}"
         )
     bundle = load_bundle(path)
     if not isinstance(bundle.model, URIModel) or bundle.config.uri.index != "learn":

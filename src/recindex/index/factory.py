@@ -14,6 +14,9 @@ Specs (the `--backend` of `recindex index build`):
     mfli:storage=fp16,max_leaf=500        also the leaves' vector storage and the rebuild bounds
     uri                        a URI (generative) model's decoder, beam search over its learned token tree
                                and its ranker; its weights and codes come in options (from the bundle)
+    ci                         SCI's consistent index: lists by k-means in the query view, scores (exact,
+    ci:nlist=128,levels=2      or residual codes) in the item view; the items' query views and logged
+    ci:coarse=items+queries    queries come in options, from the bundle; also codewords=N, assign=N
 
 Backends are named here explicitly; nothing is discovered by module name.
 """
@@ -28,7 +31,7 @@ from typing import Any
 from recindex.errors import InvalidRequest
 from recindex.index.base import BaseIndex, Metric, read_index_manifest
 
-BACKENDS = ("exact", "faiss", "milvus", "sharded", "mfli", "uri")
+BACKENDS = ("exact", "faiss", "milvus", "sharded", "mfli", "uri", "ci")
 
 
 def backend_class(name: str) -> type[BaseIndex]:
@@ -57,6 +60,10 @@ def backend_class(name: str) -> type[BaseIndex]:
         from recindex.generative.uri_index import URIIndex
 
         return URIIndex
+    if name == "ci":
+        from recindex.sci.index import CIIndex
+
+        return CIIndex
     raise InvalidRequest(f"unknown index backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
 
@@ -95,6 +102,10 @@ def make_index(
                 f"{spec!r}: the uri backend takes no spec options (its shape is the model's)"
             )
         return cls(dim, metric, search_params=search_params, **options)
+    if backend == "ci":
+        shape = _key_values(spec, rest, ("nlist", "levels", "codewords", "assign", "seed"), words=("coarse",))
+        _check_options(cls, backend, {**shape, **options})
+        return cls(dim, metric, search_params=search_params, **{**shape, **options})
     count, _, inner = rest.partition(":")
     if not count.isdigit() or not inner:
         raise InvalidRequest(f"sharded spec is sharded:N:INNER (e.g. sharded:4:faiss:HNSW32), got {spec!r}")

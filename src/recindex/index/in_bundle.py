@@ -102,6 +102,8 @@ def build_bundle_index(
         options.setdefault("uri", str(folder.parent / f"{name}.milvus.db"))
     if spec.partition(":")[0] == "mfli":
         options = {**mfli_options(bundle), **options}
+    if spec.partition(":")[0] == "ci":
+        options = {**ci_options(bundle), **options}
     if spec.partition(":")[0] == "uri":
         options = {**uri_options(bundle), **options}
         search_params = {"beam": bundle.config.uri.beam, **dict(search_params or {})}
@@ -146,6 +148,25 @@ def uri_options(bundle: Bundle) -> dict[str, Any]:
         "blocks": len(model.decoder.blocks),
         "heads": model.decoder.blocks[0].self_attn.num_heads,
         "codes": model.item_codes.numpy().copy(),
+    }
+
+
+def ci_options(bundle: Bundle) -> dict[str, Any]:
+    """The query views of a two-tower bundle's items and one logged query per training user, for the
+    `ci` index (SCI's consistent index reads both towers)."""
+    from recindex.experiment import split_for
+    from recindex.models.two_tower import TwoTowerModel
+    from recindex.sci.views import catalogue_query_views, training_queries
+
+    if type(bundle.model) is not TwoTowerModel:
+        raise BundleError(
+            f"{bundle.path}: the ci index serves two-tower bundles (with or without [sci] training)"
+        )
+    split = split_for(bundle.config, bundle.data)
+    return {
+        "query_views": catalogue_query_views(bundle.model),
+        "logged_queries": training_queries(bundle.model, split),
+        "seed": bundle.config.train.seed,
     }
 
 

@@ -83,3 +83,29 @@ def full_softmax_loss(
 ) -> torch.Tensor:
     """Exact softmax over the whole catalogue: no sampling, so no correction and no accidental hits."""
     return _FullSoftmax.apply(users / temperature, catalogue_vectors, labels)
+
+
+def hinge_loss(
+    users: torch.Tensor,  # (P, d), L2-normalised
+    positive_ids: torch.Tensor,  # (P,)
+    positive_vectors: torch.Tensor,  # (P, d)
+    candidate_ids: torch.Tensor,  # (C,)
+    candidate_vectors: torch.Tensor,  # (C, d)
+    margin: float,
+    *,
+    hard_ids: torch.Tensor | None = None,  # (P, H)
+    hard_vectors: torch.Tensor | None = None,  # (P, H, d)
+) -> torch.Tensor:
+    """Triplet hinge on cosine scores, max(0, margin - s(q, i+) + s(q, i-)), averaged over every
+    (row, negative) pair; a candidate that is the row's own positive is not a negative."""
+    positive = (users * positive_vectors).sum(-1, keepdim=True)  # (P, 1)
+    shared = users @ candidate_vectors.T  # (P, C)
+    valid = candidate_ids.unsqueeze(0) != positive_ids.unsqueeze(1)
+    total = (F.relu(margin - positive + shared) * valid).sum()
+    count = valid.sum()
+    if hard_ids is not None and hard_vectors is not None and hard_ids.shape[1] > 0:
+        hard = torch.einsum("pd,phd->ph", users, hard_vectors)
+        hard_valid = hard_ids != positive_ids.unsqueeze(1)
+        total = total + (F.relu(margin - positive + hard) * hard_valid).sum()
+        count = count + hard_valid.sum()
+    return total / count.clamp(min=1)

@@ -7,6 +7,8 @@ Negatives (`train.negatives`):
 - `full`: the whole catalogue (exact softmax; affordable for catalogues up to ~10^5 items).
 Hard negatives (`hard_negatives` > 0): every `hard_negative_every` epochs, each user's top-ranked
 non-interacted items under the current model are mined and sampled into that user's rows.
+Loss (`train.loss`): the softmax above (InfoNCE), or a triplet hinge on cosine scores over the same
+negatives (SCI's task loss).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from recindex.data.splits import Split
 from recindex.errors import RecIndexError
 from recindex.eval.evaluate import evaluate_model
 from recindex.models.frequency import StreamingFrequency
-from recindex.models.losses import full_softmax_loss, sampled_softmax_loss
+from recindex.models.losses import full_softmax_loss, hinge_loss, sampled_softmax_loss
 from recindex.models.two_tower import TwoTowerModel
 from recindex.train.batches import SequenceExamples, iterate_batches, n_batches, sequence_examples
 from recindex.train.progress import TrainingProgress
@@ -58,6 +60,8 @@ class Trainer:
     ):
         if train.negatives not in ("in_batch", "mixed", "full"):
             raise RecIndexError(f"train.negatives must be in_batch, mixed or full, got {train.negatives!r}")
+        if train.loss not in ("infonce", "hinge"):
+            raise RecIndexError(f"train.loss must be infonce or hinge, got {train.loss!r}")
         self.model, self.split, self.config, self.evaluation = model, split, train, evaluation
         self.progress, self.log = progress, log or (lambda _: None)
         n_items = model.n_items
@@ -153,37 +157,61 @@ class Trainer:
         return keep
 
     def _loss(self, batch) -> torch.Tensor:
-        model, config = self.model, self.config
+        model = self.model
         id_keep = self._id_keep()
         states = model.user_states(batch.inputs, batch.lengths, batch.users, id_keep)  # (B, L, d)
         real = batch.targets != model.n_items  # (B, L)
-        users = states[real]  # (P, d)
         positives = batch.targets[real]  # (P,)
+        if self.config.negatives != "full" or self.hard is not None:
+            self.frequency.update(positives)
+        rows = torch.as_tensor(batch.rows).unsqueeze(1).expand_as(real)[real]  # (P,) example row
+        return self.retrieval_loss(
+            states[real], positives, lambda items: model.item_vectors(items, id_keep), rows
+        )
+
+    def retrieval_loss(
+        self, users: torch.Tensor, positives: torch.Tensor, encode_items, rows
+    ) -> torch.Tensor:
+        """The task loss of (P, d) query vectors against their positives and the configured negatives,
+        with items encoded by `encode_items` (the item tower; SCI's swapped pass gives the query tower)."""
+        model, config = self.model, self.config
         if config.negatives == "full" and self.hard is None:
-            catalogue = model.item_vectors(self.pool, id_keep)
-            return full_softmax_loss(users, catalogue, self.pool_position[positives], model.temperature)
-        positive_vectors = model.item_vectors(positives, id_keep)
-        self.frequency.update(positives)
+            catalogue = encode_items(self.pool)
+            labels = self.pool_position[positives]
+            if config.loss == "hinge":
+                return hinge_loss(users, positives, catalogue[labels], self.pool, catalogue, config.margin)
+            return full_softmax_loss(users, catalogue, labels, model.temperature)
+        positive_vectors = encode_items(positives)
         candidate_log_q = positive_log_q = None
         if config.negatives == "full":
             candidates = self.pool
-            candidate_vectors = model.item_vectors(candidates, id_keep)
+            candidate_vectors = encode_items(candidates)
         else:
             candidates, candidate_vectors = positives, positive_vectors
             extra = 0.0
             if config.negatives == "mixed" and config.uniform_negatives > 0:
                 sampled = self.pool[torch.randint(len(self.pool), (config.uniform_negatives,))]
                 candidates = torch.cat([positives, sampled])
-                candidate_vectors = torch.cat([positive_vectors, model.item_vectors(sampled, id_keep)])
+                candidate_vectors = torch.cat([positive_vectors, encode_items(sampled)])
                 extra = config.uniform_negatives / len(self.pool)
             if config.logq_correction:
                 candidate_log_q = torch.log(self.frequency.per_batch_probability(candidates) + extra)
                 positive_log_q = torch.log(self.frequency.per_batch_probability(positives) + extra)
         hard_ids = hard_vectors = None
         if self.hard is not None:
-            rows = torch.as_tensor(batch.rows).unsqueeze(1).expand_as(real)[real]  # (P,) example row
             hard_ids = self.hard[rows]  # (P, H)
-            hard_vectors = model.item_vectors(hard_ids, id_keep)
+            hard_vectors = encode_items(hard_ids)
+        if config.loss == "hinge":
+            return hinge_loss(
+                users,
+                positives,
+                positive_vectors,
+                candidates,
+                candidate_vectors,
+                config.margin,
+                hard_ids=hard_ids,
+                hard_vectors=hard_vectors,
+            )
         return sampled_softmax_loss(
             users,
             positives,

@@ -1,0 +1,72 @@
+"""Measurements of the two defects SCI targets, beside the end metrics.
+
+Space misalignment:
+- `distribution_gap`: how far apart the query and item vectors lie: the distance between their means
+  and the maximum mean discrepancy (MMD^2, Gaussian kernel, bandwidth by the median heuristic) between
+  samples of the two; 0 when the two distributions are the same;
+- `view_agreement`: mean cos(f_q(I), f_i(I)), each item read by both towers;
+- `routing_consistency`: the share of a query's exact top-K items that sit in the lists the query is
+  routed to (nprobe of them): the routing errors an index makes before it scores anything.
+
+Long tail (`tail_subsets`): test cases of users with short histories, and cases whose target is among
+the least popular half of the items (by training interactions).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def distribution_gap(queries: np.ndarray, items: np.ndarray, sample: int = 2000, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    q = queries[rng.choice(len(queries), min(sample, len(queries)), replace=False)].astype(np.float64)
+    i = items[rng.choice(len(items), min(sample, len(items)), replace=False)].astype(np.float64)
+
+    def squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.maximum((a**2).sum(1)[:, None] + (b**2).sum(1)[None, :] - 2 * a @ b.T, 0.0)
+
+    qq, ii, qi = squared_distances(q, q), squared_distances(i, i), squared_distances(q, i)
+    bandwidth = float(np.median(qi))  # the median heuristic, on the cross distances
+    kernel = lambda d: np.exp(-d / max(bandwidth, 1e-12))  # noqa: E731
+    n, m = len(q), len(i)
+    # Unbiased MMD^2: the diagonals (a point with itself) are left out of the within-sample terms.
+    within_q = (kernel(qq).sum() - n) / (n * (n - 1))
+    within_i = (kernel(ii).sum() - m) / (m * (m - 1))
+    mmd = within_q + within_i - 2 * kernel(qi).mean()
+    return {
+        "mean_gap": float(np.linalg.norm(queries.mean(0) - items.mean(0))),
+        "mmd2": float(mmd),
+        "query_item_cosine": float((q @ i.T).mean()),
+    }
+
+
+def view_agreement(query_views: np.ndarray, item_views: np.ndarray) -> float:
+    return float((query_views * item_views).sum(1).mean())
+
+
+def routing_consistency(item_lists: np.ndarray, probed: np.ndarray, exact_top: np.ndarray) -> float:
+    """Mean share of each query's exact top-K items found in its probed lists.
+
+    item_lists: (N, m) the list(s) of each item id (-1 for none); probed: (Q, nprobe) the lists each
+    query visits; exact_top: (Q, K) each query's exact top-K item ids (-1 padding is ignored).
+    """
+    shares = np.empty(len(probed))
+    for q in range(len(probed)):
+        top = exact_top[q][exact_top[q] >= 0]
+        if not len(top):
+            shares[q] = np.nan
+            continue
+        inside = np.isin(item_lists[top], probed[q]).any(axis=1)
+        shares[q] = inside.mean()
+    return float(np.nanmean(shares))
+
+
+def tail_subsets(
+    history_lengths: np.ndarray, targets: np.ndarray, item_counts: np.ndarray, short: int = 5
+) -> dict[str, np.ndarray]:
+    """Boolean masks over test cases: `short_history` (at most `short` items of history) and
+    `tail_target` (the target is in the least popular 50% of items, by training count)."""
+    order = np.argsort(item_counts, kind="stable")  # least popular first; ties by item id
+    tail = np.zeros(len(item_counts), bool)
+    tail[order[: len(order) // 2]] = True
+    return {"short_history": history_lengths <= short, "tail_target": tail[targets]}
