@@ -189,7 +189,8 @@ def model_rows(bundle, nlist: int, nprobes: list[int]) -> dict:
 def compare(args) -> dict:
     torch.set_num_threads(1)
     report: dict = {"models": {}}
-    for label, path in (("plain two-tower", args.plain), ("SymmAligner", args.sci)):
+    towers = [("plain two-tower", args.plain)] + ([("SymmAligner", args.sci)] if args.sci else [])
+    for label, path in towers:
         bundle = load_bundle(path)
         nlist = args.nlist or default_nlist(bundle.model.n_items)
         log(f"{label} ({path}): exact, IVF{nlist} and CI with {nlist} lists")
@@ -240,8 +241,13 @@ def compare(args) -> dict:
             f"{a['view_agreement']:.3f}",
         )
     console.print(gap)
+    report["plot"] = str(plot_recall(report, args))
+    bars: list = []
+    report["bars"] = bars
+    if not args.sci:
+        console.print("no SymmAligner bundle given (--sci): the plain towers' rows only, no bars")
+        return report
     plain, sci = (report["models"][m]["rows"] for m in ("plain two-tower", "SymmAligner"))
-    bars = []
     for nprobe in args.nprobe:
         ours, theirs = sci[f"CI, nprobe {nprobe}"], plain[f"IVF, nprobe {nprobe}"]
         for metric in ("recall@10", "tail_recall@50"):
@@ -259,8 +265,46 @@ def compare(args) -> dict:
                 f"nprobe {nprobe}: SymmAligner + CI {metric} {ours[metric]:.4f} vs plain + IVF "
                 f"{theirs[metric]:.4f} ({ours[metric] / max(theirs[metric], 1e-12) - 1:+.1%}): {verdict(ok)}"
             )
-    report["bars"] = bars
     return report
+
+
+def plot_recall(report: dict, args) -> Path:
+    """Recall@10 and tail-item Recall@50 against candidates scored, over the nprobe sweep (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for model, entry in report["models"].items():
+        for name, style in (("IVF", "--"), ("CI", "-")):
+            rows = [entry["rows"][f"{name}, nprobe {n}"] for n in args.nprobe]
+            for axis, metric in zip(axes, ("recall@10", "tail_recall@50"), strict=True):
+                axis.plot(
+                    [r["candidates"] for r in rows],
+                    [r[metric] for r in rows],
+                    style,
+                    marker="o",
+                    label=f"{model} + {name}",
+                )
+        for axis, metric in zip(axes, ("recall@10", "tail_recall@50"), strict=True):
+            axis.axhline(entry["rows"]["exact"][metric], color="grey", linewidth=0.5)
+    for axis, metric in zip(axes, ("Recall@10", "tail-item Recall@50"), strict=True):
+        axis.set_xscale("log")
+        axis.set_xlabel("candidates scored per query (nprobe " + ", ".join(map(str, args.nprobe)) + ")")
+        axis.set_ylabel(metric)
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    figure.suptitle(
+        f"{report['dataset']} test split: IVF (item-view lists) vs CI (query-view lists); grey: exact"
+    )
+    figure.tight_layout()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "recall_vs_candidates.png"
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
 
 
 # ---- ids -------------------------------------------------------------------------------------------------
@@ -400,7 +444,9 @@ def main() -> None:
     )
     p = parts.add_parser("compare", help="towers x index on the test split, with the misalignment measures")
     p.add_argument("--plain", required=True, help="the plain two-tower bundle")
-    p.add_argument("--sci", required=True, help="the SymmAligner bundle (lambda chosen by `sweep`)")
+    p.add_argument(
+        "--sci", help="the SymmAligner bundle (lambda chosen by `sweep`); without it, the plain rows"
+    )
     p.add_argument("--nlist", type=int, default=0, help="lists of both indexes (0: about sqrt(N))")
     p.add_argument("--nprobe", type=int, nargs="+", default=[2, 4, 8, 16])
     p = parts.add_parser("ids", help="semantic IDs: APE and the two-stage decoder's Recall@10")
