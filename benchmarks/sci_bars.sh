@@ -47,11 +47,11 @@ for part in "${parts[@]}"; do
             sci="$(chosen)"
             two_stage runs/uri/beauty-two-stage-rq-kmeans rq_kmeans runs/bench/beauty  # the URI issue's baseline
             two_stage runs/sci/beauty-two-stage-ci-plain sci runs/bench/beauty
-            two_stage runs/sci/beauty-two-stage-ci sci "$sci"
+            two_stage "runs/sci/beauty-two-stage-ci-$(basename "$sci")" sci "$sci"
             python benchmarks/sci_bars.py --out "$out" ids --plain runs/bench/beauty --sci "$sci" \
                 --two-stage "RQ-KMeans IDs (plain towers)=runs/uri/beauty-two-stage-rq-kmeans" \
                 --two-stage "CI IDs (plain towers)=runs/sci/beauty-two-stage-ci-plain" \
-                --two-stage "CI IDs (SymmAligner towers)=runs/sci/beauty-two-stage-ci" ;;
+                --two-stage "CI IDs (SymmAligner towers)=runs/sci/beauty-two-stage-ci-$(basename "$sci")" ;;
         cost) python benchmarks/sci_bars.py --out "$out" cost ;;
         sports)
             train runs/bench/sports --dataset sports

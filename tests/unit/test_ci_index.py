@@ -103,6 +103,19 @@ def test_filters_removal_and_inserts(views):
     assert index.semantic_ids([10_000])[0, 0] == np.argmax(new @ index.centroids.T)
 
 
+def test_an_item_added_with_its_query_view_is_routed_by_it(views):
+    items, query_views, _ = views
+    index = build(items, query_views)
+    rng = np.random.default_rng(9)
+    item, view = unit(rng.normal(size=(1, 16))), unit(rng.normal(size=(1, 16)))
+    index.add_with_views([20_000], item, view)
+    assert index.semantic_ids([20_000])[0, 0] == np.argmax(view @ index.centroids.T)
+    index.add([20_001], item)  # without a view: routed by its item vector
+    assert index.semantic_ids([20_001])[0, 0] == np.argmax(item @ index.centroids.T)
+    with pytest.raises(InvalidRequest, match="query views"):
+        index.add_with_views([1, 2], items[:2], view)
+
+
 def test_save_and_load_round_trip(views, tmp_path):
     items, query_views, queries = views
     index = build(items, query_views, assign=2)

@@ -22,10 +22,10 @@ nearest first, until it has k (so k results come back whenever k items match the
 Coarse id + fine codes are the item's coarse-to-fine semantic ID (`semantic_ids`).
 
 Writes after the build: an item gets its list from its query view when the `query_views` given at build
-time cover its id, otherwise from its item vector (the contract hands a backend one vector per item;
-routing a new item by its item view is sound to the degree the towers are aligned, which is what
-SymmAligner trains). Its fine codes come from the trained codebook. Rows, attributes, filters and
-removal are the exact backend's.
+time cover its id, or when it comes through `add_with_views`; otherwise from its item vector (the
+contract's `add` hands a backend one vector per item; routing a new item by its item view is sound to
+the degree the towers are aligned, which is what SymmAligner trains). Its fine codes come from the
+trained codebook. Rows, attributes, filters and removal are the exact backend's.
 
 The lists are scanned here, not in a FAISS IVF, because FAISS assigns an item to a list by the vector
 it stores, and CI assigns by one view while it stores and scores another.
@@ -40,7 +40,7 @@ import faiss
 import numpy as np
 
 from recindex.errors import InvalidRequest
-from recindex.index.base import Capabilities, Metric, SearchResult
+from recindex.index.base import Capabilities, Metric, SearchResult, as_ids, as_matrix
 from recindex.index.exact_index import ExactIndex
 from recindex.index.filters import Filter
 from recindex.mfli.codebook import assign_codes, fit_codebook
@@ -99,6 +99,7 @@ class CIIndex(ExactIndex):
         self._lists = np.zeros((0, assign), np.int64)  # per slot: its lists, nearest first
         self._codes = np.zeros((0, levels), np.int64)  # per slot: its fine codes
         self._members: tuple[np.ndarray, np.ndarray] | None = None  # CSR (offsets, slots) by list
+        self._given_views: dict[int, np.ndarray] = {}  # set by `add_with_views` for one add
 
     @property
     def capabilities(self) -> Capabilities:
@@ -106,10 +107,27 @@ class CIIndex(ExactIndex):
 
     # ---- build and writes --------------------------------------------------------------------------
 
+    def add_with_views(self, ids, vectors, query_views, *, attributes=None) -> None:
+        """As `add`, with each item routed by the query view given (f_q(I): for a new item known by its
+        content, `recindex.sci.views.content_query_views`) instead of its item vector."""
+        ids = as_ids(ids)
+        views = as_matrix(query_views, self.dim, "query views")
+        if len(views) != len(ids):
+            raise InvalidRequest(f"{len(ids)} ids for {len(views)} query views")
+        with self._guard:
+            self._given_views = dict(zip(ids.tolist(), views, strict=True))
+            try:
+                self.add(ids, vectors, attributes=attributes)
+            finally:
+                self._given_views = {}
+
     def _routing_views(self, ids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
         views = vectors.copy()
         known = ids < len(self.query_views)
         views[known] = self.query_views[ids[known]]
+        for row, item in enumerate(ids.tolist()):
+            if item in self._given_views:
+                views[row] = self._given_views[item]
         return views
 
     def _build(self, views: np.ndarray, vectors: np.ndarray) -> None:
