@@ -29,10 +29,10 @@ from pathlib import Path
 import faiss
 import numpy as np
 import torch
-from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bar_report import console, labelled, log, verdict  # noqa: E402
 from bench_common import threads  # noqa: E402
 from machine import run_info  # noqa: E402
 
@@ -55,27 +55,8 @@ from recindex.sci.index import CIIndex, default_nlist  # noqa: E402
 from recindex.sci.semantic_ids import sci_semantic_ids  # noqa: E402
 from recindex.sci.views import catalogue_query_views  # noqa: E402
 
-console = Console(width=200)
 SHORT_HISTORY = 5  # "short history": at most this many items before the target
 CONSISTENCY_K = 10  # routing consistency over each query's exact top-10
-
-
-def log(message: str) -> None:
-    console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}")
-
-
-def verdict(ok: bool) -> str:
-    return "[green]PASS[/green]" if ok else "[red]NOT MET[/red]"
-
-
-def labelled(values: list[str]) -> list[tuple[str, str]]:
-    pairs = []
-    for value in values:
-        label, sep, path = value.rpartition("=")
-        if not sep:
-            raise SystemExit(f"expected LABEL=BUNDLE, got {value!r}")
-        pairs.append((label, path))
-    return pairs
 
 
 # ---- sweep -----------------------------------------------------------------------------------------------

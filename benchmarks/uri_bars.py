@@ -31,14 +31,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bar_report import console, labelled, log, verdict  # noqa: E402
 from bench_common import threads  # noqa: E402
 from machine import run_info  # noqa: E402
 
@@ -50,29 +49,10 @@ from recindex.generative.semantic_ids import build_semantic_ids  # noqa: E402
 from recindex.index import make_index  # noqa: E402
 from recindex.index.in_bundle import item_attributes, uri_options  # noqa: E402
 
-console = Console(width=200)
 # TIGER's published Recall@10 (arXiv 2305.05065, Table 1) under the same leave-one-out protocol
 TIGER_RECALL10 = {"beauty": 0.0648, "sports": 0.0400}
 TARGET_RECALL10 = {"beauty": 0.075}  # the two-tower bar, set for Beauty only
 FIXED = ("random", "kmeans", "kmeans_balanced", "rq_kmeans", "rq_kmeans_balanced", "rq_vae")
-
-
-def log(message: str) -> None:
-    console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}")
-
-
-def verdict(ok: bool) -> str:
-    return "[green]PASS[/green]" if ok else "[red]NOT MET[/red]"
-
-
-def labelled(values: list[str]) -> list[tuple[str, str]]:
-    pairs = []
-    for value in values:
-        label, sep, path = value.rpartition("=")
-        if not sep:
-            raise SystemExit(f"expected LABEL=BUNDLE, got {value!r}")
-        pairs.append((label, path))
-    return pairs
 
 
 def uri_index(bundle, params: dict | None = None):

@@ -1,0 +1,29 @@
+"""What the bar scripts (`*_bars.py`) share: a console, timestamped progress lines, PASS / NOT MET
+verdicts and LABEL=BUNDLE arguments."""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+
+console = Console(width=200)
+
+
+def log(message: str) -> None:
+    console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}")
+
+
+def verdict(ok: bool) -> str:
+    return "[green]PASS[/green]" if ok else "[red]NOT MET[/red]"
+
+
+def labelled(values: list[str]) -> list[tuple[str, str]]:
+    """`LABEL=PATH` arguments -> (label, path) pairs (the label may itself contain '=')."""
+    pairs = []
+    for value in values:
+        label, sep, path = value.rpartition("=")
+        if not sep:
+            raise SystemExit(f"expected LABEL=BUNDLE, got {value!r}")
+        pairs.append((label, path))
+    return pairs
