@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import statistics
 import sys
 import time
@@ -32,9 +31,8 @@ import torch
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bar_report import console, labelled, log, verdict  # noqa: E402
+from bar_report import console, labelled, log, verdict, write_report  # noqa: E402
 from bench_common import threads  # noqa: E402
-from machine import run_info  # noqa: E402
 
 from recindex.bundle import load_bundle  # noqa: E402
 from recindex.eval.ape import average_partition_entropy, bucket_report  # noqa: E402
@@ -456,12 +454,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     report = {"sweep": sweep, "compare": compare, "ids": ids, "cost": cost}[args.part](args)
-    report["machine"] = run_info()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{args.part}.json"
-    path.write_text(json.dumps(report, indent=2, default=float))
-    console.print(f"report: {path}")
+    write_report(report, args.out, args.part)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ ranker's vectors and the time per query (one thread, one query per call) beside 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -37,9 +36,8 @@ import numpy as np
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bar_report import console, labelled, log, verdict  # noqa: E402
+from bar_report import console, labelled, log, verdict, write_report  # noqa: E402
 from bench_common import threads  # noqa: E402
-from machine import run_info  # noqa: E402
 
 from recindex.bundle import load_bundle  # noqa: E402
 from recindex.eval.ape import average_partition_entropy, bucket_report  # noqa: E402
@@ -325,12 +323,7 @@ def main() -> None:
     args = parser.parse_args()
     with one_thread():
         report = {"ape": ape, "compare": compare, "curve": curve, "ablations": ablations}[args.part](args)
-    report["machine"] = run_info()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{args.part}.json"
-    path.write_text(json.dumps(report, indent=2, default=float))
-    console.print(f"report: {path}")
+    write_report(report, args.out, args.part)
 
 
 if __name__ == "__main__":
