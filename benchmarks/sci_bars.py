@@ -67,6 +67,7 @@ def sweep(args) -> dict:
         rows[label] = {
             "bundle": path,
             "symmetric_weight": bundle.config.sci.symmetric_weight,
+            "swapped_negatives": bundle.config.sci.swapped_negatives,
             "valid_recall@10": bundle.metrics["valid"]["recall@10"],
             "valid_ndcg@10": bundle.metrics["valid"]["ndcg@10"],
             "best_epoch": bundle.metrics["training"]["best_epoch"],

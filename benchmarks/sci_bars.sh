@@ -27,6 +27,9 @@ sweep_runs() {
         train "runs/sci/beauty-lambda$lambda" --set "sci.symmetric_weight=$lambda"
         runs+=(--run "lambda $lambda=runs/sci/beauty-lambda$lambda")
     done
+    # the cheaper mirror (the batch's positives as the swapped term's negatives), at the smallest lambda
+    train runs/sci/beauty-lambda0.1-in-batch --set sci.symmetric_weight=0.1 --set 'sci.swapped_negatives="in_batch"'
+    runs+=(--run "lambda 0.1, in-batch mirror=runs/sci/beauty-lambda0.1-in-batch")
     python benchmarks/sci_bars.py --out "$out" sweep "${runs[@]}"
 }
 two_stage() {  # two_stage OUT INDEX TOWERS: the URI issue's two-stage decoder on a fixed index

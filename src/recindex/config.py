@@ -120,6 +120,8 @@ class SCIConfig:
     consistent index is built from any two-tower bundle (`recindex index build BUNDLE --backend ci`)."""
 
     symmetric_weight: float = 0.0  # lambda on the swapped-input loss (0: the plain two-tower)
+    swapped_negatives: str = "task"  # task (the exact mirror: the task's negatives, read by the query
+    # tower) | in_batch (the batch's positives only, logQ-corrected: far cheaper with a full softmax; ours)
     consistency_weight: float = 0.0  # ours, not the paper's: 1 - cos(f_q(I), f_i(I)) over the batch's items
 
 

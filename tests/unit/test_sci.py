@@ -120,11 +120,27 @@ def test_the_consistency_term_pulls_the_two_views_of_an_item_together(tiny_synth
     assert agreement[1.0] > agreement[0.0] + 0.1
 
 
+def test_the_in_batch_mirror_trains_and_lowers_the_swapped_loss(tiny_synthetic):
+    split = leave_one_out(tiny_synthetic)
+    train = TrainConfig(epochs=4, batch_size=64, negatives="full", threads=1, patience=100)
+    losses = {}
+    for weight in (0.0, 1.0):
+        torch.manual_seed(0)
+        model = TwoTowerModel.for_data(tiny_synthetic, MODEL)
+        sci = SCIConfig(symmetric_weight=weight, swapped_negatives="in_batch")
+        trainer = SymmetricTrainer(model, split, train, EvalConfig(), sci, progress=False)
+        trainer.fit()
+        losses[weight] = swapped_loss(model, trainer, split)  # measured with the full mirror
+    assert losses[1.0] < 0.95 * losses[0.0]
+
+
 def test_bad_weights_and_losses_are_refused(tiny_synthetic):
     split = leave_one_out(tiny_synthetic)
     model = TwoTowerModel.for_data(tiny_synthetic, MODEL)
     with pytest.raises(RecIndexError, match="symmetric_weight"):
         SymmetricTrainer(model, split, TrainConfig(), EvalConfig(), SCIConfig(symmetric_weight=-1))
+    with pytest.raises(RecIndexError, match="swapped_negatives"):
+        SymmetricTrainer(model, split, TrainConfig(), EvalConfig(), SCIConfig(swapped_negatives="all"))
     with pytest.raises(RecIndexError, match="train.loss"):
         Trainer(model, split, dataclasses.replace(TrainConfig(), loss="bpr"), EvalConfig())
 

@@ -14,6 +14,7 @@ negatives (SCI's task loss).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -170,11 +171,14 @@ class Trainer:
         )
 
     def retrieval_loss(
-        self, users: torch.Tensor, positives: torch.Tensor, encode_items, rows
+        self, users: torch.Tensor, positives: torch.Tensor, encode_items, rows, negatives: str | None = None
     ) -> torch.Tensor:
-        """The task loss of (P, d) query vectors against their positives and the configured negatives,
-        with items encoded by `encode_items` (the item tower; SCI's swapped pass gives the query tower)."""
+        """The task loss of (P, d) query vectors against their positives and the configured negatives
+        (or `negatives`), with items encoded by `encode_items` (the item tower; SCI's swapped pass gives
+        the query tower)."""
         model, config = self.model, self.config
+        if negatives is not None:
+            config = dataclasses.replace(config, negatives=negatives)
         if config.negatives == "full" and self.hard is None:
             catalogue = encode_items(self.pool)
             labels = self.pool_position[positives]
