@@ -55,7 +55,9 @@ for part in "${parts[@]}"; do
                 --two-stage "RQ-KMeans IDs (plain towers)=runs/uri/beauty-two-stage-rq-kmeans" \
                 --two-stage "CI IDs (plain towers)=runs/sci/beauty-two-stage-ci-plain" \
                 --two-stage "CI IDs (SymmAligner towers)=runs/sci/beauty-two-stage-ci-$(basename "$sci")" ;;
-        cost) python benchmarks/sci_bars.py --out "$out" cost ;;
+        cost)
+            python benchmarks/sci_bars.py --out "$out" cost
+            python benchmarks/sci_bars.py --out "$out/in-batch" cost --set 'sci.swapped_negatives="in_batch"' ;;
         sports)
             train runs/bench/sports --dataset sports
             [ -f "$out/sweep.json" ] || sweep_runs
