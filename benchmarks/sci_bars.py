@@ -129,8 +129,7 @@ def ivf_routing(index, queries: np.ndarray, nprobe: int) -> tuple[np.ndarray, np
 
 
 def ci_routing(index: CIIndex, queries: np.ndarray, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
-    ids = np.arange(len(index))
-    lists = index._lists[index.table.lookup(ids)]
+    lists = index.semantic_ids(np.arange(len(index)))[:, :1]  # built with one list per item
     probed = np.argsort(-(queries @ index.centroids.T), axis=1, kind="stable")[:, :nprobe]
     return lists, probed
 
@@ -319,8 +318,8 @@ def ids(args) -> dict:
             "RQ-KMeans (SymmAligner item vectors)": build_semantic_ids(
                 sci.item_embeddings, "rq_kmeans", k, 2
             ).codes,
-            "CI (plain towers)": sci_semantic_ids(plain.model, split, k, 2),
-            "CI (SymmAligner towers)": sci_semantic_ids(sci.model, split, k, 2),
+            "CI (plain towers)": sci_semantic_ids(plain.model, k, 2),
+            "CI (SymmAligner towers)": sci_semantic_ids(sci.model, k, 2),
         }
         report["ape"][k] = {
             name: {

@@ -86,10 +86,9 @@ def train_uri(
 def fixed_codes(uri, router: TwoTowerModel, data: Interactions, config: ExperimentConfig):
     """(N, L[+1]) codes of a two-stage index and the decoder's token sizes."""
     if uri.index == "sci":
-        from recindex.experiment import split_for
         from recindex.sci.semantic_ids import sci_semantic_ids
 
-        codes = sci_semantic_ids(router, split_for(config, data), uri.k, uri.layers, seed=config.train.seed)
+        codes = sci_semantic_ids(router, uri.k, uri.layers, seed=config.train.seed)
     elif uri.index in FIXED_INDEXES:
         with torch.no_grad():
             vectors = router.item_vectors().numpy()

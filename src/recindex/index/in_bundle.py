@@ -103,7 +103,8 @@ def build_bundle_index(
     if spec.partition(":")[0] == "mfli":
         options = {**mfli_options(bundle), **options}
     if spec.partition(":")[0] == "ci":
-        options = {**ci_options(bundle), **options}
+        with_queries = "coarse=items+queries" in spec or options.get("coarse") == "items+queries"
+        options = {**ci_options(bundle, with_queries), **options}
     if spec.partition(":")[0] == "uri":
         options = {**uri_options(bundle), **options}
         search_params = {"beam": bundle.config.uri.beam, **dict(search_params or {})}
@@ -151,9 +152,9 @@ def uri_options(bundle: Bundle) -> dict[str, Any]:
     }
 
 
-def ci_options(bundle: Bundle) -> dict[str, Any]:
-    """The query views of a two-tower bundle's items and one logged query per training user, for the
-    `ci` index (SCI's consistent index reads both towers)."""
+def ci_options(bundle: Bundle, with_queries: bool = False) -> dict[str, Any]:
+    """The query views of a two-tower bundle's items, for the `ci` index (SCI's consistent index reads
+    both towers), and one logged query per training user when its lists cluster them too."""
     from recindex.experiment import split_for
     from recindex.models.two_tower import TwoTowerModel
     from recindex.sci.views import catalogue_query_views, training_queries
@@ -162,12 +163,13 @@ def ci_options(bundle: Bundle) -> dict[str, Any]:
         raise BundleError(
             f"{bundle.path}: the ci index serves two-tower bundles (with or without [sci] training)"
         )
-    split = split_for(bundle.config, bundle.data)
-    return {
+    options: dict[str, Any] = {
         "query_views": catalogue_query_views(bundle.model),
-        "logged_queries": training_queries(bundle.model, split),
         "seed": bundle.config.train.seed,
     }
+    if with_queries:
+        options["logged_queries"] = training_queries(bundle.model, split_for(bundle.config, bundle.data))
+    return options
 
 
 def list_bundle_indexes(bundle: Bundle) -> list[dict]:

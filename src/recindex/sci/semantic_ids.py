@@ -1,7 +1,7 @@
 """SCI's coarse-to-fine semantic IDs: an item's consistent-index list, then its fine residual codes.
 
-With k tokens per layer and L layers: k lists by k-means in the query view (the items' f_q(I) and the
-training users' logged queries), then L - 1 levels of k codewords quantizing the item-view residual
+With k tokens per layer and L layers: k lists by k-means in the query view (the items' f_q(I), the
+index's default), then L - 1 levels of k codewords quantizing the item-view residual
 b_i - c_list(i). They are built by the `ci` index itself, so the IDs a generative retriever learns are
 the ones that index serves.
 """
@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from recindex.data.splits import Split
 from recindex.models.two_tower import TwoTowerModel
 from recindex.sci.index import CIIndex
-from recindex.sci.views import catalogue_query_views, training_queries
+from recindex.sci.views import catalogue_query_views
 
 
-def sci_semantic_ids(model: TwoTowerModel, split: Split, k: int, layers: int, *, seed: int = 0) -> np.ndarray:
+def sci_semantic_ids(model: TwoTowerModel, k: int, layers: int, *, seed: int = 0) -> np.ndarray:
     """(N, layers) tokens in 0..k-1 for every item of the model's catalogue."""
     import torch
 
@@ -30,7 +29,6 @@ def sci_semantic_ids(model: TwoTowerModel, split: Split, k: int, layers: int, *,
         levels=layers - 1,
         codewords=k,
         query_views=catalogue_query_views(model),
-        logged_queries=training_queries(model, split),
         seed=seed,
     )
     ids = np.arange(len(items))
