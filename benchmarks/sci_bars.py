@@ -4,6 +4,10 @@ Parts (each prints its tables with a PASS / NOT MET line per bar and writes JSON
 
     sweep     lambda > 0 chosen on validation Recall@10 among trained bundles (and whether lambda = 0, the
               plain model, does better)
+    choices   CI's own choices, made on the validation split: which view places an item in its list (its
+              query view, or its item vector) and what the lists cluster (the items' query views, or
+              logged queries too), for both towers beside IVF; the variant with the best mean Recall@10
+              over the nprobe sweep, on the SymmAligner towers, is the CI that `compare` measures
     compare   plain and SymmAligner towers, each by exact search, FAISS IVF and CI at the same nprobe:
               Recall@10/50, tail-item Recall@50, short-history Recall@10, routing consistency, candidates
               scored, and the misalignment of the two towers' outputs (test split)
@@ -49,7 +53,7 @@ from recindex.sci.alignment import (  # noqa: E402
     tail_subsets,
     view_agreement,
 )
-from recindex.sci.index import CIIndex, default_nlist  # noqa: E402
+from recindex.sci.index import COARSE, PLACE, CIIndex, default_nlist  # noqa: E402
 from recindex.sci.semantic_ids import sci_semantic_ids  # noqa: E402
 from recindex.sci.views import catalogue_query_views  # noqa: E402
 
@@ -134,9 +138,13 @@ def ci_routing(index: CIIndex, queries: np.ndarray, nprobe: int) -> tuple[np.nda
     return lists, probed
 
 
-def model_rows(bundle, nlist: int, nprobes: list[int]) -> dict:
+def model_rows(
+    bundle, nlist: int, nprobes: list[int], variants: dict[str, dict], which: str = "test", rq: bool = True
+) -> dict:
+    """Exact, IVF and each CI variant (LABEL -> CIIndex options) at every nprobe, on one split; with
+    `rq`, the first variant again with its RQ fine codes."""
     split = split_for(bundle.config, bundle.data)
-    cases = split.eval_cases("test")
+    cases = split.eval_cases(which)
     counts = np.bincount(split.train_items, minlength=bundle.model.n_items)
     subsets = tail_subsets(np.diff(cases.history_offsets), cases.targets, counts, SHORT_HISTORY)
     queries = encode_cases(bundle.model, cases).numpy()
@@ -145,7 +153,7 @@ def model_rows(bundle, nlist: int, nprobes: list[int]) -> dict:
     attributes = item_attributes(bundle.data)
     exact = ExactIndex(items.shape[1])
     exact.add(ids, items, attributes=attributes)
-    evaluation = evaluate_index(bundle, exact, "test", single_queries=0)
+    evaluation = evaluate_index(bundle, exact, which, single_queries=0)
     exact_top = evaluation.exact_top[:, :CONSISTENCY_K]
     rows = {"exact": summary(evaluation, subsets)}
     with torch.no_grad():
@@ -159,21 +167,26 @@ def model_rows(bundle, nlist: int, nprobes: list[int]) -> dict:
     }
     ivf = make_index(f"faiss:IVF{nlist},Flat", items.shape[1])
     ivf.add(ids, items, attributes=attributes)
-    ci = CIIndex(items.shape[1], nlist=nlist, levels=2, codewords=256, **ci_options(bundle))
-    ci.add(ids, items, attributes=attributes)
+    with_queries = any(options.get("coarse") == "items+queries" for options in variants.values())
+    from_bundle = ci_options(bundle, with_queries)
+    cis = {}
+    for label, options in variants.items():
+        cis[label] = CIIndex(items.shape[1], nlist=nlist, levels=2, codewords=256, **from_bundle, **options)
+        cis[label].add(ids, items, attributes=attributes)
     for nprobe in nprobes:
         log(f"  nprobe {nprobe}")
-        for name, index, route, params in (
-            ("IVF", ivf, ivf_routing, {"nprobe": nprobe}),
-            ("CI", ci, ci_routing, {"nprobe": nprobe, "fine": "flat"}),
-            ("CI, RQ fine codes", ci, ci_routing, {"nprobe": nprobe, "fine": "rq"}),
-        ):
-            evaluation = evaluate_index(bundle, index, "test", params=params, single_queries=0)
+        runs = [("IVF", ivf, ivf_routing, {"nprobe": nprobe})]
+        runs += [(label, ci, ci_routing, {"nprobe": nprobe, "fine": "flat"}) for label, ci in cis.items()]
+        if rq:
+            first = next(iter(cis))
+            runs.append((f"{first}, RQ fine codes", cis[first], None, {"nprobe": nprobe, "fine": "rq"}))
+        for name, index, route, params in runs:
+            evaluation = evaluate_index(bundle, index, which, params=params, single_queries=0)
             row = summary(evaluation, subsets)
-            if name != "CI, RQ fine codes":  # the same routing as CI
+            if route is not None:  # the RQ rows route as their CI does
                 row["routing_consistency@10"] = routing_consistency(*route(index, queries, nprobe), exact_top)
             rows[f"{name}, nprobe {nprobe}"] = row
-    return {"rows": rows, "alignment": alignment, "nlist": nlist}
+    return {"rows": rows, "alignment": alignment, "nlist": nlist, "variants": variants}
 
 
 def compare(args) -> dict:
@@ -184,11 +197,14 @@ def compare(args) -> dict:
         bundle = load_bundle(path)
         nlist = args.nlist or default_nlist(bundle.model.n_items)
         log(f"{label} ({path}): exact, IVF{nlist} and CI with {nlist} lists")
+        variants = {"CI": {"place": args.place, "coarse": args.coarse}}
         with threads(1):
-            report["models"][label] = {"bundle": path, **model_rows(bundle, nlist, args.nprobe)}
+            report["models"][label] = {"bundle": path, **model_rows(bundle, nlist, args.nprobe, variants)}
         report["dataset"] = bundle.config.data.dataset
     table = Table(
-        title=f"{report['dataset']} test split: towers x index (CI = query-view lists, item-view scores)"
+        title=f"{report['dataset']} test split: towers x index (CI = query-view lists, item-view scores; "
+        f"items placed by their {args.place} view{'s' if args.place == 'item' else ''}, lists of "
+        f"{args.coarse})"
     )
     columns = (
         "towers",
@@ -255,6 +271,54 @@ def compare(args) -> dict:
                 f"nprobe {nprobe}: SymmAligner + CI {metric} {ours[metric]:.4f} vs plain + IVF "
                 f"{theirs[metric]:.4f} ({ours[metric] / max(theirs[metric], 1e-12) - 1:+.1%}): {verdict(ok)}"
             )
+    return report
+
+
+CI_VARIANTS = {
+    f"CI place={place} coarse={coarse}": {"place": place, "coarse": coarse}
+    for place in ("query", "item")
+    for coarse in ("items", "items+queries")
+}
+
+
+def choices(args) -> dict:
+    """CI's variants on the validation split; the test split is not read."""
+    torch.set_num_threads(1)
+    report: dict = {"models": {}}
+    for label, path in (("plain two-tower", args.plain), ("SymmAligner", args.sci)):
+        bundle = load_bundle(path)
+        nlist = args.nlist or default_nlist(bundle.model.n_items)
+        log(f"{label} ({path}), validation split: IVF{nlist} and {len(CI_VARIANTS)} CI variants")
+        with threads(1):
+            entry = model_rows(bundle, nlist, args.nprobe, CI_VARIANTS, which="valid", rq=False)
+        report["models"][label] = {"bundle": path, **entry}
+        report["dataset"] = bundle.config.data.dataset
+    table = Table(title=f"{report['dataset']} validation split: CI's variants beside IVF (the same lists)")
+    for column in ("towers", "index", *(f"nprobe {n}: R@10 / tail R@50 / routing" for n in args.nprobe)):
+        table.add_column(column, justify="left" if column in ("towers", "index") else "right")
+    for model, entry in report["models"].items():
+        for name in ("IVF", *CI_VARIANTS):
+            cells = []
+            for nprobe in args.nprobe:
+                row = entry["rows"][f"{name}, nprobe {nprobe}"]
+                cells.append(
+                    f"{row['recall@10']:.4f} / {row['tail_recall@50']:.4f} / "
+                    f"{row['routing_consistency@10']:.3f}"
+                )
+            table.add_row(model, name, *cells)
+    console.print(table)
+    rows = report["models"]["SymmAligner"]["rows"]
+    mean_recall = {
+        name: statistics.mean(rows[f"{name}, nprobe {n}"]["recall@10"] for n in args.nprobe)
+        for name in CI_VARIANTS
+    }
+    chosen = max(mean_recall, key=mean_recall.get)
+    report["mean_valid_recall@10"] = mean_recall
+    report["chosen"] = {"label": chosen, **CI_VARIANTS[chosen]}
+    console.print(
+        f"chosen on validation (mean Recall@10 over nprobe {args.nprobe}, SymmAligner towers): {chosen} "
+        f"({mean_recall[chosen]:.4f})"
+    )
     return report
 
 
@@ -435,6 +499,11 @@ def main() -> None:
     p.add_argument(
         "--run", action="append", required=True, help="LABEL=BUNDLE (lambda = 0 is the plain model)"
     )
+    p = parts.add_parser("choices", help="CI's variants on the validation split, one chosen for compare")
+    p.add_argument("--plain", required=True, help="the plain two-tower bundle")
+    p.add_argument("--sci", required=True, help="the SymmAligner bundle (lambda chosen by `sweep`)")
+    p.add_argument("--nlist", type=int, default=0, help="lists of both indexes (0: about sqrt(N))")
+    p.add_argument("--nprobe", type=int, nargs="+", default=[2, 4, 8, 16])
     p = parts.add_parser("compare", help="towers x index on the test split, with the misalignment measures")
     p.add_argument("--plain", required=True, help="the plain two-tower bundle")
     p.add_argument(
@@ -442,6 +511,8 @@ def main() -> None:
     )
     p.add_argument("--nlist", type=int, default=0, help="lists of both indexes (0: about sqrt(N))")
     p.add_argument("--nprobe", type=int, nargs="+", default=[2, 4, 8, 16])
+    p.add_argument("--place", choices=PLACE, default="query", help="CI: the view that places an item")
+    p.add_argument("--coarse", choices=COARSE, default="items", help="CI: what its lists cluster")
     p = parts.add_parser("ids", help="semantic IDs: APE and the two-stage decoder's Recall@10")
     p.add_argument("--plain", required=True)
     p.add_argument("--sci", required=True)
@@ -453,7 +524,9 @@ def main() -> None:
     p.add_argument("--weight", type=float, default=1.0, help="lambda of the symmetric run")
     p.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
-    report = {"sweep": sweep, "compare": compare, "ids": ids, "cost": cost}[args.part](args)
+    report = {"sweep": sweep, "choices": choices, "compare": compare, "ids": ids, "cost": cost}[args.part](
+        args
+    )
     write_report(report, args.out, args.part)
 
 

@@ -5,11 +5,11 @@
 # two-stage decoders 2 min each; the compare part 10 min.
 #
 #   bash benchmarks/sci_bars.sh                  # all parts, Beauty
-#   bash benchmarks/sci_bars.sh compare          # one part: sweep | compare | ids | cost | sports
+#   bash benchmarks/sci_bars.sh compare          # one part: sweep | choices | compare | ids | cost | sports
 set -euo pipefail
 cd "$(dirname "$0")/.."
 parts=("$@")
-if [ ${#parts[@]} -eq 0 ]; then parts=(sweep compare ids cost); fi
+if [ ${#parts[@]} -eq 0 ]; then parts=(sweep choices compare ids cost); fi
 out=runs/bench/sci
 lambdas=(0.1 0.3 1.0)  # swept on validation; lambda = 0 is the plain bundle
 
@@ -27,10 +27,21 @@ sweep_runs() {
         train "runs/sci/beauty-lambda$lambda" --set "sci.symmetric_weight=$lambda"
         runs+=(--run "lambda $lambda=runs/sci/beauty-lambda$lambda")
     done
-    # the cheaper mirror (the batch's positives as the swapped term's negatives), at the smallest lambda
-    train runs/sci/beauty-lambda0.1-in-batch --set sci.symmetric_weight=0.1 --set 'sci.swapped_negatives="in_batch"'
-    runs+=(--run "lambda 0.1, in-batch mirror=runs/sci/beauty-lambda0.1-in-batch")
+    # the cheaper mirror (the batch's positives as the swapped term's negatives), at the same lambdas
+    for lambda in "${lambdas[@]}"; do
+        train "runs/sci/beauty-lambda$lambda-in-batch" --set "sci.symmetric_weight=$lambda" \
+            --set 'sci.swapped_negatives="in_batch"'
+        runs+=(--run "lambda $lambda, in-batch mirror=runs/sci/beauty-lambda$lambda-in-batch")
+    done
     python benchmarks/sci_bars.py --out "$out" sweep "${runs[@]}"
+}
+choose_ci() {  # CI's variants on validation, one chosen (choices.json)
+    [ -f "$out/sweep.json" ] || sweep_runs
+    python benchmarks/sci_bars.py --out "$out" choices --plain runs/bench/beauty --sci "$(chosen)"
+}
+ci_choice() {  # --place P --coarse C: CI's variant chosen on validation by the choices part
+    [ -f "$out/choices.json" ] || choose_ci >&2
+    python -c "import json; c = json.load(open('$out/choices.json'))['chosen']; print('--place', c['place'], '--coarse', c['coarse'])"
 }
 two_stage() {  # two_stage OUT INDEX TOWERS: the URI issue's two-stage decoder on a fixed index
     local path="$1" index="$2" towers="$3"
@@ -42,9 +53,12 @@ two_stage() {  # two_stage OUT INDEX TOWERS: the URI issue's two-stage decoder o
 for part in "${parts[@]}"; do
     case "$part" in
         sweep) sweep_runs ;;
+        choices) choose_ci ;;
         compare)
             [ -f "$out/sweep.json" ] || sweep_runs
-            python benchmarks/sci_bars.py --out "$out" compare --plain runs/bench/beauty --sci "$(chosen)" ;;
+            # shellcheck disable=SC2046  # the words of ci_choice are separate arguments
+            python benchmarks/sci_bars.py --out "$out" compare --plain runs/bench/beauty --sci "$(chosen)" \
+                $(ci_choice) ;;
         ids)
             [ -f "$out/sweep.json" ] || sweep_runs
             sci="$(chosen)"
@@ -61,9 +75,13 @@ for part in "${parts[@]}"; do
         sports)
             train runs/bench/sports --dataset sports
             [ -f "$out/sweep.json" ] || sweep_runs
-            lambda=$(python -c "import json; r = json.load(open('$out/sweep.json')); print(r['rows'][r['chosen']]['symmetric_weight'])")
-            train runs/sci/sports --dataset sports --set "sci.symmetric_weight=$lambda"
-            python benchmarks/sci_bars.py --out "$out/sports" compare --plain runs/bench/sports --sci runs/sci/sports ;;
-        *) echo "unknown part $part (sweep, compare, ids, cost, sports)" >&2; exit 2 ;;
+            # the setting chosen on Beauty's validation split, both of its knobs
+            read -r lambda negatives < <(python -c "import json; r = json.load(open('$out/sweep.json')); c = r['rows'][r['chosen']]; print(c['symmetric_weight'], c['swapped_negatives'])")
+            train runs/sci/sports --dataset sports --set "sci.symmetric_weight=$lambda" \
+                --set "sci.swapped_negatives=\"$negatives\""
+            # shellcheck disable=SC2046
+            python benchmarks/sci_bars.py --out "$out/sports" compare --plain runs/bench/sports --sci runs/sci/sports \
+                $(ci_choice) ;;
+        *) echo "unknown part $part (sweep, choices, compare, ids, cost, sports)" >&2; exit 2 ;;
     esac
 done

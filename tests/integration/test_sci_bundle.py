@@ -16,7 +16,7 @@ from recindex.experiment import run_experiment
 from recindex.index.in_bundle import build_bundle_index, load_bundle_index
 from recindex.sci.index import CIIndex
 from recindex.sci.semantic_ids import sci_semantic_ids
-from recindex.sci.views import catalogue_query_views
+from recindex.sci.views import catalogue_query_views, content_query_views
 from recindex.serve.app import create_app
 from recindex.serve.items import ItemWriter
 from recindex.serve.recommender import Recommender, ServingVersion
@@ -88,6 +88,15 @@ def test_the_service_serves_the_ci_index_and_routes_new_items(sci_bundle, tmp_pa
     vector = sci_bundle.model.content_vectors([list(sci_bundle.data.item_features.of(3))]).detach().numpy()[0]
     top = http.post("/v1/recommend", json={"vector": vector.tolist(), "k": 1}).json()["items"][0]
     assert top["item_id"] == "fresh"
+    # the new item's list is the one its query view (the query tower reading its content) is nearest
+    view = content_query_views(sci_bundle.model, [list(sci_bundle.data.item_features.of(3))])[0]
+    fresh = version.internal_id("fresh")
+    assert index.semantic_ids([fresh])[0, 0] == np.argmax(index.centroids @ view)
+    # and a restart that replays the log places it there again
+    _, again, _ = build_bundle_index(sci_bundle, "ci:nlist=8,levels=1,codewords=16", "ci", overwrite=True)
+    restarted = ServingVersion.of(sci_bundle, again)
+    ItemWriter(restarted, WriteAheadLog(tmp_path / "items.wal").open()).replay()
+    assert again.semantic_ids([restarted.internal_id("fresh")])[0, 0] == np.argmax(again.centroids @ view)
 
 
 def test_ci_codes_are_a_two_stage_decoders_index(sci_bundle, tmp_path):

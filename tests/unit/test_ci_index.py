@@ -40,6 +40,20 @@ def test_lists_are_formed_and_assigned_in_the_query_view(views):
     assert (lists != np.argmax(items @ index.centroids.T, axis=1)).mean() > 0.5
 
 
+def test_place_item_keeps_query_view_centroids_and_places_items_by_their_item_vector(views, tmp_path):
+    items, query_views, _ = views
+    by_query = build(items, query_views)
+    by_item = build(items, query_views, place="item")
+    assert np.allclose(by_item.centroids, by_query.centroids)  # the same k-means on the query views
+    lists = by_item.semantic_ids(np.arange(len(items)))[:, 0]
+    assert np.array_equal(lists, np.argmax(items @ by_item.centroids.T, axis=1))
+    by_item.add_with_views([1000], items[:1], query_views[:1])  # a given query view does not place it
+    assert by_item.semantic_ids([1000])[0, 0] == lists[0]
+    by_item.save(tmp_path / "ci")
+    assert load_index(tmp_path / "ci").place == "item"
+    assert make_index("ci:nlist=4,place=item", 8).place == "item"
+
+
 def test_probing_every_list_is_exact_search(views):
     items, query_views, queries = views
     index = build(items, query_views)
@@ -143,6 +157,8 @@ def test_spec_and_bad_input():
     assert default_nlist(12_101) == 128 and default_nlist(1) == 1
     with pytest.raises(InvalidRequest, match="coarse"):
         make_index("ci:coarse=users", 8)
+    with pytest.raises(InvalidRequest, match="place"):
+        make_index("ci:place=users", 8)
     with pytest.raises(InvalidRequest, match="inner product"):
         CIIndex(8, "l2")
     with pytest.raises(InvalidRequest, match="query_views"):

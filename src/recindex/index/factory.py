@@ -16,7 +16,8 @@ Specs (the `--backend` of `recindex index build`):
                                and its ranker; its weights and codes come in options (from the bundle)
     ci                         SCI's consistent index: lists by k-means in the query view, scores (exact,
     ci:nlist=128,levels=2      or residual codes) in the item view; the items' query views and logged
-    ci:coarse=items+queries    queries come in options, from the bundle; also codewords=N, assign=N
+    ci:coarse=items+queries    queries come in options, from the bundle; also codewords=N, assign=N,
+    ci:place=item              and place=query|item (which view picks an item's list)
 
 Backends are named here explicitly; nothing is discovered by module name.
 """
@@ -103,7 +104,9 @@ def make_index(
             )
         return cls(dim, metric, search_params=search_params, **options)
     if backend == "ci":
-        shape = _key_values(spec, rest, ("nlist", "levels", "codewords", "assign", "seed"), words=("coarse",))
+        shape = _key_values(
+            spec, rest, ("nlist", "levels", "codewords", "assign", "seed"), words=("coarse", "place")
+        )
         _check_options(cls, backend, {**shape, **options})
         return cls(dim, metric, search_params=search_params, **{**shape, **options})
     count, _, inner = rest.partition(":")

@@ -46,6 +46,7 @@ from recindex.index.filters import Filter
 from recindex.mfli.codebook import assign_codes, fit_codebook
 
 COARSE = ("items", "items+queries")
+PLACE = ("query", "item")
 FINE = ("flat", "rq")
 MAX_LISTS = 1 << 16
 MAX_CODEWORDS = 1 << 12
@@ -71,6 +72,7 @@ class CIIndex(ExactIndex):
         codewords: int = 256,
         assign: int = 1,
         coarse: str = "items",
+        place: str = "query",
         query_views: np.ndarray | None = None,
         logged_queries: np.ndarray | None = None,
         seed: int = 0,
@@ -90,8 +92,10 @@ class CIIndex(ExactIndex):
             raise InvalidRequest(f"assign must be an integer in 1..8, got {assign!r}")
         if coarse not in COARSE:
             raise InvalidRequest(f"coarse must be one of {', '.join(COARSE)}, got {coarse!r}")
+        if place not in PLACE:
+            raise InvalidRequest(f"place must be one of {', '.join(PLACE)}, got {place!r}")
         self.nlist, self.levels, self.codewords, self.assign = nlist, levels, codewords, assign
-        self.coarse, self.seed = coarse, seed
+        self.coarse, self.place, self.seed = coarse, place, seed
         self.query_views = _views(query_views, dim, "query_views")
         self.logged_queries = _views(logged_queries, dim, "logged_queries")
         self.centroids: np.ndarray | None = None  # (nlist, d), query view
@@ -142,10 +146,15 @@ class CIIndex(ExactIndex):
         self.centroids = kmeans.centroids.astype(np.float32)
         self.nlist = nlist
         if self.levels:
-            first = self._nearest_lists(views)[:, 0]
+            first = self._nearest_lists(self._placing(views, vectors))[:, 0]
             residuals = vectors - self.centroids[first]
             codewords = min(self.codewords, len(residuals))
             self.codebook = fit_codebook(residuals[:, None, :], self.levels, codewords, seed=self.seed)
+
+    def _placing(self, views: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+        """The vectors that pick an item's lists: its query view, or with place="item" its item vector
+        (the list whose centroid, read as a query, scores the item highest)."""
+        return vectors if self.place == "item" else views
 
     def _nearest_lists(self, views: np.ndarray) -> np.ndarray:
         scores = views @ self.centroids.T
@@ -158,7 +167,7 @@ class CIIndex(ExactIndex):
         views = self._routing_views(ids, vectors)
         if self.centroids is None:
             self._build(views, vectors)
-        lists = self._nearest_lists(views)
+        lists = self._nearest_lists(self._placing(views, vectors))
         if lists.shape[1] < self.assign:  # fewer lists than the multi-assignment asks: repeat the nearest
             lists = np.concatenate([lists, np.repeat(lists[:, :1], self.assign - lists.shape[1], 1)], 1)
         codes = np.zeros((len(ids), self.levels), np.int64)
@@ -265,6 +274,7 @@ class CIIndex(ExactIndex):
             "codewords": self.codewords,
             "assign": self.assign,
             "coarse": self.coarse,
+            "place": self.place,
             "seed": self.seed,
         }
 
@@ -280,6 +290,7 @@ class CIIndex(ExactIndex):
             codewords=state["codewords"],
             assign=state["assign"],
             coarse=state["coarse"],
+            place=state.get("place", "query"),  # indexes saved before the option placed by the query view
             seed=state["seed"],
         )
         index.table, index._rows, index._sq_norms = base.table, base._rows, base._sq_norms

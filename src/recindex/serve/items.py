@@ -1,7 +1,9 @@
 """Durable item changes on the serving version: log first, then the index, visible to the next query.
 
 An upsert gives an item by content (attribute token names, encoded by the bundle's item tower, as cold
-items are) or by vector, with optional scalar attributes for filters. The change is appended to the
+items are) or by vector, with optional scalar attributes for filters. An index that places items by
+their query view (SCI's `ci`) gets that view too, from the bundle's query tower, for items known by
+content. The change is appended to the
 write-ahead log and fsynced before it touches the index, so an acknowledged change survives a crash:
 on start the service replays the log on top of the bundle. Writers take turns (one lock), so the log's
 order is the order the index saw.
@@ -99,7 +101,11 @@ class ItemWriter:
             self.deleted.discard(raw)
         described = [describe_change(self.added[raw]) for raw in raw_ids]
         ids = np.asarray([version.internal_id(raw, create=True) for raw in raw_ids], np.int64)
-        version.index.add(ids, vectors, attributes=attributes or None)
+        views = self._query_views(vectors, features)
+        if views is None:
+            version.index.add(ids, vectors, attributes=attributes or None)
+        else:
+            version.index.add_with_views(ids, vectors, views, attributes=attributes or None)
         for row, internal in enumerate(ids.tolist()):
             version.changed_vectors[internal] = vectors[row].copy()
             version.changed_descriptions[internal] = described[row]
@@ -182,6 +188,22 @@ class ItemWriter:
             with torch.no_grad():
                 out[by_content] = version.bundle.model.content_vectors(tokens).numpy()
         return out
+
+    def _query_views(self, vectors: np.ndarray, features: list) -> np.ndarray | None:
+        """Where the index places an item by its query view (SCI's consistent index), f_q(I) of each
+        item known by content; an item given as a vector is placed by that vector. None elsewhere."""
+        index = self.version.index
+        if not hasattr(index, "add_with_views") or getattr(index, "place", None) != "query":
+            return None
+        from recindex.sci.views import content_query_views
+
+        views = vectors.copy()
+        by_content = [row for row, names in enumerate(features) if names is not None]
+        if by_content:
+            known = self.version.token_lookup
+            tokens = [[known[name] for name in features[row] if name in known] for row in by_content]
+            views[by_content] = content_query_views(self.version.bundle.model, tokens)
+        return views
 
     def _tokens(self, change: ItemChange) -> list[int]:
         known = self.version.token_lookup
