@@ -6,8 +6,8 @@ Build (the first `add`):
    f_q(Q) too (`logged_queries`: one per training user). Each item goes to the list of its query view's
    nearest centroid (the `assign` nearest with multi-assignment). The default is the items alone (ours;
    the design notes suggested both): on Beauty's validation split, with the plain towers and 128 lists,
-   adding the logged queries left 17 lists without items and cut routing consistency at nprobe 4 from
-   0.68 to 0.15 and Recall@10 from 0.104 to 0.086 (`benchmarks/sci_bars.py`);
+   adding the logged queries cut routing consistency at nprobe 4 from 0.68 to 0.15 and Recall@10 from
+   0.104 to 0.086 (`benchmarks/sci_bars.py choices`);
 2. fine: residual quantization in the *item view*: b_i - c_k(i) (the item vector minus its list's
    centroid; meaningful because SymmAligner put both views in one space), `levels` x `codewords`
    RQ-KMeans (our default 2 x 256, as the design notes suggest).
@@ -21,10 +21,17 @@ nearest first, until it has k (so k results come back whenever k items match the
 
 Coarse id + fine codes are the item's coarse-to-fine semantic ID (`semantic_ids`).
 
+`place="item"` (ours, an option) keeps the query-view centroids but puts each item in the list whose
+centroid, read as a query, scores its item vector highest: the lists then hold what their queries
+score, not what their queries resemble. On Beauty's validation split the two tie with SymmAligner
+towers, and placing by the item vector loses 9% of Recall@10 with plain towers (their item vectors
+crowd into a few lists), so the query view stays the default (`benchmarks/sci_bars.py choices`).
+
 Writes after the build: an item gets its list from its query view when the `query_views` given at build
-time cover its id, or when it comes through `add_with_views`; otherwise from its item vector (the
-contract's `add` hands a backend one vector per item; routing a new item by its item view is sound to
-the degree the towers are aligned, which is what SymmAligner trains). Its fine codes come from the
+time cover its id, or when it comes through `add_with_views` (the service does this for items upserted
+by content); otherwise from its item vector (the contract's `add` hands a backend one vector per item;
+routing a new item by its item view is sound to the degree the towers are aligned, which is what
+SymmAligner trains). Its fine codes come from the
 trained codebook. Rows, attributes, filters and removal are the exact backend's.
 
 The lists are scanned here, not in a FAISS IVF, because FAISS assigns an item to a list by the vector
