@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Everything SCI's bars need, trained where missing, then every part of benchmarks/sci_bars.py.
-# On a 2-core machine: the plain two-tower bundle 15 min (skipped when present), each SymmAligner run
-# 40-80 min (the symmetric loss reads the whole catalogue through the query tower at every batch), the
-# two-stage decoders 2 min each; the compare part 10 min.
+# On a 2-core machine: the plain two-tower bundle 11 min (skipped when present); each SymmAligner run
+# with the exact mirror 35-50 min (it reads the whole catalogue through the query tower at every batch),
+# with the in-batch mirror 15-25 min; the two-stage decoders 2 min each; choices 8 min; compare 2 x 8 min;
+# sports: its two bundles 25 min each, its compares 2 x 7 min.
 #
 #   bash benchmarks/sci_bars.sh                  # all parts, Beauty
 #   bash benchmarks/sci_bars.sh compare          # one part: sweep | choices | compare | ids | cost | sports
@@ -58,7 +59,10 @@ for part in "${parts[@]}"; do
             [ -f "$out/sweep.json" ] || sweep_runs
             # shellcheck disable=SC2046  # the words of ci_choice are separate arguments
             python benchmarks/sci_bars.py --out "$out" compare --plain runs/bench/beauty --sci "$(chosen)" \
-                $(ci_choice) ;;
+                $(ci_choice)
+            # CI as the design notes read it (the backend's default), beside the chosen variant
+            python benchmarks/sci_bars.py --out "$out/place-query" compare --plain runs/bench/beauty \
+                --sci "$(chosen)" --place query --coarse items ;;
         ids)
             [ -f "$out/sweep.json" ] || sweep_runs
             sci="$(chosen)"
@@ -81,7 +85,9 @@ for part in "${parts[@]}"; do
                 --set "sci.swapped_negatives=\"$negatives\""
             # shellcheck disable=SC2046
             python benchmarks/sci_bars.py --out "$out/sports" compare --plain runs/bench/sports --sci runs/sci/sports \
-                $(ci_choice) ;;
+                $(ci_choice)
+            python benchmarks/sci_bars.py --out "$out/sports/place-query" compare --plain runs/bench/sports \
+                --sci runs/sci/sports --place query --coarse items ;;
         *) echo "unknown part $part (sweep, choices, compare, ids, cost, sports)" >&2; exit 2 ;;
     esac
 done
