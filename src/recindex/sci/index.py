@@ -31,8 +31,8 @@ Writes after the build: an item gets its list from its query view when the `quer
 time cover its id, or when it comes through `add_with_views` (the service does this for items upserted
 by content); otherwise from its item vector (the contract's `add` hands a backend one vector per item;
 routing a new item by its item view is sound to the degree the towers are aligned, which is what
-SymmAligner trains). Its fine codes come from the
-trained codebook. Rows, attributes, filters and removal are the exact backend's.
+SymmAligner trains). Its fine codes come from the trained codebook. Rows, attributes, filters and
+removal are the exact backend's.
 
 The lists are scanned here, not in a FAISS IVF, because FAISS assigns an item to a list by the vector
 it stores, and CI assigns by one view while it stores and scores another.

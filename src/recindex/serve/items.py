@@ -3,10 +3,9 @@
 An upsert gives an item by content (attribute token names, encoded by the bundle's item tower, as cold
 items are) or by vector, with optional scalar attributes for filters. An index that places items by
 their query view (SCI's `ci`) gets that view too, from the bundle's query tower, for items known by
-content. The change is appended to the
-write-ahead log and fsynced before it touches the index, so an acknowledged change survives a crash:
-on start the service replays the log on top of the bundle. Writers take turns (one lock), so the log's
-order is the order the index saw.
+content. The change is appended to the write-ahead log and fsynced before it touches the index, so an
+acknowledged change survives a crash: on start the service replays the log on top of the bundle.
+Writers take turns (one lock), so the log's order is the order the index saw.
 
 New items get internal indices after the bundle's catalogue; `ServingVersion.raw_item_id` maps them
 back. They can be retrieved, filtered and deleted; a query history cannot name them yet (the sequence
