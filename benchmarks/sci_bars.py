@@ -203,8 +203,7 @@ def compare(args) -> dict:
         report["dataset"] = bundle.config.data.dataset
     table = Table(
         title=f"{report['dataset']} test split: towers x index (CI = query-view lists, item-view scores; "
-        f"items placed by their {args.place} view{'s' if args.place == 'item' else ''}, lists of "
-        f"{args.coarse})"
+        f"place={args.place}, coarse={args.coarse})"
     )
     columns = (
         "towers",
