@@ -25,7 +25,7 @@ from machine import run_info  # noqa: E402
 from recindex.bundle import load_bundle  # noqa: E402
 from recindex.eval.ape import average_partition_entropy, bucket_report  # noqa: E402
 from recindex.experiment import split_for  # noqa: E402
-from recindex.generative.semantic_ids import METHODS, build_semantic_ids  # noqa: E402
+from recindex.quant.semantic_ids import METHODS, build_semantic_ids  # noqa: E402
 
 console = Console(width=160)
 

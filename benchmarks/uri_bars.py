@@ -43,7 +43,7 @@ from recindex.bundle import load_bundle  # noqa: E402
 from recindex.eval.ape import average_partition_entropy, bucket_report  # noqa: E402
 from recindex.eval.index_eval import evaluate_index  # noqa: E402
 from recindex.experiment import split_for  # noqa: E402
-from recindex.generative.semantic_ids import build_semantic_ids  # noqa: E402
+from recindex.quant.semantic_ids import build_semantic_ids  # noqa: E402
 from recindex.index import make_index  # noqa: E402
 from recindex.index.in_bundle import item_attributes, uri_options  # noqa: E402
 

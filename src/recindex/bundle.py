@@ -37,7 +37,7 @@ FORMAT_VERSION = 1
 MODEL_CLASSES = (
     "recindex.models.two_tower.TwoTowerModel",
     "recindex.mfli.model.MFLIModel",
-    "recindex.generative.uri_model.URIModel",
+    "recindex.uri.model.URIModel",
 )
 
 
@@ -168,7 +168,7 @@ def load_bundle(path: str | Path) -> Bundle:
 
         model = mfli_model(model, config.mfli)
     elif manifest["model_class"].endswith("URIModel"):
-        from recindex.generative.uri_model import uri_model
+        from recindex.uri.model import uri_model
 
         if not token_sizes or not all(isinstance(s, int) and s > 0 for s in token_sizes):
             raise BundleError(f"{path}/manifest.json: a URI bundle's model_shape needs its token_sizes")

@@ -81,12 +81,12 @@ class MFLIConfig:
 @dataclass(frozen=True)
 class URIConfig:
     """URI, the decoder that is both indexer and retriever, and the two-stage generative baselines that
-    share its decoder (recindex.generative); off unless `enabled`."""
+    share its decoder (recindex.uri); off unless `enabled`."""
 
     enabled: bool = False
     k: int = 32  # tokens per layer
     layers: int = 2
-    index: str = "learn"  # learn (URI), a semantic-id method (generative.semantic_ids), sci (the consistent
+    index: str = "learn"  # learn (URI), a semantic-id method (quant.semantic_ids), sci (the consistent
     # index's codes of the encoders, recindex.sci.semantic_ids) or a URI bundle
     init_from: str = ""  # a two-tower bundle of the same data for the encoders (default: train one first)
     generate_items: bool = False  # add TIGER's item token so the decoder ranks items itself (two-stage)

@@ -74,7 +74,7 @@ def run_experiment(
     if symmetric and (config.mfli.enabled or config.uri.enabled):
         raise RecIndexError("[sci] training applies to the plain two-tower model; turn off [mfli] and [uri]")
     if config.uri.enabled:
-        from recindex.generative.uri_run import train_uri
+        from recindex.uri.run import train_uri
 
         model, extra = train_uri(config, data, split, progress=progress, log=log)
         training = TrainResult(

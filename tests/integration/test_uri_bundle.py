@@ -14,7 +14,7 @@ from recindex.config import load_config
 from recindex.errors import RecIndexError
 from recindex.eval.index_eval import evaluate_index
 from recindex.experiment import run_experiment
-from recindex.generative.uri_model import URIModel
+from recindex.uri.model import URIModel
 from recindex.index.in_bundle import build_bundle_index, load_bundle_index
 
 DATASET = "synthetic:n_users=300,n_items=200,n_attributes=20,seed=4"

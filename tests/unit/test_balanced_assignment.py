@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from recindex.errors import InvalidRequest
-from recindex.generative.assignment import balanced_assignment, even_share, max_load
+from recindex.quant.assignment import balanced_assignment, even_share, max_load
 
 
 def test_without_pressure_every_item_gets_its_most_probable_token():

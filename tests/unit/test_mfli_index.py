@@ -5,7 +5,7 @@ import pytest
 
 from recindex.errors import InvalidRequest
 from recindex.index.factory import load_index, make_index
-from recindex.mfli.codebook import assign_codes, facet_view, fit_codebook, reconstruct
+from recindex.quant.codebook import assign_codes, facet_view, fit_codebook, reconstruct
 from recindex.mfli.index import MFLIIndex
 
 

@@ -5,8 +5,8 @@ import pytest
 
 from recindex.errors import InvalidRequest
 from recindex.eval.ape import average_partition_entropy
-from recindex.generative.rq_vae import train_rq_vae
-from recindex.generative.semantic_ids import METHODS, build_semantic_ids
+from recindex.quant.rq_vae import train_rq_vae
+from recindex.quant.semantic_ids import METHODS, build_semantic_ids
 
 rng = np.random.default_rng(0)
 CENTRES = rng.standard_normal((16, 12))

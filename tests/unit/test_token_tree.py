@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from recindex.errors import InvalidRequest
-from recindex.generative.token_tree import TokenTree, beam_search
+from recindex.uri.token_tree import TokenTree, beam_search
 
 CODES = np.array([[0, 1], [0, 1], [0, 3], [2, 0], [2, 2], [3, 3]])  # items 0..5; prefixes (1, x) never occur
 TREE = TokenTree(CODES, k=4)

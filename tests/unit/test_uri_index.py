@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from recindex.errors import InvalidRequest
-from recindex.generative.decoder import TokenDecoder
-from recindex.generative.semantic_ids import build_semantic_ids
-from recindex.generative.uri_train import with_item_token
+from recindex.uri.decoder import TokenDecoder
+from recindex.quant.semantic_ids import build_semantic_ids
+from recindex.uri.train import with_item_token
 from recindex.index.factory import load_index, make_index
 
 D, N, K = 8, 300, 4  # model dim, items, tokens per layer

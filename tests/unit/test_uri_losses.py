@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from recindex.generative.uri_losses import (
+from recindex.uri.losses import (
     balance_loss,
     balance_weights,
     commitment_loss,

@@ -11,7 +11,7 @@ from recindex.data.splits import EvalCases, Split
 from recindex.eval.metrics import ranking_report
 from recindex.index.exact import exact_search
 from recindex.models.two_tower import TwoTowerModel, pad_sequences
-from recindex.train.progress import BatchProgress
+from recindex.progress import BatchProgress
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from recindex.eval.evaluate import encode_cases, evaluate_model
 from recindex.eval.metrics import ranking_report
 from recindex.experiment import split_for
 from recindex.index.base import BaseIndex
-from recindex.train.progress import BatchProgress
+from recindex.progress import BatchProgress
 
 
 @dataclass

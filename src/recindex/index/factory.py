@@ -58,7 +58,7 @@ def backend_class(name: str) -> type[BaseIndex]:
 
         return MFLIIndex
     if name == "uri":
-        from recindex.generative.uri_index import URIIndex
+        from recindex.uri.index import URIIndex
 
         return URIIndex
     if name == "ci":

@@ -135,7 +135,7 @@ def mfli_options(bundle: Bundle) -> dict[str, Any]:
 
 def uri_options(bundle: Bundle) -> dict[str, Any]:
     """A URI bundle's decoder, token sizes and learned codes, for the `uri` index."""
-    from recindex.generative.uri_model import URIModel
+    from recindex.uri.model import URIModel
 
     model = bundle.model
     if not isinstance(model, URIModel):

@@ -16,7 +16,7 @@ from recindex.data.splits import Split
 from recindex.eval.evaluate import encode_cases
 from recindex.eval.metrics import recall_at_k
 from recindex.index.exact import exact_search
-from recindex.mfli.codebook import assign_codes, utilisation
+from recindex.quant.codebook import assign_codes, utilisation
 from recindex.mfli.model import MFLIModel
 from recindex.mfli.train import codebook_array
 

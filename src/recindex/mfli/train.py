@@ -23,7 +23,7 @@ import torch
 from recindex.config import EvalConfig, TrainConfig
 from recindex.data.splits import Split
 from recindex.errors import RecIndexError
-from recindex.mfli.codebook import fit_level
+from recindex.quant.codebook import fit_level
 from recindex.mfli.model import MFLIModel
 from recindex.models.losses import sampled_softmax_loss
 from recindex.models.warm_start import load_towers

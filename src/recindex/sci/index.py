@@ -50,7 +50,7 @@ from recindex.errors import InvalidRequest
 from recindex.index.base import Capabilities, Metric, SearchResult, as_ids, as_matrix
 from recindex.index.exact_index import ExactIndex
 from recindex.index.filters import Filter
-from recindex.mfli.codebook import assign_codes, fit_codebook
+from recindex.quant.codebook import assign_codes, fit_codebook
 
 COARSE = ("items", "items+queries")
 PLACE = ("query", "item")

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from recindex.errors import RecIndexError
-from recindex.generative.decoder import TokenDecoder
+from recindex.uri.decoder import TokenDecoder
 from recindex.models.two_tower import TwoTowerModel, TwoTowerShape
 
 

@@ -63,7 +63,7 @@ def build_semantic_ids(
     elif method in ("kmeans", "kmeans_balanced"):
         codes = _hierarchical_kmeans(vectors, k, layers, seed, balanced=method.endswith("balanced"))
     elif method in ("rq_kmeans", "rq_kmeans_balanced"):
-        from recindex.mfli.codebook import assign_codes, fit_codebook
+        from recindex.quant.codebook import assign_codes, fit_codebook
 
         codebook = fit_codebook(vectors[:, None, :], layers, k, seed=seed)
         if method == "rq_kmeans":
@@ -71,7 +71,7 @@ def build_semantic_ids(
         else:
             codes = _balanced_residual_codes(codebook[:, 0], vectors)
     elif method == "rq_vae":
-        from recindex.generative.rq_vae import train_rq_vae
+        from recindex.quant.rq_vae import train_rq_vae
 
         codes = train_rq_vae(vectors, k, layers, seed=seed, **options).codes
     else:
@@ -96,7 +96,7 @@ def _random(n: int, k: int, layers: int, seed: int) -> np.ndarray:
 
 def _balanced_residual_codes(codebook: np.ndarray, vectors: np.ndarray) -> np.ndarray:
     """Residual codes (codebook (L, k, d)) where each layer fills its tokens evenly within each parent."""
-    from recindex.generative.assignment import balanced_assignment
+    from recindex.quant.assignment import balanced_assignment
 
     layers, k, _ = codebook.shape
     residual = vectors.astype(np.float32).copy()
@@ -129,7 +129,7 @@ def kmeans_within(vectors: np.ndarray, parents: np.ndarray, k: int, seed: int = 
     items gives its items distinct tokens in order); `balanced` as in `_hierarchical_kmeans`."""
     import faiss
 
-    from recindex.generative.assignment import balanced_assignment
+    from recindex.quant.assignment import balanced_assignment
 
     dim = vectors.shape[1]
     tokens = np.zeros(len(vectors), np.int64)

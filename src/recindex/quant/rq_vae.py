@@ -67,7 +67,7 @@ def train_rq_vae(
     lr: float = 1e-3,
     seed: int = 0,
 ) -> RQVAEResult:
-    from recindex.mfli.codebook import fit_level
+    from recindex.quant.codebook import fit_level
 
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)

@@ -12,7 +12,7 @@ then every item takes its most probable token that still has room (at most ceil(
 under its parent: `balanced_assignment`), and the next layer reads those tokens. After the last layer,
 `final_epochs` of cross-entropy fit the query end to the finished index (ours, see below).
 
-Two-stage (`uri.index` = a semantic-id method of `generative.semantic_ids`, or the path of a URI bundle
+Two-stage (`uri.index` = a semantic-id method of `quant.semantic_ids`, or the path of a URI bundle
 for "w/ URI index"): the codes are fixed before training and the same decoder learns them with plain
 cross-entropy, every layer at once (teacher forcing), as DSI and TIGER do. With `uri.generate_items` a
 last layer tells apart the items of one leaf (TIGER's collision token) so the decoder itself ranks items.
@@ -49,13 +49,13 @@ import torch.nn.functional as F
 from recindex.config import EvalConfig, TrainConfig
 from recindex.data.splits import Split
 from recindex.errors import RecIndexError
-from recindex.generative.assignment import balanced_assignment
-from recindex.generative.semantic_ids import METHODS as FIXED_INDEXES
-from recindex.generative.uri_losses import balance_loss, commitment_loss, e_step_loss, m_step_loss
-from recindex.generative.uri_model import URIModel
+from recindex.quant.assignment import balanced_assignment
+from recindex.quant.semantic_ids import METHODS as FIXED_INDEXES
+from recindex.uri.losses import balance_loss, commitment_loss, e_step_loss, m_step_loss
+from recindex.uri.model import URIModel
 from recindex.train.batches import sequence_examples
 from recindex.train.loop import Trainer, TrainResult
-from recindex.train.progress import TrainingProgress
+from recindex.progress import TrainingProgress
 
 
 @dataclass
@@ -153,7 +153,7 @@ class DecoderTrainer:
 
     def start_tokens(self, layer: int) -> torch.Tensor:
         """Balanced k-means tokens of the router item vectors under each parent the decoder assigned."""
-        from recindex.generative.semantic_ids import kmeans_within
+        from recindex.quant.semantic_ids import kmeans_within
 
         with torch.no_grad():
             vectors = self.model.router.item_vectors().numpy()

@@ -21,9 +21,9 @@ from recindex.config import ExperimentConfig
 from recindex.data.interactions import Interactions
 from recindex.data.splits import Split
 from recindex.errors import RecIndexError
-from recindex.generative.semantic_ids import build_semantic_ids
-from recindex.generative.uri_model import URIModel, uri_model
-from recindex.generative.uri_train import (
+from recindex.quant.semantic_ids import build_semantic_ids
+from recindex.uri.model import URIModel, uri_model
+from recindex.uri.train import (
     FIXED_INDEXES,
     DecoderTrainer,
     RankerTrainer,

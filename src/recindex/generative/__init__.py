@@ -1,1 +1,0 @@
-"""Generative retrieval: semantic IDs for items and the models that generate them."""
