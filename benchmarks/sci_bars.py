@@ -43,10 +43,10 @@ from recindex.eval.ape import average_partition_entropy, bucket_report  # noqa: 
 from recindex.eval.evaluate import encode_cases  # noqa: E402
 from recindex.eval.index_eval import evaluate_index  # noqa: E402
 from recindex.experiment import split_for  # noqa: E402
-from recindex.quant.semantic_ids import build_semantic_ids  # noqa: E402
 from recindex.index import make_index  # noqa: E402
 from recindex.index.exact_index import ExactIndex  # noqa: E402
 from recindex.index.in_bundle import ci_options, item_attributes, uri_options  # noqa: E402
+from recindex.quant.semantic_ids import build_semantic_ids  # noqa: E402
 from recindex.sci.alignment import (  # noqa: E402
     distribution_gap,
     routing_consistency,

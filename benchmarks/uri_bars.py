@@ -43,9 +43,9 @@ from recindex.bundle import load_bundle  # noqa: E402
 from recindex.eval.ape import average_partition_entropy, bucket_report  # noqa: E402
 from recindex.eval.index_eval import evaluate_index  # noqa: E402
 from recindex.experiment import split_for  # noqa: E402
-from recindex.quant.semantic_ids import build_semantic_ids  # noqa: E402
 from recindex.index import make_index  # noqa: E402
 from recindex.index.in_bundle import item_attributes, uri_options  # noqa: E402
+from recindex.quant.semantic_ids import build_semantic_ids  # noqa: E402
 
 # TIGER's published Recall@10 (arXiv 2305.05065, Table 1) under the same leave-one-out protocol
 TIGER_RECALL10 = {"beauty": 0.0648, "sports": 0.0400}

@@ -14,8 +14,8 @@ from recindex.config import load_config
 from recindex.errors import RecIndexError
 from recindex.eval.index_eval import evaluate_index
 from recindex.experiment import run_experiment
-from recindex.uri.model import URIModel
 from recindex.index.in_bundle import build_bundle_index, load_bundle_index
+from recindex.uri.model import URIModel
 
 DATASET = "synthetic:n_users=300,n_items=200,n_attributes=20,seed=4"
 BASE = [

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 from tests.conftest import SHARED_DATA, require_shared
 from tests.regression.pinned import DATASETS, PINNED, compute, differences
 

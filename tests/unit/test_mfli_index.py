@@ -5,8 +5,8 @@ import pytest
 
 from recindex.errors import InvalidRequest
 from recindex.index.factory import load_index, make_index
-from recindex.quant.codebook import assign_codes, facet_view, fit_codebook, reconstruct
 from recindex.mfli.index import MFLIIndex
+from recindex.quant.codebook import assign_codes, facet_view, fit_codebook, reconstruct
 
 
 def clustered(n: int, dim: int, seed: int, centres: int = 30) -> tuple[np.ndarray, np.ndarray]:

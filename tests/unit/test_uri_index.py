@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from recindex.errors import InvalidRequest
-from recindex.uri.decoder import TokenDecoder
-from recindex.quant.semantic_ids import build_semantic_ids
-from recindex.uri.train import with_item_token
 from recindex.index.factory import load_index, make_index
+from recindex.quant.semantic_ids import build_semantic_ids
+from recindex.uri.decoder import TokenDecoder
+from recindex.uri.train import with_item_token
 
 D, N, K = 8, 300, 4  # model dim, items, tokens per layer
 

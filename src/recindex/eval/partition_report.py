@@ -22,10 +22,10 @@ from recindex.index.base import BaseIndex
 
 def partitions_of(index: BaseIndex) -> dict[str, np.ndarray]:
     """name -> bucket of each item id (items 0..n-1, -1 where absent), for the indexes that partition."""
-    from recindex.uri.index import URIIndex
     from recindex.index.faiss_index import FaissIndex
     from recindex.mfli.index import MFLIIndex
     from recindex.sci.index import CIIndex
+    from recindex.uri.index import URIIndex
 
     if isinstance(index, CIIndex):
         ids = index.table.ids[index.table.live_slots()]

@@ -16,9 +16,9 @@ from recindex.data.splits import Split
 from recindex.eval.evaluate import encode_cases
 from recindex.eval.metrics import recall_at_k
 from recindex.index.exact import exact_search
-from recindex.quant.codebook import assign_codes, utilisation
 from recindex.mfli.model import MFLIModel
 from recindex.mfli.train import codebook_array
+from recindex.quant.codebook import assign_codes, utilisation
 
 
 def linear_cka(a: np.ndarray, b: np.ndarray) -> float:

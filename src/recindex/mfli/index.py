@@ -45,8 +45,8 @@ from recindex.index.attributes import attribute_rows
 from recindex.index.base import MAX_K, BaseIndex, Capabilities, Metric, SearchResult, top_k
 from recindex.index.filters import Filter, as_filter
 from recindex.index.slots import SlotTable
-from recindex.quant.codebook import assign_codes, facet_view, fit_codebook, reconstruct, utilisation
 from recindex.mfli.lists import STORAGES, LeafLists
+from recindex.quant.codebook import assign_codes, facet_view, fit_codebook, reconstruct, utilisation
 
 
 class MFLIIndex(BaseIndex):

@@ -23,10 +23,10 @@ import torch
 from recindex.config import EvalConfig, TrainConfig
 from recindex.data.splits import Split
 from recindex.errors import RecIndexError
-from recindex.quant.codebook import fit_level
 from recindex.mfli.model import MFLIModel
 from recindex.models.losses import sampled_softmax_loss
 from recindex.models.warm_start import load_towers
+from recindex.quant.codebook import fit_level
 from recindex.train.loop import Trainer
 
 QUANT_GRADIENTS = ("straight_through", "codebook")

@@ -29,8 +29,8 @@ from recindex.eval.evaluate import evaluate_model
 from recindex.models.frequency import StreamingFrequency
 from recindex.models.losses import full_softmax_loss, hinge_loss, sampled_softmax_loss
 from recindex.models.two_tower import TwoTowerModel
-from recindex.train.batches import SequenceExamples, iterate_batches, n_batches, sequence_examples
 from recindex.progress import TrainingProgress
+from recindex.train.batches import SequenceExamples, iterate_batches, n_batches, sequence_examples
 
 
 @dataclass

@@ -21,11 +21,11 @@ import numpy as np
 import torch
 
 from recindex.errors import InvalidRequest
-from recindex.uri.decoder import TokenDecoder
-from recindex.uri.token_tree import TokenTree, beam_search
 from recindex.index.base import MAX_K, Capabilities, Metric, SearchResult
 from recindex.index.exact_index import ExactIndex
 from recindex.index.filters import Filter, as_filter
+from recindex.uri.decoder import TokenDecoder
+from recindex.uri.token_tree import TokenTree, beam_search
 
 MAX_BEAM = 1024
 RANKINGS = ("ranker", "decoder")

@@ -31,8 +31,8 @@ import torch
 from torch import nn
 
 from recindex.errors import RecIndexError
-from recindex.uri.decoder import TokenDecoder
 from recindex.models.two_tower import TwoTowerModel, TwoTowerShape
+from recindex.uri.decoder import TokenDecoder
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,10 @@ from recindex.config import ExperimentConfig
 from recindex.data.interactions import Interactions
 from recindex.data.splits import Split
 from recindex.errors import RecIndexError
+from recindex.models.two_tower import TwoTowerModel
+from recindex.models.warm_start import load_towers
 from recindex.quant.semantic_ids import build_semantic_ids
+from recindex.train.loop import Trainer
 from recindex.uri.model import URIModel, uri_model
 from recindex.uri.train import (
     FIXED_INDEXES,
@@ -30,9 +33,6 @@ from recindex.uri.train import (
     ranker_train_config,
     with_item_token,
 )
-from recindex.models.two_tower import TwoTowerModel
-from recindex.models.warm_start import load_towers
-from recindex.train.loop import Trainer
 
 
 def train_uri(

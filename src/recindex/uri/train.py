@@ -49,13 +49,13 @@ import torch.nn.functional as F
 from recindex.config import EvalConfig, TrainConfig
 from recindex.data.splits import Split
 from recindex.errors import RecIndexError
+from recindex.progress import TrainingProgress
 from recindex.quant.assignment import balanced_assignment
 from recindex.quant.semantic_ids import METHODS as FIXED_INDEXES
-from recindex.uri.losses import balance_loss, commitment_loss, e_step_loss, m_step_loss
-from recindex.uri.model import URIModel
 from recindex.train.batches import sequence_examples
 from recindex.train.loop import Trainer, TrainResult
-from recindex.progress import TrainingProgress
+from recindex.uri.losses import balance_loss, commitment_loss, e_step_loss, m_step_loss
+from recindex.uri.model import URIModel
 
 
 @dataclass
