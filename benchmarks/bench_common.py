@@ -168,12 +168,12 @@ def synthetic(n: int, n_queries: int, dim: int = 64, seed: int = 0) -> Dataset:
 
 def bundle_dataset(path: str, n_queries: int) -> Dataset:
     """A trained bundle's item vectors, with the user vectors of its validation cases as queries."""
-    from recindex.bundle import load_bundle
+    from recindex.data.splits import split_for
     from recindex.eval.evaluate import encode_cases
-    from recindex.experiment import split_for
+    from recindex.pipelines import load_bundle
 
     bundle = load_bundle(path)
-    split = split_for(bundle.config, bundle.data)
+    split = split_for(bundle.config.data, bundle.data)
     cases = split.eval_cases("valid")
     users = encode_cases(bundle.model, cases).numpy().astype(np.float32)[:n_queries]
     items = np.ascontiguousarray(bundle.item_embeddings, dtype=np.float32)

@@ -29,7 +29,7 @@ from threadpoolctl import threadpool_limits
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_common import machine_info, markdown_table, synthetic  # noqa: E402
 
-from recindex.index.factory import make_index  # noqa: E402
+from recindex.pipelines.indexes import make_index  # noqa: E402
 
 K = 100
 CATEGORIES = 1_000

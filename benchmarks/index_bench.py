@@ -72,8 +72,8 @@ from bench_common import (
     write_report,
 )
 
-from recindex.index.factory import make_index
 from recindex.index.faiss_layers import distances_computed, reset_stats, search_parameters
+from recindex.pipelines.indexes import make_index
 
 ROOT = Path(__file__).resolve().parents[1]
 

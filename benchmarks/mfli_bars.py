@@ -40,14 +40,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import exact_top, recall_at, single_queries, synthetic, threads  # noqa: E402
 from machine import run_info  # noqa: E402
 
-from recindex.bundle import load_bundle  # noqa: E402
+from recindex.data.splits import split_for  # noqa: E402
 from recindex.eval.ape import average_partition_entropy, bucket_report  # noqa: E402
 from recindex.eval.index_eval import evaluate_index  # noqa: E402
 from recindex.eval.partition_report import partitions_of  # noqa: E402
 from recindex.eval.report import partition_table  # noqa: E402
-from recindex.experiment import split_for  # noqa: E402
-from recindex.index import make_index  # noqa: E402
-from recindex.index.in_bundle import item_attributes, mfli_options  # noqa: E402
+from recindex.pipelines import load_bundle  # noqa: E402
+from recindex.pipelines.indexes import (  # noqa: E402
+    item_attributes,
+    make_index,  # noqa: E402
+    mfli_options,
+)
 
 console = Console(width=220)
 K = 100
@@ -121,7 +124,7 @@ def compare(args) -> dict:
     base = load_bundle(args.two_tower)
     if mfli.data.fingerprint() != base.data.fingerprint() or mfli.config.data != base.config.data:
         raise SystemExit("the MFLI and two-tower bundles must come from the same data and split")
-    split = split_for(mfli.config, mfli.data)
+    split = split_for(mfli.config.data, mfli.data)
     name = f"{mfli.config.data.dataset} ({mfli.config.data.split})"
     log(f"compare on {name}: MFLI {mfli.bundle_id} vs two-tower {base.bundle_id}")
 
@@ -548,7 +551,7 @@ def ablations(args) -> dict:
         # the same number of leaves walked in all, so a model with fewer facets scans as many items
         leaves = args.leaves * facets // len(bundle.model.facets)
         evaluation = evaluate_index(bundle, index, "test", params={"leaves": leaves}, single_queries=0)
-        split = split_for(bundle.config, bundle.data)
+        split = split_for(bundle.config.data, bundle.data)
         leaf_of = index.leaves_of_items(0)
         rows[label] = {
             **evaluation.index,

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from recindex.index.exact_index import ExactIndex
-from recindex.index.factory import load_index
 from recindex.index.milvus_index import MilvusIndex
+from recindex.pipelines.indexes import load_index
 
 ROOT = Path(__file__).resolve().parents[1]
 FILTER = 'category in ["c1", "c2"] and price < 50'

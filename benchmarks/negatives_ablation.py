@@ -16,7 +16,7 @@ from rich.table import Table
 
 from recindex.config import load_config
 from recindex.data.registry import load_dataset
-from recindex.experiment import run_experiment
+from recindex.pipelines.experiment import run_experiment
 
 VARIANTS = {
     "in-batch, logQ": ['train.negatives="in_batch"'],

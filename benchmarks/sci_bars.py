@@ -38,14 +38,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bar_report import console, labelled, log, verdict, write_report  # noqa: E402
 from bench_common import threads  # noqa: E402
 
-from recindex.bundle import load_bundle  # noqa: E402
+from recindex.data.splits import split_for  # noqa: E402
 from recindex.eval.ape import average_partition_entropy, bucket_report  # noqa: E402
 from recindex.eval.evaluate import encode_cases  # noqa: E402
 from recindex.eval.index_eval import evaluate_index  # noqa: E402
-from recindex.experiment import split_for  # noqa: E402
-from recindex.index import make_index  # noqa: E402
 from recindex.index.exact_index import ExactIndex  # noqa: E402
-from recindex.index.in_bundle import ci_options, item_attributes, uri_options  # noqa: E402
+from recindex.pipelines import load_bundle  # noqa: E402
+from recindex.pipelines.indexes import (  # noqa: E402
+    ci_options,
+    item_attributes,
+    make_index,  # noqa: E402
+    uri_options,
+)
 from recindex.quant.semantic_ids import build_semantic_ids  # noqa: E402
 from recindex.sci.alignment import (  # noqa: E402
     distribution_gap,
@@ -143,7 +147,7 @@ def model_rows(
 ) -> dict:
     """Exact, IVF and each CI variant (LABEL -> CIIndex options) at every nprobe, on one split; with
     `rq`, the first variant again with its RQ fine codes."""
-    split = split_for(bundle.config, bundle.data)
+    split = split_for(bundle.config.data, bundle.data)
     cases = split.eval_cases(which)
     counts = np.bincount(split.train_items, minlength=bundle.model.n_items)
     subsets = tail_subsets(np.diff(cases.history_offsets), cases.targets, counts, SHORT_HISTORY)
@@ -370,7 +374,7 @@ def leaf_numbers(codes: np.ndarray, k: int) -> np.ndarray:
 def ids(args) -> dict:
     torch.set_num_threads(1)
     plain, sci = load_bundle(args.plain), load_bundle(args.sci)
-    split = split_for(plain.config, plain.data)
+    split = split_for(plain.config.data, plain.data)
     report: dict = {"ape": {}, "two_stage": {}}
     for k in args.k:
         log(f"semantic IDs, k = {k}, L = 2")
@@ -449,7 +453,7 @@ def cost(args) -> dict:
     torch.set_num_threads(1)
     config = load_config(args.config, args.set)
     data = load_dataset(config.data.dataset, config.data.data_dir)
-    split = split_for(config, data)
+    split = split_for(config.data, data)
     examples = None
     seconds: dict[float, list[float]] = {0.0: [], args.weight: []}
     for repeat in range(args.repeats):

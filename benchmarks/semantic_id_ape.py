@@ -22,9 +22,9 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import run_info  # noqa: E402
 
-from recindex.bundle import load_bundle  # noqa: E402
+from recindex.data.splits import split_for  # noqa: E402
 from recindex.eval.ape import average_partition_entropy, bucket_report  # noqa: E402
-from recindex.experiment import split_for  # noqa: E402
+from recindex.pipelines import load_bundle  # noqa: E402
 from recindex.quant.semantic_ids import METHODS, build_semantic_ids  # noqa: E402
 
 console = Console(width=160)
@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--out", default="runs/bench/semantic_ids")
     args = parser.parse_args()
     bundle = load_bundle(args.bundle)
-    split = split_for(bundle.config, bundle.data)
+    split = split_for(bundle.config.data, bundle.data)
     rows = []
     for k in args.k:
         for method in METHODS:

@@ -67,7 +67,7 @@ def main() -> None:
         server = start(bundle, Path(tempfile.mkdtemp()), port)
         ready = httpx.get(f"{base}/readyz").json()
         if user_ids is None:
-            from recindex.bundle import load_bundle
+            from recindex.pipelines import load_bundle
 
             all_users = [str(u) for u in load_bundle(bundle).data.user_ids]
             user_ids = list(

@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from recindex.bundle import load_bundle
 from recindex.config import load_config
 from recindex.data.registry import load_dataset
 from recindex.eval.metrics import ranking_report
 from recindex.eval.report import metrics_table
-from recindex.experiment import evaluate_bundle, run_experiment, split_for
+from recindex.pipelines import load_bundle
+from recindex.pipelines.experiment import evaluate_bundle, run_experiment, split_for
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "configs" / "beauty_two_tower.toml"
@@ -33,7 +33,7 @@ console = Console(width=200)
 
 def popularity_baseline(config, data) -> dict[str, float]:
     """Most popular training items, history masked, on the test cases of the same split."""
-    split = split_for(config, data)
+    split = split_for(config.data, data)
     counts = np.bincount(split.train_items, minlength=data.n_items)
     ranking = np.argsort(-counts, kind="stable")
     position = np.empty_like(ranking)

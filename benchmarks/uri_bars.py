@@ -39,12 +39,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bar_report import console, labelled, log, verdict, write_report  # noqa: E402
 from bench_common import threads  # noqa: E402
 
-from recindex.bundle import load_bundle  # noqa: E402
+from recindex.data.splits import split_for  # noqa: E402
 from recindex.eval.ape import average_partition_entropy, bucket_report  # noqa: E402
 from recindex.eval.index_eval import evaluate_index  # noqa: E402
-from recindex.experiment import split_for  # noqa: E402
-from recindex.index import make_index  # noqa: E402
-from recindex.index.in_bundle import item_attributes, uri_options  # noqa: E402
+from recindex.pipelines import load_bundle  # noqa: E402
+from recindex.pipelines.indexes import (  # noqa: E402
+    item_attributes,
+    make_index,  # noqa: E402
+    uri_options,
+)
 from recindex.quant.semantic_ids import build_semantic_ids  # noqa: E402
 
 # TIGER's published Recall@10 (arXiv 2305.05065, Table 1) under the same leave-one-out protocol
@@ -74,7 +77,7 @@ def leaf_numbers(codes: np.ndarray, k: int, depth: int) -> np.ndarray:
 
 def ape(args) -> dict:
     two_tower = load_bundle(args.two_tower)
-    split = split_for(two_tower.config, two_tower.data)
+    split = split_for(two_tower.config.data, two_tower.data)
     runs = [load_bundle(path) for path in args.uri]
     for run in runs:
         if run.data.fingerprint() != two_tower.data.fingerprint():
@@ -280,7 +283,7 @@ def ablations(args) -> dict:
     for label, path in [("URI", args.full), *labelled(args.run)]:
         bundle = load_bundle(path)
         codes = bundle.model.item_codes[:, : bundle.config.uri.layers].numpy()
-        split = split_for(bundle.config, bundle.data)
+        split = split_for(bundle.config.data, bundle.data)
         rows[label]["partition"] = _ape_row(label, bundle.config.uri.k, codes, split, path)
     table = Table(title=f"ablations, Beauty test split, beam {args.beam}")
     for column in ("variant", "R@10", "vs URI", "N@10", "ranker exact R@10", "APE leaves", "APE layer 1"):

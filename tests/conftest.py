@@ -55,7 +55,7 @@ def tiny_settings(dataset: str, epochs: int = 1) -> list[str]:
 def tiny_bundle(tmp_path_factory):
     """tiny_bundle("synthetic:n_users=120,n_items=50,seed=5") -> path of a bundle trained on it (cached)."""
     from recindex.config import load_config
-    from recindex.experiment import run_experiment
+    from recindex.pipelines.experiment import run_experiment
 
     trained: dict[str, Path] = {}
 

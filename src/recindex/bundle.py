@@ -19,6 +19,7 @@ import dataclasses
 import json
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,21 +32,19 @@ from recindex.config import ExperimentConfig, from_dict
 from recindex.data.interactions import Interactions
 from recindex.data.storage import load_interactions, save_interactions
 from recindex.errors import BundleError
-from recindex.models.two_tower import TwoTowerModel, TwoTowerShape
 
 FORMAT_VERSION = 1
-MODEL_CLASSES = (
-    "recindex.models.two_tower.TwoTowerModel",
-    "recindex.mfli.model.MFLIModel",
-    "recindex.uri.model.URIModel",
-)
+# An empty model of the manifest's class and shape, for the stored weights to be loaded into. The
+# composition root (recindex.pipelines) passes the one its family table gives for the model class:
+# this module knows no family.
+ModelReader = Callable[[dict, ExperimentConfig, Path], torch.nn.Module]
 
 
 @dataclass
 class Bundle:
     path: Path
     manifest: dict
-    model: TwoTowerModel
+    model: torch.nn.Module  # a retrieval model: user_vectors, item_vectors, content_vectors
     data: Interactions
     item_embeddings: np.ndarray
     config: ExperimentConfig
@@ -74,7 +73,7 @@ def code_version() -> dict[str, str | None]:
 
 def save_bundle(
     out: Path,
-    model: TwoTowerModel,
+    model: torch.nn.Module,
     data: Interactions,
     config: ExperimentConfig,
     metrics: dict,
@@ -146,33 +145,16 @@ def verify_files(path: Path, manifest: dict) -> None:
     verify_checksums(path, manifest["files"])
 
 
-def load_bundle(path: str | Path) -> Bundle:
+def read_bundle(path: str | Path, read_model: ModelReader) -> Bundle:
+    """A bundle's files, checked against its manifest; `read_model` builds the empty model."""
     path = Path(path)
     manifest = read_manifest(path)
     verify_files(path, manifest)
-    if manifest["model_class"] not in MODEL_CLASSES:
-        raise BundleError(f"{path}: unknown model class {manifest['model_class']!r}")
     config = from_dict(manifest["config"], f"{path}/manifest.json")
     data = load_interactions(path / "data")
     if data.fingerprint() != manifest["dataset"]["fingerprint"]:
         raise BundleError(f"{path}: stored interactions do not match the manifest's dataset fingerprint")
-    shape_fields = dict(manifest["model_shape"])
-    token_sizes = shape_fields.pop("token_sizes", None)
-    try:
-        shape = TwoTowerShape(**shape_fields)
-    except TypeError as error:
-        raise BundleError(f"{path}/manifest.json: model_shape does not describe a model ({error})") from None
-    model = TwoTowerModel(shape, config.model)
-    if manifest["model_class"].endswith("MFLIModel"):
-        from recindex.mfli.train import mfli_model
-
-        model = mfli_model(model, config.mfli)
-    elif manifest["model_class"].endswith("URIModel"):
-        from recindex.uri.model import uri_model
-
-        if not token_sizes or not all(isinstance(s, int) and s > 0 for s in token_sizes):
-            raise BundleError(f"{path}/manifest.json: a URI bundle's model_shape needs its token_sizes")
-        model = uri_model(model, config.uri, token_sizes)
+    model = read_model(manifest, config, path)
     try:
         state = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
         model.load_state_dict(state, strict=True)
@@ -182,10 +164,8 @@ def load_bundle(path: str | Path) -> Bundle:
         ) from None
     model.eval()
     embeddings = np.load(path / "item_embeddings.npy", allow_pickle=False)
-    if embeddings.shape != (shape.n_items, manifest["embedding"]["dim"]):
-        raise BundleError(
-            f"{path}: item_embeddings.npy has shape {embeddings.shape}, expected "
-            f"({shape.n_items}, {manifest['embedding']['dim']})"
-        )
+    expected = (manifest["dataset"]["n_items"], manifest["embedding"]["dim"])
+    if embeddings.shape != expected:
+        raise BundleError(f"{path}: item_embeddings.npy has shape {embeddings.shape}, expected {expected}")
     metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
     return Bundle(path, manifest, model, data, embeddings, config, metrics)

@@ -100,7 +100,7 @@ def train(
     """Train a two-tower model, evaluate it and write a versioned bundle."""
     from recindex.config import load_config
     from recindex.eval.report import metrics_table
-    from recindex.experiment import run_experiment
+    from recindex.pipelines.experiment import run_experiment
 
     extra = list(overrides)
     if dataset is not None:
@@ -141,9 +141,9 @@ def evaluate(
     params: list[str] = typer.Option([], "--param", help="Index search parameter, e.g. ef=256, nprobe=64."),
 ) -> None:
     """Evaluate a bundle on its own data and split, and compare with the training run."""
-    from recindex.bundle import load_bundle
     from recindex.eval.report import metrics_table
-    from recindex.experiment import evaluate_bundle
+    from recindex.pipelines import load_bundle
+    from recindex.pipelines.experiment import evaluate_bundle
 
     if split not in ("valid", "test"):
         raise RecIndexError(f"--split must be 'valid' or 'test', got {split!r}")
@@ -204,7 +204,7 @@ def _evaluate_through_index(
 ) -> None:
     from recindex.eval.index_eval import evaluate_index
     from recindex.eval.report import metrics_table
-    from recindex.index.in_bundle import load_bundle_index
+    from recindex.pipelines.indexes import load_bundle_index
 
     index = load_bundle_index(loaded, name)
     result = evaluate_index(
@@ -257,8 +257,8 @@ def index_build(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an index of the same name."),
 ) -> None:
     """Build an index over the bundle's item embeddings and store it in the bundle."""
-    from recindex.bundle import load_bundle
-    from recindex.index.in_bundle import build_bundle_index
+    from recindex.pipelines import load_bundle
+    from recindex.pipelines.indexes import build_bundle_index
 
     loaded = load_bundle(bundle)
     with console.status(f"building {backend} over {len(loaded.item_embeddings):,} items"):
@@ -289,10 +289,10 @@ def index_quality(
     """How an index partitions the items: APE (users' training items as positives), bucket sizes,
     empty buckets; for URI per layer and with collisions at the leaves; for MFLI, the share of codewords
     in use."""
-    from recindex.bundle import load_bundle
     from recindex.eval.partition_report import plot_bucket_sizes, quality_report
     from recindex.eval.report import partition_table
-    from recindex.index.in_bundle import load_bundle_index
+    from recindex.pipelines import load_bundle
+    from recindex.pipelines.indexes import load_bundle_index
 
     loaded = load_bundle(bundle)
     built = load_bundle_index(loaded, index)
@@ -319,8 +319,8 @@ def index_quality(
 @index_app.command("list")
 def index_list(bundle: Path = typer.Argument(..., help="A bundle directory.")) -> None:
     """The indexes stored in a bundle."""
-    from recindex.bundle import load_bundle
-    from recindex.index.in_bundle import list_bundle_indexes
+    from recindex.pipelines import load_bundle
+    from recindex.pipelines.indexes import list_bundle_indexes
 
     loaded = load_bundle(bundle)
     table = Table(title=f"indexes of {loaded.bundle_id}")
@@ -420,8 +420,8 @@ def recommend(
     include_seen: bool = typer.Option(False, "--include-seen", help="Allow items the user already has."),
 ) -> None:
     """Show a user's history and the items the model retrieves for them."""
-    from recindex.bundle import load_bundle
-    from recindex.recommend import describe_item, recommend_for_user
+    from recindex.pipelines import load_bundle
+    from recindex.pipelines.recommend import describe_item, recommend_for_user
 
     loaded = load_bundle(bundle)
     history, items, scores = recommend_for_user(loaded, user, k, exclude_seen=not include_seen)

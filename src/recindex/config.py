@@ -9,7 +9,7 @@ import dataclasses
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from recindex.errors import RecIndexError
 
@@ -23,8 +23,13 @@ class DataConfig:
     split_seed: int = 0
 
 
+ModelKind = Literal["two_tower", "mfli", "uri", "sci"]
+MODEL_KINDS: tuple[str, ...] = get_args(ModelKind)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
+    kind: ModelKind = "two_tower"  # the family a run trains: its section ([mfli], [uri], [sci]) applies
     encoder: str = "sasrec"  # sasrec (causal self-attention) | mean (mean pooling)
     dim: int = 64
     max_len: int = 50  # the user tower reads the last `max_len` items
@@ -61,9 +66,8 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class MFLIConfig:
-    """The multifaceted learnable index (recindex.mfli); off unless `enabled`."""
+    """The multifaceted learnable index (recindex.mfli), trained when `model.kind = "mfli"`."""
 
-    enabled: bool = False
     facets: str = "joint,id,content"  # item representations, one facet each (see mfli.model)
     levels: int = 2
     codewords: int = 16  # per level and facet
@@ -78,16 +82,31 @@ class MFLIConfig:
     # (codebook and both towers) or "codebook" (the codebook only; the towers learn from L_MF alone)
 
 
+# What a URI run's index is: learned, or fixed (the two-stage baselines). The semantic-id methods are
+# those of recindex.quant.semantic_ids.METHODS (a test holds the two lists together).
+URIIndexSource = Literal[
+    "learn",
+    "sci",
+    "bundle",
+    "random",
+    "kmeans",
+    "rq_kmeans",
+    "rq_vae",
+    "kmeans_balanced",
+    "rq_kmeans_balanced",
+]
+
+
 @dataclass(frozen=True)
 class URIConfig:
     """URI, the decoder that is both indexer and retriever, and the two-stage generative baselines that
-    share its decoder (recindex.uri); off unless `enabled`."""
+    share its decoder (recindex.uri), trained when `model.kind = "uri"`."""
 
-    enabled: bool = False
     k: int = 32  # tokens per layer
     layers: int = 2
-    index: str = "learn"  # learn (URI), a semantic-id method (quant.semantic_ids), sci (the consistent
-    # index's codes of the encoders, recindex.sci.semantic_ids) or a URI bundle
+    index: URIIndexSource = "learn"  # learn (URI), a semantic-id method (quant.semantic_ids), sci (the
+    # consistent index's codes of the encoders, recindex.sci.semantic_ids), or bundle (index_bundle's)
+    index_bundle: str = ""  # with index = "bundle": a URI bundle whose learned index the decoder learns
     init_from: str = ""  # a two-tower bundle of the same data for the encoders (default: train one first)
     generate_items: bool = False  # add TIGER's item token so the decoder ranks items itself (two-stage)
     decoder_blocks: int = 2
@@ -115,9 +134,10 @@ class URIConfig:
 
 @dataclass(frozen=True)
 class SCIConfig:
-    """SCI's SymmAligner (recindex.sci): the two-tower task loss plus the same loss with the towers'
-    inputs swapped. The model and its bundle are the plain two-tower's (no new parameters); the
-    consistent index is built from any two-tower bundle (`recindex index build BUNDLE --backend ci`)."""
+    """SCI's SymmAligner (recindex.sci), trained when `model.kind = "sci"`: the two-tower task loss plus
+    the same loss with the towers' inputs swapped. The model and its bundle are the plain two-tower's
+    (no new parameters); the consistent index is built from any two-tower bundle
+    (`recindex index build BUNDLE --backend ci`)."""
 
     symmetric_weight: float = 0.0  # lambda on the swapped-input loss (0: the plain two-tower)
     swapped_negatives: str = "task"  # task (the exact mirror: the task's negatives, read by the query
@@ -147,6 +167,11 @@ class ExperimentConfig:
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    if get_origin(annotation) is Literal:
+        choices = get_args(annotation)
+        if value not in choices:
+            raise RecIndexError(f"{where}: {value!r} is not one of {', '.join(map(repr, choices))}")
+        return value
     text = str(annotation)
     if value is None and "None" in text:
         return None
@@ -174,6 +199,7 @@ def _section(cls, values: dict[str, Any], where: str):
 
 
 def from_dict(raw: dict[str, Any], where: str = "config") -> ExperimentConfig:
+    raw = _with_model_kind(raw, where)
     sections = {f.name: f.type for f in dataclasses.fields(ExperimentConfig)}
     unknown = set(raw) - set(sections)
     if unknown:
@@ -184,7 +210,53 @@ def from_dict(raw: dict[str, Any], where: str = "config") -> ExperimentConfig:
         if not isinstance(values, dict):
             raise RecIndexError(f"{where}: [{name}] must be a table")
         built[name] = _section(hints[name], values, f"{where} [{name}]")
-    return ExperimentConfig(**built)
+    config = ExperimentConfig(**built)
+    _check_family(config, where)
+    return config
+
+
+def _with_model_kind(raw: dict[str, Any], where: str) -> dict[str, Any]:
+    """Configs (and bundle manifests) written before `model.kind` switched families on with
+    `[mfli] enabled`, `[uri] enabled`, or a positive SCI weight, and named a URI bundle in `uri.index`:
+    read them as what they meant."""
+    raw = {name: dict(values) if isinstance(values, dict) else values for name, values in raw.items()}
+    sections = {name: values for name, values in raw.items() if isinstance(values, dict)}
+    enabled = [name for name in ("mfli", "uri") if sections.get(name, {}).pop("enabled", False)]
+    uri = sections.get("uri", {})
+    if isinstance(uri.get("index"), str) and uri["index"] not in get_args(URIIndexSource):
+        # `uri.index` once named a URI bundle's folder as well as a method
+        uri["index_bundle"], uri["index"] = uri["index"], "bundle"
+    model = sections.get("model", {})
+    if "kind" in model:
+        if enabled and enabled != [model["kind"]]:
+            raise RecIndexError(f"{where}: [{enabled[0]}] enabled contradicts model.kind = {model['kind']!r}")
+        return raw
+    if len(enabled) > 1:
+        raise RecIndexError(f"{where}: [mfli] and [uri] are both enabled; a run trains one of them")
+    sci = sections.get("sci", {})
+    symmetric = any(
+        isinstance(sci.get(key), int | float) and sci[key] > 0
+        for key in ("symmetric_weight", "consistency_weight")
+    )
+    kind = enabled[0] if enabled else "sci" if symmetric else None
+    if kind is not None:
+        raw["model"] = {**model, "kind": kind}
+    return raw
+
+
+def _check_family(config: ExperimentConfig, where: str) -> None:
+    sci = config.sci
+    symmetric = sci.symmetric_weight > 0 or sci.consistency_weight > 0
+    if config.model.kind == "sci" and not symmetric:
+        raise RecIndexError(
+            f"{where}: model.kind = \"sci\" trains with sci.symmetric_weight > 0 "
+            "or sci.consistency_weight > 0"
+        )
+    if symmetric and config.model.kind != "sci":
+        raise RecIndexError(
+            f"{where}: [sci] training applies to the plain two-tower model (model.kind = \"sci\"), "
+            f"not to model.kind = {config.model.kind!r}"
+        )
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -13,7 +13,7 @@ import pytest
 
 from recindex.errors import InvalidRequest
 from recindex.index.base import check_metric
-from recindex.index.factory import load_index, make_index
+from recindex.pipelines.indexes import load_index, make_index
 
 N, DIM, K = 2000, 16, 10
 MILVUS = (

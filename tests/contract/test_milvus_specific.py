@@ -16,8 +16,8 @@ pytest.importorskip("milvus_lite", reason="Milvus Lite is not installed (pip ins
 
 from recindex.errors import BundleError, InvalidRequest, RecIndexError  # noqa: E402
 from recindex.index.exact_index import ExactIndex  # noqa: E402
-from recindex.index.factory import load_index  # noqa: E402
 from recindex.index.milvus_index import MilvusIndex, collection_name  # noqa: E402
+from recindex.pipelines.indexes import load_index  # noqa: E402
 
 N, DIM, K = 500, 16, 10
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -135,7 +135,7 @@ def test_data_survives_a_restart(open_index, tmp_path):
     index.close()  # a Lite file is open in one process at a time
     script = (
         "import json, sys, numpy as np\n"
-        "from recindex.index.factory import load_index\n"
+        "from recindex.pipelines.indexes import load_index\n"
         "index = load_index(sys.argv[1])\n"
         "result = index.search(np.array(json.loads(sys.argv[2]), np.float32), 10, filter='price < 80')\n"
         "print(json.dumps({'n': len(index), 'ids': result.ids.tolist(), 'scores': result.scores.tolist()}))\n"

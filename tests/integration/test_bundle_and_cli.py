@@ -5,11 +5,11 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from recindex.bundle import load_bundle
 from recindex.cli import app
 from recindex.config import load_config
 from recindex.errors import BundleError
-from recindex.experiment import evaluate_bundle, run_experiment
+from recindex.pipelines import load_bundle
+from recindex.pipelines.experiment import evaluate_bundle, run_experiment
 
 SETTINGS = [
     'data.dataset="synthetic:n_users=200,n_items=80,seed=2"',

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from recindex.bundle import load_bundle
 from recindex.cli import app
 from recindex.errors import BundleError, InvalidRequest
-from recindex.index.in_bundle import build_bundle_index, load_bundle_index
+from recindex.pipelines import load_bundle
+from recindex.pipelines.indexes import build_bundle_index, load_bundle_index
 
 DATASET = "synthetic:n_users=200,n_items=80,seed=3"
 runner = CliRunner()

@@ -6,13 +6,13 @@ import json
 import numpy as np
 from typer.testing import CliRunner
 
-from recindex.bundle import load_bundle
 from recindex.cli import app
 from recindex.config import load_config
 from recindex.eval.index_eval import evaluate_index
-from recindex.experiment import run_experiment
-from recindex.index.in_bundle import build_bundle_index, load_bundle_index
 from recindex.mfli.model import MFLIModel
+from recindex.pipelines import load_bundle
+from recindex.pipelines.experiment import run_experiment
+from recindex.pipelines.indexes import build_bundle_index, load_bundle_index
 
 DATASET = "synthetic:n_users=300,n_items=200,n_attributes=20,seed=4"
 
@@ -26,7 +26,7 @@ def test_an_mfli_bundle_trains_saves_loads_and_serves(tmp_path):
         "train.batch_size=64",
         "train.threads=1",
         "train.uniform_negatives=32",
-        "mfli.enabled=true",
+        'model.kind="mfli"',
         "mfli.codewords=4",
         "mfli.quant_start=1",
         "mfli.level_gap=1",

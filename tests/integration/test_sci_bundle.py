@@ -7,13 +7,13 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from recindex.bundle import load_bundle
 from recindex.cli import app
 from recindex.config import load_config
 from recindex.errors import RecIndexError
 from recindex.eval.index_eval import evaluate_index
-from recindex.experiment import run_experiment
-from recindex.index.in_bundle import build_bundle_index, load_bundle_index
+from recindex.pipelines import load_bundle
+from recindex.pipelines.experiment import run_experiment
+from recindex.pipelines.indexes import build_bundle_index, load_bundle_index
 from recindex.sci.index import CIIndex
 from recindex.sci.semantic_ids import sci_semantic_ids
 from recindex.sci.views import catalogue_query_views, content_query_views
@@ -104,7 +104,7 @@ def test_ci_codes_are_a_two_stage_decoders_index(sci_bundle, tmp_path):
         None,
         [
             *BASE,
-            "uri.enabled=true",
+            'model.kind="uri"',
             'uri.index="sci"',
             f'uri.init_from="{sci_bundle.path}"',
             "uri.k=4",
@@ -122,7 +122,8 @@ def test_ci_codes_are_a_two_stage_decoders_index(sci_bundle, tmp_path):
     assert codes.min() >= 0 and codes.max() < 4
 
 
-def test_symmetric_training_is_refused_beside_mfli_or_uri(tmp_path):
-    config = load_config(None, [*BASE, "sci.symmetric_weight=1.0", "mfli.enabled=true"])
-    with pytest.raises(RecIndexError, match=r"\[sci\]"):
-        run_experiment(config, tmp_path / "x", progress=False)
+def test_symmetric_training_is_refused_beside_mfli_or_uri():
+    # refused when the config is read, before any data is loaded
+    for family in ('model.kind="mfli"', 'model.kind="uri"'):
+        with pytest.raises(RecIndexError, match=r"\[sci\]"):
+            load_config(None, [*BASE, "sci.symmetric_weight=1.0", family])

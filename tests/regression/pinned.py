@@ -41,7 +41,7 @@ def _metrics(report: dict, names=METRICS) -> dict[str, float]:
 
 def _index_figures(bundle, spec: str, params: dict | None = None) -> dict[str, float]:
     from recindex.eval.index_eval import evaluate_index
-    from recindex.index.in_bundle import build_bundle_index
+    from recindex.pipelines.indexes import build_bundle_index
 
     _, index, _ = build_bundle_index(bundle, spec, "pinned", overwrite=True)
     report = evaluate_index(bundle, index, "test", params=params, single_queries=0)
@@ -51,9 +51,9 @@ def _index_figures(bundle, spec: str, params: dict | None = None) -> dict[str, f
 
 
 def _train(dataset: str, settings: list[str], out: Path):
-    from recindex.bundle import load_bundle
     from recindex.config import load_config
-    from recindex.experiment import run_experiment
+    from recindex.pipelines import load_bundle
+    from recindex.pipelines.experiment import run_experiment
 
     config = load_config(None, [f'data.dataset="{dataset}"', *BASE, *settings])
     result = run_experiment(config, out, progress=False)
@@ -74,13 +74,13 @@ def compute(name: str, data_dir: str | None = None) -> dict[str, dict[str, float
         figures["two_tower/faiss:IVF8,Flat"] = _index_figures(tt, "faiss:IVF8,Flat", {"nprobe": 2})
         figures["two_tower/ci"] = _index_figures(tt, "ci:nlist=8,levels=1,codewords=8", {"nprobe": 2})
 
-        mfli = _train(dataset, [*data_setting, "train.epochs=3", "mfli.enabled=true", "mfli.codewords=4",
+        mfli = _train(dataset, [*data_setting, "train.epochs=3", 'model.kind="mfli"', "mfli.codewords=4",
                                 "mfli.quant_start=1", "mfli.level_gap=1", f'mfli.init_from="{tt.path}"'],
                       tmp / "mfli")
         figures["mfli"] = _metrics(mfli.metrics["test"])
         figures["mfli/mfli"] = _index_figures(mfli, "mfli", {"leaves": 4})
 
-        uri = _train(dataset, [*data_setting, "uri.enabled=true", "uri.k=4", "uri.layers=2",
+        uri = _train(dataset, [*data_setting, 'model.kind="uri"', "uri.k=4", "uri.layers=2",
                                "uri.layer_epochs=2", "uri.batch_size=64", "uri.ranker_epochs=1",
                                "uri.beam=4", f'uri.init_from="{tt.path}"'], tmp / "uri")
         figures["uri"] = _metrics(uri.metrics["test"])

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from recindex.bundle import load_bundle
-from recindex.index.factory import make_index
+from recindex.pipelines import load_bundle
+from recindex.pipelines.indexes import make_index
 from recindex.serve.app import create_app
 from recindex.serve.recommender import Recommender, ServingVersion
 from recindex.serve.settings import ServiceSettings

@@ -9,8 +9,8 @@ schemathesis = pytest.importorskip(
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 
-from recindex.bundle import load_bundle  # noqa: E402
-from recindex.index.factory import make_index  # noqa: E402
+from recindex.pipelines import load_bundle  # noqa: E402
+from recindex.pipelines.indexes import make_index  # noqa: E402
 from recindex.serve.app import create_app  # noqa: E402
 from recindex.serve.items import ItemWriter  # noqa: E402
 from recindex.serve.recommender import Recommender, ServingVersion  # noqa: E402

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from recindex.bundle import load_bundle
 from recindex.config import load_config
-from recindex.experiment import run_experiment
-from recindex.index.in_bundle import build_bundle_index
+from recindex.pipelines import load_bundle
+from recindex.pipelines.experiment import run_experiment
+from recindex.pipelines.indexes import build_bundle_index
 from recindex.serve.app import create_app
 from recindex.serve.items import ItemWriter
 from recindex.serve.recommender import Recommender, ServingVersion
@@ -28,7 +28,7 @@ def bundle(tmp_path_factory):
         "train.batch_size=64",
         "train.threads=1",
         "train.uniform_negatives=32",
-        "mfli.enabled=true",
+        'model.kind="mfli"',
         "mfli.codewords=4",
         "mfli.quant_start=0",
         "mfli.level_gap=1",
@@ -95,7 +95,7 @@ def test_an_admin_rebuild_rebalances_the_mfli_index_and_keeps_every_item(bundle,
 
 
 def test_an_index_without_a_rebuild_says_so(bundle, tmp_path):
-    from recindex.index.factory import make_index
+    from recindex.pipelines.indexes import make_index
 
     index = make_index("faiss:HNSW16", bundle.item_embeddings.shape[1])
     index.add(np.arange(len(bundle.item_embeddings)), bundle.item_embeddings)

@@ -3,8 +3,8 @@ roll back."""
 
 from fastapi.testclient import TestClient
 
-from recindex.bundle import load_bundle
-from recindex.index.in_bundle import build_bundle_index
+from recindex.pipelines import load_bundle
+from recindex.pipelines.indexes import build_bundle_index
 from recindex.serve.runtime import build_app
 from recindex.serve.settings import ServiceSettings
 

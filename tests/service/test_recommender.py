@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from recindex.bundle import load_bundle
 from recindex.errors import InvalidRequest
-from recindex.index.factory import make_index
+from recindex.pipelines import load_bundle
+from recindex.pipelines.indexes import make_index
 from recindex.serve.recommender import Recommender, ServingVersion
 
 DATASET = "synthetic:n_users=150,n_items=60,seed=4"

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from recindex.bundle import load_bundle
 from recindex.config import load_config
-from recindex.experiment import run_experiment
-from recindex.index.in_bundle import build_bundle_index
+from recindex.pipelines import load_bundle
+from recindex.pipelines.experiment import run_experiment
+from recindex.pipelines.indexes import build_bundle_index
 from recindex.serve.app import create_app
 from recindex.serve.items import ItemWriter
 from recindex.serve.recommender import Recommender, ServingVersion
@@ -28,7 +28,7 @@ def bundle(tmp_path_factory):
         "train.batch_size=64",
         "train.threads=1",
         "train.uniform_negatives=32",
-        "uri.enabled=true",
+        'model.kind="uri"',
         "uri.k=4",
         "uri.layers=2",
         "uri.layer_epochs=2",

@@ -45,8 +45,8 @@ import httpx  # noqa: E402
 import uvicorn  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from recindex.bundle import load_bundle  # noqa: E402
-from recindex.index.factory import make_index  # noqa: E402
+from recindex.pipelines import load_bundle  # noqa: E402
+from recindex.pipelines.indexes import make_index  # noqa: E402
 from recindex.serve.app import MAX_HISTORY_SHOWN, create_app  # noqa: E402
 from recindex.serve.recommender import Recommender, ServingVersion  # noqa: E402
 from recindex.serve.settings import ServiceSettings  # noqa: E402

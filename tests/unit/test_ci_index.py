@@ -5,7 +5,7 @@ import pytest
 
 from recindex.errors import InvalidRequest
 from recindex.index.exact_index import ExactIndex
-from recindex.index.factory import load_index, make_index
+from recindex.pipelines.indexes import load_index, make_index
 from recindex.sci.index import CIIndex, default_nlist
 
 

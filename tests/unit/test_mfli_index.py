@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from recindex.errors import InvalidRequest
-from recindex.index.factory import load_index, make_index
 from recindex.mfli.index import MFLIIndex
+from recindex.pipelines.indexes import load_index, make_index
 from recindex.quant.codebook import assign_codes, facet_view, fit_codebook, reconstruct
 
 

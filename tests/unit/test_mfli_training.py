@@ -10,14 +10,14 @@ import torch
 
 from recindex.config import load_config
 from recindex.data.registry import load_dataset
+from recindex.data.splits import split_for
 from recindex.errors import RecIndexError
 from recindex.eval.evaluate import evaluate_model
-from recindex.experiment import split_for
-from recindex.index.factory import make_index
 from recindex.mfli.index import MFLIIndex
 from recindex.mfli.model import MFLIModel
 from recindex.mfli.train import MFLITrainConfig, MFLITrainer, codebook_array
 from recindex.models.two_tower import TwoTowerModel
+from recindex.pipelines.indexes import make_index
 from recindex.train.batches import iterate_batches, sequence_examples
 from recindex.train.loop import seed_everything
 
@@ -46,7 +46,7 @@ def settings(epochs: int, negatives: str = "mixed"):
 def trained():
     config = settings(epochs=5)
     data = load_dataset(config.data.dataset, None)
-    split = split_for(config, data)
+    split = split_for(config.data, data)
     seed_everything(0, 1)
     model = MFLIModel(TwoTowerModel.for_data(data, config.model), levels=2, codewords=8)
     trainer = MFLITrainer(
@@ -111,7 +111,7 @@ def test_full_softmax_is_refused_with_the_reason():
     data = load_dataset(config.data.dataset, None)
     model = MFLIModel(TwoTowerModel.for_data(data, config.model))
     with pytest.raises(RecIndexError, match="in_batch or mixed"):
-        MFLITrainer(model, split_for(config, data), config.train, config.eval, progress=False)
+        MFLITrainer(model, split_for(config.data, data), config.train, config.eval, progress=False)
     with pytest.raises(RecIndexError, match="facets"):
         MFLIModel(TwoTowerModel.for_data(data, dataclasses.replace(config.model)), facets=("colour",))
 
@@ -119,7 +119,7 @@ def test_full_softmax_is_refused_with_the_reason():
 def test_codebook_only_gradient_leaves_the_towers_to_the_facet_loss():
     config = settings(epochs=1)
     data = load_dataset(config.data.dataset, None)
-    split = split_for(config, data)
+    split = split_for(config.data, data)
     seed_everything(0, 1)
     model = MFLIModel(TwoTowerModel.for_data(data, config.model), levels=1, codewords=8)
     mfli = MFLITrainConfig(
@@ -148,19 +148,21 @@ def test_codebook_only_gradient_leaves_the_towers_to_the_facet_loss():
 
 
 def test_a_warm_start_takes_the_towers_of_a_two_tower_bundle_of_the_same_split(tmp_path):
-    from recindex.experiment import run_experiment
     from recindex.mfli.train import warm_start
+    from recindex.pipelines import load_bundle
+    from recindex.pipelines.experiment import run_experiment
 
     config = settings(epochs=1)
     result = run_experiment(config, tmp_path / "two-tower", progress=False)
     data = load_dataset(config.data.dataset, None)
     model = MFLIModel(TwoTowerModel.for_data(data, config.model))
-    warm_start(model, str(result.bundle_path), data, config.data)
+    start = load_bundle(result.bundle_path)
+    warm_start(model, start, data, config.data)
     for name, value in result.model.state_dict().items():
         torch.testing.assert_close(model.base.state_dict()[name], value)
     other = dataclasses.replace(config.data, split="cold_item")
     with pytest.raises(RecIndexError, match="another split"):
-        warm_start(model, str(result.bundle_path), data, other)
+        warm_start(model, start, data, other)
 
 
 def test_without_a_delay_every_level_switches_on_at_the_first_epoch():
@@ -168,7 +170,9 @@ def test_without_a_delay_every_level_switches_on_at_the_first_epoch():
     data = load_dataset(config.data.dataset, None)
     model = MFLIModel(TwoTowerModel.for_data(data, config.model), levels=2, codewords=8)
     mfli = MFLITrainConfig(quant_start=0, level_gap=0)
-    trainer = MFLITrainer(model, split_for(config, data), config.train, config.eval, mfli, progress=False)
+    trainer = MFLITrainer(
+        model, split_for(config.data, data), config.train, config.eval, mfli, progress=False
+    )
     trainer.before_epoch(1)
     assert trainer.activations == [{"epoch": 1, "level": 1}, {"epoch": 1, "level": 2}]
 
@@ -206,5 +210,9 @@ def test_facet_weights_come_from_the_config_and_must_fit_the_facets():
     model = MFLIModel(TwoTowerModel.for_data(data, config.model))
     with pytest.raises(RecIndexError, match="2 facet weights for 3 facets"):
         MFLITrainer(
-            model, split_for(config, data), config.train, config.eval, MFLITrainConfig(facet_weights=(1, 1))
+            model,
+            split_for(config.data, data),
+            config.train,
+            config.eval,
+            MFLITrainConfig(facet_weights=(1, 1)),
         )

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from recindex.errors import InvalidRequest
-from recindex.index.factory import load_index, make_index
+from recindex.pipelines.indexes import load_index, make_index
 from recindex.quant.semantic_ids import build_semantic_ids
 from recindex.uri.decoder import TokenDecoder
 from recindex.uri.train import with_item_token

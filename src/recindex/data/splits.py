@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from recindex.config import DataConfig
 from recindex.data.interactions import Interactions
 from recindex.errors import RecIndexError
 
@@ -135,3 +136,8 @@ def make_split(data: Interactions, kind: str, *, cold_share: float = 0.1, seed: 
     if kind == "cold_item":
         return cold_item(data, cold_share, seed)
     raise RecIndexError(f"unknown split {kind!r}: expected leave_one_out, temporal or cold_item")
+
+
+def split_for(data_config: DataConfig, data: Interactions) -> Split:
+    """The split a run's `[data]` section describes (the same one every later evaluation re-makes)."""
+    return make_split(data, data_config.split, cold_share=data_config.cold_share, seed=data_config.split_seed)

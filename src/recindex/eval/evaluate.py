@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from recindex.config import ExperimentConfig
 from recindex.data.splits import EvalCases, Split
 from recindex.eval.metrics import ranking_report
 from recindex.index.exact import exact_search
@@ -75,3 +76,20 @@ def evaluate_model(
     cold_mask = np.isin(cases.targets, split.cold_items) if len(split.cold_items) else None
     metrics = ranking_report(ranks, top, item_counts, ks, cold_mask)
     return EvalResult(metrics, ranks, top)
+
+
+def evaluate_split(
+    model: TwoTowerModel, split: Split, which: str, config: ExperimentConfig, *, progress: bool = False
+) -> dict[str, float]:
+    """The protocol's metrics for one split part; training popularity is what 'popularity' refers to."""
+    counts = np.bincount(split.train_items, minlength=model.n_items)
+    return evaluate_model(
+        model,
+        split,
+        which,
+        counts,
+        ks=config.eval.ks,
+        exclude_seen=config.eval.exclude_seen,
+        batch_size=config.eval.batch_size,
+        progress=progress,
+    ).metrics

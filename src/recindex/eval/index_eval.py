@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from recindex.bundle import Bundle
+from recindex.data.splits import split_for
 from recindex.eval.evaluate import encode_cases, evaluate_model
 from recindex.eval.metrics import ranking_report
-from recindex.experiment import split_for
 from recindex.index.base import BaseIndex
 from recindex.progress import BatchProgress
 
@@ -63,7 +63,7 @@ def evaluate_index(
     exclude_seen = config.eval.exclude_seen if exclude_seen is None else exclude_seen
     ks = config.eval.ks
     depth = min(max(ks), len(index))  # a catalogue smaller than the deepest cut-off is ranked whole
-    split = split_for(config, bundle.data)
+    split = split_for(config.data, bundle.data)
     cases = split.eval_cases(which)
     counts = np.bincount(split.train_items, minlength=bundle.model.n_items)
     cold = np.isin(cases.targets, split.cold_items) if len(split.cold_items) else None

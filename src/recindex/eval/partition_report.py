@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from recindex.bundle import Bundle
+from recindex.data.splits import split_for
 from recindex.errors import InvalidRequest
 from recindex.eval.ape import average_partition_entropy, bucket_report
-from recindex.experiment import split_for
 from recindex.index.base import BaseIndex
 
 
@@ -78,7 +78,7 @@ def partitions_of(index: BaseIndex) -> dict[str, np.ndarray]:
 
 
 def quality_report(bundle: Bundle, index: BaseIndex) -> dict:
-    split = split_for(bundle.config, bundle.data)
+    split = split_for(bundle.config.data, bundle.data)
     report = {}
     for name, bucket_of in partitions_of(index).items():
         bucket_of = bucket_of[: bundle.model.n_items]

@@ -9,63 +9,102 @@ Specs (the `--backend` of `recindex index build`):
     milvus:HNSW                a Milvus index type (HNSW, IVF_FLAT, IVF_PQ, FLAT, AUTOINDEX, ...);
                                the server or Milvus Lite file comes from options["uri"]
     sharded:4:faiss:HNSW32     4 shards of the inner spec, by hash of item id
-    mfli                       the multifaceted learnable index served by walking codes; its shape as
-    mfli:facets=3,levels=2,codewords=64   options (a trained codebook comes in options["codebook"]);
-    mfli:storage=fp16,max_leaf=500        also the leaves' vector storage and the rebuild bounds
-    uri                        a URI (generative) model's decoder, beam search over its learned token tree
-                               and its ranker; its weights and codes come in options (from the bundle)
-    ci                         SCI's consistent index: lists by k-means in the query view, scores (exact,
-    ci:nlist=128,levels=2      or residual codes) in the item view; the items' query views and logged
-    ci:coarse=items+queries    queries come in options, from the bundle; also codewords=N, assign=N,
-    ci:place=item              and place=query|item (which view picks an item's list)
 
-Backends are named here explicitly; nothing is discovered by module name.
+The learned indexes of the families (`mfli`, `uri`, `ci`) join this table in the composition root
+(`recindex.pipelines.indexes`), which passes the whole table to `make_index` and `load_index`: this
+package knows no family. Backends are named in tables explicitly; nothing is discovered by module name.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from recindex.errors import InvalidRequest
 from recindex.index.base import BaseIndex, Metric, read_index_manifest
+from recindex.index.exact_index import ExactIndex
+from recindex.index.faiss_index import FaissIndex
+from recindex.index.sharded import ShardedIndex
 
-BACKENDS = ("exact", "faiss", "milvus", "sharded", "mfli", "uri", "ci")
+
+@dataclass(frozen=True)
+class Backend:
+    """One entry of a backend table: how a spec's text after `NAME:` makes an empty index, and how a
+    saved one is read back (both get the whole table, for backends that hold other backends)."""
+
+    name: str
+    index_class: Callable[[], type[BaseIndex]]  # a function, so an optional engine is imported on use
+    make: Callable[..., BaseIndex]  # (rest, dim, metric, search_params, options, backends) -> index
+    load: Callable[[Path, dict, Mapping[str, Backend]], BaseIndex] | None = None
 
 
-def backend_class(name: str) -> type[BaseIndex]:
-    # Imported on demand so that a missing optional engine only matters to those who use it.
-    if name == "exact":
-        from recindex.index.exact_index import ExactIndex
+Backends = Mapping[str, "Backend"]
 
-        return ExactIndex
-    if name == "faiss":
-        from recindex.index.faiss_index import FaissIndex
 
-        return FaissIndex
-    if name == "milvus":
-        from recindex.index.milvus_index import MilvusIndex
+def _milvus_class() -> type[BaseIndex]:
+    # pymilvus is an optional extra: only those who use the Milvus backend need it installed.
+    from recindex.index.milvus_index import MilvusIndex
 
-        return MilvusIndex
-    if name == "sharded":
-        from recindex.index.sharded import ShardedIndex
+    return MilvusIndex
 
-        return ShardedIndex
-    if name == "mfli":
-        from recindex.mfli.index import MFLIIndex
 
-        return MFLIIndex
-    if name == "uri":
-        from recindex.uri.index import URIIndex
+def _make_exact(rest, dim, metric, search_params, options, backends) -> BaseIndex:
+    return ExactIndex(dim, metric, storage=rest or "float32", search_params=search_params, **options)
 
-        return URIIndex
-    if name == "ci":
-        from recindex.sci.index import CIIndex
 
-        return CIIndex
-    raise InvalidRequest(f"unknown index backend {name!r}; choose one of {', '.join(BACKENDS)}")
+def _make_faiss(rest, dim, metric, search_params, options, backends) -> BaseIndex:
+    if not rest:
+        raise InvalidRequest("faiss needs a factory string, e.g. faiss:HNSW32 or faiss:IVF1024,Flat")
+    return FaissIndex(dim, metric, factory=rest, search_params=search_params, **options)
+
+
+def _make_milvus(rest, dim, metric, search_params, options, backends) -> BaseIndex:
+    milvus = _milvus_class()
+    return milvus(dim, metric, index_type=rest or "AUTOINDEX", search_params=search_params, **options)
+
+
+def _make_sharded(rest, dim, metric, search_params, options, backends) -> BaseIndex:
+    count, _, inner = rest.partition(":")
+    if not count.isdigit() or not inner:
+        spec = f"sharded:{rest}"
+        raise InvalidRequest(f"sharded spec is sharded:N:INNER (e.g. sharded:4:faiss:HNSW32), got {spec!r}")
+    shards = [
+        make_index(
+            inner,
+            dim,
+            metric,
+            search_params=search_params,
+            options=_shard_options(inner, options, n),
+            backends=backends,
+        )
+        for n in range(int(count))
+    ]
+    return ShardedIndex(shards, spec=inner)
+
+
+def _load_sharded(folder: Path, manifest: dict, backends: Backends) -> BaseIndex:
+    state = manifest["state"]
+    shards = [load_index(folder / f"shard_{n}", backends) for n in range(state["shards"])]
+    index = ShardedIndex(shards, state["spec"])
+    index.search_params = index.resolve_params(manifest.get("search_params"))
+    return index
+
+
+CORE_BACKENDS: dict[str, Backend] = {
+    "exact": Backend("exact", lambda: ExactIndex, _make_exact),
+    "faiss": Backend("faiss", lambda: FaissIndex, _make_faiss),
+    "milvus": Backend("milvus", _milvus_class, _make_milvus),
+    "sharded": Backend("sharded", lambda: ShardedIndex, _make_sharded, _load_sharded),
+}
+
+
+def backend_of(name: str, backends: Backends = CORE_BACKENDS) -> Backend:
+    if name not in backends:
+        raise InvalidRequest(f"unknown index backend {name!r}; choose one of {', '.join(backends)}")
+    return backends[name]
 
 
 def make_index(
@@ -75,54 +114,23 @@ def make_index(
     *,
     search_params: Mapping[str, Any] | None = None,
     options: Mapping[str, Any] | None = None,
+    backends: Backends = CORE_BACKENDS,
 ) -> BaseIndex:
     """An empty index for `spec`; `options` are build-time settings of the backend."""
     if not isinstance(spec, str) or not spec.strip():
         raise InvalidRequest("an index spec is a non-empty string such as 'exact' or 'faiss:HNSW32'")
-    backend, _, rest = spec.strip().partition(":")
+    name, _, rest = spec.strip().partition(":")
+    backend = backend_of(name, backends)
     options = dict(options or {})
-    cls = backend_class(backend)
-    _check_options(cls, backend, options)
-    if backend == "exact":
-        return cls(dim, metric, storage=rest or "float32", search_params=search_params, **options)
-    if backend == "faiss":
-        if not rest:
-            raise InvalidRequest("faiss needs a factory string, e.g. faiss:HNSW32 or faiss:IVF1024,Flat")
-        return cls(dim, metric, factory=rest, search_params=search_params, **options)
-    if backend == "milvus":
-        return cls(dim, metric, index_type=rest or "AUTOINDEX", search_params=search_params, **options)
-    if backend == "mfli":
-        shape = _key_values(
-            spec, rest, ("facets", "levels", "codewords", "min_leaf", "max_leaf"), words=("storage",)
-        )
-        _check_options(cls, backend, {**shape, **options})
-        return cls(dim, metric, search_params=search_params, **{**shape, **options})
-    if backend == "uri":
-        if rest:
-            raise InvalidRequest(
-                f"{spec!r}: the uri backend takes no spec options (its shape is the model's)"
-            )
-        return cls(dim, metric, search_params=search_params, **options)
-    if backend == "ci":
-        shape = _key_values(
-            spec, rest, ("nlist", "levels", "codewords", "assign", "seed"), words=("coarse", "place")
-        )
-        _check_options(cls, backend, {**shape, **options})
-        return cls(dim, metric, search_params=search_params, **{**shape, **options})
-    count, _, inner = rest.partition(":")
-    if not count.isdigit() or not inner:
-        raise InvalidRequest(f"sharded spec is sharded:N:INNER (e.g. sharded:4:faiss:HNSW32), got {spec!r}")
-    shards = [
-        make_index(inner, dim, metric, search_params=search_params, options=_shard_options(inner, options, n))
-        for n in range(int(count))
-    ]
-    return cls(shards, spec=inner)
+    if name != "sharded":  # the inner backend checks them
+        check_options(backend.index_class(), name, options)
+    return backend.make(rest, dim, metric, search_params, options, backends)
 
 
-def _key_values(
+def key_values(
     spec: str, text: str, keys: tuple[str, ...], words: tuple[str, ...] = ()
 ) -> dict[str, int | str]:
-    """`key=N,...` pairs; keys in `words` take a word instead of a number."""
+    """`key=N,...` pairs of a spec; keys in `words` take a word instead of a number."""
     values: dict[str, int | str] = {}
     for part in filter(None, text.split(",")):
         key, sep, value = part.partition("=")
@@ -133,9 +141,8 @@ def _key_values(
     return values
 
 
-def _check_options(cls: type[BaseIndex], backend: str, options: dict) -> None:
-    if backend == "sharded":
-        return  # the inner backend checks them
+def check_options(cls: type[BaseIndex], backend: str, options: dict) -> None:
+    """Refuse build options the backend's constructor does not take, naming the ones it does."""
     accepted = [
         name
         for name, parameter in inspect.signature(cls.__init__).parameters.items()
@@ -155,8 +162,11 @@ def _shard_options(inner: str, options: dict, number: int) -> dict:
     return options
 
 
-def load_index(path: str | Path) -> BaseIndex:
-    """Load a saved index of any backend, after checking its manifest and checksums."""
+def load_index(path: str | Path, backends: Backends = CORE_BACKENDS) -> BaseIndex:
+    """Load a saved index of any backend in `backends`, after checking its manifest and checksums."""
     path = Path(path)
     manifest = read_index_manifest(path)
-    return backend_class(manifest["backend"]).from_manifest(path, manifest)
+    backend = backend_of(manifest["backend"], backends)
+    if backend.load is not None:
+        return backend.load(path, manifest, backends)
+    return backend.index_class().from_manifest(path, manifest)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from recindex.bundle import Bundle
 from recindex.config import EvalConfig, TrainConfig
 from recindex.data.splits import Split
 from recindex.errors import RecIndexError
@@ -147,10 +148,10 @@ class MFLITrainer(Trainer):
         return loss
 
 
-def warm_start(model: MFLIModel, bundle_path: str, data, data_config, log=None) -> None:
+def warm_start(model: MFLIModel, start: Bundle, data, data_config, log=None) -> None:
     """Start the towers from a trained two-tower bundle of the same data and split (the embeddings'
     warm-up, done once and shared by every MFLI run that starts from it)."""
-    load_towers(model.base, bundle_path, data, data_config, log)
+    load_towers(model.base, start, data, data_config, log)
 
 
 def codebook_array(model: MFLIModel) -> np.ndarray:

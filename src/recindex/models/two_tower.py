@@ -17,7 +17,7 @@ from torch import nn
 
 from recindex.config import ModelConfig
 from recindex.data.interactions import Interactions
-from recindex.errors import RecIndexError
+from recindex.errors import BundleError, RecIndexError
 from recindex.models.towers import (
     CausalSelfAttentionEncoder,
     ItemTower,
@@ -149,3 +149,15 @@ def pad_sequences(sequences: list[np.ndarray], max_len: int, pad: int) -> tuple[
         if lengths[row]:
             out[row, : lengths[row]] = sequence[-lengths[row] :]
     return out, lengths
+
+
+def shape_from_manifest(
+    manifest: dict, where: str, *, extra: tuple[str, ...] = ()
+) -> tuple[TwoTowerShape, dict]:
+    """The towers' shape saved in a bundle manifest, and the fields of `extra` a family adds to it."""
+    fields = dict(manifest["model_shape"])
+    added = {name: fields.pop(name, None) for name in extra}
+    try:
+        return TwoTowerShape(**fields), added
+    except TypeError as error:
+        raise BundleError(f"{where}/manifest.json: model_shape does not describe a model ({error})") from None

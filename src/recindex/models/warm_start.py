@@ -11,16 +11,16 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+from recindex.bundle import Bundle
 from recindex.errors import RecIndexError
 from recindex.models.two_tower import TwoTowerModel
 
 
 def load_towers(
-    target: TwoTowerModel, bundle_path: str, data, data_config, log: Callable[[str], None] | None = None
+    target: TwoTowerModel, bundle: Bundle, data, data_config, log: Callable[[str], None] | None = None
 ) -> None:
-    from recindex.bundle import load_bundle
-
-    bundle = load_bundle(bundle_path)
+    """Copy a two-tower bundle's towers into `target` (the composition root reads the bundle)."""
+    bundle_path = bundle.path
     if type(bundle.model) is not TwoTowerModel:
         raise RecIndexError(
             f"{bundle_path}: init_from takes a two-tower bundle, not a {type(bundle.model).__name__} one"

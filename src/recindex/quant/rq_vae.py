@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recindex.quant.codebook import fit_level
+
 
 @dataclass
 class RQVAEResult:
@@ -67,8 +69,6 @@ def train_rq_vae(
     lr: float = 1e-3,
     seed: int = 0,
 ) -> RQVAEResult:
-    from recindex.quant.codebook import fit_level
-
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     x = torch.as_tensor(np.ascontiguousarray(vectors, dtype=np.float32))

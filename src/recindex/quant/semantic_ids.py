@@ -23,6 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from recindex.errors import InvalidRequest
+from recindex.quant.assignment import balanced_assignment
+from recindex.quant.codebook import assign_codes, fit_codebook
+from recindex.quant.rq_vae import train_rq_vae
 
 METHODS = ("random", "kmeans", "rq_kmeans", "rq_vae", "kmeans_balanced", "rq_kmeans_balanced")
 
@@ -63,16 +66,12 @@ def build_semantic_ids(
     elif method in ("kmeans", "kmeans_balanced"):
         codes = _hierarchical_kmeans(vectors, k, layers, seed, balanced=method.endswith("balanced"))
     elif method in ("rq_kmeans", "rq_kmeans_balanced"):
-        from recindex.quant.codebook import assign_codes, fit_codebook
-
         codebook = fit_codebook(vectors[:, None, :], layers, k, seed=seed)
         if method == "rq_kmeans":
             codes = assign_codes(codebook, vectors[:, None, :])[:, 0, :]
         else:
             codes = _balanced_residual_codes(codebook[:, 0], vectors)
     elif method == "rq_vae":
-        from recindex.quant.rq_vae import train_rq_vae
-
         codes = train_rq_vae(vectors, k, layers, seed=seed, **options).codes
     else:
         raise InvalidRequest(f"unknown semantic id method {method!r}; choose one of {', '.join(METHODS)}")
@@ -96,8 +95,6 @@ def _random(n: int, k: int, layers: int, seed: int) -> np.ndarray:
 
 def _balanced_residual_codes(codebook: np.ndarray, vectors: np.ndarray) -> np.ndarray:
     """Residual codes (codebook (L, k, d)) where each layer fills its tokens evenly within each parent."""
-    from recindex.quant.assignment import balanced_assignment
-
     layers, k, _ = codebook.shape
     residual = vectors.astype(np.float32).copy()
     codes = np.zeros((len(vectors), layers), np.int64)
@@ -128,8 +125,6 @@ def kmeans_within(vectors: np.ndarray, parents: np.ndarray, k: int, seed: int = 
     """(N,) a token per item: k-means of the items under each parent separately (a parent of at most k
     items gives its items distinct tokens in order); `balanced` as in `_hierarchical_kmeans`."""
     import faiss
-
-    from recindex.quant.assignment import balanced_assignment
 
     dim = vectors.shape[1]
     tokens = np.zeros(len(vectors), np.int64)

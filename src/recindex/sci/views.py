@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from recindex.models.towers import l2_normalize
-from recindex.models.two_tower import TwoTowerModel
+from recindex.models.two_tower import TwoTowerModel, content_bags, pad_sequences
 
 
 def query_view_of_items(
@@ -55,8 +55,6 @@ def catalogue_query_views(model: TwoTowerModel, batch_size: int = 8192) -> np.nd
 def content_query_views(model: TwoTowerModel, token_lists: list[list[int]]) -> np.ndarray:
     """(n, d) f_q of items known only by their attribute tokens (new items), through the same
     content-only item token that `content_vectors` gives the item tower."""
-    from recindex.models.two_tower import content_bags
-
     model.eval()
     tokens = content_bags(model.item_tower, token_lists).unsqueeze(1)  # (n, 1, d)
     hidden = model.encoder(tokens, torch.ones(len(tokens), dtype=torch.long))
@@ -67,8 +65,6 @@ def content_query_views(model: TwoTowerModel, token_lists: list[list[int]]) -> n
 def training_queries(model: TwoTowerModel, split, batch_size: int = 1024) -> np.ndarray:
     """(U, d) f_q(Q) of each user with training items, after their last training item: the logged
     queries the consistent index may cluster with the items' query views."""
-    from recindex.models.two_tower import pad_sequences
-
     model.eval()
     users = [u for u in range(model.shape.n_users) if len(split.train_sequence(u))]
     parts = []

@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from recindex.errors import InvalidRequest, RecIndexError
-from recindex.recommend import find_user
+from recindex.pipelines.recommend import find_user
 from recindex.serve.items import ItemChange, ItemWriter
 from recindex.serve.metrics import ServiceMetrics
 from recindex.serve.middleware import LimitAndMeasure

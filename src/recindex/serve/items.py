@@ -21,6 +21,8 @@ import numpy as np
 import torch
 
 from recindex.errors import InvalidRequest
+from recindex.index.attributes import AttributeStore
+from recindex.pipelines import content_query_views
 from recindex.serve.recommender import ServingVersion
 from recindex.serve.wal import WriteAheadLog, decode_vectors, encode_vectors
 
@@ -194,8 +196,6 @@ class ItemWriter:
         index = self.version.index
         if not hasattr(index, "add_with_views") or getattr(index, "place", None) != "query":
             return None
-        from recindex.sci.views import content_query_views
-
         views = vectors.copy()
         by_content = [row for row, names in enumerate(features) if names is not None]
         if by_content:
@@ -218,8 +218,6 @@ class ItemWriter:
     def _check_attributes(self, attributes: dict, n: int) -> None:
         # The index validates kinds and names; trying them on a scratch store keeps a bad request
         # out of the log.
-        from recindex.index.attributes import AttributeStore
-
         AttributeStore().set(np.arange(n), attributes or None)
 
 

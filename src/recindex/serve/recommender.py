@@ -23,9 +23,9 @@ from recindex.bundle import Bundle
 from recindex.errors import InvalidRequest, RecIndexError
 from recindex.index.base import BaseIndex
 from recindex.index.exact_index import ExactIndex
-from recindex.index.in_bundle import item_attributes
 from recindex.models.two_tower import pad_sequences
-from recindex.recommend import describe_item, find_user
+from recindex.pipelines.indexes import item_attributes
+from recindex.pipelines.recommend import describe_item, find_user
 
 MAX_RECENT_ITEMS = 1_000
 MAX_TRIGGER_ITEMS = 100

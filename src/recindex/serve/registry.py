@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from recindex.bundle import load_bundle
 from recindex.errors import RecIndexError
 from recindex.index.exact_index import ExactIndex
-from recindex.index.in_bundle import item_attributes, load_bundle_index
+from recindex.pipelines import load_bundle
+from recindex.pipelines.indexes import item_attributes, load_bundle_index
 from recindex.serve.items import ItemWriter
 from recindex.serve.recommender import Recommender, ServingVersion, encode_history
 from recindex.serve.state import ServiceState

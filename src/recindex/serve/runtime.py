@@ -10,8 +10,8 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from recindex.bundle import load_bundle
 from recindex.errors import RecIndexError
+from recindex.pipelines import load_bundle
 from recindex.serve.app import create_app
 from recindex.serve.items import ItemWriter
 from recindex.serve.recommender import Recommender, ServingVersion

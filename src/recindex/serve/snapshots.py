@@ -22,7 +22,7 @@ import numpy as np
 
 from recindex.artifacts import file_checksums, read_manifest_json, staged_directory, verify_checksums
 from recindex.bundle import Bundle
-from recindex.index.factory import load_index
+from recindex.pipelines.indexes import load_index
 from recindex.serve.items import ItemChange, ItemWriter, describe_change
 from recindex.serve.recommender import ServingVersion
 from recindex.serve.state import ServiceState

@@ -1,10 +1,10 @@
 """One URI (or two-stage generative) training run: encoders, decoder and index, ranker.
 
 encoders   from `uri.init_from` (a two-tower bundle of the same data and split), or trained first
-index      URI: learned layer by layer by the decoder; two-stage: fixed codes (random, k-means,
-           RQ-KMeans, RQ-VAE of the encoders' item vectors, SCI's consistent-index codes of both
-           towers' views, or another URI bundle's learned codes),
-           which the decoder then learns by cross-entropy
+index      URI: learned layer by layer by the decoder; two-stage: fixed codes, which the decoder then
+           learns by cross-entropy. The fixed codes come from a function the composition root passes
+           (`uri.index`: random, k-means, RQ-KMeans, RQ-VAE of the encoders' item vectors, SCI's
+           consistent-index codes of both towers' views, or another URI bundle's learned codes)
 ranker     the towers fine-tuned with random and sibling-leaf negatives
 """
 
@@ -12,51 +12,59 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from recindex.bundle import Bundle
 from recindex.config import ExperimentConfig
 from recindex.data.interactions import Interactions
-from recindex.data.splits import Split
 from recindex.errors import RecIndexError
 from recindex.models.two_tower import TwoTowerModel
 from recindex.models.warm_start import load_towers
-from recindex.quant.semantic_ids import build_semantic_ids
-from recindex.train.loop import Trainer
+from recindex.train.loop import Trainer, TrainResult
+from recindex.train.request import Trained, TrainRequest
 from recindex.uri.model import URIModel, uri_model
 from recindex.uri.train import (
-    FIXED_INDEXES,
     DecoderTrainer,
     RankerTrainer,
     ranker_train_config,
     with_item_token,
 )
 
+# (router towers) -> (N, layers) tokens of a fixed index, for a two-stage baseline
+FixedCodes = Callable[[TwoTowerModel], np.ndarray]
 
-def train_uri(
-    config: ExperimentConfig,
-    data: Interactions,
-    split: Split,
-    *,
-    progress: bool = True,
-    log: Callable[[str], None] | None = None,
-) -> tuple[URIModel, dict]:
+
+def train(request: TrainRequest, fixed_codes: FixedCodes | None) -> Trained:
+    """URI when `fixed_codes` is None, else the two-stage baseline on those codes."""
+    model, record = train_uri(request, fixed_codes)
+    training = TrainResult(
+        best_epoch=record["ranker"]["best_epoch"],
+        epochs_run=record["ranker"]["epochs_run"],
+        seconds=sum(part.get("seconds", 0.0) for part in record.values()),
+        history=record["ranker"]["history"],
+    )
+    return Trained(model, training, record)
+
+
+def train_uri(request: TrainRequest, fixed_codes: FixedCodes | None) -> tuple[URIModel, dict]:
     """Train every part; returns the model and what to record of the training."""
-    log = log or (lambda _: None)
+    config, data, split, progress = request.config, request.data, request.split, request.progress
+    log = request.log or (lambda _: None)
     uri = config.uri
+    # A fresh router, drawn after the composition root's base towers: the draws every URI run has made.
     router = TwoTowerModel.for_data(data, config.model)
     record: dict = {}
-    if uri.init_from:
-        load_towers(router, uri.init_from, data, config.data, log)
+    if request.load_start is not None:
+        load_towers(router, request.load_start(), data, config.data, log)
         router.set_trained_items(split.train_item_mask(data.n_items))
     else:
         log("encoders: training a two-tower model first (set uri.init_from to reuse one)")
         towers = Trainer(router, split, config.train, config.eval, progress=progress, log=log).fit()
         record["encoders"] = {"best_epoch": towers.best_epoch, "seconds": towers.seconds}
     router.eval()
-    codes, sizes = fixed_codes(uri, router, data, config) if uri.index != "learn" else (None, None)
+    codes, sizes = index_codes(uri, router, fixed_codes) if fixed_codes is not None else (None, None)
     model = uri_model(router, uri, sizes)
     decoder = DecoderTrainer(model, split, uri, seed=config.train.seed, progress=progress, log=log)
     if codes is None:
@@ -83,23 +91,14 @@ def train_uri(
     return model, record
 
 
-def fixed_codes(uri, router: TwoTowerModel, data: Interactions, config: ExperimentConfig):
+def index_codes(uri, router: TwoTowerModel, fixed_codes: FixedCodes):
     """(N, L[+1]) codes of a two-stage index and the decoder's token sizes."""
-    if uri.index == "sci":
-        from recindex.sci.semantic_ids import sci_semantic_ids
-
-        codes = sci_semantic_ids(router, uri.k, uri.layers, seed=config.train.seed)
-    elif uri.index in FIXED_INDEXES:
-        with torch.no_grad():
-            vectors = router.item_vectors().numpy()
-        codes = build_semantic_ids(vectors, uri.index, uri.k, uri.layers, seed=config.train.seed).codes
-    else:
-        codes = learned_codes(Path(uri.index), data, config)
-        if codes.shape[1] != uri.layers or codes.max() >= uri.k:
-            raise RecIndexError(
-                f"{uri.index}: its index has {codes.shape[1]} layers of up to {int(codes.max()) + 1} tokens; "
-                f"this run asks for uri.layers={uri.layers}, uri.k={uri.k}"
-            )
+    codes = fixed_codes(router)
+    if codes.shape[1] != uri.layers or codes.max() >= uri.k:
+        raise RecIndexError(
+            f"{uri.index}: its index has {codes.shape[1]} layers of up to {int(codes.max()) + 1} tokens; "
+            f"this run asks for uri.layers={uri.layers}, uri.k={uri.k}"
+        )
     sizes = [uri.k] * uri.layers
     if uri.generate_items:
         codes, width = with_item_token(codes, uri.k)
@@ -107,20 +106,12 @@ def fixed_codes(uri, router: TwoTowerModel, data: Interactions, config: Experime
     return codes, sizes
 
 
-def learned_codes(path: Path, data: Interactions, config: ExperimentConfig) -> np.ndarray:
+def learned_codes(bundle: Bundle, data: Interactions, config: ExperimentConfig) -> np.ndarray:
     """A URI bundle's learned index, for a two-stage baseline "w/ URI index" on the same split."""
-    from recindex.bundle import load_bundle
-
-    if not path.is_dir():
-        raise RecIndexError(
-            f"uri.index must be learn, {', '.join(FIXED_INDEXES)}, sci or the folder of a URI bundle; "
-            f"got {path}"
-        )
-    bundle = load_bundle(path)
     if not isinstance(bundle.model, URIModel) or bundle.config.uri.index != "learn":
-        raise RecIndexError(f"{path}: not a URI bundle with a learned index")
+        raise RecIndexError(f"{bundle.path}: not a URI bundle with a learned index")
     if bundle.data.fingerprint() != data.fingerprint() or dataclasses.replace(
         bundle.config.data, data_dir=None
     ) != dataclasses.replace(config.data, data_dir=None):
-        raise RecIndexError(f"{path}: trained on other data or another split than this run's")
+        raise RecIndexError(f"{bundle.path}: trained on other data or another split than this run's")
     return bundle.model.item_codes[:, : bundle.config.uri.layers].numpy().copy()

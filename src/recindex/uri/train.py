@@ -52,6 +52,7 @@ from recindex.errors import RecIndexError
 from recindex.progress import TrainingProgress
 from recindex.quant.assignment import balanced_assignment
 from recindex.quant.semantic_ids import METHODS as FIXED_INDEXES
+from recindex.quant.semantic_ids import kmeans_within
 from recindex.train.batches import sequence_examples
 from recindex.train.loop import Trainer, TrainResult
 from recindex.uri.losses import balance_loss, commitment_loss, e_step_loss, m_step_loss
@@ -153,8 +154,6 @@ class DecoderTrainer:
 
     def start_tokens(self, layer: int) -> torch.Tensor:
         """Balanced k-means tokens of the router item vectors under each parent the decoder assigned."""
-        from recindex.quant.semantic_ids import kmeans_within
-
         with torch.no_grad():
             vectors = self.model.router.item_vectors().numpy()
         parents = _prefix_numbers(self.model.item_codes[:, :layer].numpy(), self.model.decoder.sizes)

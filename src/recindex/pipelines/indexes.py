@@ -1,4 +1,4 @@
-"""Indexes stored inside a bundle: built from its item embeddings, tied to its bundle id.
+"""Indexes stored inside a bundle, and the backend table with the families' learned indexes.
 
 Layout: `BUNDLE/indexes/NAME/` holds the index files and a manifest that records the bundle id, the
 spec, the build time and the search parameters. The bundle's own manifest is not rewritten (its
@@ -8,6 +8,9 @@ bundle id differs from the bundle's, so a query encoder never meets an index bui
 Item attributes written with the index (for filters): `popularity` (interactions in the bundle's data)
 and, where item feature tokens are named `key=value` (e.g. `year=1995`, `genre=Comedy`), the first value
 of each key, as a number when it reads as one.
+
+Learned backends take material from the bundle they are built on (MFLI's codebook, URI's decoder and
+codes, the items' query views for CI): the family table says which family's bundles give what.
 """
 
 from __future__ import annotations
@@ -24,10 +27,77 @@ from recindex.bundle import Bundle
 from recindex.data.interactions import Interactions
 from recindex.errors import BundleError, InvalidRequest
 from recindex.index.base import BaseIndex, check_metric, read_index_manifest
-from recindex.index.factory import backend_class, make_index
+from recindex.index.factory import CORE_BACKENDS, Backend, check_options, key_values
+from recindex.index.factory import load_index as load_with
+from recindex.index.factory import make_index as make_with
 from recindex.index.filters import NAME
+from recindex.mfli.index import MFLIIndex
+from recindex.pipelines.families import family_of_manifest
+from recindex.sci.index import CIIndex
+from recindex.uri.index import URIIndex
 
 INDEX_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def _spec_maker(name: str, index_class: type[BaseIndex], keys: tuple[str, ...], words: tuple[str, ...]):
+    """A learned backend whose spec carries its shape as `key=N` / `key=WORD` pairs."""
+
+    def make(rest, dim, metric, search_params, options, backends) -> BaseIndex:
+        shape = key_values(f"{name}:{rest}", rest, keys, words)
+        check_options(index_class, name, {**shape, **options})
+        return index_class(dim, metric, search_params=search_params, **{**shape, **options})
+
+    return make
+
+
+def _make_uri(rest, dim, metric, search_params, options, backends) -> BaseIndex:
+    if rest:
+        spec = f"uri:{rest}"
+        raise InvalidRequest(f"{spec!r}: the uri backend takes no spec options (its shape is the model's)")
+    return URIIndex(dim, metric, search_params=search_params, **options)
+
+
+# Specs of the learned backends (the `--backend` of `recindex index build`):
+#   mfli                       the multifaceted learnable index served by walking codes; its shape as
+#   mfli:facets=3,levels=2,codewords=64   options (a trained codebook comes from an MFLI bundle);
+#   mfli:storage=fp16,max_leaf=500        also the leaves' vector storage and the rebuild bounds
+#   uri                        a URI model's decoder, beam search over its learned token tree and its
+#                              ranker; its weights and codes come from the URI bundle
+#   ci                         SCI's consistent index: lists by k-means in the query view, scores (exact,
+#   ci:nlist=128,levels=2      or residual codes) in the item view; the items' query views and logged
+#   ci:coarse=items+queries    queries come from the two-tower bundle; also codewords=N, assign=N,
+#   ci:place=item              and place=query|item (which view picks an item's list)
+BACKENDS: dict[str, Backend] = {
+    **CORE_BACKENDS,
+    "mfli": Backend(
+        "mfli",
+        lambda: MFLIIndex,
+        _spec_maker(
+            "mfli", MFLIIndex, ("facets", "levels", "codewords", "min_leaf", "max_leaf"), ("storage",)
+        ),
+    ),
+    "uri": Backend("uri", lambda: URIIndex, _make_uri),
+    "ci": Backend(
+        "ci",
+        lambda: CIIndex,
+        _spec_maker("ci", CIIndex, ("nlist", "levels", "codewords", "assign", "seed"), ("coarse", "place")),
+    ),
+}
+# Learned backends that cannot be built without their family's material, and the bundles that have it.
+NEEDS_MATERIAL = {
+    "ci": "two-tower bundles (plain, or trained with SymmAligner)",
+    "uri": "URI bundles (model.kind = \"uri\")",
+}
+
+
+def make_index(spec: str, dim: int, metric: str = "ip", **kwargs) -> BaseIndex:
+    """An empty index of any backend, the learned ones included (see `recindex.index.make_index`)."""
+    return make_with(spec, dim, metric, backends=BACKENDS, **kwargs)
+
+
+def load_index(path: str | Path) -> BaseIndex:
+    """A saved index of any backend, the learned ones included."""
+    return load_with(path, BACKENDS)
 
 
 def default_name(spec: str) -> str:
@@ -96,19 +166,15 @@ def build_bundle_index(
     if folder.exists() and not overwrite:
         raise BundleError(f"{folder} exists; pass --overwrite to rebuild it, or choose another --name")
     options = dict(options or {})
-    if spec.partition(":")[0] in ("milvus", "sharded") and "milvus" in spec:
+    backend = spec.partition(":")[0]
+    if backend in ("milvus", "sharded") and "milvus" in spec:
         # One collection per bundle version; Milvus Lite data sits next to the index folder.
         options.setdefault("collection", "recindex_" + re.sub(r"[^A-Za-z0-9_]", "_", bundle.bundle_id))
         options.setdefault("uri", str(folder.parent / f"{name}.milvus.db"))
-    if spec.partition(":")[0] == "mfli":
-        options = {**mfli_options(bundle), **options}
-    if spec.partition(":")[0] == "ci":
-        with_queries = "coarse=items+queries" in spec or options.get("coarse") == "items+queries"
-        options = {**ci_options(bundle, with_queries), **options}
-    if spec.partition(":")[0] == "uri":
-        options = {**uri_options(bundle), **options}
-        search_params = {"beam": bundle.config.uri.beam, **dict(search_params or {})}
-    index = make_index(spec, embedding["dim"], metric, search_params=search_params, options=options)
+    material, search_defaults = bundle_material(bundle, spec, options)
+    options = {**material, **options}
+    search_params = {**search_defaults, **dict(search_params or {})}
+    index = make_index(spec, embedding["dim"], metric, search_params=search_params or None, options=options)
     started = time.perf_counter()
     ids = np.arange(len(bundle.item_embeddings))
     index.add(ids, bundle.item_embeddings, attributes=item_attributes(bundle.data))
@@ -117,59 +183,16 @@ def build_bundle_index(
     return folder, index, seconds
 
 
-def mfli_options(bundle: Bundle) -> dict[str, Any]:
-    """An MFLI bundle's index walks the codebook trained with its embeddings (none for other bundles:
-    the index then fits one by RQ-KMeans)."""
-    if not hasattr(bundle.model, "codebook"):
-        return {}
-    from recindex.mfli.train import codebook_array
-
-    codebook = codebook_array(bundle.model)
-    if not len(codebook):
-        raise BundleError(
-            f"{bundle.path}: the MFLI codebook was never switched on (train for more than "
-            "mfli.quant_start epochs)"
-        )
-    return {"codebook": codebook, "facets": codebook.shape[1], "levels": codebook.shape[0]}
-
-
-def uri_options(bundle: Bundle) -> dict[str, Any]:
-    """A URI bundle's decoder, token sizes and learned codes, for the `uri` index."""
-    from recindex.uri.model import URIModel
-
-    model = bundle.model
-    if not isinstance(model, URIModel):
-        raise BundleError(f"{bundle.path}: the uri index serves URI bundles (trained with [uri] enabled)")
-    if model.assigned_layers() < model.decoder.layers:
-        raise BundleError(f"{bundle.path}: not every item has its codes; the URI training did not finish")
-    return {
-        "decoder": {name: value.numpy() for name, value in model.decoder.state_dict().items()},
-        "token_sizes": list(model.decoder.sizes),
-        "leaf_layers": bundle.config.uri.layers,
-        "blocks": len(model.decoder.blocks),
-        "heads": model.decoder.blocks[0].self_attn.num_heads,
-        "codes": model.item_codes.numpy().copy(),
-    }
-
-
-def ci_options(bundle: Bundle, with_queries: bool = False) -> dict[str, Any]:
-    """The query views of a two-tower bundle's items, for the `ci` index (SCI's consistent index reads
-    both towers), and one logged query per training user when its lists cluster them too."""
-    from recindex.experiment import split_for
-    from recindex.models.two_tower import TwoTowerModel
-    from recindex.sci.views import catalogue_query_views, training_queries
-
-    if type(bundle.model) is not TwoTowerModel:
-        raise BundleError(
-            f"{bundle.path}: the ci index serves two-tower bundles (with or without [sci] training)"
-        )
-    options: dict[str, Any] = {
-        "query_views": catalogue_query_views(bundle.model),
-        "seed": bundle.config.train.seed,
-    }
-    if with_queries:
-        options["logged_queries"] = training_queries(bundle.model, split_for(bundle.config, bundle.data))
-    return options
+def bundle_material(bundle: Bundle, spec: str, options: dict) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(build options, default search parameters) a learned backend takes from this bundle."""
+    backend = spec.partition(":")[0]
+    family = family_of_manifest(bundle.manifest, bundle.path)
+    provide = family.index_material.get(backend)
+    if provide is not None:
+        return provide(bundle, spec, options)
+    if backend in NEEDS_MATERIAL:
+        raise BundleError(f"{bundle.path}: the {backend} index is built from {NEEDS_MATERIAL[backend]}")
+    return {}, {}
 
 
 def list_bundle_indexes(bundle: Bundle) -> list[dict]:
@@ -196,4 +219,4 @@ def load_bundle_index(bundle: Bundle, name: str) -> BaseIndex:
             f"index {name!r} was built for bundle {manifest.get('bundle_id')!r}, not {bundle.bundle_id!r}: "
             "serving it with this model would mix model versions; rebuild it"
         )
-    return backend_class(manifest["backend"]).from_manifest(folder, manifest)
+    return load_index(folder)
