@@ -18,7 +18,7 @@ from recindex.errors import RecIndexError
 class DataConfig:
     dataset: str = "beauty"  # a known name, `synthetic[:k=v,...]`, or a path
     data_dir: str | None = None
-    split: str = "leave_one_out"  # leave_one_out | temporal | cold_item
+    split: Literal["leave_one_out", "temporal", "cold_item"] = "leave_one_out"
     cold_share: float = 0.1
     split_seed: int = 0
 
@@ -30,7 +30,7 @@ MODEL_KINDS: tuple[str, ...] = get_args(ModelKind)
 @dataclass(frozen=True)
 class ModelConfig:
     kind: ModelKind = "two_tower"  # the family a run trains: its section ([mfli], [uri], [sci]) applies
-    encoder: str = "sasrec"  # sasrec (causal self-attention) | mean (mean pooling)
+    encoder: Literal["sasrec", "mean"] = "sasrec"  # causal self-attention, or mean pooling
     dim: int = 64
     max_len: int = 50  # the user tower reads the last `max_len` items
     layers: int = 2
@@ -48,9 +48,10 @@ class TrainConfig:
     batch_size: int = 256  # users per batch; every position of their sequences is a training example
     lr: float = 1e-3
     weight_decay: float = 0.0
-    negatives: str = "mixed"  # in_batch | mixed (in-batch + uniform) | full (whole catalogue)
-    loss: str = "infonce"  # infonce (sampled or full softmax) | hinge (SCI's triplet hinge, over the same
-    # negatives: mean of max(0, margin - s(q, i+) + s(q, i-)))
+    negatives: Literal["in_batch", "mixed", "full"] = "mixed"  # mixed: in-batch + uniform; full: catalogue
+    # infonce: sampled or full softmax; hinge: SCI's triplet hinge over the same negatives, the mean of
+    # max(0, margin - s(q, i+) + s(q, i-))
+    loss: Literal["infonce", "hinge"] = "infonce"
     margin: float = 0.2  # the hinge's margin on cosine scores
     uniform_negatives: int = 1024  # extra uniformly sampled negatives per batch (mixed)
     logq_correction: bool = True
@@ -68,7 +69,8 @@ class TrainConfig:
 class MFLIConfig:
     """The multifaceted learnable index (recindex.mfli), trained when `model.kind = "mfli"`."""
 
-    facets: str = "joint,id,content"  # item representations, one facet each (see mfli.model)
+    facets: tuple[Literal["joint", "id", "content"], ...] = ("joint", "id", "content")  # one facet each
+    # item representation (see mfli.model)
     levels: int = 2
     codewords: int = 16  # per level and facet
     quant_start: int = 5  # epochs of embeddings alone before the first level switches on
@@ -76,9 +78,10 @@ class MFLIConfig:
     quant_weight: float = 1.0  # the quantized retrieval loss (0: off, an ablation)
     fit_weight: float = 1.0  # codebook + commitment terms
     overuse_weight: float = 0.01  # over-utilisation penalty
-    facet_weights: str = ""  # w_f of each facet's losses, e.g. "1,1,0.5" (default: 1 each)
+    facet_weights: tuple[float, ...] = ()  # w_f of each facet's losses, e.g. [1, 1, 0.5] (default: 1 each)
     init_from: str = ""  # a two-tower bundle of the same data and model shape to start the towers from
-    quant_gradient: str = "straight_through"  # where the quantized loss reaches: "straight_through"
+    quant_gradient: Literal["straight_through", "codebook"] = "straight_through"  # where the quantized loss
+    # reaches: "straight_through"
     # (codebook and both towers) or "codebook" (the codebook only; the towers learn from L_MF alone)
 
 
@@ -118,13 +121,15 @@ class URIConfig:
     adaptive_weight: bool = True  # eq. 10's weights on the balance loss (false: an ablation)
     memory_weight: float = 1.0
     stop_gradient: bool = True  # E-step moves only P_Q and M-step only P_I (false: both move both)
-    start_from: str = ""  # "" (the paper: from scratch) | "kmeans": before each layer, the decoder first
-    # learns balanced k-means tokens of the items under each parent, then URI's losses take over (ours)
+    # "" (the paper: from scratch) | "kmeans": before each layer, the decoder first learns balanced k-means
+    # tokens of the items under each parent, then URI's losses take over (ours)
+    start_from: Literal["", "kmeans"] = ""
     start_epochs: int = 3  # epochs of that start per layer
     final_epochs: int = 3  # after the last assignment, the query end learns the finished index (the memory
     # loss over every layer; ours: the paper stops at the last layer's assignment)
-    balance_items: str = "random"  # the rows the balance term averages: "random" (the random items alone:
-    # an expectation over the catalogue, as eq. 7 writes it) or "all" (positives + random items)
+    # the rows the balance term averages: "random" (the random items alone: an expectation over the
+    # catalogue, as eq. 7 writes it) or "all" (positives + random items)
+    balance_items: Literal["random", "all"] = "random"
     beam: int = 20  # leaves the beam search keeps (the index's default search parameter)
     ranker_epochs: int = 10  # 0: the ranker is the encoders' two-tower model as it is
     ranker_lr: float = 1e-4
@@ -140,8 +145,9 @@ class SCIConfig:
     (`recindex index build BUNDLE --backend ci`)."""
 
     symmetric_weight: float = 0.0  # lambda on the swapped-input loss (0: the plain two-tower)
-    swapped_negatives: str = "task"  # task (the exact mirror: the task's negatives, read by the query
-    # tower) | in_batch (the batch's positives only, logQ-corrected: far cheaper with a full softmax; ours)
+    # task (the exact mirror: the task's negatives, read by the query tower) | in_batch (the batch's
+    # positives only, logQ-corrected: far cheaper with a full softmax; ours)
+    swapped_negatives: Literal["task", "in_batch"] = "task"
     consistency_weight: float = 0.0  # ours, not the paper's: 1 - cos(f_q(I), f_i(I)) over the batch's items
 
 
@@ -167,26 +173,38 @@ class ExperimentConfig:
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
-    if get_origin(annotation) is Literal:
+    """`value` as the field's type, or an error that says what was expected."""
+    origin = get_origin(annotation)
+    if origin is Literal:
         choices = get_args(annotation)
         if value not in choices:
             raise RecIndexError(f"{where}: {value!r} is not one of {', '.join(map(repr, choices))}")
         return value
-    text = str(annotation)
-    if value is None and "None" in text:
+    if origin is tuple:
+        if isinstance(value, str):  # the comma-separated form of configs written before lists
+            value = [part.strip() for part in value.split(",") if part.strip()]
+            value = [_number(part) for part in value] if get_args(annotation)[0] is not str else value
+        if not isinstance(value, list | tuple):
+            raise RecIndexError(f"{where}: expected a list, got {value!r}")
+        element = get_args(annotation)[0]
+        return tuple(_coerce(item, element, f"{where}[{i}]") for i, item in enumerate(value))
+    if value is None and type(None) in get_args(annotation):
         return None
-    if "tuple" in text:
-        if not isinstance(value, list | tuple) or not all(isinstance(v, int) for v in value):
-            raise RecIndexError(f"{where}: expected a list of integers, got {value!r}")
-        return tuple(value)
-    for kind in (bool, int, float, str):
-        if text.startswith(kind.__name__) or text == f"<class '{kind.__name__}'>":
-            if kind is float and isinstance(value, int) and not isinstance(value, bool):
-                return float(value)
-            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-                raise RecIndexError(f"{where}: expected {kind.__name__}, got {value!r}")
-            return value
+    kind = next((k for k in (bool, int, float, str) if annotation is k or k in get_args(annotation)), None)
+    if kind is None:
+        return value
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise RecIndexError(f"{where}: expected {kind.__name__}, got {value!r}")
     return value
+
+
+def _number(text: str) -> Any:
+    try:
+        return float(text) if any(c in text for c in ".eE") else int(text)
+    except ValueError:
+        return text  # left for the element's own check to refuse, with its name
 
 
 def _section(cls, values: dict[str, Any], where: str):

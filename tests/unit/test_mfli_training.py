@@ -199,12 +199,18 @@ def test_an_item_without_a_trained_id_is_scored_by_the_facets_it_has():
 
 
 def test_facet_weights_come_from_the_config_and_must_fit_the_facets():
-    from recindex.config import MFLIConfig
+    from recindex.config import from_dict
     from recindex.mfli.train import mfli_train_config
 
-    assert mfli_train_config(MFLIConfig(facet_weights="1, 0.5,2")).facet_weights == (1.0, 0.5, 2.0)
-    with pytest.raises(RecIndexError, match="numbers"):
-        mfli_train_config(MFLIConfig(facet_weights="1,heavy"))
+    assert mfli_train_config(from_dict({"mfli": {"facet_weights": [1, 0.5, 2]}}).mfli).facet_weights == (
+        1.0,
+        0.5,
+        2.0,
+    )
+    # the comma-separated form of older configs, and a word where a number belongs
+    assert from_dict({"mfli": {"facet_weights": "1, 0.5,2"}}).mfli.facet_weights == (1.0, 0.5, 2.0)
+    with pytest.raises(RecIndexError, match=r"facet_weights\[1\]: expected float, got 'heavy'"):
+        from_dict({"mfli": {"facet_weights": "1,heavy"}})
     config = settings(epochs=1)
     data = load_dataset(config.data.dataset, None)
     model = MFLIModel(TwoTowerModel.for_data(data, config.model))

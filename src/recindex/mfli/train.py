@@ -161,8 +161,7 @@ def codebook_array(model: MFLIModel) -> np.ndarray:
 
 def mfli_model(base, config) -> MFLIModel:
     """The MFLI model of an `[mfli]` config section around a two-tower model."""
-    facets = tuple(f.strip() for f in config.facets.split(",") if f.strip())
-    return MFLIModel(base, facets, config.levels, config.codewords)
+    return MFLIModel(base, tuple(config.facets), config.levels, config.codewords)
 
 
 def mfli_train_config(config) -> MFLITrainConfig:
@@ -173,12 +172,6 @@ def mfli_train_config(config) -> MFLITrainConfig:
         fit_weight=config.fit_weight,
         overuse_weight=config.overuse_weight,
         quant_gradient=config.quant_gradient,
-        facet_weights=_weights(config.facet_weights),
+        facet_weights=tuple(config.facet_weights),
     )
 
-
-def _weights(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(w) for w in text.split(",") if w.strip())
-    except ValueError:
-        raise RecIndexError(f"mfli.facet_weights must be numbers separated by commas, got {text!r}") from None
