@@ -48,3 +48,23 @@ def test_same_seed_repeats_to_four_decimals(tiny_synthetic):
     _, _, b = _train(tiny_synthetic, "mixed", epochs=2, seed=5)
     assert round(a.best_valid["recall@10"], 4) == round(b.best_valid["recall@10"], 4)
     assert [round(r["loss"], 4) for r in a.history] == [round(r["loss"], 4) for r in b.history]
+
+
+def test_negatives_and_loss_are_strategies_the_trainer_is_handed(tiny_synthetic):
+    from recindex.train.negatives import InBatchNegatives, InfoNCE, TripletHinge
+
+    def history(train_config, **strategies):
+        split = leave_one_out(tiny_synthetic)
+        seed_everything(0, 1)
+        model = TwoTowerModel.for_data(tiny_synthetic, ModelConfig(dim=16, max_len=10))
+        trainer = Trainer(model, split, train_config, EvalConfig(ks=(10,)), progress=False, **strategies)
+        return [round(r["loss"], 6) for r in trainer.fit().history]
+
+    base = dict(epochs=2, batch_size=64, threads=1, seed=0)
+    # handing the strategy a config describes gives that config's run, draw for draw
+    by_config = history(TrainConfig(negatives="in_batch", **base))
+    handed = history(TrainConfig(negatives="mixed", **base), negatives=InBatchNegatives(), loss=InfoNCE(0.05))
+    assert handed == by_config
+    hinge = history(TrainConfig(negatives="in_batch", loss="hinge", margin=0.3, **base))
+    assert history(TrainConfig(negatives="in_batch", **base), loss=TripletHinge(0.3)) == hinge
+    assert hinge != by_config

@@ -94,22 +94,15 @@ class MFLITrainer(Trainer):
         return not quantizing or int(self.model.active_levels) == self.model.codebook.shape[0]
 
     def _loss(self, batch) -> torch.Tensor:
-        model, config = self.model, self.config
+        model = self.model
         id_keep = self._id_keep()
         states = model.user_states(batch.inputs, batch.lengths, batch.users, id_keep)
         real = batch.targets != model.n_items
         queries = model.query_facets(states[real])  # (P, F, d)
         positives = batch.targets[real]
         self.frequency.update(positives)
-        candidates, extra = positives, 0.0
-        if config.negatives == "mixed" and config.uniform_negatives > 0:
-            sampled = self.pool[torch.randint(len(self.pool), (config.uniform_negatives,))]
-            candidates = torch.cat([positives, sampled])
-            extra = config.uniform_negatives / len(self.pool)
-        candidate_log_q = positive_log_q = None
-        if config.logq_correction:
-            candidate_log_q = torch.log(self.frequency.per_batch_probability(candidates) + extra)
-            positive_log_q = torch.log(self.frequency.per_batch_probability(positives) + extra)
+        drawn = self.negatives.draw(positives, self.pool, self.frequency)
+        candidates, candidate_log_q, positive_log_q = drawn.ids, drawn.candidate_log_q, drawn.positive_log_q
         positive_facets = model.item_facets(positives, id_keep)  # (P, F, d)
         candidate_facets = model.item_facets(candidates, id_keep)  # (C, F, d)
 

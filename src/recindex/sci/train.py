@@ -26,6 +26,7 @@ import torch
 from recindex.errors import RecIndexError
 from recindex.sci.views import item_view_of_prefixes, query_view_of_items
 from recindex.train.loop import Trainer
+from recindex.train.negatives import InBatchNegatives
 
 
 class SymmetricTrainer(Trainer):
@@ -54,8 +55,8 @@ class SymmetricTrainer(Trainer):
             swapped_queries = item_view_of_prefixes(model, batch.inputs, id_keep)[real]  # f_i(Q): (P, d)
             negatives = None
             if sci.swapped_negatives == "in_batch":
-                negatives = "in_batch"
-                if self.config.negatives == "full" and self.hard is None:
+                negatives = InBatchNegatives(logq_correction=self.config.logq_correction)
+                if not self.negatives.needs_frequency and self.hard is None:
                     self.frequency.update(positives)  # the task loss did not need the estimate
             swapped = self.retrieval_loss(
                 swapped_queries,

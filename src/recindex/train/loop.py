@@ -14,7 +14,6 @@ negatives (SCI's task loss).
 from __future__ import annotations
 
 import copy
-import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,10 +26,16 @@ from recindex.data.splits import Split
 from recindex.errors import RecIndexError
 from recindex.eval.evaluate import evaluate_model
 from recindex.models.frequency import StreamingFrequency
-from recindex.models.losses import full_softmax_loss, hinge_loss, sampled_softmax_loss
 from recindex.models.two_tower import TwoTowerModel
 from recindex.progress import TrainingProgress
 from recindex.train.batches import SequenceExamples, iterate_batches, n_batches, sequence_examples
+from recindex.train.negatives import (
+    CatalogueNegatives,
+    NegativeSampler,
+    RetrievalLoss,
+    loss_from,
+    sampler_from,
+)
 
 
 @dataclass
@@ -56,14 +61,19 @@ class Trainer:
         train: TrainConfig,
         evaluation: EvalConfig,
         *,
+        negatives: NegativeSampler | None = None,
+        loss: RetrievalLoss | None = None,
         progress: bool = True,
         log: Callable[[str], None] | None = None,
     ):
+        """`negatives` and `loss` default to what `train` describes (train.negatives, train.loss)."""
         if train.negatives not in ("in_batch", "mixed", "full"):
             raise RecIndexError(f"train.negatives must be in_batch, mixed or full, got {train.negatives!r}")
         if train.loss not in ("infonce", "hinge"):
             raise RecIndexError(f"train.loss must be infonce or hinge, got {train.loss!r}")
         self.model, self.split, self.config, self.evaluation = model, split, train, evaluation
+        self.negatives = negatives or sampler_from(train)
+        self.loss = loss or loss_from(train, model.temperature)
         self.progress, self.log = progress, log or (lambda _: None)
         n_items = model.n_items
         trained = split.train_item_mask(n_items)
@@ -163,7 +173,7 @@ class Trainer:
         states = model.user_states(batch.inputs, batch.lengths, batch.users, id_keep)  # (B, L, d)
         real = batch.targets != model.n_items  # (B, L)
         positives = batch.targets[real]  # (P,)
-        if self.config.negatives != "full" or self.hard is not None:
+        if self.negatives.needs_frequency or self.hard is not None:
             self.frequency.update(positives)
         rows = torch.as_tensor(batch.rows).unsqueeze(1).expand_as(real)[real]  # (P,) example row
         return self.retrieval_loss(
@@ -171,62 +181,36 @@ class Trainer:
         )
 
     def retrieval_loss(
-        self, users: torch.Tensor, positives: torch.Tensor, encode_items, rows, negatives: str | None = None
+        self,
+        users: torch.Tensor,
+        positives: torch.Tensor,
+        encode_items,
+        rows,
+        negatives: NegativeSampler | None = None,
     ) -> torch.Tensor:
-        """The task loss of (P, d) query vectors against their positives and the configured negatives
+        """The task loss of (P, d) query vectors against their positives and the trainer's negatives
         (or `negatives`), with items encoded by `encode_items` (the item tower; SCI's swapped pass gives
         the query tower)."""
-        model, config = self.model, self.config
-        if negatives is not None:
-            config = dataclasses.replace(config, negatives=negatives)
-        if config.negatives == "full" and self.hard is None:
+        sampler = negatives or self.negatives
+        whole = isinstance(sampler, CatalogueNegatives)
+        if whole and self.hard is None:
             catalogue = encode_items(self.pool)
             labels = self.pool_position[positives]
-            if config.loss == "hinge":
-                return hinge_loss(users, positives, catalogue[labels], self.pool, catalogue, config.margin)
-            return full_softmax_loss(users, catalogue, labels, model.temperature)
+            return self.loss.over_catalogue(users, positives, catalogue, labels, self.pool)
         positive_vectors = encode_items(positives)
-        candidate_log_q = positive_log_q = None
-        if config.negatives == "full":
-            candidates = self.pool
-            candidate_vectors = encode_items(candidates)
+        drawn = sampler.draw(positives, self.pool, self.frequency)
+        if drawn.whole_catalogue:
+            candidate_vectors = encode_items(drawn.ids)
+        elif drawn.sampled is not None:
+            candidate_vectors = torch.cat([positive_vectors, encode_items(drawn.sampled)])
         else:
-            candidates, candidate_vectors = positives, positive_vectors
-            extra = 0.0
-            if config.negatives == "mixed" and config.uniform_negatives > 0:
-                sampled = self.pool[torch.randint(len(self.pool), (config.uniform_negatives,))]
-                candidates = torch.cat([positives, sampled])
-                candidate_vectors = torch.cat([positive_vectors, encode_items(sampled)])
-                extra = config.uniform_negatives / len(self.pool)
-            if config.logq_correction:
-                candidate_log_q = torch.log(self.frequency.per_batch_probability(candidates) + extra)
-                positive_log_q = torch.log(self.frequency.per_batch_probability(positives) + extra)
+            candidate_vectors = positive_vectors
         hard_ids = hard_vectors = None
         if self.hard is not None:
             hard_ids = self.hard[rows]  # (P, H)
             hard_vectors = encode_items(hard_ids)
-        if config.loss == "hinge":
-            return hinge_loss(
-                users,
-                positives,
-                positive_vectors,
-                candidates,
-                candidate_vectors,
-                config.margin,
-                hard_ids=hard_ids,
-                hard_vectors=hard_vectors,
-            )
-        return sampled_softmax_loss(
-            users,
-            positives,
-            positive_vectors,
-            candidates,
-            candidate_vectors,
-            model.temperature,
-            candidate_log_q=candidate_log_q,
-            positive_log_q=positive_log_q,
-            hard_ids=hard_ids,
-            hard_vectors=hard_vectors,
+        return self.loss.over_candidates(
+            users, positives, positive_vectors, drawn, candidate_vectors, hard_ids, hard_vectors
         )
 
     def _mine_hard_negatives(self, examples: SequenceExamples, rng: np.random.Generator) -> torch.Tensor:
