@@ -404,6 +404,25 @@ def _listening_socket(host: str, port: int):
     return sock
 
 
+wal_app = typer.Typer(no_args_is_help=True, help="Check and repair a service's write-ahead log.")
+app.add_typer(wal_app, name="wal")
+
+
+@wal_app.command("repair")
+def wal_repair(
+    state_dir: Path = typer.Argument(..., help="The service's state folder (its state_dir)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be cut; change nothing."),
+) -> None:
+    """Repair a log the service refuses to open: keep every record before the damage, move the rest
+    aside (to <log>.cut-<time>, never deleted) and list the writes that were cut. Stop the service
+    on this folder first (the repair takes its writer lock)."""
+    from recindex.serve.wal_repair import describe, repair_log
+
+    report = repair_log(state_dir, dry_run=dry_run)
+    for line in describe(report):
+        console.print(escape(line), highlight=False)
+
+
 @app.command()
 def openapi() -> None:
     """Print the service's OpenAPI schema (committed as docs/openapi.json)."""
