@@ -339,7 +339,18 @@ def index_list(bundle: Path = typer.Argument(..., help="A bundle directory.")) -
     console.print(table)
 
 
-@app.command()
+SERVE_HELP = (
+    "Serve a bundle over HTTP (FastAPI + uvicorn); OpenAPI docs at /docs, a web page at /.\n\n"
+    "Writes (PUT/DELETE /v1/items, admin calls) need an X-API-Key header holding one of the keys in "
+    "RECINDEX_API_KEYS (or api_keys in --settings), comma-separated: RECINDEX_API_KEYS=k1,k2, or a JSON "
+    "list: RECINDEX_API_KEYS='[\"k1\",\"k2\"]' (for keys that hold commas). With no keys, writes are "
+    "closed.\n\n"
+    "One writing service per state folder (RECINDEX_STATE_DIR, default ./recindex_state); a log it "
+    "refuses is repaired with 'recindex wal repair STATE_DIR'."
+)
+
+
+@app.command(help=SERVE_HELP)
 def serve(
     bundle: Path | None = typer.Argument(
         None,
@@ -347,7 +358,12 @@ def serve(
         "else RECINDEX_BUNDLE / settings.",
     ),
     index: str | None = typer.Option(None, "--index", help="Index of the bundle; default: exact search."),
-    settings_file: Path | None = typer.Option(None, "--settings", help="TOML file of service settings."),
+    settings_file: Path | None = typer.Option(
+        None,
+        "--settings",
+        help="TOML file of service settings; RECINDEX_* environment variables override it "
+        "(see docs/service.md).",
+    ),
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8000, "--port", min=1, max=65535),
     workers: int = typer.Option(
@@ -359,7 +375,7 @@ def serve(
         "read-only (writes and admin answer 503): scale reads this way, write through a single process.",
     ),
 ) -> None:
-    """Serve a bundle over HTTP (FastAPI + uvicorn); OpenAPI docs at /docs, a web page at /."""
+    """Serve a bundle over HTTP (FastAPI + uvicorn); the help people read is SERVE_HELP."""
     import uvicorn
 
     from recindex.serve.runtime import WORKER_SETTINGS_ENV, build_app, settings_for
