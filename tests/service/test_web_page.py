@@ -194,3 +194,32 @@ def test_index_tab_shows_the_active_bundle_versions_and_no_swaps(page, served, t
     assert page.locator("#versions tbody tr.version-row").count() == 1
     assert "no swaps yet" in page.inner_text("#swap-history")
     page.screenshot(path=str(tmp_path / "web_index.png"), full_page=True)
+
+
+def test_the_api_docs_render_with_the_network_off(browser, served):
+    """/docs is Swagger UI: its script and styles must come from this service, not a CDN."""
+    base, _ = served
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    outside: list[str] = []
+
+    def loopback_only(route):  # the network is off: only this server answers
+        url = route.request.url
+        if url.startswith(base + "/"):
+            route.continue_()
+        else:
+            outside.append(url)
+            route.abort("internetdisconnected")
+
+    context.route("**/*", loopback_only)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    try:
+        page.goto(base + "/docs")
+        page.wait_for_selector(".swagger-ui .opblock")
+        paths = page.locator(".opblock-summary-path").all_inner_texts()
+        operations = httpx.get(base + "/openapi.json").json()["paths"]
+        expected = sum(len(methods) for methods in operations.values())
+        assert len(paths) == expected and "/v1/recommend" in [p.strip() for p in paths], paths
+        assert not outside, f"/docs fetched from outside the service: {outside}"
+    finally:
+        context.close()

@@ -18,6 +18,7 @@ import time
 import numpy as np
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from recindex.errors import InvalidRequest, RecIndexError
@@ -56,7 +57,9 @@ def create_app(
     compactor: Compactor | None = None,
     lifespan=None,
 ) -> FastAPI:
-    app = FastAPI(
+    # FastAPIOffline: FastAPI whose /docs and /redoc load Swagger UI and ReDoc from files the
+    # fastapi-offline package ships, served by this app, rather than from a CDN (blank offline)
+    app = FastAPIOffline(
         title="recindex", version="1", summary="Retrieval for recommender systems.", lifespan=lifespan
     )
     app.state.recommender = recommender
