@@ -374,17 +374,21 @@ def serve(
         help="Processes serving reads. Above 1 each holds its own copy of the index, so the service is "
         "read-only (writes and admin answer 503): scale reads this way, write through a single process.",
     ),
+    access_log: bool = typer.Option(
+        False, "--access-log", help="Print one line per request to stdout: client, request line, status."
+    ),
 ) -> None:
     """Serve a bundle over HTTP (FastAPI + uvicorn); the help people read is SERVE_HELP."""
     import uvicorn
 
-    from recindex.serve.runtime import WORKER_SETTINGS_ENV, build_app, settings_for
+    from recindex.serve.runtime import WORKER_SETTINGS_ENV, build_app, settings_for, uvicorn_logging
 
     settings = settings_for(bundle, settings_file, index)
+    log_options = uvicorn_logging(access_log)
     if workers == 1:
         api = build_app(settings)
         console.print(f"serving {api.state.recommender.active.bundle_id} on http://{host}:{port}")
-        uvicorn.run(api, host=host, port=port, log_level="warning")
+        uvicorn.run(api, host=host, port=port, **log_options)
         return
     # uvicorn starts each worker by importing the app, so the settings travel in the environment.
     os.environ[WORKER_SETTINGS_ENV] = settings.model_copy(update={"read_only": True}).model_dump_json()
@@ -395,7 +399,7 @@ def serve(
         host=host,
         port=port,
         workers=workers,
-        log_level="warning",
+        **log_options,
     )
     from uvicorn.supervisors import Multiprocess
 

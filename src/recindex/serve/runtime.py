@@ -3,6 +3,7 @@ replayed log, the app."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from contextlib import asynccontextmanager
@@ -50,6 +51,17 @@ def settings_for(target: Path | None, settings_file: Path | None, index: str | N
     if target is not None and (Path(target) / ACTIVE_FILE).is_file():
         return load_settings(settings_file, state_dir=target, index=index)
     return load_settings(settings_file, bundle=target, index=index)
+
+
+def uvicorn_logging(access_log: bool) -> dict:
+    """uvicorn's logging options for `recindex serve`: its own messages from warnings up, and with
+    `access_log` one line per request on stdout (client, request line, status), as uvicorn writes it."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["uvicorn.error"]["level"] = "WARNING"
+    config["loggers"]["uvicorn.access"]["level"] = "INFO"  # its records are INFO
+    return {"log_config": config, "log_level": None, "access_log": access_log}
 
 
 def limit_threads(threads: int) -> None:
