@@ -12,6 +12,9 @@ MAX_FILTER_IDS = 10_000
 MAX_TRIGGERS = 100
 
 ItemId = Annotated[str, Field(min_length=1, max_length=256)]
+# A user id as a JSON number: whole, within int64 (what a dataset's integer ids are), never a bool or
+# a float. It names the same user as its decimal string: 42 and "42" (see recommend.find_user).
+UserNumber = Annotated[int, Field(strict=True, ge=-(2**63), le=2**63 - 1)]
 
 
 class FilterBody(BaseModel):
@@ -27,7 +30,9 @@ class RecommendRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    user_id: ItemId | None = None
+    user_id: UserNumber | ItemId | None = Field(
+        None, description='A user of the bundle, by id as a number or a string: 42 and "42" are one user.'
+    )
     recent_items: list[ItemId] | None = Field(None, min_length=1, max_length=MAX_RECENT)
     vector: list[float] | None = Field(None, min_length=1, max_length=MAX_VECTOR_DIM)
     k: int = Field(10, ge=1, description="How many items (at most the service's max_k).")
