@@ -20,7 +20,11 @@ UserNumber = Annotated[int, Field(strict=True, ge=-(2**63), le=2**63 - 1)]
 class FilterBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    where: str | None = Field(None, max_length=10_000, description='e.g. genre == "Comedy" and year >= 1990')
+    where: str | None = Field(
+        None,
+        max_length=10_000,
+        description='e.g. brand == "acme" and popularity >= 10; GET /v1/attributes lists what can be used',
+    )
     allow_ids: list[int] | None = Field(None, max_length=MAX_FILTER_IDS)
     deny_ids: list[int] | None = Field(None, max_length=MAX_FILTER_IDS)
 
@@ -77,6 +81,20 @@ class UserHistory(BaseModel):
     user_id: str
     bundle_id: str
     history: list[DescribedItem]
+
+
+class AttributeSummary(BaseModel):
+    name: str
+    kind: str = Field(description="str, num or bool")
+    items: int | None = Field(description="How many items hold a value.")
+    examples: list[str | int | float | bool] = Field(
+        description="The most common strings; the min, median and max of numbers; true/false."
+    )
+
+
+class AttributesPage(BaseModel):
+    bundle_id: str
+    attributes: list[AttributeSummary]
 
 
 class UserPage(BaseModel):
