@@ -339,7 +339,18 @@ def index_list(bundle: Path = typer.Argument(..., help="A bundle directory.")) -
     console.print(table)
 
 
-@app.command()
+SERVE_HELP = (
+    "Serve a bundle over HTTP (FastAPI + uvicorn); OpenAPI docs at /docs, a web page at /.\n\n"
+    "Writes (PUT/DELETE /v1/items, admin calls) need an X-API-Key header holding one of the keys in "
+    "RECINDEX_API_KEYS (or api_keys in --settings), comma-separated: RECINDEX_API_KEYS=k1,k2, or a JSON "
+    "list: RECINDEX_API_KEYS='[\"k1\",\"k2\"]' (for keys that hold commas). With no keys, writes are "
+    "closed.\n\n"
+    "One writing service per state folder (RECINDEX_STATE_DIR, default ./recindex_state); a log it "
+    "refuses is repaired with 'recindex wal repair STATE_DIR'."
+)
+
+
+@app.command(help=SERVE_HELP)
 def serve(
     bundle: Path | None = typer.Argument(
         None,
@@ -347,7 +358,12 @@ def serve(
         "else RECINDEX_BUNDLE / settings.",
     ),
     index: str | None = typer.Option(None, "--index", help="Index of the bundle; default: exact search."),
-    settings_file: Path | None = typer.Option(None, "--settings", help="TOML file of service settings."),
+    settings_file: Path | None = typer.Option(
+        None,
+        "--settings",
+        help="TOML file of service settings; RECINDEX_* environment variables override it "
+        "(see docs/service.md).",
+    ),
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8000, "--port", min=1, max=65535),
     workers: int = typer.Option(
@@ -358,17 +374,21 @@ def serve(
         help="Processes serving reads. Above 1 each holds its own copy of the index, so the service is "
         "read-only (writes and admin answer 503): scale reads this way, write through a single process.",
     ),
+    access_log: bool = typer.Option(
+        False, "--access-log", help="Print one line per request to stdout: client, request line, status."
+    ),
 ) -> None:
-    """Serve a bundle over HTTP (FastAPI + uvicorn); OpenAPI docs at /docs, a web page at /."""
+    """Serve a bundle over HTTP (FastAPI + uvicorn); the help people read is SERVE_HELP."""
     import uvicorn
 
-    from recindex.serve.runtime import WORKER_SETTINGS_ENV, build_app, settings_for
+    from recindex.serve.runtime import WORKER_SETTINGS_ENV, build_app, settings_for, uvicorn_logging
 
     settings = settings_for(bundle, settings_file, index)
+    log_options = uvicorn_logging(access_log)
     if workers == 1:
         api = build_app(settings)
         console.print(f"serving {api.state.recommender.active.bundle_id} on http://{host}:{port}")
-        uvicorn.run(api, host=host, port=port, log_level="warning")
+        uvicorn.run(api, host=host, port=port, **log_options)
         return
     # uvicorn starts each worker by importing the app, so the settings travel in the environment.
     os.environ[WORKER_SETTINGS_ENV] = settings.model_copy(update={"read_only": True}).model_dump_json()
@@ -379,7 +399,7 @@ def serve(
         host=host,
         port=port,
         workers=workers,
-        log_level="warning",
+        **log_options,
     )
     from uvicorn.supervisors import Multiprocess
 
@@ -402,6 +422,25 @@ def _listening_socket(host: str, port: int):
         raise typer.BadParameter(f"cannot listen on {host}:{port}: {error.strerror}") from None
     sock.set_inheritable(True)
     return sock
+
+
+wal_app = typer.Typer(no_args_is_help=True, help="Check and repair a service's write-ahead log.")
+app.add_typer(wal_app, name="wal")
+
+
+@wal_app.command("repair")
+def wal_repair(
+    state_dir: Path = typer.Argument(..., help="The service's state folder (its state_dir)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be cut; change nothing."),
+) -> None:
+    """Repair a log the service refuses to open: keep every record before the damage, move the rest
+    aside (to <log>.cut-<time>, never deleted) and list the writes that were cut. Stop the service
+    on this folder first (the repair takes its writer lock)."""
+    from recindex.serve.wal_repair import describe, repair_log
+
+    report = repair_log(state_dir, dry_run=dry_run)
+    for line in describe(report):
+        console.print(escape(line), highlight=False)
 
 
 @app.command()

@@ -39,22 +39,24 @@ def write(http, items):
 
 
 def test_a_restart_from_a_snapshot_and_the_log_after_it_sees_every_change(settings):
-    http = TestClient(build_app(settings))
-    write(http, [{"item_id": f"new-{i}", "vector": unit(i), "attributes": {"shelf": "a"}} for i in range(5)])
-    catalogue_item = nearest(http, unit(100))[0]
-    deleted = http.request("DELETE", "/v1/items", json={"item_ids": ["new-0", catalogue_item]}, headers=KEY)
-    assert deleted.status_code == 200, deleted.text
+    with TestClient(build_app(settings)) as http:  # leaving the block stops the service, as a restart does
+        items = [{"item_id": f"new-{i}", "vector": unit(i), "attributes": {"shelf": "a"}} for i in range(5)]
+        write(http, items)
+        catalogue_item = nearest(http, unit(100))[0]
+        removed = {"item_ids": ["new-0", catalogue_item]}
+        deleted = http.request("DELETE", "/v1/items", json=removed, headers=KEY)
+        assert deleted.status_code == 200, deleted.text
 
-    done = http.post("/v1/admin/compact", headers=KEY).json()
-    assert done["compacted"] and done["seq"] == 2 and done["log_records_left"] == 0
-    state = ServiceState(settings.state_dir)
-    record = state.read()
-    assert record["snapshot"] == done["snapshot"] and state.snapshot_path(record).is_dir()
-    assert [r["op"] for r in WriteAheadLog(state.log_path(record)).records()] == ["checkpoint"]
-    assert http.post("/v1/admin/compact", headers=KEY).json()["compacted"] is False  # nothing new
+        done = http.post("/v1/admin/compact", headers=KEY).json()
+        assert done["compacted"] and done["seq"] == 2 and done["log_records_left"] == 0
+        state = ServiceState(settings.state_dir)
+        record = state.read()
+        assert record["snapshot"] == done["snapshot"] and state.snapshot_path(record).is_dir()
+        assert [r["op"] for r in WriteAheadLog(state.log_path(record)).records()] == ["checkpoint"]
+        assert http.post("/v1/admin/compact", headers=KEY).json()["compacted"] is False  # nothing new
 
-    assert write(http, [{"item_id": "after", "vector": unit(50)}]) == 3  # numbering goes on
-    before = {s: nearest(http, unit(s), k=5) for s in (1, 2, 50, 100)}
+        assert write(http, [{"item_id": "after", "vector": unit(50)}]) == 3  # numbering goes on
+        before = {s: nearest(http, unit(s), k=5) for s in (1, 2, 50, 100)}
 
     restarted = TestClient(build_app(settings))
     assert {s: nearest(restarted, unit(s), k=5) for s in (1, 2, 50, 100)} == before
@@ -71,17 +73,16 @@ def test_a_restart_from_a_snapshot_and_the_log_after_it_sees_every_change(settin
 
 
 def test_a_crash_after_the_snapshot_but_before_the_log_is_cut_applies_nothing_twice(settings, monkeypatch):
-    http = TestClient(build_app(settings))
-    write(http, [{"item_id": "a", "vector": unit(1)}])
-    write(http, [{"item_id": "b", "vector": unit(2)}])
-
     def crash(*_args, **_kwargs):
         raise OSError("simulated crash before the log was truncated")
 
-    monkeypatch.setattr(WriteAheadLog, "truncate_through", crash)
-    with pytest.raises(OSError):
-        http.post("/v1/admin/compact", headers=KEY)
-    monkeypatch.undo()
+    with TestClient(build_app(settings)) as http:
+        write(http, [{"item_id": "a", "vector": unit(1)}])
+        write(http, [{"item_id": "b", "vector": unit(2)}])
+        monkeypatch.setattr(WriteAheadLog, "truncate_through", crash)
+        with pytest.raises(OSError):
+            http.post("/v1/admin/compact", headers=KEY)
+        monkeypatch.undo()
     state = ServiceState(settings.state_dir)
     assert state.read()["snapshot_seq"] == 2  # the snapshot became current; the log still holds 1..2
     assert len(list(WriteAheadLog(state.log_path(state.read())).records())) == 2
@@ -92,15 +93,15 @@ def test_a_crash_after_the_snapshot_but_before_the_log_is_cut_applies_nothing_tw
 
 
 def test_a_promotion_after_compaction_starts_a_new_log_and_drops_the_old_snapshot(settings, tiny_bundle):
-    http = TestClient(build_app(settings))
-    write(http, [{"item_id": "kept", "vector": unit(7)}])
-    snapshot = http.post("/v1/admin/compact", headers=KEY).json()["snapshot"]
-    state = ServiceState(settings.state_dir)
-    old_log = state.log_path(state.read())
+    with TestClient(build_app(settings)) as http:
+        write(http, [{"item_id": "kept", "vector": unit(7)}])
+        snapshot = http.post("/v1/admin/compact", headers=KEY).json()["snapshot"]
+        state = ServiceState(settings.state_dir)
+        old_log = state.log_path(state.read())
 
-    staged = http.post("/v1/admin/bundles", json={"bundle": str(tiny_bundle(OTHER))}, headers=KEY).json()
-    promoted = http.post(f"/v1/admin/bundles/{staged['bundle_id']}/promote", headers=KEY)
-    assert promoted.status_code == 200, promoted.text
+        staged = http.post("/v1/admin/bundles", json={"bundle": str(tiny_bundle(OTHER))}, headers=KEY).json()
+        promoted = http.post(f"/v1/admin/bundles/{staged['bundle_id']}/promote", headers=KEY)
+        assert promoted.status_code == 200, promoted.text
     record = state.read()
     assert record["bundle_id"] == staged["bundle_id"] and record["snapshot"] is None
     assert not (settings.state_dir / "snapshots" / snapshot).exists() and not old_log.exists()
@@ -126,12 +127,13 @@ def test_the_background_compactor_folds_the_log_after_enough_changes(settings):
 def test_serve_accepts_a_state_directory_in_place_of_a_bundle(settings):
     from recindex.serve.runtime import settings_for
 
-    http = TestClient(build_app(settings))
-    write(http, [{"item_id": "a", "vector": unit(1)}])
-    assert http.post("/v1/admin/compact", headers=KEY).json()["compacted"]  # writes active.json
+    with TestClient(build_app(settings)) as http:
+        write(http, [{"item_id": "a", "vector": unit(1)}])
+        assert http.post("/v1/admin/compact", headers=KEY).json()["compacted"]  # writes active.json
+        served = http.get("/readyz").json()["bundle_id"]
     resolved = settings_for(settings.state_dir, None, None)
     assert resolved.state_dir == settings.state_dir and resolved.bundle is None
     restarted = TestClient(build_app(resolved))
-    assert restarted.get("/readyz").json()["bundle_id"] == http.get("/readyz").json()["bundle_id"]
+    assert restarted.get("/readyz").json()["bundle_id"] == served
     assert nearest(restarted, unit(1)) == ["a"]
     assert settings_for(settings.bundle, None, None).bundle == settings.bundle

@@ -17,6 +17,7 @@ import shutil
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +47,7 @@ import uvicorn  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from recindex.pipelines import load_bundle  # noqa: E402
-from recindex.pipelines.indexes import make_index  # noqa: E402
+from recindex.pipelines.indexes import item_attributes, make_index  # noqa: E402
 from recindex.serve.app import MAX_HISTORY_SHOWN, create_app  # noqa: E402
 from recindex.serve.recommender import Recommender, ServingVersion  # noqa: E402
 from recindex.serve.settings import ServiceSettings  # noqa: E402
@@ -71,14 +72,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def served(tiny_bundle):
-    """(base URL, serving version) of a live server on a loopback port."""
-    bundle = load_bundle(tiny_bundle(DATASET))
-    index = make_index("exact", bundle.item_embeddings.shape[1])
-    index.add(np.arange(len(bundle.item_embeddings)), bundle.item_embeddings)
-    version = ServingVersion.of(bundle, index)
-    app = create_app(ServiceSettings(), Recommender(version))
+@contextmanager
+def _serve(app):
+    """Run `app` on a loopback port in a thread; yields its base URL, then stops it."""
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -88,9 +84,43 @@ def served(tiny_bundle):
         if not thread.is_alive() or time.monotonic() > deadline:
             pytest.fail("uvicorn did not start")
         time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}", version
+    yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=5)
+
+
+def _version(bundle, attributes=None) -> ServingVersion:
+    """Exact search over the bundle, its items carrying `attributes` (default: the data's own), as
+    `recindex serve` loads a bundle."""
+    attributes = attributes or item_attributes(bundle.data)
+    index = make_index("exact", bundle.item_embeddings.shape[1])
+    index.add(np.arange(len(bundle.item_embeddings)), bundle.item_embeddings, attributes=attributes)
+    return ServingVersion.of(bundle, index, attributes=attributes)
+
+
+@pytest.fixture(scope="module")
+def served(tiny_bundle):
+    """(base URL, serving version) of a live server on a loopback port."""
+    version = _version(load_bundle(tiny_bundle(DATASET)))
+    with _serve(create_app(ServiceSettings(), Recommender(version))) as base:
+        yield base, version
+
+
+BRANDS = ["acme", "globex", "acme", 'say "hi"', "acme"]
+
+
+@pytest.fixture(scope="module")
+def served_with_attributes(tiny_bundle):
+    """A server whose items have a brand (text), a year (numbers) and a flag, as a catalogue would."""
+    bundle = load_bundle(tiny_bundle(DATASET))
+    n = len(bundle.item_embeddings)
+    attributes = {
+        "brand": [BRANDS[i % len(BRANDS)] for i in range(n)],
+        "year": [1990 + i % 20 for i in range(n)],
+        "in_stock": [i % 3 != 0 for i in range(n)],
+    }
+    with _serve(create_app(ServiceSettings(), Recommender(_version(bundle, attributes)))) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")
@@ -194,3 +224,68 @@ def test_index_tab_shows_the_active_bundle_versions_and_no_swaps(page, served, t
     assert page.locator("#versions tbody tr.version-row").count() == 1
     assert "no swaps yet" in page.inner_text("#swap-history")
     page.screenshot(path=str(tmp_path / "web_index.png"), full_page=True)
+
+
+def test_the_api_docs_render_with_the_network_off(browser, served):
+    """/docs is Swagger UI: its script and styles must come from this service, not a CDN."""
+    base, _ = served
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    outside: list[str] = []
+
+    def loopback_only(route):  # the network is off: only this server answers
+        url = route.request.url
+        if url.startswith(base + "/"):
+            route.continue_()
+        else:
+            outside.append(url)
+            route.abort("internetdisconnected")
+
+    context.route("**/*", loopback_only)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    try:
+        page.goto(base + "/docs")
+        page.wait_for_selector(".swagger-ui .opblock")
+        paths = page.locator(".opblock-summary-path").all_inner_texts()
+        operations = httpx.get(base + "/openapi.json").json()["paths"]
+        expected = sum(len(methods) for methods in operations.values())
+        assert len(paths) == expected and "/v1/recommend" in [p.strip() for p in paths], paths
+        assert not outside, f"/docs fetched from outside the service: {outside}"
+    finally:
+        context.close()
+
+
+def _placeholder(page, base: str) -> str:
+    page.goto(base + "/")
+    page.wait_for_function("document.getElementById('filter-input').placeholder !== 'attribute filter'")
+    return page.get_attribute("#filter-input", "placeholder")
+
+
+def _recommend_with(page, where: str) -> None:
+    page.wait_for_function("document.querySelectorAll('#user-select option').length > 0")
+    page.fill("#filter-input", where)
+    page.click("#recommend-button")
+    page.wait_for_selector("#results .result-row")
+    assert page.is_hidden("#error"), page.inner_text("#error")
+
+
+def test_the_filter_placeholder_is_a_working_filter_on_this_bundles_attributes(page, served):
+    base, _ = served
+    attributes = httpx.get(base + "/v1/attributes").json()["attributes"]
+    year_like = next(a for a in attributes if a["name"] == "attr")  # synthetic items: a numeric attr
+    placeholder = _placeholder(page, base)
+    assert placeholder == f"attr >= {year_like['examples'][1]}", placeholder  # the data's own, not popularity
+    _recommend_with(page, placeholder)
+    assert page.inner_text("#fallback") == "no fallback"  # the index answered, not popularity
+
+
+def test_the_filter_placeholder_uses_text_attributes_where_the_bundle_has_them(page, served_with_attributes):
+    base = served_with_attributes
+    attributes = {a["name"]: a for a in httpx.get(base + "/v1/attributes").json()["attributes"]}
+    years = attributes["year"]["examples"]
+    assert attributes["brand"]["examples"][0] == "acme"  # the most common brand first
+    assert years[0] < years[1] < years[2]  # min, median, max
+    placeholder = _placeholder(page, base)
+    assert placeholder == f'brand == "acme" and year >= {years[1]}', placeholder
+    assert "brand (str)" in page.get_attribute("#filter-input", "title")
+    _recommend_with(page, placeholder)

@@ -14,7 +14,8 @@ from recindex.models.two_tower import pad_sequences
 
 def find_user(data: Interactions, raw_id: str) -> int:
     ids = data.user_ids
-    matches = np.flatnonzero(ids == (int(raw_id) if ids.dtype.kind in "iu" and raw_id.isdigit() else raw_id))
+    numeric = ids.dtype.kind in "iu" and raw_id.removeprefix("-").isdecimal()  # integer ids may be negative
+    matches = np.flatnonzero(ids == (int(raw_id) if numeric else raw_id))
     if not len(matches):
         raise RecIndexError(f"unknown user {raw_id!r}: not among the {data.n_users:,} users of {data.name}")
     return int(matches[0])

@@ -18,10 +18,12 @@ import time
 import numpy as np
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from recindex.errors import InvalidRequest, RecIndexError
 from recindex.pipelines.recommend import find_user
+from recindex.serve.attributes import attribute_summary
 from recindex.serve.items import ItemChange, ItemWriter
 from recindex.serve.metrics import ServiceMetrics
 from recindex.serve.middleware import LimitAndMeasure
@@ -29,6 +31,7 @@ from recindex.serve.monitor import RecallMonitor
 from recindex.serve.recommender import Recommender
 from recindex.serve.registry import BundleRegistry, PromotionRefused, version_row
 from recindex.serve.schemas import (
+    AttributesPage,
     DeleteRequest,
     DescribedItem,
     RecommendRequest,
@@ -56,7 +59,9 @@ def create_app(
     compactor: Compactor | None = None,
     lifespan=None,
 ) -> FastAPI:
-    app = FastAPI(
+    # FastAPIOffline: FastAPI whose /docs and /redoc load Swagger UI and ReDoc from files the
+    # fastapi-offline package ships, served by this app, rather than from a CDN (blank offline)
+    app = FastAPIOffline(
         title="recindex", version="1", summary="Retrieval for recommender systems.", lifespan=lifespan
     )
     app.state.recommender = recommender
@@ -195,6 +200,12 @@ def create_app(
             for i in history
         ]
         return UserHistory(user_id=user_id, bundle_id=version.bundle_id, history=items)
+
+    @app.get("/v1/attributes", response_model=AttributesPage, dependencies=[Depends(require_read_key)])
+    async def attributes() -> AttributesPage:
+        """What the active version's items can be filtered on: names, kinds and sample values."""
+        version = app.state.recommender.active
+        return AttributesPage(bundle_id=version.bundle_id, attributes=attribute_summary(version))
 
     @app.get("/v1/status", dependencies=[Depends(require_read_key)])
     async def status() -> dict:

@@ -35,7 +35,7 @@ USER_CACHE_LIMIT = 200_000  # query vectors of known users kept per version (abo
 @dataclass(frozen=True)
 class ServingVersion:
     bundle: Bundle
-    index: BaseIndex  # built from this bundle (see index.in_bundle.load_bundle_index)
+    index: BaseIndex  # built from this bundle (see pipelines.indexes.load_bundle_index)
     popular: BaseIndex  # 1-d exact: each item's popularity, with the same attributes
     item_lookup: dict[str, int]  # raw item id -> internal index (catalogue, then items added since)
     token_lookup: dict[str, int] = field(default_factory=dict)  # attribute token name -> token index

@@ -3,6 +3,7 @@ replayed log, the app."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from contextlib import asynccontextmanager
@@ -19,6 +20,7 @@ from recindex.serve.registry import BundleRegistry, load_version
 from recindex.serve.settings import ServiceSettings, load_settings
 from recindex.serve.snapshots import Compactor, restore_snapshot
 from recindex.serve.state import ACTIVE_FILE, ServiceState
+from recindex.serve.state_lock import StateLock
 from recindex.serve.wal import WriteAheadLog
 
 WORKER_SETTINGS_ENV = "RECINDEX_WORKER_SETTINGS_JSON"  # how `serve --workers N` hands settings to workers
@@ -51,6 +53,17 @@ def settings_for(target: Path | None, settings_file: Path | None, index: str | N
     return load_settings(settings_file, bundle=target, index=index)
 
 
+def uvicorn_logging(access_log: bool) -> dict:
+    """uvicorn's logging options for `recindex serve`: its own messages from warnings up, and with
+    `access_log` one line per request on stdout (client, request line, status), as uvicorn writes it."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["uvicorn.error"]["level"] = "WARNING"
+    config["loggers"]["uvicorn.access"]["level"] = "INFO"  # its records are INFO
+    return {"log_config": config, "log_level": None, "access_log": access_log}
+
+
 def limit_threads(threads: int) -> None:
     """Size the numeric libraries' thread pools for serving (see `ServiceSettings.threads`)."""
     import torch
@@ -67,16 +80,28 @@ def limit_threads(threads: int) -> None:
 
 
 def build_app(settings: ServiceSettings) -> FastAPI:
+    """The app for `settings`. A writing service (not `read_only`) holds the state folder's writer
+    lock from here until its shutdown (or death), so that no second writer can interleave its log."""
     limit_threads(settings.threads)
-    version, writer, covered = load_active(settings)
-    state = ServiceState(settings.state_dir)
-    log_path = state.log_path(state.read())
     if settings.read_only:  # a worker of several: replays the log, never writes it
-        log = WriteAheadLog(log_path)
+        version, writer, covered = load_active(settings)
+        state = ServiceState(settings.state_dir)
+        log = WriteAheadLog(state.log_path(state.read()))
         _check_log_bundle(log, version)
         writer.replay_records(log.records(covered))
         return create_app(settings, Recommender(writer.version))
-    log = WriteAheadLog(log_path).open()
+    lock = StateLock(settings.state_dir).acquire()  # before reading anything another writer could change
+    try:
+        return _writing_app(settings, lock)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _writing_app(settings: ServiceSettings, lock: StateLock) -> FastAPI:
+    version, writer, covered = load_active(settings)
+    state = ServiceState(settings.state_dir)
+    log = WriteAheadLog(state.log_path(state.read())).open()
     _check_log_bundle(log, version)
     writer.log = log
     writer.replay(after=covered)
@@ -88,12 +113,19 @@ def build_app(settings: ServiceSettings) -> FastAPI:
     async def lifespan(_app: FastAPI):
         if settings.compact_every:
             compactor.start()
-        yield
-        if settings.compact_every:
-            compactor.stop()
-        log.close()
+        try:
+            yield
+        finally:
+            if settings.compact_every:
+                compactor.stop()
+            log.close()
+            if writer.log is not None:  # a promotion's new log
+                writer.log.close()
+            lock.release()
 
-    return create_app(settings, recommender, writer, registry, compactor=compactor, lifespan=lifespan)
+    app = create_app(settings, recommender, writer, registry, compactor=compactor, lifespan=lifespan)
+    app.state.state_lock = lock
+    return app
 
 
 def _check_log_bundle(log: WriteAheadLog, version: ServingVersion) -> None:

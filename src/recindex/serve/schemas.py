@@ -12,12 +12,19 @@ MAX_FILTER_IDS = 10_000
 MAX_TRIGGERS = 100
 
 ItemId = Annotated[str, Field(min_length=1, max_length=256)]
+# A user id as a JSON number: whole, within int64 (what a dataset's integer ids are), never a bool or
+# a float. It names the same user as its decimal string: 42 and "42" (see recommend.find_user).
+UserNumber = Annotated[int, Field(strict=True, ge=-(2**63), le=2**63 - 1)]
 
 
 class FilterBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    where: str | None = Field(None, max_length=10_000, description='e.g. genre == "Comedy" and year >= 1990')
+    where: str | None = Field(
+        None,
+        max_length=10_000,
+        description='e.g. brand == "acme" and popularity >= 10; GET /v1/attributes lists what can be used',
+    )
     allow_ids: list[int] | None = Field(None, max_length=MAX_FILTER_IDS)
     deny_ids: list[int] | None = Field(None, max_length=MAX_FILTER_IDS)
 
@@ -27,7 +34,9 @@ class RecommendRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    user_id: ItemId | None = None
+    user_id: UserNumber | ItemId | None = Field(
+        None, description='A user of the bundle, by id as a number or a string: 42 and "42" are one user.'
+    )
     recent_items: list[ItemId] | None = Field(None, min_length=1, max_length=MAX_RECENT)
     vector: list[float] | None = Field(None, min_length=1, max_length=MAX_VECTOR_DIM)
     k: int = Field(10, ge=1, description="How many items (at most the service's max_k).")
@@ -72,6 +81,20 @@ class UserHistory(BaseModel):
     user_id: str
     bundle_id: str
     history: list[DescribedItem]
+
+
+class AttributeSummary(BaseModel):
+    name: str
+    kind: str = Field(description="str, num or bool")
+    items: int | None = Field(description="How many items hold a value.")
+    examples: list[str | int | float | bool] = Field(
+        description="The most common strings; the min, median and max of numbers; true/false."
+    )
+
+
+class AttributesPage(BaseModel):
+    bundle_id: str
+    attributes: list[AttributeSummary]
 
 
 class UserPage(BaseModel):

@@ -1,19 +1,26 @@
 """Service settings: environment variables (RECINDEX_*) over an optional TOML file over defaults.
 
-    RECINDEX_BUNDLE=runs/beauty RECINDEX_INDEX=faiss-HNSW32 RECINDEX_API_KEYS='["k1"]' recindex serve
+    RECINDEX_BUNDLE=runs/beauty RECINDEX_INDEX=faiss-HNSW32 RECINDEX_API_KEYS=k1,k2 recindex serve
 
-API keys come from the environment or a settings file outside the repository, never from the code.
+API keys come from the environment or a settings file outside the repository, never from the code:
+comma-separated (`k1,k2`) or a JSON list (`["k1","k2"]`, for keys that hold commas). A setting that
+does not parse is reported in one line naming it and the form it takes (`load_settings`).
 """
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from recindex.errors import RecIndexError
+
+API_KEYS_FORM = 'comma-separated keys (k1,k2) or a JSON list (["k1","k2"])'
+ApiKey = Annotated[str, Field(min_length=1, max_length=1024)]
 
 
 class ServiceSettings(BaseSettings):
@@ -21,7 +28,11 @@ class ServiceSettings(BaseSettings):
 
     bundle: Path | None = Field(None, description="Bundle directory to serve.")
     index: str | None = Field(None, description="Index inside the bundle; default: exact search.")
-    api_keys: list[str] = Field(default_factory=list, description="Keys for write and admin endpoints.")
+    # NoDecode: the environment's value reaches the validator below as the text it is, rather than
+    # being parsed as JSON first (which fails on `k1,k2` with a traceback)
+    api_keys: Annotated[list[ApiKey], NoDecode] = Field(
+        default_factory=list, description=f"Keys for write and admin endpoints: {API_KEYS_FORM}."
+    )
     open_reads: bool = Field(True, description="Read endpoints need no key when true.")
     max_k: int = Field(1000, ge=1, le=16_384, description="Largest k a request may ask for.")
     max_body_bytes: int = Field(1 << 20, ge=1024, description="Largest request body accepted.")
@@ -47,6 +58,19 @@ class ServiceSettings(BaseSettings):
         False, description="Serve reads only (set for each process of `serve --workers N`, N > 1)."
     )
 
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _keys_from_text(cls, value):
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError:
+                raise ValueError("not a JSON list") from None
+        return [key.strip() for key in text.split(",") if key.strip()]
+
 
 def load_settings(path: str | Path | None = None, **overrides) -> ServiceSettings:
     """Settings from a TOML file (if given), with RECINDEX_* environment variables and overrides on top."""
@@ -56,10 +80,49 @@ def load_settings(path: str | Path | None = None, **overrides) -> ServiceSetting
             values = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError) as error:
             raise RecIndexError(f"{path}: cannot read service settings ({error})") from None
-    env = ServiceSettings()  # the environment alone
-    merged = {
-        **values,
-        **env.model_dump(exclude_unset=True),
-        **{k: v for k, v in overrides.items() if v is not None},
-    }
-    return ServiceSettings(**merged)
+    try:
+        env = ServiceSettings()  # the environment alone
+        merged = {
+            **values,
+            **env.model_dump(exclude_unset=True),
+            **{k: v for k, v in overrides.items() if v is not None},
+        }
+        return ServiceSettings(**merged)
+    except ValidationError as error:
+        raise RecIndexError(_one_line(error, path)) from None
+    except SettingsError as error:  # a value the environment source could not decode
+        raise RecIndexError(f"service settings: {error}") from None
+
+
+def expected_form(name: str) -> str:
+    """What a setting takes, in words, from its type and bounds."""
+    if name == "api_keys":
+        return API_KEYS_FORM
+    field = ServiceSettings.model_fields[name]
+    kind = field.annotation
+    bounds = {}
+    for rule in field.metadata:
+        for key in ("ge", "le"):
+            if getattr(rule, key, None) is not None:
+                bounds[key] = getattr(rule, key)
+    words = {bool: "true or false", int: "a whole number", float: "a number"}.get(kind)
+    if words is None:
+        return "a path" if "Path" in str(kind) else "text"
+    if "ge" in bounds and "le" in bounds:
+        return f"{words} from {bounds['ge']} to {bounds['le']}"
+    return f"{words} of at least {bounds['ge']}" if "ge" in bounds else words
+
+
+def _one_line(error: ValidationError, path) -> str:
+    """The first problem of a settings ValidationError, naming the setting where it can be set."""
+    problem = error.errors()[0]
+    name = str(problem["loc"][0]) if problem["loc"] else "?"
+    if problem["type"] == "extra_forbidden":
+        known = ", ".join(ServiceSettings.model_fields)
+        return f"unknown service setting {name!r} in {path or 'the settings'}; the settings are: {known}"
+    if name not in ServiceSettings.model_fields:
+        return f"service settings: {problem['msg']}"
+    where = f"RECINDEX_{name.upper()}" + (f" or {name} in {path}" if path is not None else "")
+    got = "" if name == "api_keys" else f" is {problem.get('input')!r}"  # keys are secrets: never echoed
+    message = problem["msg"].removeprefix("Value error, ")
+    return f"service setting {name} ({where}){got}: {message}; expected {expected_form(name)}"

@@ -36,7 +36,17 @@ MAX_RECORD_BYTES = 64 << 20
 
 
 class WalCorrupt(RecIndexError):
-    """The log is damaged somewhere other than a torn last frame."""
+    """The log is damaged somewhere other than a torn last frame: from byte `offset` on it cannot be
+    trusted. The message says how to recover (`recindex wal repair`, see serve.wal_repair)."""
+
+    def __init__(self, path: Path, offset: int, problem: str):
+        self.path, self.offset, self.problem = Path(path), offset, problem
+        super().__init__(
+            f"{path}: {problem}; the log is damaged, e.g. by two services writing one "
+            f"state folder. To keep every record before the damage and move the rest aside, stop the "
+            f"services on this folder and run: recindex wal repair {self.path.parent} "
+            f"(--dry-run first shows what it would cut; docs/service.md, 'A damaged log')"
+        )
 
 
 def encode_vectors(vectors: np.ndarray) -> dict:
@@ -90,12 +100,11 @@ class WriteAheadLog:
             raise RecIndexError("the write-ahead log is not open")
         with self._lock:
             seq = self.last_seq + 1
-            payload = json.dumps({"seq": seq, "op": op, **fields}, separators=(",", ":")).encode("utf-8")
-            if len(payload) > MAX_RECORD_BYTES:
-                raise RecIndexError(
-                    f"a log record of {len(payload):,} bytes is over the {MAX_RECORD_BYTES:,} limit"
-                )
-            self._file.write(HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload)
+            encoded = frame({"seq": seq, "op": op, **fields})
+            size = len(encoded) - HEADER.size
+            if size > MAX_RECORD_BYTES:
+                raise RecIndexError(f"a log record of {size:,} bytes is over the {MAX_RECORD_BYTES:,} limit")
+            self._file.write(encoded)
             self._file.flush()
             if self.fsync:
                 os.fsync(self._file.fileno())
@@ -115,16 +124,20 @@ class WriteAheadLog:
         data = self.path.read_bytes()
         offset, expected = 0, None
         while offset < len(data):
-            frame = _read_frame(data, offset)
+            frame = read_frame(data, offset)
             if frame is None:
                 if _intact_frame_after(data, offset + 1):
-                    raise WalCorrupt(f"{self.path}: damaged record at byte {offset} followed by intact ones")
+                    raise WalCorrupt(
+                        self.path, offset, f"damaged record at byte {offset} followed by intact ones"
+                    )
                 return  # a torn tail
-            record, offset = frame
+            record, end = frame
             if expected is not None and record["seq"] != expected:
-                raise WalCorrupt(f"{self.path}: record {record['seq']} where {expected} was expected")
+                problem = f"record {record['seq']} where {expected} was expected, at byte {offset}"
+                raise WalCorrupt(self.path, offset, problem)
             expected = record["seq"] + 1
             self.last_seq = record["seq"]
+            offset = end
             yield record, offset
 
     def truncate_through(self, seq: int, **fields) -> int:
@@ -152,8 +165,7 @@ class WriteAheadLog:
         staging = self.path.with_suffix(self.path.suffix + ".compacting")
         with open(staging, "wb") as handle:
             for record in records:
-                payload = json.dumps(record, separators=(",", ":")).encode("utf-8")
-                handle.write(HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload)
+                handle.write(frame(record))
             handle.flush()
             os.fsync(handle.fileno())
         if self._file is not None:
@@ -163,7 +175,13 @@ class WriteAheadLog:
         self._file = open(self.path, "ab")  # noqa: SIM115
 
 
-def _read_frame(data: bytes, offset: int) -> tuple[dict, int] | None:
+def frame(record: dict) -> bytes:
+    """One record as the bytes of its frame."""
+    payload = json.dumps(record, separators=(",", ":")).encode("utf-8")
+    return HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
+
+
+def read_frame(data: bytes, offset: int) -> tuple[dict, int] | None:
     if offset + HEADER.size > len(data):
         return None
     magic, length, crc = HEADER.unpack_from(data, offset)
@@ -185,7 +203,7 @@ def _read_frame(data: bytes, offset: int) -> tuple[dict, int] | None:
 def _intact_frame_after(data: bytes, offset: int) -> bool:
     position = data.find(MAGIC, offset)
     while position != -1:
-        if _read_frame(data, position) is not None:
+        if read_frame(data, position) is not None:
             return True
         position = data.find(MAGIC, position + 1)
     return False
