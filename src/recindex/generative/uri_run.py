@@ -49,7 +49,7 @@ def train_uri(
     router = TwoTowerModel.for_data(data, config.model)
     record: dict = {}
     if uri.init_from:
-        load_towers(router, uri.init_from, data, config.data, log)
+        load_towers(router, uri.init_from, data, config.data, log, setting="uri.init_from")
         router.set_trained_items(split.train_item_mask(data.n_items))
     else:
         log("encoders: training a two-tower model first (set uri.init_from to reuse one)")

@@ -10,32 +10,55 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 
-from recindex.errors import RecIndexError
+from recindex.errors import BundleError, RecIndexError
 from recindex.models.two_tower import TwoTowerModel
 
 
 def load_towers(
-    target: TwoTowerModel, bundle_path: str, data, data_config, log: Callable[[str], None] | None = None
+    target: TwoTowerModel,
+    bundle_path: str,
+    data,
+    data_config,
+    log: Callable[[str], None] | None = None,
+    *,
+    setting: str = "init_from",
 ) -> None:
+    """Load the towers of the two-tower bundle at `bundle_path` into `target`. `setting` names the
+    config key the path came from (e.g. `mfli.init_from`), so that every error says what to change."""
     from recindex.bundle import load_bundle
 
-    bundle = load_bundle(bundle_path)
+    fix = f"train the two-tower bundle first or pass --set {setting}=PATH"
+    if not Path(bundle_path).exists():
+        raise RecIndexError(f"{setting}: {bundle_path} does not exist; {fix}")
+    if not (Path(bundle_path) / "manifest.json").is_file():
+        raise RecIndexError(f"{setting}: {bundle_path} is not a bundle (it has no manifest.json); {fix}")
+    try:
+        bundle = load_bundle(bundle_path)
+    except BundleError as error:
+        raise BundleError(f"{setting}: {error}") from None
     if type(bundle.model) is not TwoTowerModel:
         raise RecIndexError(
-            f"{bundle_path}: init_from takes a two-tower bundle, not a {type(bundle.model).__name__} one"
+            f"{setting}: {bundle_path} is a {type(bundle.model).__name__} bundle; "
+            "it must be a two-tower bundle"
         )
     if bundle.data.fingerprint() != data.fingerprint():
-        raise RecIndexError(f"{bundle_path}: trained on other interactions than this run's")
+        raise RecIndexError(f"{setting}: {bundle_path} was trained on other interactions than this run's")
     theirs, ours = (
         dataclasses.replace(bundle.config.data, data_dir=None),
         dataclasses.replace(data_config, data_dir=None),
     )
     if theirs != ours:
-        raise RecIndexError(f"{bundle_path}: trained on another split ({theirs}) than this run's ({ours})")
+        raise RecIndexError(
+            f"{setting}: {bundle_path} was trained on another split ({theirs}) than this run's ({ours})"
+        )
     try:
         target.load_state_dict(bundle.model.state_dict(), strict=True)
     except RuntimeError as error:
-        raise RecIndexError(f"{bundle_path}: its towers do not fit this model ({error})") from None
+        raise RecIndexError(
+            f"{setting}: the towers of {bundle_path} do not fit this model; [model] must match the "
+            f"bundle's ({error})"
+        ) from None
     if log is not None:
         log(f"towers start from {bundle_path} ({bundle.bundle_id})")
