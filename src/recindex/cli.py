@@ -28,6 +28,23 @@ app.add_typer(index_app, name="index")
 console = Console(width=None if sys.stdout.isatty() else 200, emoji=False)
 errors = Console(stderr=True, emoji=False)  # no emoji: 'sharded:x:exact' must print as typed
 
+def _print_version(value: bool) -> None:
+    if value:
+        from recindex import __version__
+
+        console.print(f"recindex {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Retrieval for recommender systems."""
+
+
 DATA_DIR = typer.Option(
     None, "--data-dir", help="Folder with the datasets (else $RECINDEX_DATA_DIR, else ../shared/data)."
 )
