@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -113,6 +114,12 @@ def train(
     seed: int | None = typer.Option(None, "--seed", help="Makes the run repeatable; overrides train.seed."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle at --out."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    max_time: str | None = typer.Option(
+        None,
+        "--max-time",
+        help="Stop training after this long (e.g. 90s, 30m, 2h; a bare number is seconds) and keep the "
+        "best epoch so far; overrides train.max_seconds.",
+    ),
 ) -> None:
     """Train a two-tower model, evaluate it and write a versioned bundle."""
     from recindex.config import load_config
@@ -126,6 +133,8 @@ def train(
         extra.append(f"data.data_dir={json.dumps(str(data_dir))}")
     if seed is not None:
         extra.append(f"train.seed={seed}")
+    if max_time is not None:
+        extra.append(f"train.max_seconds={parse_duration(max_time, '--max-time')}")
     settings = load_config(config, extra)
     result = run_experiment(
         settings, out, progress=not quiet, log=None if quiet else errors.print, overwrite=overwrite
@@ -136,10 +145,21 @@ def train(
         f"history {'masked' if settings.eval.exclude_seen else 'not masked'}"
     )
     console.print(metrics_table(rows, title))
+    stopped = {"patience": " (early stopping)", "time": " (stopped by --max-time)"}
     console.print(
-        f"best epoch {result.training.best_epoch} of {result.training.epochs_run}, "
+        f"best epoch {result.training.best_epoch} of {result.training.epochs_run}"
+        f"{stopped.get(result.training.stopped, '')}, "
         f"training {result.training.seconds:.0f}s; bundle: {result.bundle_path}"
     )
+
+
+def parse_duration(text: str, flag: str) -> float:
+    """'90', '90s', '30m', '1.5h' -> seconds (> 0)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([smh]?)\s*", text)
+    seconds = float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[match[2]] if match else 0.0
+    if not seconds > 0:
+        raise RecIndexError(f"{flag} {text!r}: expected a duration above 0 such as 90s, 30m or 2h")
+    return seconds
 
 
 @app.command()

@@ -55,6 +55,7 @@ class TrainConfig:
     hard_negative_pool: int = 100  # mine among each user's top-N non-target items
     patience: int = 5  # epochs without validation Recall@10 gain before stopping
     eval_every: int = 1
+    max_seconds: float = 0.0  # stop once training has run this long, keeping the best epoch (0: no limit)
     seed: int = 0
     threads: int = 2
 
