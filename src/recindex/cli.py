@@ -46,8 +46,11 @@ def _options(
     """Retrieval for recommender systems."""
 
 
+# Where dataset names are looked up (recindex.data.registry.default_data_dir); every help text and the
+# README state it in these words.
+DATA_DIR_ORDER = "--data-dir, else $RECINDEX_DATA_DIR, else ../shared/data or ./data, whichever exists first"
 DATA_DIR = typer.Option(
-    None, "--data-dir", help="Folder with the datasets (else $RECINDEX_DATA_DIR, else ../shared/data)."
+    None, "--data-dir", help=f"Folder with the datasets. Datasets are read from {DATA_DIR_ORDER}."
 )
 
 
@@ -90,7 +93,10 @@ def data_stats(
 def data_download(
     name: str = typer.Argument(..., help="beauty, sports, home-kitchen, lastfm or ml-100k."),
     data_dir: Path | None = typer.Option(
-        None, "--data-dir", help="Where to put the files (default: $RECINDEX_DATA_DIR, else ./data)."
+        None,
+        "--data-dir",
+        help="Where to put the files (default: $RECINDEX_DATA_DIR, else ./data). "
+        f"Datasets are read from {DATA_DIR_ORDER}.",
     ),
 ) -> None:
     """Fetch a public dataset and verify its checksums."""
