@@ -333,8 +333,8 @@ def index_quality(
     empty buckets; for URI per layer and with collisions at the leaves; for MFLI, the share of codewords
     in use."""
     from recindex.bundle import load_bundle
-    from recindex.eval.partition_report import plot_bucket_sizes, quality_report
-    from recindex.eval.report import partition_table
+    from recindex.eval.partition_report import facet_names, plot_bucket_sizes, quality_report
+    from recindex.eval.report import codeword_use_line, partition_table
     from recindex.index.in_bundle import load_bundle_index
 
     loaded = load_bundle(bundle)
@@ -343,18 +343,12 @@ def index_quality(
     partitions = {name: row for name, row in report.items() if name != "codeword_use"}
     table = partition_table(partitions, f"partition of {index} ({loaded.bundle_id}); APE: lower is tighter")
     console.print(table)
+    facets = facet_names(loaded, built)
     if "codeword_use" in report:
-        use = report["codeword_use"]["codeword_use"]
-        console.print(
-            "codewords in use, per level and facet: "
-            + "; ".join(
-                f"level {i + 1}: " + ", ".join(f"{u:.0%}" for u in level) for i, level in enumerate(use)
-            )
-        )
+        console.print(codeword_use_line(report["codeword_use"]["codeword_use"], facets))
     if plot is not None:
-        console.print(
-            f"bucket sizes plotted to {plot_bucket_sizes(built, plot, f'{index} of {loaded.bundle_id}')}"
-        )
+        written = plot_bucket_sizes(built, plot, f"{index} of {loaded.bundle_id}", facets)
+        console.print(f"bucket sizes plotted to {written}")
     if json_out is not None:
         json_out.write_text(json.dumps(report, indent=2))
 
