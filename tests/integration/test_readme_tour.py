@@ -70,7 +70,7 @@ def test_the_readme_tour_parses_into_commands():
     assert "sci.swapped_negatives=\"in_batch\"" in [w for c in commands for w in c]
 
 
-def test_the_readme_tour_runs_as_written(tmp_path, monkeypatch):
+def test_the_readme_tour_runs_as_written(tmp_path, monkeypatch, capfd):
     import uvicorn
 
     shutil.copytree(ROOT / "configs", tmp_path / "configs")
@@ -93,3 +93,4 @@ def test_the_readme_tour_runs_as_written(tmp_path, monkeypatch):
         torch.set_num_threads(1)  # training and serving set the thread count for the process
     assert served == [200]
     assert (tmp_path / "leaves.png").is_file()
+    assert "WARNING clustering" not in capfd.readouterr().err  # FAISS's, from C++, on small catalogues
