@@ -58,6 +58,8 @@ def read_manifest_json(path: Path, kind: str, required: tuple[str, ...]) -> dict
     """The parsed `manifest.json` of an artifact directory, with its required keys present."""
     manifest_path = Path(path) / "manifest.json"
     try:
+        if not Path(path).exists():
+            raise BundleError(f"{str(path)[:200]} does not exist")
         if not manifest_path.is_file():
             raise BundleError(f"{str(path)[:200]} is not {kind}: no manifest.json")
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -28,8 +29,28 @@ app.add_typer(index_app, name="index")
 console = Console(width=None if sys.stdout.isatty() else 200, emoji=False)
 errors = Console(stderr=True, emoji=False)  # no emoji: 'sharded:x:exact' must print as typed
 
+def _print_version(value: bool) -> None:
+    if value:
+        from recindex import __version__
+
+        console.print(f"recindex {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Retrieval for recommender systems."""
+
+
+# Where dataset names are looked up (recindex.data.registry.default_data_dir); every help text and the
+# README state it in these words.
+DATA_DIR_ORDER = "--data-dir, else $RECINDEX_DATA_DIR, else ../shared/data or ./data, whichever exists first"
 DATA_DIR = typer.Option(
-    None, "--data-dir", help="Folder with the datasets (else $RECINDEX_DATA_DIR, else ../shared/data)."
+    None, "--data-dir", help=f"Folder with the datasets. Datasets are read from {DATA_DIR_ORDER}."
 )
 
 
@@ -72,7 +93,10 @@ def data_stats(
 def data_download(
     name: str = typer.Argument(..., help="beauty, sports, home-kitchen, lastfm or ml-100k."),
     data_dir: Path | None = typer.Option(
-        None, "--data-dir", help="Where to put the files (default: $RECINDEX_DATA_DIR, else ./data)."
+        None,
+        "--data-dir",
+        help="Where to put the files (default: $RECINDEX_DATA_DIR, else ./data). "
+        f"Datasets are read from {DATA_DIR_ORDER}.",
     ),
 ) -> None:
     """Fetch a public dataset and verify its checksums."""
@@ -96,6 +120,12 @@ def train(
     seed: int | None = typer.Option(None, "--seed", help="Makes the run repeatable; overrides train.seed."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle at --out."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    max_time: str | None = typer.Option(
+        None,
+        "--max-time",
+        help="Stop training after this long (e.g. 90s, 30m, 2h; a bare number is seconds) and keep the "
+        "best epoch so far; overrides train.max_seconds.",
+    ),
 ) -> None:
     """Train a two-tower model, evaluate it and write a versioned bundle."""
     from recindex.config import load_config
@@ -109,6 +139,8 @@ def train(
         extra.append(f"data.data_dir={json.dumps(str(data_dir))}")
     if seed is not None:
         extra.append(f"train.seed={seed}")
+    if max_time is not None:
+        extra.append(f"train.max_seconds={parse_duration(max_time, '--max-time')}")
     settings = load_config(config, extra)
     result = run_experiment(
         settings, out, progress=not quiet, log=None if quiet else errors.print, overwrite=overwrite
@@ -119,10 +151,21 @@ def train(
         f"history {'masked' if settings.eval.exclude_seen else 'not masked'}"
     )
     console.print(metrics_table(rows, title))
+    stopped = {"patience": " (early stopping)", "time": " (stopped by --max-time)"}
     console.print(
-        f"best epoch {result.training.best_epoch} of {result.training.epochs_run}, "
+        f"best epoch {result.training.best_epoch} of {result.training.epochs_run}"
+        f"{stopped.get(result.training.stopped, '')}, "
         f"training {result.training.seconds:.0f}s; bundle: {result.bundle_path}"
     )
+
+
+def parse_duration(text: str, flag: str) -> float:
+    """'90', '90s', '30m', '1.5h' -> seconds (> 0)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([smh]?)\s*", text)
+    seconds = float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[match[2]] if match else 0.0
+    if not seconds > 0:
+        raise RecIndexError(f"{flag} {text!r}: expected a duration above 0 such as 90s, 30m or 2h")
+    return seconds
 
 
 @app.command()
@@ -289,8 +332,8 @@ def index_quality(
     """How an index partitions the items: APE (users' training items as positives), bucket sizes,
     empty buckets; for URI per layer and with collisions at the leaves; for MFLI, the share of codewords
     in use."""
-    from recindex.eval.partition_report import plot_bucket_sizes, quality_report
-    from recindex.eval.report import partition_table
+    from recindex.eval.partition_report import facet_names, plot_bucket_sizes, quality_report
+    from recindex.eval.report import codeword_use_line, partition_table
     from recindex.pipelines import load_bundle
     from recindex.pipelines.indexes import load_bundle_index
 
@@ -300,18 +343,12 @@ def index_quality(
     partitions = {name: row for name, row in report.items() if name != "codeword_use"}
     table = partition_table(partitions, f"partition of {index} ({loaded.bundle_id}); APE: lower is tighter")
     console.print(table)
+    facets = facet_names(loaded, built)
     if "codeword_use" in report:
-        use = report["codeword_use"]["codeword_use"]
-        console.print(
-            "codewords in use, per level and facet: "
-            + "; ".join(
-                f"level {i + 1}: " + ", ".join(f"{u:.0%}" for u in level) for i, level in enumerate(use)
-            )
-        )
+        console.print(codeword_use_line(report["codeword_use"]["codeword_use"], facets))
     if plot is not None:
-        console.print(
-            f"bucket sizes plotted to {plot_bucket_sizes(built, plot, f'{index} of {loaded.bundle_id}')}"
-        )
+        written = plot_bucket_sizes(built, plot, f"{index} of {loaded.bundle_id}", facets)
+        console.print(f"bucket sizes plotted to {written}")
     if json_out is not None:
         json_out.write_text(json.dumps(report, indent=2))
 

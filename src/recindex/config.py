@@ -61,6 +61,7 @@ class TrainConfig:
     hard_negative_pool: int = 100  # mine among each user's top-N non-target items
     patience: int = 5  # epochs without validation Recall@10 gain before stopping
     eval_every: int = 1
+    max_seconds: float = 0.0  # stop once training has run this long, keeping the best epoch (0: no limit)
     seed: int = 0
     threads: int = 2
 
@@ -306,5 +307,24 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise RecIndexError(f"{path}: invalid TOML: {error}") from None
     for text in overrides or []:
         (section, key), value = parse_override(text)
-        raw.setdefault(section, {})[key] = value
+        raw.setdefault(section, {})[key] = _checked_override(text, section, key, value)
     return from_dict(raw, where)
+
+
+def _checked_override(text: str, section: str, key: str, value: Any) -> Any:
+    """The value of one `--set`, checked against the known settings, so that a typo in it is reported
+    as the override's, not as the config file's."""
+    import difflib
+
+    def unknown(what: str, name: str, known: list[str]) -> RecIndexError:
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return RecIndexError(f"--set {text!r}: unknown {what}{hint}; valid: {', '.join(known)}")
+
+    sections = get_type_hints(ExperimentConfig)
+    if section not in sections:
+        raise unknown(f"section {section!r}", section, list(sections))
+    hints = get_type_hints(sections[section])
+    if key not in hints:
+        raise unknown(f"key {key!r} in [{section}]", key, list(hints))
+    return _coerce(value, hints[key], f"--set {text!r}")

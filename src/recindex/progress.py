@@ -14,10 +14,15 @@ from rich.progress import (
 
 
 class TrainingProgress:
-    def __init__(self, epochs: int, batches_per_epoch: int, *, enabled: bool = True):
+    """An epochs bar that stays on screen when training ends, over a batches bar that goes with it."""
+
+    def __init__(
+        self, epochs: int, batches_per_epoch: int, *, enabled: bool = True, console: Console | None = None
+    ):
         self.enabled = enabled
         self.batches_per_epoch = batches_per_epoch
         self.epochs = epochs
+        self.console = console
         self._progress = None
 
     def __enter__(self) -> TrainingProgress:
@@ -30,7 +35,7 @@ class TrainingProgress:
                 TimeElapsedColumn(),
                 TextColumn("ETA"),
                 TimeRemainingColumn(),
-                console=Console(stderr=True),
+                console=self.console or Console(stderr=True),
                 transient=False,
             )
             self._progress.__enter__()
@@ -53,6 +58,9 @@ class TrainingProgress:
 
     def __exit__(self, *exc) -> None:
         if self._progress is not None:
+            # The batches bar was reset for an epoch that will not run (or stopped part-way): the
+            # last frame, which stays on screen, shows the epochs alone.
+            self._progress.remove_task(self._batches)
             self._progress.__exit__(*exc)
 
 

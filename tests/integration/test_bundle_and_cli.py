@@ -55,6 +55,8 @@ def test_corrupt_bundle_is_refused(trained, tmp_path):
         load_bundle(copy)
     with pytest.raises(BundleError, match="no manifest.json"):
         load_bundle(tmp_path)
+    with pytest.raises(BundleError, match=r"runs/missing does not exist$"):
+        load_bundle(tmp_path / "runs" / "missing")
 
 
 def test_mismatched_weights_are_refused(trained, tmp_path):

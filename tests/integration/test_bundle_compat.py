@@ -51,7 +51,7 @@ def test_choices_are_refused_at_load_with_the_allowed_values():
 
 
 def test_every_model_class_is_read_by_one_family():
-    old_uri = {"model_class": "recindex.generative.uri_model.URIModel"}
+    old_uri = {"model_class": "recindex.uri.model.URIModel"}
     assert family_of_manifest(old_uri, Path("b")) is FAMILIES["uri"]
     with pytest.raises(BundleError, match="unknown model class"):
         family_of_manifest({"model_class": "some.Model"}, Path("b"))

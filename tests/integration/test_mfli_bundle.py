@@ -63,7 +63,9 @@ def test_an_mfli_bundle_trains_saves_loads_and_serves(tmp_path):
     )
     assert quality.exit_code == 0, quality.output
     written = json.loads((tmp_path / "quality.json").read_text())
-    assert set(written) == {"facet 0", "facet 1", "facet 2", "codeword_use"}
-    assert all(0 <= written[f"facet {f}"]["ape"] <= np.log(200) for f in range(3))
-    assert sum(written["facet 0"][k] for k in ("used", "empty")) == written["facet 0"]["buckets"]
+    facets = ("joint facet", "id facet", "content facet")  # named as mfli.facets names them
+    assert set(written) == {*facets, "codeword_use"}
+    assert all(0 <= written[f]["ape"] <= np.log(200) for f in facets)
+    assert sum(written["joint facet"][k] for k in ("used", "empty")) == written["joint facet"]["buckets"]
+    assert "level 1: joint " in quality.output and ", content " in quality.output
     assert (tmp_path / "leaves.png").stat().st_size > 1000

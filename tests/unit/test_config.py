@@ -34,3 +34,20 @@ def test_bad_toml_names_the_file(tmp_path):
     path.write_text("[model\n")
     with pytest.raises(RecIndexError, match="bad.toml: invalid TOML"):
         load_config(path)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("trian.epochs=3", "--set 'trian.epochs=3': unknown section 'trian' (did you mean 'train'?); valid"),
+        ("train.epoch=3", "--set 'train.epoch=3': unknown key 'epoch' in [train] (did you mean 'epochs'?)"),
+        ("train.epochs=many", "--set 'train.epochs=many': expected int, got 'many'"),
+    ],
+)
+def test_a_typo_in_set_is_reported_as_the_overrides_not_the_files(tmp_path, override, message):
+    path = tmp_path / "recipe.toml"
+    path.write_text("[train]\nepochs = 5\n")
+    with pytest.raises(RecIndexError) as caught:
+        load_config(path, [override])
+    assert str(caught.value).startswith(message)
+    assert "recipe.toml" not in str(caught.value)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 
 import pytest
 
 from recindex.data.download import SOURCES, Source, download
-from recindex.data.registry import KNOWN_DATASETS
+from recindex.data.registry import KNOWN_DATASETS, load_dataset
 from recindex.errors import RecIndexError
 
 REAL = Path(os.environ.get("RECINDEX_DATA_DIR") or Path(__file__).resolve().parents[3] / "shared" / "data")
@@ -74,8 +75,7 @@ def test_checksum_mismatch(tmp_path: Path, remote: tuple[Path, bytes]) -> None:
     message = str(caught.value)
     assert "LastFM.txt" in message and "checksum mismatch" in message
     assert wrong in message and sha256(payload) in message
-    folder = tmp_path / "lastfm"
-    assert list(folder.iterdir()) == []  # neither the file nor a temporary part is left
+    assert list(tmp_path.iterdir()) == [path.parent]  # no dataset folder, no file, no temporary part
 
 
 def test_checksum_mismatch_keeps_an_existing_good_name_free(
@@ -100,7 +100,61 @@ def test_unreachable_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     message = str(caught.value)
     assert "network seems unreachable" in message
     assert "by hand" in message and str(tmp_path / "ml-100k") in message and "http://127.0.0.1:9/x" in message
-    assert list((tmp_path / "ml-100k").iterdir()) == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_download_leaves_no_dataset_folder(tmp_path: Path, remote: tuple[Path, bytes]) -> None:
+    """Offline after the first file: the data directory is left as it was, and loading the dataset
+    says it is not there and how to fetch it (not a traceback from a half-filled folder)."""
+    path, payload = remote
+    sources = [
+        Source("Beauty.txt", path.as_uri(), sha256(payload)),
+        Source("Beauty_item2attributes.json", (tmp_path / "offline.json").as_uri(), "b" * 64),
+    ]
+    data_dir = tmp_path / "data"
+    with pytest.raises(RecIndexError, match="Beauty_item2attributes.json"):
+        download("beauty", data_dir, sources=sources, progress=False)
+    assert not data_dir.exists()  # made for this download alone: gone with it
+    with pytest.raises(RecIndexError, match=r"dataset .beauty. not found: no folder .*data download"):
+        load_dataset("beauty", data_dir)
+
+
+def test_an_existing_folder_gets_the_files_only_when_all_arrived(
+    tmp_path: Path, remote: tuple[Path, bytes]
+) -> None:
+    path, payload = remote
+    folder = tmp_path / "amazon-beauty"
+    folder.mkdir()
+    (folder / "notes.md").write_text("mine")
+    sources = [
+        Source("Beauty.txt", path.as_uri(), sha256(payload)),
+        Source("Beauty_item2attributes.json", path.as_uri(), "c" * 64),  # will not verify
+    ]
+    with pytest.raises(RecIndexError, match="checksum mismatch"):
+        download("beauty", tmp_path, sources=sources, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["amazon-beauty", "remote"]
+    assert [p.name for p in folder.iterdir()] == ["notes.md"]  # not Beauty.txt alone
+    download("beauty", tmp_path, sources=sources[:1], progress=False)
+    assert sorted(p.name for p in folder.iterdir()) == ["Beauty.txt", "notes.md"]
+
+
+@pytest.mark.parametrize(("name", "folder", "required"), [("beauty", "amazon-beauty", "Beauty.txt"),
+                                                          ("ml-100k", "ml-100k", "u.data")])
+def test_an_incomplete_dataset_folder_is_reported_as_missing(
+    tmp_path: Path, name: str, folder: str, required: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from recindex.cli import app
+
+    (tmp_path / folder).mkdir()
+    (tmp_path / folder / "README").write_text("an interrupted copy")
+    expected = f"dataset {name!r} not found: the folder {tmp_path / folder} lacks {required}"
+    with pytest.raises(RecIndexError, match=re.escape(expected)):
+        load_dataset(name, tmp_path)
+    result = CliRunner().invoke(app, ["data", "stats", name, "--data-dir", str(tmp_path)])
+    assert isinstance(result.exception, RecIndexError), result.exception  # the CLI prints it in one line
+    assert f"recindex data download {name}" in str(result.exception)
 
 
 def test_unknown_dataset_and_bad_file_name(tmp_path: Path) -> None:

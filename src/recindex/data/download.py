@@ -1,9 +1,10 @@
 """Fetch the public benchmark datasets into a data directory, checking every file's sha256.
 
 URLs are pinned to a commit, and each file to the hash recorded in `shared/data/*/PROVENANCE.md`, so a
-download gives byte-for-byte the files the results were measured on (or fails loudly). A file is
-written to a temporary name and renamed only once its hash is right: an interrupted or corrupt
-download never leaves a file that looks complete.
+download gives byte-for-byte the files the results were measured on (or fails loudly). Files are
+fetched into a temporary folder beside the dataset's folder and moved into place only once every one
+of them is there with the right hash: an interrupted, offline or corrupt download leaves the data
+directory as it found it, never a folder that looks like a dataset but is not one.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import shutil
 import tempfile
 import urllib.error
 import urllib.request
@@ -110,41 +112,74 @@ def download(
 ) -> Path:
     """Fetch dataset `name` into `data_dir/<folder>/` and return that folder.
 
-    Files already there with the right hash are kept; a file with a wrong hash is fetched again.
-    `sources` overrides the built-in list (tests, mirrors).
+    Files already there with the right hash are kept; the others are fetched into a temporary folder
+    beside it and moved in only when all of them arrived with the right hash. `sources` overrides the
+    built-in list (tests, mirrors).
     """
     if sources is None:
         if name not in SOURCES:
             raise RecIndexError(f"no download known for {name!r}; known: {', '.join(SOURCES)}")
         sources = SOURCES[name]
-    folder = Path(data_dir) / dataset_folder(name)
+    data_dir = Path(data_dir)
+    folder = data_dir / dataset_folder(name)
     for source in sources:
         if Path(source.filename).name != source.filename or source.filename in ("", ".", ".."):
             raise RecIndexError(f"download source file name {source.filename!r} must be a plain file name")
+    wanted = [s for s in sources if not _present(folder / s.filename, s.sha256)]
+    if not wanted:
+        return folder
+    created = _missing_parents(data_dir)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".part", dir=data_dir))
     except OSError as error:
-        raise RecIndexError(f"cannot create {folder}: {error.strerror or error}") from None
-    with _progress_bar(progress) as bar:
-        for source in sources:
-            target = folder / source.filename
-            if target.is_file() and sha256_file(target) == source.sha256:
-                continue
-            _fetch(source, target, bar, name, sources)
+        raise RecIndexError(f"cannot write in {data_dir}: {error.strerror or error}") from None
+    try:
+        with _progress_bar(progress) as bar:
+            for source in wanted:
+                _fetch(source, staging / source.filename, bar, name, sources, folder)
+        _move_into_place(staging, folder, [s.filename for s in wanted])
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        for parent in created:  # folders made for this download alone go if it failed
+            if parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()
     return folder
 
 
-def _fetch(source: Source, target: Path, bar, name: str, sources: list[Source]) -> None:
-    """Download one file to a temporary name beside `target`, check its hash, then rename it."""
+def _present(path: Path, sha256: str) -> bool:
+    return path.is_file() and sha256_file(path) == sha256
+
+
+def _missing_parents(path: Path) -> list[Path]:
+    """`path` and its parents that do not exist yet, deepest first."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _move_into_place(staging: Path, folder: Path, names: list[str]) -> None:
+    """Make the complete, verified files in `staging` the contents of `folder`: a new folder by one
+    rename, or in a folder that exists (a partial copy, or one holding other files too) file by file."""
     try:
-        handle, temp_name = tempfile.mkstemp(prefix=f".{source.filename}.", suffix=".part", dir=target.parent)
+        if not folder.exists():
+            os.rename(staging, folder)  # atomic: the folder appears complete or not at all
+            return
+        for name in names:
+            os.replace(staging / name, folder / name)
     except OSError as error:
-        raise RecIndexError(f"cannot write in {target.parent}: {error.strerror or error}") from None
-    temp = Path(temp_name)
+        raise RecIndexError(f"could not move the downloaded files into {folder}: {error}") from None
+
+
+def _fetch(source: Source, target: Path, bar, name: str, sources: list[Source], folder: Path) -> None:
+    """Download one file to `target` (in the staging folder, removed by the caller whatever happens)
+    and check its hash. `folder` is where the files will go, for the message on installing by hand."""
     try:
         digest = hashlib.sha256()
         with (
-            os.fdopen(handle, "wb") as out,
+            open(target, "wb") as out,
             urllib.request.urlopen(source.url, timeout=_TIMEOUT_S) as response,
         ):
             size = response.headers.get("Content-Length")
@@ -160,22 +195,19 @@ def _fetch(source: Source, target: Path, bar, name: str, sources: list[Source]) 
                 f"got {actual}. The file was not kept; the source may have changed or the download was "
                 "corrupted"
             )
-        os.replace(temp, target)  # atomic on one file system: readers see the old file or the new one
     except urllib.error.HTTPError as error:
         raise RecIndexError(
             f"{source.filename}: {source.url} answered HTTP {error.code} ({error.reason}). "
-            + _by_hand(name, target.parent, sources)
+            + _by_hand(name, folder, sources)
         ) from None
     except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as error:
         reason = getattr(error, "reason", error)
         raise RecIndexError(
             f"{source.filename}: could not fetch {source.url} ({reason}); the network seems unreachable. "
-            + _by_hand(name, target.parent, sources)
+            + _by_hand(name, folder, sources)
         ) from None
     except OSError as error:
         raise RecIndexError(f"{source.filename}: could not write {target}: {error}") from None
-    finally:
-        temp.unlink(missing_ok=True)
 
 
 def _by_hand(name: str, folder: Path, sources: list[Source]) -> str:

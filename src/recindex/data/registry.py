@@ -21,6 +21,7 @@ class KnownDataset:
     folder: str
     loader: Callable[[Path], Interactions]
     description: str
+    required: tuple[str, ...]  # files the loader cannot do without; a folder lacking one is not the dataset
 
 
 def _s3rec(stem: str, name: str) -> Callable[[Path], Interactions]:
@@ -45,15 +46,27 @@ def _movielens(folder: Path) -> Interactions:
 
 
 KNOWN_DATASETS: dict[str, KnownDataset] = {
-    "beauty": KnownDataset("amazon-beauty", _s3rec("Beauty", "beauty"), "Amazon Beauty 5-core (S3-Rec)"),
+    "beauty": KnownDataset(
+        "amazon-beauty", _s3rec("Beauty", "beauty"), "Amazon Beauty 5-core (S3-Rec)", ("Beauty.txt",)
+    ),
     "sports": KnownDataset(
-        "amazon-sports", _s3rec("Sports_and_Outdoors", "sports"), "Amazon Sports and Outdoors 5-core"
+        "amazon-sports",
+        _s3rec("Sports_and_Outdoors", "sports"),
+        "Amazon Sports and Outdoors 5-core",
+        ("Sports_and_Outdoors.txt",),
     ),
     "home-kitchen": KnownDataset(
-        "amazon-home-kitchen", _s3rec("Home_and_Kitchen", "home-kitchen"), "Amazon Home and Kitchen 5-core"
+        "amazon-home-kitchen",
+        _s3rec("Home_and_Kitchen", "home-kitchen"),
+        "Amazon Home and Kitchen 5-core",
+        ("Home_and_Kitchen.txt",),
     ),
-    "lastfm": KnownDataset("lastfm", _s3rec("LastFM", "lastfm"), "Last.fm (HetRec 2011) with tags"),
-    "ml-100k": KnownDataset("ml-100k", _movielens, "MovieLens 100K with genres, year and demographics"),
+    "lastfm": KnownDataset(
+        "lastfm", _s3rec("LastFM", "lastfm"), "Last.fm (HetRec 2011) with tags", ("LastFM.txt",)
+    ),
+    "ml-100k": KnownDataset(
+        "ml-100k", _movielens, "MovieLens 100K with genres, year and demographics", ("u.data",)
+    ),
 }
 
 
@@ -82,10 +95,13 @@ def load_dataset(spec: str, data_dir: str | Path | None = None) -> Interactions:
                 f"or fetch it with 'recindex data download {spec}'"
             )
         folder = root / known.folder
+        fetch = f"Fetch it with 'recindex data download {spec} --data-dir {root}'"
         if not folder.is_dir():
+            raise RecIndexError(f"dataset {spec!r} not found: no folder {folder}. {fetch}")
+        missing = [name for name in known.required if not (folder / name).is_file()]
+        if missing:  # e.g. left by an interrupted copy: as good as no dataset, and said the same way
             raise RecIndexError(
-                f"dataset {spec!r} not found: no folder {folder}. "
-                f"Fetch it with 'recindex data download {spec} --data-dir {root}'"
+                f"dataset {spec!r} not found: the folder {folder} lacks {', '.join(missing)}. {fetch}"
             )
         return known.loader(folder)
     path = Path(spec)

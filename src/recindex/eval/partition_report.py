@@ -1,6 +1,7 @@
 """How an index partitions the catalogue: bucket sizes, codeword use and APE, for `recindex index quality`.
 
-Partitions come from the indexes that have one: MFLI (one per facet: its leaves), URI (one per layer
+Partitions come from the indexes that have one: MFLI (one per facet, named as the bundle's
+`mfli.facets` names it: its leaves), URI (one per layer
 of its token tree; the last is the leaves, where items that share a full code are counted as
 collisions), CI (its coarse lists, and the leaves of its full coarse + fine codes) and FAISS IVF (its
 lists). APE is measured with the users' training items as each query's
@@ -20,8 +21,17 @@ from recindex.eval.ape import average_partition_entropy, bucket_report
 from recindex.index.base import BaseIndex
 
 
-def partitions_of(index: BaseIndex) -> dict[str, np.ndarray]:
-    """name -> bucket of each item id (items 0..n-1, -1 where absent), for the indexes that partition."""
+def facet_names(bundle: Bundle, index: BaseIndex) -> list[str]:
+    """The names of an MFLI index's facets (joint, id, content, ...) from its bundle's `mfli.facets`,
+    or their numbers where the bundle does not name as many."""
+    count = getattr(index, "facets", 0)
+    names = list(bundle.config.mfli.facets)
+    return names if len(names) == count else [str(f) for f in range(count)]
+
+
+def partitions_of(index: BaseIndex, facets: list[str] | None = None) -> dict[str, np.ndarray]:
+    """name -> bucket of each item id (items 0..n-1, -1 where absent), for the indexes that partition.
+    `facets` names an MFLI index's facets (default: their numbers)."""
     from recindex.index.faiss_index import FaissIndex
     from recindex.mfli.index import MFLIIndex
     from recindex.sci.index import CIIndex
@@ -44,7 +54,8 @@ def partitions_of(index: BaseIndex) -> dict[str, np.ndarray]:
             partitions["leaves"] = bucket_of
         return partitions
     if isinstance(index, MFLIIndex):
-        return {f"facet {f}": index.leaves_of_items(f) for f in range(index.facets)}
+        names = facets or [str(f) for f in range(index.facets)]
+        return {f"{names[f]} facet": index.leaves_of_items(f) for f in range(index.facets)}
     if isinstance(index, URIIndex):
         ids, codes = index.codes_of_items()
         partitions = {}
@@ -80,7 +91,7 @@ def partitions_of(index: BaseIndex) -> dict[str, np.ndarray]:
 def quality_report(bundle: Bundle, index: BaseIndex) -> dict:
     split = split_for(bundle.config.data, bundle.data)
     report = {}
-    for name, bucket_of in partitions_of(index).items():
+    for name, bucket_of in partitions_of(index, facet_names(bundle, index)).items():
         bucket_of = bucket_of[: bundle.model.n_items]
         report[name] = {
             "ape": average_partition_entropy(bucket_of, split.train_offsets, split.train_items),
@@ -95,13 +106,13 @@ def quality_report(bundle: Bundle, index: BaseIndex) -> dict:
     return report
 
 
-def plot_bucket_sizes(index: BaseIndex, path: Path, title: str) -> Path:
+def plot_bucket_sizes(index: BaseIndex, path: Path, title: str, facets: list[str] | None = None) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    partitions = partitions_of(index)
+    partitions = partitions_of(index, facets)
     figure, axes = plt.subplots(1, len(partitions), figsize=(5 * len(partitions), 3.5), squeeze=False)
     for axis, (name, bucket_of) in zip(axes[0], partitions.items(), strict=True):
         sizes = np.bincount(bucket_of[bucket_of >= 0])

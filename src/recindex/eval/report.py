@@ -66,3 +66,12 @@ def partition_table(rows: dict[str, dict[str, float]], title: str) -> Table:
             f"{row['collisions']:,.0f}" if "collisions" in row else "-",
         )
     return table
+
+
+def codeword_use_line(use: list[list[float]], facets: list[str]) -> str:
+    """MFLI's share of codewords in use, (levels x facets), as one line naming the facets."""
+    levels = (
+        f"level {i + 1}: " + ", ".join(f"{name} {u:.0%}" for name, u in zip(facets, level, strict=True))
+        for i, level in enumerate(use)
+    )
+    return "codewords in use: " + "; ".join(levels)

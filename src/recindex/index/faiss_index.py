@@ -36,6 +36,7 @@ from recindex.index.faiss_layers import (
     layers_of,
     reset_stats,
     search_parameters,
+    small_sample_training,
 )
 from recindex.index.filters import Filter
 from recindex.index.slots import SlotTable
@@ -106,7 +107,8 @@ class FaissIndex(BaseIndex):
                 # was most of the build time of IVF-PQ.
                 layer.do_polysemous_training = False
         try:
-            self.index.train(sample)
+            with small_sample_training(self.index):
+                self.index.train(sample)
         except RuntimeError as error:
             raise InvalidRequest(f"FAISS could not train {self.factory!r}: {error}") from None
         if self.layers.is_ivf:

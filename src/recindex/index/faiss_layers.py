@@ -8,6 +8,8 @@ this nesting for us, so this module walks the layers once and builds the paramet
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import faiss
@@ -82,6 +84,56 @@ def search_parameters(layers: Layers, params: dict, k: int, selector=None):
         keep.append(wrapper)
         top = wrapper
     return top, keep
+
+
+@contextmanager
+def small_sample_training(index: faiss.Index) -> Iterator[None]:
+    """While training `index`, let each k-means it runs (IVF lists, PQ codebooks, OPQ's rotation) take
+    as few points per centroid as it is given, without a warning.
+
+    FAISS's k-means prints "WARNING clustering N points to K centroids: please provide at least ..." on
+    stderr, from C++, whenever it has fewer than `min_points_per_centroid` (39) points per centroid. On
+    a small catalogue that is the normal case, and k-means stays well defined down to one point per
+    centroid; FAISS still refuses fewer points than centroids, and that error reaches the user.
+    """
+    keep: list = []  # objects handed to FAISS by pointer: alive until training is over
+    attached: list = []
+    for node in _nodes(index):
+        if hasattr(node, "cp"):  # IndexIVF: its coarse quantizer's k-means
+            _quiet(node.cp)
+        if isinstance(getattr(node, "pq", None), faiss.ProductQuantizer):
+            _quiet(node.pq.cp)
+        if isinstance(node, faiss.OPQMatrix) and node.pq is None:
+            # OPQ trains a PQ of its own, which is not reachable unless given one to train instead.
+            pq = faiss.ProductQuantizer(node.d_out, node.M, 8)
+            _quiet(pq.cp)
+            node.pq = pq
+            keep.append(pq)
+            attached.append(node)
+    try:
+        yield
+    finally:
+        for node in attached:
+            node.pq = None  # it would point at freed memory once `keep` goes
+
+
+def _quiet(cp: faiss.ClusteringParameters) -> None:
+    cp.min_points_per_centroid = 1
+
+
+def _nodes(index: faiss.Index) -> Iterator:
+    """Every index and vector transform inside a factory-built index, outermost first."""
+    node = faiss.downcast_index(index)
+    yield node
+    if isinstance(node, faiss.IndexRefine):
+        yield from _nodes(node.base_index)
+        yield from _nodes(node.refine_index)
+    elif isinstance(node, faiss.IndexPreTransform):
+        for position in range(node.chain.size()):
+            yield faiss.downcast_VectorTransform(node.chain.at(position))
+        yield from _nodes(node.index)
+    elif isinstance(node, faiss.IndexHNSW) and node.storage is not None:
+        yield from _nodes(node.storage)
 
 
 def reset_stats() -> None:

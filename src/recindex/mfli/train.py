@@ -144,7 +144,7 @@ class MFLITrainer(Trainer):
 def warm_start(model: MFLIModel, start: Bundle, data, data_config, log=None) -> None:
     """Start the towers from a trained two-tower bundle of the same data and split (the embeddings'
     warm-up, done once and shared by every MFLI run that starts from it)."""
-    load_towers(model.base, start, data, data_config, log)
+    load_towers(model.base, start, data, data_config, log, setting="mfli.init_from")
 
 
 def codebook_array(model: MFLIModel) -> np.ndarray:

@@ -17,25 +17,39 @@ from recindex.models.two_tower import TwoTowerModel
 
 
 def load_towers(
-    target: TwoTowerModel, bundle: Bundle, data, data_config, log: Callable[[str], None] | None = None
+    target: TwoTowerModel,
+    bundle: Bundle,
+    data,
+    data_config,
+    log: Callable[[str], None] | None = None,
+    *,
+    setting: str = "init_from",
 ) -> None:
-    """Copy a two-tower bundle's towers into `target` (the composition root reads the bundle)."""
+    """Copy the towers of a two-tower bundle (read by the composition root) into `target`. `setting`
+    names the config key the bundle came from (e.g. `mfli.init_from`), so every error says what to
+    change."""
     bundle_path = bundle.path
     if type(bundle.model) is not TwoTowerModel:
         raise RecIndexError(
-            f"{bundle_path}: init_from takes a two-tower bundle, not a {type(bundle.model).__name__} one"
+            f"{setting}: {bundle_path} is a {type(bundle.model).__name__} bundle; "
+            "it must be a two-tower bundle"
         )
     if bundle.data.fingerprint() != data.fingerprint():
-        raise RecIndexError(f"{bundle_path}: trained on other interactions than this run's")
+        raise RecIndexError(f"{setting}: {bundle_path} was trained on other interactions than this run's")
     theirs, ours = (
         dataclasses.replace(bundle.config.data, data_dir=None),
         dataclasses.replace(data_config, data_dir=None),
     )
     if theirs != ours:
-        raise RecIndexError(f"{bundle_path}: trained on another split ({theirs}) than this run's ({ours})")
+        raise RecIndexError(
+            f"{setting}: {bundle_path} was trained on another split ({theirs}) than this run's ({ours})"
+        )
     try:
         target.load_state_dict(bundle.model.state_dict(), strict=True)
     except RuntimeError as error:
-        raise RecIndexError(f"{bundle_path}: its towers do not fit this model ({error})") from None
+        raise RecIndexError(
+            f"{setting}: the towers of {bundle_path} do not fit this model; [model] must match the "
+            f"bundle's ({error})"
+        ) from None
     if log is not None:
         log(f"towers start from {bundle_path} ({bundle.bundle_id})")

@@ -63,6 +63,7 @@ def run_experiment(
         "training": {
             "best_epoch": training.best_epoch,
             "epochs_run": training.epochs_run,
+            "stopped": training.stopped,
             "seconds": training.seconds,
             "history": training.history,
         },

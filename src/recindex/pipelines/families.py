@@ -65,7 +65,7 @@ FAMILIES: dict[str, Family] = {
     ),
     "uri": Family(
         "uri",
-        ("recindex.uri.model.URIModel", "recindex.generative.uri_model.URIModel"),
+        ("recindex.uri.model.URIModel", "recindex.uri.model.URIModel"),
         _train_uri,
         uri.read_model,
         init_from="uri.init_from",
@@ -106,9 +106,16 @@ def start_loader(config: ExperimentConfig, family: Family) -> Callable[[], Bundl
     path = getattr(getattr(config, section), key)
     if not path:
         return None
-    if not Path(path).is_dir():
-        raise RecIndexError(
-            f"{family.init_from}: {path} does not exist; train the two-tower bundle first, or pass "
-            f"--set {family.init_from}=PATH"
-        )
-    return lambda: load_bundle(path)
+    fix = f"train the two-tower bundle first or pass --set {family.init_from}=PATH"
+    if not Path(path).exists():
+        raise RecIndexError(f"{family.init_from}: {path} does not exist; {fix}")
+    if not (Path(path) / "manifest.json").is_file():
+        raise RecIndexError(f"{family.init_from}: {path} is not a bundle (it has no manifest.json); {fix}")
+
+    def load() -> Bundle:
+        try:
+            return load_bundle(path)
+        except BundleError as error:
+            raise BundleError(f"{family.init_from}: {error}") from None
+
+    return load

@@ -62,6 +62,7 @@ def fit_level(residuals: np.ndarray, codewords: int, *, seed: int = 0, iteration
         data = np.ascontiguousarray(residuals[:, facet], dtype=np.float32)
         kmeans = faiss.Kmeans(dim, codewords, niter=iterations, seed=seed + facet, verbose=False)
         kmeans.cp.max_points_per_centroid = 256  # a sample is enough; keeps fitting fast at 1M items
+        kmeans.cp.min_points_per_centroid = 1  # no FAISS warning on a small catalogue
         kmeans.train(data)
         level[facet] = kmeans.centroids
     return level

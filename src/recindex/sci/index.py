@@ -148,7 +148,10 @@ class CIIndex(ExactIndex):
         sample = views
         if self.coarse == "items+queries" and len(self.logged_queries):
             sample = np.concatenate([views, self.logged_queries])
-        kmeans = faiss.Kmeans(self.dim, nlist, niter=20, seed=self.seed, spherical=True)
+        # min_points_per_centroid=1: no FAISS warning on a small catalogue (index.faiss_layers)
+        kmeans = faiss.Kmeans(
+            self.dim, nlist, niter=20, seed=self.seed, spherical=True, min_points_per_centroid=1
+        )
         kmeans.train(np.ascontiguousarray(sample, np.float32))
         self.centroids = kmeans.centroids.astype(np.float32)
         self.nlist = nlist

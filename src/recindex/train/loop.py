@@ -9,11 +9,15 @@ Hard negatives (`hard_negatives` > 0): every `hard_negative_every` epochs, each 
 non-interacted items under the current model are mined and sampled into that user's rows.
 Loss (`train.loss`): the softmax above (InfoNCE), or a triplet hinge on cosine scores over the same
 negatives (SCI's task loss).
+Stopping: after `epochs`, after `patience` epochs without a better validation Recall@10, or when
+`max_seconds` have passed (checked between batches, once there is a best epoch to keep); in every case
+the best epoch's weights are the ones kept, and `TrainResult.stopped` says which of the three it was.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +49,7 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
     epochs_run: int = 0
+    stopped: str = "epochs"  # epochs (all of them ran) | patience (early stopping) | time (max_seconds)
 
 
 def seed_everything(seed: int, threads: int) -> np.random.Generator:
@@ -97,13 +102,25 @@ class Trainer:
         optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         result, best_state, since_best = TrainResult(), None, 0
         start = time.perf_counter()
+        deadline = start + config.max_seconds if config.max_seconds > 0 else math.inf
         steps = n_batches(examples, config.batch_size)
         with TrainingProgress(config.epochs, steps, enabled=self.progress) as bar:
             for epoch in range(1, config.epochs + 1):
                 self.before_epoch(epoch)
                 if config.hard_negatives and (epoch - 1) % config.hard_negative_every == 0 and epoch > 1:
                     self.hard = self._mine_hard_negatives(examples, rng)
-                loss = self._train_epoch(examples, optimizer, rng, bar)
+                # The time limit applies once an epoch may be kept (MFLI: once every level is on); before
+                # that, stopping would leave nothing to keep.
+                loss = self._train_epoch(
+                    examples, optimizer, rng, bar, deadline if best_state is not None else math.inf
+                )
+                if loss is None:
+                    result.stopped = "time"
+                    self.log(
+                        f"time limit of {config.max_seconds:g}s reached during epoch {epoch}; "
+                        f"keeping epoch {result.best_epoch}"
+                    )
+                    break
                 record = {"epoch": float(epoch), "loss": loss}
                 if epoch % config.eval_every == 0 or epoch == config.epochs:
                     valid = evaluate_model(
@@ -129,6 +146,14 @@ class Trainer:
                 self.log(_format_record(record))
                 result.epochs_run = epoch
                 if since_best >= config.patience:
+                    result.stopped = "patience"
+                    break
+                if best_state is not None and time.perf_counter() >= deadline and epoch < config.epochs:
+                    result.stopped = "time"
+                    self.log(
+                        f"time limit of {config.max_seconds:g}s reached after epoch {epoch}; "
+                        f"keeping epoch {result.best_epoch}"
+                    )
                     break
         if best_state is not None:
             self.model.load_state_dict(best_state)
@@ -143,10 +168,15 @@ class Trainer:
         """Whether the model as it stands may be kept as the best one (MFLI: once every level is on)."""
         return True
 
-    def _train_epoch(self, examples: SequenceExamples, optimizer, rng, bar) -> float:
+    def _train_epoch(
+        self, examples: SequenceExamples, optimizer, rng, bar, deadline: float = math.inf
+    ) -> float | None:
+        """One pass over the examples; the mean loss, or None when `deadline` passed before the end."""
         self.model.train()
         total, count = 0.0, 0
         for batch in iterate_batches(examples, self.config.batch_size, rng):
+            if time.perf_counter() >= deadline:
+                return None
             loss = self._loss(batch)
             if not torch.isfinite(loss):
                 raise RecIndexError(

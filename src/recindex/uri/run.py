@@ -57,7 +57,7 @@ def train_uri(request: TrainRequest, fixed_codes: FixedCodes | None) -> tuple[UR
     router = TwoTowerModel.for_data(data, config.model)
     record: dict = {}
     if request.load_start is not None:
-        load_towers(router, request.load_start(), data, config.data, log)
+        load_towers(router, request.load_start(), data, config.data, log, setting="uri.init_from")
         router.set_trained_items(split.train_item_mask(data.n_items))
     else:
         log("encoders: training a two-tower model first (set uri.init_from to reuse one)")
