@@ -6,6 +6,7 @@ Models and trainers receive their own section (composition): nothing reads a glo
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,6 +235,10 @@ def from_dict(raw: dict[str, Any], where: str = "config") -> ExperimentConfig:
     return config
 
 
+# Keys of configs written before `model.kind`, still read (see _with_model_kind).
+LEGACY_KEYS = {"mfli": ("enabled",), "uri": ("enabled",)}
+
+
 def _with_model_kind(raw: dict[str, Any], where: str) -> dict[str, Any]:
     """Configs (and bundle manifests) written before `model.kind` switched families on with
     `[mfli] enabled`, `[uri] enabled`, or a positive SCI weight, and named a URI bundle in `uri.index`:
@@ -314,8 +319,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 def _checked_override(text: str, section: str, key: str, value: Any) -> Any:
     """The value of one `--set`, checked against the known settings, so that a typo in it is reported
     as the override's, not as the config file's."""
-    import difflib
-
     def unknown(what: str, name: str, known: list[str]) -> RecIndexError:
         close = difflib.get_close_matches(name, known, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -325,6 +328,8 @@ def _checked_override(text: str, section: str, key: str, value: Any) -> Any:
     if section not in sections:
         raise unknown(f"section {section!r}", section, list(sections))
     hints = get_type_hints(sections[section])
+    if key in LEGACY_KEYS.get(section, ()):
+        return value  # read as what it meant by from_dict
     if key not in hints:
         raise unknown(f"key {key!r} in [{section}]", key, list(hints))
     return _coerce(value, hints[key], f"--set {text!r}")

@@ -76,7 +76,7 @@ def test_without_a_limit_training_runs_every_epoch(tiny_synthetic, monkeypatch):
     "extra",
     [
         [],
-        ["mfli.enabled=true", "mfli.codewords=4", "mfli.quant_start=0", "mfli.level_gap=0"],
+        ['model.kind="mfli"', "mfli.codewords=4", "mfli.quant_start=0", "mfli.level_gap=0"],
         ["sci.symmetric_weight=0.1"],
     ],
     ids=["two_tower", "mfli", "sci"],

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from recindex.data.registry import KNOWN_DATASETS
 from recindex.errors import RecIndexError
 from recindex.hashing import sha256_file
 
@@ -101,8 +102,6 @@ SOURCES: dict[str, list[Source]] = {
 
 def dataset_folder(name: str) -> str:
     """The folder a dataset lives in under the data directory (as `registry.load_dataset` expects)."""
-    from recindex.data.registry import KNOWN_DATASETS
-
     known = KNOWN_DATASETS.get(name)
     return known.folder if known is not None else name
 

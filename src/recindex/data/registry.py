@@ -13,6 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recindex.data.interactions import Interactions
+from recindex.data.movielens import load_movielens_100k
+from recindex.data.s3rec import load_s3rec
+from recindex.data.synthetic import SyntheticConfig, generate
+from recindex.data.tabular import load_table
 from recindex.errors import RecIndexError
 
 
@@ -26,8 +30,6 @@ class KnownDataset:
 
 def _s3rec(stem: str, name: str) -> Callable[[Path], Interactions]:
     def load(folder: Path) -> Interactions:
-        from recindex.data.s3rec import load_s3rec
-
         attributes = folder / f"{stem}_item2attributes.json"
         return load_s3rec(
             folder / f"{stem}.txt",
@@ -40,8 +42,6 @@ def _s3rec(stem: str, name: str) -> Callable[[Path], Interactions]:
 
 
 def _movielens(folder: Path) -> Interactions:
-    from recindex.data.movielens import load_movielens_100k
-
     return load_movielens_100k(folder)
 
 
@@ -83,8 +83,6 @@ def default_data_dir() -> Path | None:
 def load_dataset(spec: str, data_dir: str | Path | None = None) -> Interactions:
     """Load `spec`: a known name, `synthetic[:key=value,...]`, or a file/directory path."""
     if spec == "synthetic" or spec.startswith("synthetic:"):
-        from recindex.data.synthetic import SyntheticConfig, generate
-
         return generate(SyntheticConfig.from_spec(spec))
     if spec in KNOWN_DATASETS:
         known = KNOWN_DATASETS[spec]
@@ -119,8 +117,6 @@ def load_path(path: Path) -> Interactions:
         raise RecIndexError(f"{path}: a folder must be a MovieLens-100K folder (with u.data)")
     suffix = path.suffix.lower()
     if suffix == ".txt":
-        from recindex.data.s3rec import load_s3rec
-
         stem = path.stem
         attributes = path.with_name(f"{stem}_item2attributes.json")
         return load_s3rec(
@@ -129,8 +125,6 @@ def load_path(path: Path) -> Interactions:
             path.with_name(f"{stem}_attribute_names.json"),
         )
     if suffix in (".csv", ".tsv", ".parquet", ".pq"):
-        from recindex.data.tabular import load_table
-
         return load_table(path)
     raise RecIndexError(
         f"{path}: unsupported file type {suffix!r}; expected .txt (S3-Rec), .csv, .tsv or .parquet"

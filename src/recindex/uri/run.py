@@ -25,12 +25,8 @@ from recindex.models.warm_start import load_towers
 from recindex.train.loop import Trainer, TrainResult
 from recindex.train.request import Trained, TrainRequest
 from recindex.uri.model import URIModel, uri_model
-from recindex.uri.train import (
-    DecoderTrainer,
-    RankerTrainer,
-    ranker_train_config,
-    with_item_token,
-)
+from recindex.uri.ranker import RankerTrainer, ranker_train_config
+from recindex.uri.train import DecoderTrainer, with_item_token
 
 # (router towers) -> (N, layers) tokens of a fixed index, for a two-stage baseline
 FixedCodes = Callable[[TwoTowerModel], np.ndarray]

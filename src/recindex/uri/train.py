@@ -37,7 +37,6 @@ Choices of ours:
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,15 +45,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from recindex.config import EvalConfig, TrainConfig
 from recindex.data.splits import Split
 from recindex.errors import RecIndexError
 from recindex.progress import TrainingProgress
 from recindex.quant.assignment import balanced_assignment
+from recindex.quant.codes import prefix_numbers
 from recindex.quant.semantic_ids import METHODS as FIXED_INDEXES
 from recindex.quant.semantic_ids import kmeans_within
 from recindex.train.batches import sequence_examples
-from recindex.train.loop import Trainer, TrainResult
+from recindex.train.loop import TrainResult
 from recindex.uri.losses import balance_loss, commitment_loss, e_step_loss, m_step_loss
 from recindex.uri.model import URIModel
 
@@ -156,7 +155,7 @@ class DecoderTrainer:
         """Balanced k-means tokens of the router item vectors under each parent the decoder assigned."""
         with torch.no_grad():
             vectors = self.model.router.item_vectors().numpy()
-        parents = _prefix_numbers(self.model.item_codes[:, :layer].numpy(), self.model.decoder.sizes)
+        parents = prefix_numbers(self.model.item_codes[:, :layer].numpy(), self.model.decoder.sizes)
         tokens = kmeans_within(
             vectors, parents, self.model.decoder.sizes[layer], self.seed + layer, balanced=True
         )
@@ -245,7 +244,7 @@ class DecoderTrainer:
     def assign(self, layer: int) -> np.ndarray:
         probabilities = self.item_distributions(layer)
         codes = self.model.item_codes[:, :layer].numpy()
-        groups = _prefix_numbers(codes, self.model.decoder.sizes)
+        groups = prefix_numbers(codes, self.model.decoder.sizes)
         return balanced_assignment(probabilities, groups)
 
     # ---- two-stage: fixed codes, cross-entropy -----------------------------------------------------------
@@ -292,21 +291,13 @@ class DecoderTrainer:
 
 
 def _parent_groups(codes: torch.Tensor, sizes: list[int]) -> torch.Tensor:
-    return torch.as_tensor(_prefix_numbers(codes.numpy(), sizes))
-
-
-def _prefix_numbers(codes: np.ndarray, sizes: list[int]) -> np.ndarray:
-    """(N, l) tokens -> (N,) one number per distinct prefix (0 for the empty prefix)."""
-    number = np.zeros(len(codes), np.int64)
-    for layer in range(codes.shape[1]):
-        number = number * sizes[layer] + codes[:, layer]
-    return number
+    return torch.as_tensor(prefix_numbers(codes.numpy(), sizes))
 
 
 def with_item_token(codes: np.ndarray, k: int) -> tuple[np.ndarray, int]:
     """(N, L) codes -> (N, L + 1) codes whose last token numbers the items of each leaf (TIGER's
     collision token, here given to every item so each full code is one item), and its size."""
-    leaves = _prefix_numbers(codes, [k] * codes.shape[1])
+    leaves = prefix_numbers(codes, [k] * codes.shape[1])
     order = np.argsort(leaves, kind="stable")
     starts = np.searchsorted(leaves[order], leaves[order], side="left")
     place = np.empty(len(codes), np.int64)
@@ -317,77 +308,6 @@ def with_item_token(codes: np.ndarray, k: int) -> tuple[np.ndarray, int]:
 # ---- the ranker -----------------------------------------------------------------------------------------
 
 
-class SiblingSampler:
-    """Draws, for each item, an item from its sibling leaves: same parent prefix, another leaf (URI 4.3).
-    Items whose parent holds a single leaf get a uniformly drawn item instead."""
-
-    def __init__(self, codes: np.ndarray, sizes: list[int], pool: np.ndarray):
-        depth = codes.shape[1]
-        parent = (
-            _prefix_numbers(codes[:, : depth - 1], sizes) if depth > 1 else np.zeros(len(codes), np.int64)
-        )
-        leaf = _prefix_numbers(codes, sizes)
-        in_pool = np.zeros(len(codes), bool)
-        in_pool[pool] = True
-        members = np.flatnonzero(in_pool)
-        order = members[np.lexsort((leaf[members], parent[members]))]  # pool items by parent, then leaf
-        self.members = order
-        parent_sorted, leaf_sorted = parent[order], leaf[order]
-        # per item: its parent's range [p0, p1) and its own leaf's range [l0, l1) within `members`
-        self.p0 = np.searchsorted(parent_sorted, parent, side="left")
-        self.p1 = np.searchsorted(parent_sorted, parent, side="right")
-        key = parent_sorted * (leaf.max() + 1) + leaf_sorted
-        own = parent * (leaf.max() + 1) + leaf
-        self.l0 = np.searchsorted(key, own, side="left")
-        self.l1 = np.searchsorted(key, own, side="right")
-        self.pool = pool
-
-    def sample(self, items: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        p0, p1, l0, l1 = self.p0[items], self.p1[items], self.l0[items], self.l1[items]
-        others = (p1 - p0) - (l1 - l0)
-        draw = np.floor(rng.random(len(items)) * np.maximum(others, 1)).astype(np.int64)
-        position = p0 + draw
-        position = np.where(position >= l0, position + (l1 - l0), position)
-        fallback = self.pool[rng.integers(0, len(self.pool), len(items))]
-        picked = self.members[np.clip(position, 0, len(self.members) - 1)]
-        return np.where(others > 0, picked, fallback)
-
-
-class RankerTrainer(Trainer):
-    """The two-tower trainer on the ranker's towers, with URI's per-positive negatives."""
-
-    def __init__(
-        self, model: URIModel, split: Split, train: TrainConfig, evaluation: EvalConfig, uri, **kwargs
-    ):
-        super().__init__(model.ranker, split, train, evaluation, **kwargs)
-        self.uri = uri
-        codes = model.item_codes.numpy()[:, : uri.layers]  # the leaves (not a two-stage item token)
-        self.siblings = SiblingSampler(codes, model.decoder.sizes[: uri.layers], self.pool.numpy())
-        self.sampling = np.random.default_rng(train.seed + 1)
-
-    def _loss(self, batch) -> torch.Tensor:
-        model = self.model
-        states = model.user_states(batch.inputs, batch.lengths, batch.users)
-        real = batch.targets != model.n_items
-        users = states[real]  # (P, d)
-        positives = batch.targets[real]
-        n_random, n_sibling = self.uri.ranker_random_negatives, self.uri.sibling_negatives
-        negatives = [self.pool[torch.randint(len(self.pool), (len(positives), n_random))]]
-        if n_sibling:
-            drawn = [self.siblings.sample(positives.numpy(), self.sampling) for _ in range(n_sibling)]
-            negatives.append(torch.as_tensor(np.stack(drawn, 1)))
-        negatives = torch.cat(negatives, 1)  # (P, R + S)
-        positive_logits = (users * model.item_vectors(positives)).sum(-1, keepdim=True)
-        negative_logits = torch.einsum("pd,pnd->pn", users, model.item_vectors(negatives))
-        negative_logits = negative_logits.masked_fill(negatives == positives.unsqueeze(1), float("-inf"))
-        logits = torch.cat([positive_logits, negative_logits], 1) / model.temperature
-        return F.cross_entropy(logits, torch.zeros(len(users), dtype=torch.long))
-
-
-def ranker_train_config(train: TrainConfig, uri) -> TrainConfig:
-    return dataclasses.replace(train, epochs=uri.ranker_epochs, lr=uri.ranker_lr)
-
-
 def _format(record: dict[str, float]) -> str:
     head = f"layer {int(record['layer'])} " if "layer" in record else ""
     terms = "  ".join(f"{k} {v:.4f}" for k, v in record.items() if k not in ("layer", "epoch", "seconds"))
@@ -396,10 +316,7 @@ def _format(record: dict[str, float]) -> str:
 
 __all__ = [
     "DecoderTrainer",
-    "RankerTrainer",
-    "SiblingSampler",
     "TrainResult",
-    "ranker_train_config",
     "with_item_token",
     "FIXED_INDEXES",
 ]

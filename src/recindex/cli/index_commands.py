@@ -1,0 +1,87 @@
+"""`recindex index`: build, list and inspect the indexes stored in a bundle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from recindex.cli.app import console, index_app
+from recindex.cli.parsing import parse_assignments
+from recindex.cli.present import index_list_table
+from recindex.eval.partition_report import facet_names, plot_bucket_sizes, quality_report
+from recindex.eval.report import codeword_use_line, partition_table
+from recindex.pipelines import load_bundle
+from recindex.pipelines.indexes import build_bundle_index, list_bundle_indexes, load_bundle_index
+
+
+@index_app.command("build")
+def index_build(
+    bundle: Path = typer.Argument(..., help="A bundle directory written by 'recindex train'."),
+    backend: str = typer.Option(
+        ...,
+        "--backend",
+        help="exact, exact:int8, faiss:HNSW32, faiss:IVF1024,Flat, milvus:HNSW, sharded:4:...",
+    ),
+    name: str | None = typer.Option(
+        None, "--name", help="Index name inside the bundle (default: from the spec)."
+    ),
+    options: list[str] = typer.Option(
+        [], "--option", help="Build setting, e.g. ef_construction=200, uri=http://milvus:19530."
+    ),
+    params: list[str] = typer.Option([], "--param", help="Default search parameter, e.g. ef=128, nprobe=32."),
+    metric: str | None = typer.Option(None, "--metric", help="Default: the model's own metric."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an index of the same name."),
+) -> None:
+    """Build an index over the bundle's item embeddings and store it in the bundle."""
+    loaded = load_bundle(bundle)
+    with console.status(f"building {backend} over {len(loaded.item_embeddings):,} items"):
+        folder, index, seconds = build_bundle_index(
+            loaded,
+            backend,
+            name,
+            metric=metric,
+            options=parse_assignments(options, "--option"),
+            search_params=parse_assignments(params, "--param"),
+            overwrite=overwrite,
+        )
+    console.print(
+        f"[green]built[/] {backend}: {len(index):,} items in {seconds:.1f}s, "
+        f"search parameters {index.search_params}; stored in {folder}"
+    )
+
+
+@index_app.command("quality")
+def index_quality(
+    bundle: Path = typer.Argument(..., help="A bundle directory."),
+    index: str = typer.Option(
+        ..., "--index", help="An index of the bundle that partitions (mfli, uri, faiss IVF)."
+    ),
+    plot: Path | None = typer.Option(None, "--plot", help="Write a PNG histogram of bucket sizes here."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the report as JSON here."),
+) -> None:
+    """How an index partitions the items: APE (users' training items as positives), bucket sizes,
+    empty buckets; for URI per layer and with collisions at the leaves; for MFLI, the share of codewords
+    in use."""
+    loaded = load_bundle(bundle)
+    built = load_bundle_index(loaded, index)
+    report = quality_report(loaded, built)
+    partitions = {name: row for name, row in report.items() if name != "codeword_use"}
+    table = partition_table(partitions, f"partition of {index} ({loaded.bundle_id}); APE: lower is tighter")
+    console.print(table)
+    facets = facet_names(loaded, built)
+    if "codeword_use" in report:
+        console.print(codeword_use_line(report["codeword_use"]["codeword_use"], facets))
+    if plot is not None:
+        written = plot_bucket_sizes(built, plot, f"{index} of {loaded.bundle_id}", facets)
+        console.print(f"bucket sizes plotted to {written}")
+    if json_out is not None:
+        json_out.write_text(json.dumps(report, indent=2))
+
+
+@index_app.command("list")
+def index_list(bundle: Path = typer.Argument(..., help="A bundle directory.")) -> None:
+    """The indexes stored in a bundle."""
+    loaded = load_bundle(bundle)
+    console.print(index_list_table(loaded, list_bundle_indexes(loaded)))

@@ -1,0 +1,101 @@
+"""What the commands print: tables and one-line summaries, built from the results the library returns
+(no computing here, so the commands stay short and the wording lives in one place)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from rich.table import Table
+
+from recindex.bundle import Bundle
+from recindex.data.interactions import Interactions
+from recindex.eval.index_eval import IndexEvaluation
+from recindex.pipelines.recommend import describe_item
+
+
+def dataset_table(data: Interactions) -> Table:
+    lengths = data.lengths()
+    counts = data.item_counts()
+    table = Table(title=f"dataset {data.name}", show_header=False)
+    rows = [
+        ("users", f"{data.n_users:,}"),
+        ("items", f"{data.n_items:,}"),
+        ("interactions", f"{data.n_interactions:,}"),
+        ("density", f"{data.n_interactions / max(1, data.n_users * data.n_items):.6f}"),
+        (
+            "sequence length min / median / mean / max",
+            f"{lengths.min()} / {int(np.median(lengths))} / {lengths.mean():.2f} / {lengths.max()}",
+        ),
+        ("item count min / median / max", f"{counts.min()} / {int(np.median(counts))} / {counts.max()}"),
+        ("timestamps", "yes" if data.timestamps is not None else "no"),
+        ("item feature tokens", f"{data.item_features.n_tokens:,}" if data.item_features else "none"),
+        (
+            "user feature fields",
+            ", ".join(sorted(data.user_features.codes)) if data.user_features else "none",
+        ),
+        ("fingerprint", data.fingerprint()[:16]),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
+def history_words(exclude_seen: bool) -> str:
+    return f"history {'masked' if exclude_seen else 'not masked'}"
+
+
+STOPPED = {"patience": " (early stopping)", "time": " (stopped by --max-time)"}
+
+
+def training_line(training, bundle_path) -> str:
+    return (
+        f"best epoch {training.best_epoch} of {training.epochs_run}{STOPPED.get(training.stopped, '')}, "
+        f"training {training.seconds:.0f}s; bundle: {bundle_path}"
+    )
+
+
+def index_cost_table(name: str, backend: str, search_params: dict, result: IndexEvaluation) -> Table:
+    table = Table(title=f"index {name} ({backend})")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("search parameters", json.dumps(search_params))
+    for key, value in result.cost.items():
+        table.add_row(key, f"{value:,.4f}" if value < 100 else f"{value:,.0f}")
+    return table
+
+
+def index_list_table(bundle: Bundle, manifests: list[dict]) -> Table:
+    table = Table(title=f"indexes of {bundle.bundle_id}")
+    for column in ("name", "spec", "items", "metric", "search parameters", "built", "build s"):
+        table.add_column(column)
+    for m in manifests:
+        table.add_row(
+            m["name"],
+            m.get("spec", m["backend"]),
+            f"{m.get('count', 0):,}",
+            m["metric"],
+            json.dumps(m.get("search_params", {})),
+            m.get("created", ""),
+            f"{m.get('build_seconds', 0):.1f}",
+        )
+    return table
+
+
+def history_table(bundle: Bundle, user: str, history: np.ndarray, shown: int = 20) -> Table:
+    table = Table(title=f"user {user}: history (oldest first)")
+    table.add_column("#", justify="right")
+    table.add_column("item")
+    table.add_column("about")
+    for position, item in enumerate(history[-shown:], start=max(1, len(history) - shown + 1)):
+        table.add_row(str(position), *describe_item(bundle.data, int(item)))
+    return table
+
+
+def recommendations_table(bundle: Bundle, k: int, items: np.ndarray, scores: np.ndarray) -> Table:
+    table = Table(title=f"top {k} from {bundle.bundle_id}")
+    for column in ("rank", "item", "about", "score"):
+        table.add_column(column, justify="right" if column in ("rank", "score") else "left")
+    for rank, (item, score) in enumerate(zip(items, scores, strict=True), start=1):
+        table.add_row(str(rank), *describe_item(bundle.data, int(item)), f"{score:.4f}")
+    return table
