@@ -235,8 +235,9 @@ def from_dict(raw: dict[str, Any], where: str = "config") -> ExperimentConfig:
     return config
 
 
-# Keys of configs written before `model.kind`, still read (see _with_model_kind).
-LEGACY_KEYS = {"mfli": ("enabled",), "uri": ("enabled",)}
+# Settings whose older forms are still read (see _with_model_kind): the family switches, and a URI
+# bundle's folder in uri.index.
+LEGACY_FORMS = {("mfli", "enabled"), ("uri", "enabled"), ("uri", "index")}
 
 
 def _with_model_kind(raw: dict[str, Any], where: str) -> dict[str, Any]:
@@ -328,8 +329,8 @@ def _checked_override(text: str, section: str, key: str, value: Any) -> Any:
     if section not in sections:
         raise unknown(f"section {section!r}", section, list(sections))
     hints = get_type_hints(sections[section])
-    if key in LEGACY_KEYS.get(section, ()):
-        return value  # read as what it meant by from_dict
+    if (section, key) in LEGACY_FORMS:
+        return value  # from_dict reads it as what it meant, then checks it
     if key not in hints:
         raise unknown(f"key {key!r} in [{section}]", key, list(hints))
     return _coerce(value, hints[key], f"--set {text!r}")

@@ -39,6 +39,15 @@ def test_old_family_switches_read_as_the_kind_they_meant():
     assert from_dict({"sci": {"symmetric_weight": 0.1}}).model.kind == "sci"
     old_path = from_dict({"uri": {"enabled": True, "index": "runs/uri/beauty"}}).uri
     assert (old_path.index, old_path.index_bundle) == ("bundle", "runs/uri/beauty")
+    # and the same older forms given with --set
+    from recindex.config import load_config
+
+    old_set = load_config(None, ["uri.enabled=true", 'uri.index="runs/uri/beauty"'])
+    assert (old_set.model.kind, old_set.uri.index, old_set.uri.index_bundle) == (
+        "uri",
+        "bundle",
+        "runs/uri/beauty",
+    )
     with pytest.raises(RecIndexError, match="contradicts"):
         from_dict({"model": {"kind": "uri"}, "mfli": {"enabled": True}})
 

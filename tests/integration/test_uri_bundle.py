@@ -99,7 +99,8 @@ def test_a_two_stage_baseline_learns_a_fixed_index_and_ranks_items_itself(uri_bu
     # "w/ URI index": the same baseline on the learned index of a URI bundle of the same split
     with_uri = [
         *overrides[:-3],
-        f'uri.index="{uri_bundle.path}"',
+        'uri.index="bundle"',
+        f'uri.index_bundle="{uri_bundle.path}"',
         "uri.generate_items=true",
         "uri.ranker_epochs=0",
     ]
