@@ -33,6 +33,7 @@ def _s3rec(stem: str, name: str) -> Callable[[Path], Interactions]:
             attributes if attributes.exists() else None,
             folder / f"{stem}_attribute_names.json",
             name=name,
+            items_path=folder / f"{stem}_items.tsv",
         )
 
     return load
@@ -111,6 +112,7 @@ def load_path(path: Path) -> Interactions:
             path,
             attributes if attributes.exists() else None,
             path.with_name(f"{stem}_attribute_names.json"),
+            items_path=path.with_name(f"{stem}_items.tsv"),
         )
     if suffix in (".csv", ".tsv", ".parquet", ".pq"):
         from recindex.data.tabular import load_table

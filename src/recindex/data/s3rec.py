@@ -1,11 +1,16 @@
 """Loader for the S3-Rec sequence text format: one line per user, `user item item ...` in time order.
 
 An optional `*_item2attributes.json` side file (`{"item": [attribute, ...]}`) gives item content
-features, and an optional `*_attribute_names.json` (`{"attribute": "name"}`) names them.
+features, an optional `*_attribute_names.json` (`{"attribute": "name"}`) names them, and an optional
+`*_items.tsv` (a header, then one row per item: `item_id` and a `title` column, or Beauty's
+`idgenrec_textual_id`, the first words of each title) gives titles for display. Names and titles come
+from scraped product pages with HTML entities in them (`L&#39;Oreal`): they are decoded on load.
 """
 
 from __future__ import annotations
 
+import csv
+import html
 import json
 from pathlib import Path
 
@@ -20,6 +25,7 @@ def load_s3rec(
     attributes_path: str | Path | None = None,
     attribute_names_path: str | Path | None = None,
     name: str | None = None,
+    items_path: str | Path | None = None,
 ) -> Interactions:
     path = Path(path)
     users: list[str] = []
@@ -57,8 +63,11 @@ def load_s3rec(
     features = None
     if attributes_path is not None:
         features = _load_item_attributes(Path(attributes_path), item_index, attribute_names_path)
+    extra = {}
+    if items_path is not None and Path(items_path).is_file():
+        extra["item_titles"] = _load_titles(Path(items_path), item_index)
     return Interactions.from_sequences(
-        _natural_ids(users), item_ids, sequences, item_features=features, name=name or path.stem
+        _natural_ids(users), item_ids, sequences, item_features=features, name=name or path.stem, extra=extra
     )
 
 
@@ -80,7 +89,8 @@ def _load_item_attributes(
         raise DataFormatError(path, 1, 'a JSON object {"item_id": [attribute_id, ...]}')
     names: dict[str, str] = {}
     if names_path is not None and Path(names_path).exists():
-        names = {str(k): str(v) for k, v in json.loads(Path(names_path).read_text("utf-8")).items()}
+        raw_names = json.loads(Path(names_path).read_text("utf-8"))
+        names = {str(k): html.unescape(str(v)) for k, v in raw_names.items()}
     token_index: dict[str, int] = {}
     token_lists: list[list[int]] = [[] for _ in item_index]
     for item, attributes in mapping.items():
@@ -94,3 +104,27 @@ def _load_item_attributes(
         token_lists[index] = list(tokens)
     token_names = [names.get(raw, f"attr:{raw}") for raw in token_index]
     return ItemFeatures.from_lists(token_lists, token_names)
+
+
+TITLE_COLUMNS = ("title", "idgenrec_textual_id")  # the first one present names the items
+
+
+def _load_titles(path: Path, item_index: dict[str, int]) -> list[str]:
+    """One title per item ("" where the table has none), HTML entities decoded."""
+    titles = [""] * len(item_index)
+    with open(path, encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        columns = reader.fieldnames or []
+        column = next((c for c in TITLE_COLUMNS if c in columns), None)
+        if "item_id" not in columns or column is None:
+            raise DataFormatError(
+                path, 1, f"a header with 'item_id' and one of {', '.join(TITLE_COLUMNS)}", "\t".join(columns)
+            )
+        try:
+            for row in reader:
+                index = item_index.get((row["item_id"] or "").strip())
+                if index is not None:
+                    titles[index] = html.unescape(row[column] or "").strip()
+        except UnicodeDecodeError as error:
+            raise DataFormatError(path, None, f"UTF-8 text ({error})") from None
+    return titles
