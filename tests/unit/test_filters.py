@@ -193,3 +193,23 @@ def test_multi_valued_attributes_survive_save_and_load(list_store, tmp_path):
     assert loaded.schema["genre"] == "str_list"
     assert matches('genre in ["Drama", "Action"]', loaded) == [0, 1, 5]
     assert loaded.rows(np.arange(6)) == list_store.rows(np.arange(6))
+
+
+def test_compact_value_lists_read_and_index_like_plain_lists():
+    from recindex.index.attributes import ValueLists
+    from recindex.index.factory import make_index
+
+    plain = [["a", "b"], None, ["c", "a"], ["b"]]
+    compact = ValueLists([0, 2, 2, 4, 5], [0, 1, 2, 0, 1], ["a", "b", "c"])
+    assert list(compact) == plain and compact[-1] == ["b"]
+    assert list(compact.take(np.array([3, 0]))) == [["b"], ["a", "b"]]
+    vectors = np.eye(4, dtype=np.float32)
+    for spec in ("exact", "sharded:2:exact"):
+        found = []
+        for tags in (plain, compact):
+            index = make_index(spec, 4)
+            index.add(np.arange(4), vectors, attributes={"tag": tags})
+            index.add([1], vectors[1:2], attributes={"tag": ["b"]})  # a string joins a list column
+            result = index.search(np.ones((1, 4), np.float32), 4, filter='contains(tag, "b")')
+            found.append(result.ids.tolist())
+        assert found[0] == found[1] and sorted(found[0][0][:3]) == [0, 1, 3]

@@ -23,7 +23,7 @@ class KnownDataset:
     description: str
 
 
-def _s3rec(stem: str, name: str) -> Callable[[Path], Interactions]:
+def _s3rec(stem: str, name: str, layout: str) -> Callable[[Path], Interactions]:
     def load(folder: Path) -> Interactions:
         from recindex.data.s3rec import load_s3rec
 
@@ -34,6 +34,7 @@ def _s3rec(stem: str, name: str) -> Callable[[Path], Interactions]:
             folder / f"{stem}_attribute_names.json",
             name=name,
             items_path=folder / f"{stem}_items.tsv",
+            layout=layout,
         )
 
     return load
@@ -45,15 +46,22 @@ def _movielens(folder: Path) -> Interactions:
     return load_movielens_100k(folder)
 
 
+AMAZON = "brand+category"  # S3-Rec's Amazon attribute lists: the brand, then the categories
 KNOWN_DATASETS: dict[str, KnownDataset] = {
-    "beauty": KnownDataset("amazon-beauty", _s3rec("Beauty", "beauty"), "Amazon Beauty 5-core (S3-Rec)"),
+    "beauty": KnownDataset(
+        "amazon-beauty", _s3rec("Beauty", "beauty", AMAZON), "Amazon Beauty 5-core (S3-Rec)"
+    ),
     "sports": KnownDataset(
-        "amazon-sports", _s3rec("Sports_and_Outdoors", "sports"), "Amazon Sports and Outdoors 5-core"
+        "amazon-sports",
+        _s3rec("Sports_and_Outdoors", "sports", AMAZON),
+        "Amazon Sports and Outdoors 5-core",
     ),
     "home-kitchen": KnownDataset(
-        "amazon-home-kitchen", _s3rec("Home_and_Kitchen", "home-kitchen"), "Amazon Home and Kitchen 5-core"
+        "amazon-home-kitchen",
+        _s3rec("Home_and_Kitchen", "home-kitchen", AMAZON),
+        "Amazon Home and Kitchen 5-core",
     ),
-    "lastfm": KnownDataset("lastfm", _s3rec("LastFM", "lastfm"), "Last.fm (HetRec 2011) with tags"),
+    "lastfm": KnownDataset("lastfm", _s3rec("LastFM", "lastfm", "tag"), "Last.fm (HetRec 2011) with tags"),
     "ml-100k": KnownDataset("ml-100k", _movielens, "MovieLens 100K with genres, year and demographics"),
 }
 

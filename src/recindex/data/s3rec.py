@@ -19,6 +19,10 @@ import numpy as np
 from recindex.data.interactions import Interactions, ItemFeatures
 from recindex.errors import DataFormatError
 
+# How an item's attribute list reads. S3-Rec's Amazon preprocessing (data_process.py) writes an item's
+# brand first, when it is frequent enough to be kept, then its categories; other data (Last.fm) has tags.
+LAYOUTS = ("brand+category", "tag")
+
 
 def load_s3rec(
     path: str | Path,
@@ -26,7 +30,13 @@ def load_s3rec(
     attribute_names_path: str | Path | None = None,
     name: str | None = None,
     items_path: str | Path | None = None,
+    layout: str = "tag",
 ) -> Interactions:
+    """Feature tokens are named `field=value` (`brand=OPI`, `category=Nail Polish`, `tag=rock`; value
+    `attr:ID` where no name is known), so that they become filterable attributes (data.item_attributes).
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     path = Path(path)
     users: list[str] = []
     sequences_raw: list[list[str]] = []
@@ -62,7 +72,7 @@ def load_s3rec(
     item_ids = _natural_ids(list(item_index))
     features = None
     if attributes_path is not None:
-        features = _load_item_attributes(Path(attributes_path), item_index, attribute_names_path)
+        features = _load_item_attributes(Path(attributes_path), item_index, attribute_names_path, layout)
     extra = {}
     if items_path is not None and Path(items_path).is_file():
         extra["item_titles"] = _load_titles(Path(items_path), item_index)
@@ -79,7 +89,7 @@ def _natural_ids(ids: list[str]) -> np.ndarray:
 
 
 def _load_item_attributes(
-    path: Path, item_index: dict[str, int], names_path: str | Path | None
+    path: Path, item_index: dict[str, int], names_path: str | Path | None, layout: str
 ) -> ItemFeatures:
     try:
         mapping = json.loads(path.read_text(encoding="utf-8"))
@@ -102,8 +112,20 @@ def _load_item_attributes(
         # Duplicates within one item's list carry no extra meaning: keep the first occurrence.
         tokens = dict.fromkeys(token_index.setdefault(str(a), len(token_index)) for a in attributes)
         token_lists[index] = list(tokens)
-    token_names = [names.get(raw, f"attr:{raw}") for raw in token_index]
+    fields = _fields(mapping, layout)
+    token_names = [f"{fields[raw]}={names.get(raw, f'attr:{raw}')}" for raw in token_index]
     return ItemFeatures.from_lists(token_lists, token_names)
+
+
+def _fields(mapping: dict[str, list], layout: str) -> dict[str, str]:
+    """Each raw attribute's field. In the brand+category layout a brand only ever comes first in a list
+    and a category comes after a brand somewhere (top-level categories lead the lists of items whose
+    brand was dropped), so an attribute never seen after the first place is a brand."""
+    raws = {str(a) for attributes in mapping.values() for a in attributes}
+    if layout == "tag":
+        return dict.fromkeys(raws, "tag")
+    later = {str(a) for attributes in mapping.values() for a in list(dict.fromkeys(attributes))[1:]}
+    return {raw: "category" if raw in later else "brand" for raw in raws}
 
 
 TITLE_COLUMNS = ("title", "idgenrec_textual_id")  # the first one present names the items
