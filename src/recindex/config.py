@@ -21,6 +21,7 @@ class DataConfig:
     split: str = "leave_one_out"  # leave_one_out | temporal | cold_item
     cold_share: float = 0.1
     split_seed: int = 0
+    numeric_buckets: int = 8  # quantile buckets of a table's numeric feature columns (0: a token per value)
 
 
 @dataclass(frozen=True)

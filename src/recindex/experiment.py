@@ -63,7 +63,9 @@ def run_experiment(
     overwrite: bool = False,
     data: Interactions | None = None,
 ) -> ExperimentResult:
-    data = data if data is not None else load_dataset(config.data.dataset, config.data.data_dir)
+    data = data if data is not None else load_dataset(
+        config.data.dataset, config.data.data_dir, numeric_buckets=config.data.numeric_buckets
+    )
     split = split_for(config, data)
     seed_everything(config.train.seed, config.train.threads)  # weight initialisation is part of the run
     model = TwoTowerModel.for_data(data, config.model)

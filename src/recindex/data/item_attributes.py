@@ -6,6 +6,9 @@
   values is multi-valued: each item gets the list of its values (`genre`, `category`), queried with
   `contains` / `in` (index/filters.py). A key with at most one value per item is one-valued, a number
   when every value reads as one (`year`), else a string (`brand`).
+- Raw numbers kept beside the tokens (`ItemFeatures.numeric`: a table's numeric columns, whose tokens
+  are quantile buckets) are numeric attributes under their field's name: `10 <= price < 50` reads the
+  price itself, not its bucket.
 
 Items without a value get None. Columns are sequences, the form `Index.add(attributes=...)` takes:
 lists, and for multi-valued attributes a compact `ValueLists` that reads as a list of lists.
@@ -30,6 +33,9 @@ def item_attributes(data: Interactions) -> dict[str, Sequence]:
     features = data.item_features
     if features is None:
         return attributes
+    for key, numbers in features.numeric.items():
+        if NAME.match(key) and key != POPULARITY:
+            attributes[key] = [None if np.isnan(v) else v for v in np.asarray(numbers, np.float64).tolist()]
     parsed = [name.partition("=") for name in features.names]
     keys = sorted({key for key, sep, _ in parsed if sep and NAME.match(key)} - set(attributes))
     key_of_token = np.full(len(parsed), -1, np.int64)

@@ -76,8 +76,11 @@ def default_data_dir() -> Path | None:
     return None
 
 
-def load_dataset(spec: str, data_dir: str | Path | None = None) -> Interactions:
-    """Load `spec`: a known name, `synthetic[:key=value,...]`, or a file/directory path."""
+def load_dataset(
+    spec: str, data_dir: str | Path | None = None, *, numeric_buckets: int | None = None
+) -> Interactions:
+    """Load `spec`: a known name, `synthetic[:key=value,...]`, or a file/directory path.
+    `numeric_buckets`: quantile buckets of a table's numeric columns (data.tabular; None: its default)."""
     if spec == "synthetic" or spec.startswith("synthetic:"):
         from recindex.data.synthetic import SyntheticConfig, generate
 
@@ -99,12 +102,12 @@ def load_dataset(spec: str, data_dir: str | Path | None = None) -> Interactions:
         return known.loader(folder)
     path = Path(spec)
     if path.exists():
-        return load_path(path)
+        return load_path(path, numeric_buckets)
     names = ", ".join([*KNOWN_DATASETS, "synthetic"])
     raise RecIndexError(f"unknown dataset {spec!r}: not a file or folder, and not one of {names}")
 
 
-def load_path(path: Path) -> Interactions:
+def load_path(path: Path, numeric_buckets: int | None = None) -> Interactions:
     """Load a file or folder by its form: ML-100K folder, S3-Rec .txt, CSV or Parquet."""
     if path.is_dir():
         if (path / "u.data").exists():
@@ -123,9 +126,9 @@ def load_path(path: Path) -> Interactions:
             items_path=path.with_name(f"{stem}_items.tsv"),
         )
     if suffix in (".csv", ".tsv", ".parquet", ".pq"):
-        from recindex.data.tabular import load_table
+        from recindex.data.tabular import NUMERIC_BUCKETS, load_table
 
-        return load_table(path)
+        return load_table(path, NUMERIC_BUCKETS if numeric_buckets is None else numeric_buckets)
     raise RecIndexError(
         f"{path}: unsupported file type {suffix!r}; expected .txt (S3-Rec), .csv, .tsv or .parquet"
     )
