@@ -196,7 +196,7 @@ def test_multi_valued_attributes_survive_save_and_load(list_store, tmp_path):
 
 
 def test_compact_value_lists_read_and_index_like_plain_lists():
-    from recindex.index.attributes import ValueLists
+    from recindex.index.attribute_values import ValueLists
     from recindex.index.factory import make_index
 
     plain = [["a", "b"], None, ["c", "a"], ["b"]]

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from recindex.data.interactions import Interactions
-from recindex.index.attributes import ValueLists
+from recindex.index.attribute_values import ValueLists
 from recindex.index.filters import NAME
 
 POPULARITY = "popularity"
