@@ -22,6 +22,7 @@ class DataConfig:
     split: Literal["leave_one_out", "temporal", "cold_item"] = "leave_one_out"
     cold_share: float = 0.1
     split_seed: int = 0
+    numeric_buckets: int = 8  # quantile buckets of a table's numeric feature columns (0: a token per value)
 
 
 ModelKind = Literal["two_tower", "mfli", "uri", "sci"]

@@ -52,10 +52,13 @@ def clustered(n: int, seed: int) -> np.ndarray:
 
 ITEMS = clustered(N, 0)
 QUERIES = clustered(40, 1)
+TAGS = ["t0", "t1", "t2", "t3", "t4"]
 ATTRS = {
     "category": [f"c{i % 7}" for i in range(N)],
     "price": [float(i % 100) for i in range(N)],
     "in_stock": [i % 3 != 0 for i in range(N)],
+    # multi-valued: none, one or several tags per item
+    "tags": [[t for k, t in enumerate(TAGS) if (i >> k) & 1] if i % 9 else None for i in range(N)],
 }
 
 
@@ -231,3 +234,28 @@ def test_l2_metric_scores_are_negated_squared_distances(spec):
     ids, scores = index.search(QUERIES[:3], 5)
     expected = -((QUERIES[:3, None, :] - ITEMS[ids]) ** 2).sum(axis=2)
     np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-4)
+
+
+def tags_of(i: int) -> set[str]:
+    return set(ATTRS["tags"][i] or ())
+
+
+@pytest.mark.parametrize(
+    ("where", "keep"),
+    [
+        ('contains(tags, "t1") and price < 70', lambda i: "t1" in tags_of(i) and ATTRS["price"][i] < 70),
+        ('tags in ["t0", "t4"]', lambda i: bool({"t0", "t4"} & tags_of(i))),
+        ('tags != "t2"', lambda i: bool(tags_of(i)) and "t2" not in tags_of(i)),
+        ('not contains(tags, "t3")', lambda i: "t3" not in tags_of(i)),
+    ],
+    ids=["contains", "in", "not-equal", "not-contains"],
+)
+def test_multi_valued_filters_match_any_value(spec, tmp_path, where, keep):
+    """Every backend gives a multi-valued attribute the filter language's any-of semantics."""
+    index = build(spec, tmp_path)
+    result = index.search(QUERIES, K, filter=where)
+    ok = np.array([keep(i) for i in range(N)])
+    assert ok[result.ids].all()
+    assert (result.ids >= 0).all(), "more than k items match, so k must come back"
+    expected = exact_reference().search(QUERIES, K, filter=where)
+    assert overlap(result.ids, expected.ids) >= min(BACKENDS[spec], 0.9)

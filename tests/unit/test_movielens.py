@@ -145,3 +145,9 @@ def test_real_movielens_100k() -> None:
     assert users.vocab["gender"][users.codes["gender"][0]] == "M"
     assert users.vocab["occupation"][users.codes["occupation"][0]] == "technician"
     assert all((codes > 0).all() for codes in users.codes.values())
+
+
+def test_html_entities_in_titles_are_decoded(tmp_path: Path) -> None:
+    items = ITEMS.replace("Drama Time (1988)", "Cats &amp; Dogs&#39; Time (1988)")
+    data = load_movielens_100k(write_folder(tmp_path / "ml", DATA, items, USERS))
+    assert data.extra["item_titles"][2] == "Cats & Dogs' Time (1988)"

@@ -20,11 +20,14 @@ class ItemFeatures:
     """A bag of categorical attribute tokens per item, in CSR form (an item may have none).
 
     `names[t]` is the human-readable name of token t (e.g. a brand, a genre, 'year=1995').
+    `numeric[field]` keeps the raw numbers of a numeric field whose tokens are buckets (a table's
+    `item_price`): one float64 per item, NaN where missing; they become numeric filter attributes.
     """
 
     offsets: np.ndarray  # (n_items + 1,) int64
     tokens: np.ndarray  # (nnz,) int64, values in [0, len(names))
     names: list[str]
+    numeric: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_tokens(self) -> int:
@@ -34,11 +37,13 @@ class ItemFeatures:
         return self.tokens[self.offsets[item] : self.offsets[item + 1]]
 
     @staticmethod
-    def from_lists(token_lists: list[list[int]], names: list[str]) -> ItemFeatures:
+    def from_lists(
+        token_lists: list[list[int]], names: list[str], numeric: dict[str, np.ndarray] | None = None
+    ) -> ItemFeatures:
         lengths = np.fromiter((len(t) for t in token_lists), np.int64, len(token_lists))
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         flat = [t for tokens in token_lists for t in tokens]
-        return ItemFeatures(offsets, np.asarray(flat, np.int64), list(names))
+        return ItemFeatures(offsets, np.asarray(flat, np.int64), list(names), dict(numeric or {}))
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,10 @@ class Interactions:
             raise ValueError("timestamps must align with items")
         if self.item_features is not None and len(self.item_features.offsets) != len(self.item_ids) + 1:
             raise ValueError("item features must cover every item")
+        if self.item_features is not None and any(
+            len(values) != len(self.item_ids) for values in self.item_features.numeric.values()
+        ):
+            raise ValueError("numeric item features must have one value per item")
 
     @property
     def n_users(self) -> int:
@@ -118,6 +127,9 @@ class Interactions:
             digest.update(np.ascontiguousarray(self.item_features.offsets, np.int64).tobytes())
             digest.update(np.ascontiguousarray(self.item_features.tokens, np.int64).tobytes())
             digest.update("\x1f".join(self.item_features.names).encode())
+            for key in sorted(self.item_features.numeric):  # nothing added without numeric fields
+                digest.update(key.encode())
+                digest.update(np.ascontiguousarray(self.item_features.numeric[key], np.float64).tobytes())
         if self.user_features is not None:
             for key in sorted(self.user_features.codes):
                 digest.update(key.encode())

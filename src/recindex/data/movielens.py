@@ -3,13 +3,15 @@
 Every rating is kept as one interaction (the rating value itself is not a signal here: retrieval asks
 "what will this user watch next", not "how much will they like it"). Items get genre and release-year
 tokens as content features, users get age bucket, gender and occupation, so that the cold-start and
-feature-aware models have something real to work with. `u.item` is Latin-1, not UTF-8.
+feature-aware models have something real to work with. `u.item` is Latin-1, not UTF-8; HTML entities in
+titles (`&amp;`) are decoded.
 
 Users and items are indexed in increasing raw-id order, so internal item i is the i-th rated movie.
 """
 
 from __future__ import annotations
 
+import html
 import re
 from pathlib import Path
 
@@ -150,7 +152,7 @@ def _read_items(
         index = wanted.get(item)
         if index is None:
             continue
-        titles[index] = fields[1]
+        titles[index] = html.unescape(fields[1])
         raw_tokens[index] = [f"genre={genres[g]}" for g, flag in enumerate(flags) if flag == "1"]
         if match is not None:
             raw_tokens[index].append(f"year={match.group(1)}")

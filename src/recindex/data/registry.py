@@ -16,7 +16,7 @@ from recindex.data.interactions import Interactions
 from recindex.data.movielens import load_movielens_100k
 from recindex.data.s3rec import load_s3rec
 from recindex.data.synthetic import SyntheticConfig, generate
-from recindex.data.tabular import load_table
+from recindex.data.tabular import NUMERIC_BUCKETS, load_table
 from recindex.errors import RecIndexError
 
 
@@ -28,7 +28,7 @@ class KnownDataset:
     required: tuple[str, ...]  # files the loader cannot do without; a folder lacking one is not the dataset
 
 
-def _s3rec(stem: str, name: str) -> Callable[[Path], Interactions]:
+def _s3rec(stem: str, name: str, layout: str) -> Callable[[Path], Interactions]:
     def load(folder: Path) -> Interactions:
         attributes = folder / f"{stem}_item2attributes.json"
         return load_s3rec(
@@ -36,6 +36,8 @@ def _s3rec(stem: str, name: str) -> Callable[[Path], Interactions]:
             attributes if attributes.exists() else None,
             folder / f"{stem}_attribute_names.json",
             name=name,
+            items_path=folder / f"{stem}_items.tsv",
+            layout=layout,
         )
 
     return load
@@ -45,24 +47,25 @@ def _movielens(folder: Path) -> Interactions:
     return load_movielens_100k(folder)
 
 
+AMAZON = "brand+category"  # S3-Rec's Amazon attribute lists: the brand, then the categories
 KNOWN_DATASETS: dict[str, KnownDataset] = {
     "beauty": KnownDataset(
-        "amazon-beauty", _s3rec("Beauty", "beauty"), "Amazon Beauty 5-core (S3-Rec)", ("Beauty.txt",)
+        "amazon-beauty", _s3rec("Beauty", "beauty", AMAZON), "Amazon Beauty 5-core (S3-Rec)", ("Beauty.txt",)
     ),
     "sports": KnownDataset(
         "amazon-sports",
-        _s3rec("Sports_and_Outdoors", "sports"),
+        _s3rec("Sports_and_Outdoors", "sports", AMAZON),
         "Amazon Sports and Outdoors 5-core",
         ("Sports_and_Outdoors.txt",),
     ),
     "home-kitchen": KnownDataset(
         "amazon-home-kitchen",
-        _s3rec("Home_and_Kitchen", "home-kitchen"),
+        _s3rec("Home_and_Kitchen", "home-kitchen", AMAZON),
         "Amazon Home and Kitchen 5-core",
         ("Home_and_Kitchen.txt",),
     ),
     "lastfm": KnownDataset(
-        "lastfm", _s3rec("LastFM", "lastfm"), "Last.fm (HetRec 2011) with tags", ("LastFM.txt",)
+        "lastfm", _s3rec("LastFM", "lastfm", "tag"), "Last.fm (HetRec 2011) with tags", ("LastFM.txt",)
     ),
     "ml-100k": KnownDataset(
         "ml-100k", _movielens, "MovieLens 100K with genres, year and demographics", ("u.data",)
@@ -80,8 +83,11 @@ def default_data_dir() -> Path | None:
     return None
 
 
-def load_dataset(spec: str, data_dir: str | Path | None = None) -> Interactions:
-    """Load `spec`: a known name, `synthetic[:key=value,...]`, or a file/directory path."""
+def load_dataset(
+    spec: str, data_dir: str | Path | None = None, *, numeric_buckets: int | None = None
+) -> Interactions:
+    """Load `spec`: a known name, `synthetic[:key=value,...]`, or a file/directory path.
+    `numeric_buckets`: quantile buckets of a table's numeric columns (data.tabular; None: its default)."""
     if spec == "synthetic" or spec.startswith("synthetic:"):
         return generate(SyntheticConfig.from_spec(spec))
     if spec in KNOWN_DATASETS:
@@ -104,12 +110,12 @@ def load_dataset(spec: str, data_dir: str | Path | None = None) -> Interactions:
         return known.loader(folder)
     path = Path(spec)
     if path.exists():
-        return load_path(path)
+        return load_path(path, numeric_buckets)
     names = ", ".join([*KNOWN_DATASETS, "synthetic"])
     raise RecIndexError(f"unknown dataset {spec!r}: not a file or folder, and not one of {names}")
 
 
-def load_path(path: Path) -> Interactions:
+def load_path(path: Path, numeric_buckets: int | None = None) -> Interactions:
     """Load a file or folder by its form: ML-100K folder, S3-Rec .txt, CSV or Parquet."""
     if path.is_dir():
         if (path / "u.data").exists():
@@ -123,9 +129,10 @@ def load_path(path: Path) -> Interactions:
             path,
             attributes if attributes.exists() else None,
             path.with_name(f"{stem}_attribute_names.json"),
+            items_path=path.with_name(f"{stem}_items.tsv"),
         )
     if suffix in (".csv", ".tsv", ".parquet", ".pq"):
-        return load_table(path)
+        return load_table(path, NUMERIC_BUCKETS if numeric_buckets is None else numeric_buckets)
     raise RecIndexError(
         f"{path}: unsupported file type {suffix!r}; expected .txt (S3-Rec), .csv, .tsv or .parquet"
     )

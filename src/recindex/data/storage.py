@@ -44,6 +44,9 @@ def save_interactions(data: Interactions, folder: Path) -> list[Path]:
         array("item_feature_offsets", data.item_features.offsets)
         array("item_feature_tokens", data.item_features.tokens)
         meta["item_feature_names"] = data.item_features.names
+        meta["item_numeric_fields"] = list(data.item_features.numeric)
+        for index, values in enumerate(data.item_features.numeric.values()):
+            array(f"item_numeric_{index}", values)  # by position: a field name may not suit a file name
     if data.user_features is not None:
         meta["user_feature_vocab"] = data.user_features.vocab
         for field, codes in data.user_features.codes.items():
@@ -62,8 +65,10 @@ def load_interactions(folder: Path) -> Interactions:
 
     item_features = None
     if "item_feature_names" in meta:
+        fields = meta.get("item_numeric_fields", [])
+        numeric = {name: array(f"item_numeric_{index}") for index, name in enumerate(fields)}
         item_features = ItemFeatures(
-            array("item_feature_offsets"), array("item_feature_tokens"), meta["item_feature_names"]
+            array("item_feature_offsets"), array("item_feature_tokens"), meta["item_feature_names"], numeric
         )
     user_features = None
     if "user_feature_vocab" in meta:

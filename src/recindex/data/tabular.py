@@ -5,6 +5,11 @@ naive times read as UTC); `item_<field>` item content features (value `A|B` give
 `field=B`); `user_<field>` categorical user features. Anything else is ignored with a warning, so that
 a stray column (say, `rating`) does not silently change meaning.
 
+A feature column whose values are all plain numbers (data.numeric) with more distinct values than
+`numeric_buckets` is bucketed by quantiles: item tokens `price=[10, 25)`, user codes per bucket. An item
+column's raw numbers are kept too (`ItemFeatures.numeric`), as a numeric filter attribute.
+`numeric_buckets=0` turns this off (every distinct value its own token, as for text).
+
 CSV cells are read as text, so that ids like `007` and feature values keep their exact spelling; ids
 that are all canonical integers become ints either way, so the same data gives the same
 `Interactions` (and fingerprint) from CSV and from Parquet.
@@ -22,7 +27,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recindex.data.interactions import Interactions, ItemFeatures, UserFeatures
+from recindex.data.numeric import numbers_of, quantile_buckets
 from recindex.errors import DataFormatError, RecIndexError
+
+NUMERIC_BUCKETS = 8  # the [data] numeric_buckets default
 
 _SUFFIXES = {".csv": ",", ".tsv": "\t", ".parquet": None, ".pq": None}
 _INT_PATTERN = r"^(0|-?[1-9][0-9]{0,17})$"  # canonical integers that fit in int64
@@ -40,7 +48,9 @@ class _Table:
         return DataFormatError(self.path, _csv_line_of_row(self.path, self.delimiter, row), expected, found)
 
 
-def load_table(path: Path) -> Interactions:
+def load_table(path: Path, numeric_buckets: int = NUMERIC_BUCKETS) -> Interactions:
+    if not isinstance(numeric_buckets, int) or numeric_buckets < 0:
+        raise RecIndexError(f"numeric_buckets must be a whole number >= 0 (0: off), got {numeric_buckets!r}")
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in _SUFFIXES:
@@ -70,8 +80,11 @@ def load_table(path: Path) -> Interactions:
     users = _ids(source, "user")
     items = _ids(source, "item")
     stamps = _timestamps(source) if "timestamp" in names else None
-    item_features = _item_features(table, item_fields, *_first_appearance(items)) if item_fields else None
-    user_features = _user_features(table, user_fields, *_first_appearance(users)) if user_fields else None
+    item_features = user_features = None
+    if item_fields:
+        item_features = _item_features(table, item_fields, *_first_appearance(items), numeric_buckets)
+    if user_fields:
+        user_features = _user_features(table, user_fields, *_first_appearance(users), numeric_buckets)
     return Interactions.from_triples(
         users, items, stamps, item_features=item_features, user_features=user_features, name=path.stem
     )
@@ -228,7 +241,10 @@ def _first_appearance(values: np.ndarray) -> tuple[np.ndarray, int]:
 
 def _first_values(table: pa.Table, column: str, codes: np.ndarray, n: int) -> list[str | None]:
     """Each entity's value in its first row where the column is not empty (None if always empty)."""
-    values = table.column(column).cast(pa.string()).to_pylist()
+    data = table.column(column)
+    if pa.types.is_floating(data.type):  # a Parquet NaN is a missing number, not the text "nan"
+        data = pc.if_else(pc.is_nan(data), pa.scalar(None, data.type), data)
+    values = data.cast(pa.string()).to_pylist()
     present = np.flatnonzero([v is not None for v in values])
     result: list[str | None] = [None] * n
     owners, first = np.unique(codes[present], return_index=True)
@@ -237,13 +253,35 @@ def _first_values(table: pa.Table, column: str, codes: np.ndarray, n: int) -> li
     return result
 
 
-def _item_features(table: pa.Table, columns: list[str], codes: np.ndarray, n_items: int) -> ItemFeatures:
+def _numeric(values: list[str | None], buckets: int) -> tuple[np.ndarray | None, tuple | None]:
+    """(the column's numbers if it is numeric, its quantile buckets if it has more distinct numbers
+    than `buckets`); a numeric column with fewer distinct values keeps a token per value."""
+    numbers = numbers_of(values) if buckets else None
+    if numbers is None or len(np.unique(numbers[~np.isnan(numbers)])) <= buckets:
+        return numbers, None
+    return numbers, quantile_buckets(numbers, buckets)
+
+
+def _item_features(
+    table: pa.Table, columns: list[str], codes: np.ndarray, n_items: int, buckets: int
+) -> ItemFeatures:
     token_index: dict[str, int] = {}
     token_lists: list[list[int]] = [[] for _ in range(n_items)]
+    numeric: dict[str, np.ndarray] = {}
     split: dict[str, list[str]] = {}  # distinct values repeat a lot (genres): split each once
     for column in columns:
         field_name = column[len("item_") :]
-        for item, value in enumerate(_first_values(table, column, codes, n_items)):
+        values = _first_values(table, column, codes, n_items)
+        numbers, bucketed = _numeric(values, buckets)
+        if numbers is not None:
+            numeric[field_name] = numbers
+        if bucketed is not None:
+            labels, which = bucketed
+            tokens = [token_index.setdefault(f"{field_name}={label}", len(token_index)) for label in labels]
+            for item in np.flatnonzero(which >= 0).tolist():
+                token_lists[item].append(tokens[which[item]])
+            continue
+        for item, value in enumerate(values):
             if value is None:
                 continue
             if value not in split:
@@ -251,15 +289,23 @@ def _item_features(table: pa.Table, columns: list[str], codes: np.ndarray, n_ite
             for part in split[value]:
                 token = token_index.setdefault(f"{field_name}={part}", len(token_index))
                 token_lists[item].append(token)
-    return ItemFeatures.from_lists(token_lists, list(token_index))
+    return ItemFeatures.from_lists(token_lists, list(token_index), numeric)
 
 
-def _user_features(table: pa.Table, columns: list[str], codes: np.ndarray, n_users: int) -> UserFeatures:
+def _user_features(
+    table: pa.Table, columns: list[str], codes: np.ndarray, n_users: int, buckets: int
+) -> UserFeatures:
     result_codes: dict[str, np.ndarray] = {}
     vocab: dict[str, list[str]] = {}
     for column in columns:
         field_name = column[len("user_") :]
         values = _first_values(table, column, codes, n_users)
+        bucketed = _numeric(values, buckets)[1]
+        if bucketed is not None:
+            labels, which = bucketed
+            result_codes[field_name] = which + 1  # code 0 stays 'unknown'
+            vocab[field_name] = ["unknown", *labels]
+            continue
         # Sorted vocabulary: codes do not depend on row order; code 0 stays 'unknown'.
         distinct = sorted({v for v in values if v is not None})
         lookup = {value: k + 1 for k, value in enumerate(distinct)}

@@ -1,9 +1,12 @@
-"""Scalar item attributes stored by slot, column by column, for filtering inside in-process indexes.
+"""Item attributes stored by slot, column by column, for filtering inside in-process indexes.
 
-Three kinds of column: `str` (dictionary-encoded: int32 codes into a vocabulary, so equality and `in`
-are integer comparisons), `num` (float64; integers are exact up to 2**53) and `bool`. A missing value is
-code -1 / NaN / -1 and never matches a comparison. Columns are plain numpy arrays, so a store saves
-to .npy files without pickle.
+Four kinds of column: `str` (dictionary-encoded: int32 codes into a vocabulary, so equality and `in`
+are integer comparisons), `num` (float64; integers are exact up to 2**53), `bool`, and `str_list`, a
+multi-valued attribute (an item's genres or categories): a (slots, width) matrix of codes into one
+vocabulary, -1 padded, whose width grows to the longest list seen. A missing value is code -1 / NaN /
+-1 / an all -1 row, and never matches a comparison. A comparison on a `str_list` asks about any of the
+item's values (filters.py states the semantics). Columns are plain numpy arrays, so a store saves to
+.npy files without pickle.
 """
 
 from __future__ import annotations
@@ -16,23 +19,35 @@ from pathlib import Path
 import numpy as np
 
 from recindex.errors import InvalidRequest
+from recindex.index.attribute_values import (
+    LISTS,
+    MAX_STRING_CHARS,
+    ValueLists,
+    check_text,
+    distinct_rows,
+    flatten_lists,
+)
 
 MAX_ATTRIBUTES = 64
-MAX_STRING_CHARS = 1024
 
 
 def attribute_rows(attributes: Mapping[str, Sequence] | None, mask: np.ndarray) -> dict[str, list] | None:
     """The rows of name -> values where `mask` is True (None stays None)."""
     if not attributes:
         return None
+    if mask.all():
+        return dict(attributes)
     rows = np.flatnonzero(mask)
-    return {name: [values[i] for i in rows] for name, values in attributes.items()}
+    return {
+        name: values.take(rows) if isinstance(values, ValueLists) else [values[i] for i in rows]
+        for name, values in attributes.items()
+    }
 
 
 @dataclass
 class Column:
-    kind: str  # "str" | "num" | "bool"
-    values: np.ndarray  # str: int32 codes, num: float64, bool: int8 (-1 = missing)
+    kind: str  # "str" | "num" | "bool" | "str_list"
+    values: np.ndarray  # str: int32 codes, num: float64, bool: int8 (-1 = missing), str_list: (n, w) int32
     vocabulary: list[str] = field(default_factory=list)
     codes: dict[str, int] = field(default_factory=dict)
 
@@ -44,16 +59,19 @@ class Column:
         return code
 
 
-_MISSING = {"str": -1, "num": np.nan, "bool": -1}
-_DTYPES = {"str": np.int32, "num": np.float64, "bool": np.int8}
+_MISSING = {"str": -1, "num": np.nan, "bool": -1, "str_list": -1}
+_DTYPES = {"str": np.int32, "num": np.float64, "bool": np.int8, "str_list": np.int32}
 
 
 def _kind_of(name: str, values: Sequence) -> str:
-    array = np.asarray(values) if not isinstance(values, np.ndarray) else values
-    if array.dtype.kind in "iuf":
-        return "num"
-    if array.dtype.kind == "b":
-        return "bool"
+    if isinstance(values, ValueLists):
+        return "str_list"
+    array = values if isinstance(values, np.ndarray) else _as_array(values)
+    if array is not None and array.ndim == 1:
+        if array.dtype.kind in "iuf":
+            return "num"
+        if array.dtype.kind == "b":
+            return "bool"
     kinds = set()
     for value in values:
         if value is None:
@@ -64,13 +82,26 @@ def _kind_of(name: str, values: Sequence) -> str:
             kinds.add("num")
         elif isinstance(value, str):
             kinds.add("str")
+        elif isinstance(value, LISTS):
+            kinds.add("str_list")
         else:
             raise InvalidRequest(
-                f"attribute {name!r}: values must be strings, numbers or booleans, got {type(value).__name__}"
+                f"attribute {name!r}: values must be strings, numbers, booleans or lists of strings, "
+                f"got {type(value).__name__}"
             )
+    if kinds == {"str", "str_list"}:
+        return "str_list"  # a single string is a set of one
     if len(kinds) > 1:
         raise InvalidRequest(f"attribute {name!r} mixes {' and '.join(sorted(kinds))} values")
     return kinds.pop() if kinds else "num"
+
+
+def _as_array(values: Sequence) -> np.ndarray | None:
+    """The values as one numpy array (fast for a list of numbers); None for ragged lists."""
+    try:
+        return np.asarray(values)
+    except ValueError:
+        return None
 
 
 class AttributeStore:
@@ -89,7 +120,7 @@ class AttributeStore:
             return
         capacity = max(n, 2 * self.capacity, 1024)
         for column in self.columns.values():
-            grown = np.full(capacity, _MISSING[column.kind], _DTYPES[column.kind])
+            grown = np.full((capacity, *column.values.shape[1:]), _MISSING[column.kind], _DTYPES[column.kind])
             grown[: self.capacity] = column.values[: self.capacity]
             column.values = grown
         self.capacity = capacity
@@ -118,11 +149,16 @@ class AttributeStore:
         if column is None:
             if len(self.columns) >= MAX_ATTRIBUTES:
                 raise InvalidRequest(f"at most {MAX_ATTRIBUTES} attributes per index")
-            column = Column(kind, np.full(self.capacity, _MISSING[kind], _DTYPES[kind]))
+            shape = (self.capacity, 1) if kind == "str_list" else (self.capacity,)
+            column = Column(kind, np.full(shape, _MISSING[kind], _DTYPES[kind]))
             self.columns[name] = column
-        elif column.kind != kind and any(v is not None for v in values):
+        # A string goes into a multi-valued column as a set of one; values that are all None fit anywhere.
+        fits = column.kind == kind or (column.kind, kind) == ("str_list", "str")
+        if not fits and any(v is not None for v in values):
             raise InvalidRequest(f"attribute {name!r} holds {column.kind} values, got {kind} values")
-        if column.kind == "str":
+        if column.kind == "str_list":
+            self._set_lists(name, column, slots, values)
+        elif column.kind == "str":
             codes = []
             for value in values:
                 if value is not None and len(value) > MAX_STRING_CHARS:
@@ -136,6 +172,29 @@ class AttributeStore:
             if np.isinf(numbers).any():
                 raise InvalidRequest(f"attribute {name!r}: values must be finite numbers")
             column.values[slots] = numbers
+
+    def _set_lists(self, name: str, column: Column, slots: np.ndarray, values: Sequence) -> None:
+        # Vectorised over all values at once: a catalogue of a million items with a few categories each
+        # must not take a Python call per value.
+        if isinstance(values, ValueLists):
+            for text in values.vocabulary:
+                check_text(name, text)
+            ours = np.asarray([column.code(text) for text in values.vocabulary], np.int32)
+            lengths, codes = np.diff(values.offsets), ours[values.codes]
+        else:
+            lengths, flat = flatten_lists(name, values)
+            for text in dict.fromkeys(flat):
+                column.code(text)
+            codes = np.fromiter(map(column.codes.__getitem__, flat), np.int32, len(flat))
+        matrix = distinct_rows(name, lengths, codes)
+        if matrix.shape[1] > column.values.shape[1]:
+            wider = np.full((len(column.values), matrix.shape[1]), -1, np.int32)
+            wider[:, : column.values.shape[1]] = column.values
+            column.values = wider
+        elif matrix.shape[1] < column.values.shape[1]:
+            narrow = matrix.shape[1]
+            matrix = np.pad(matrix, ((0, 0), (0, column.values.shape[1] - narrow)), constant_values=-1)
+        column.values[slots] = matrix
 
     def clear(self, slots: np.ndarray) -> None:
         for column in self.columns.values():
@@ -151,23 +210,42 @@ class AttributeStore:
     def present(self, name: str, n: int) -> np.ndarray:
         column = self._column(name)
         values = self._head(column, n)
+        if column.kind == "str_list":
+            return values[:, 0] >= 0  # lists are packed from the left
         return ~np.isnan(values) if column.kind == "num" else values >= 0
 
     def _head(self, column: Column, n: int) -> np.ndarray:
         if n <= self.capacity:
             return column.values[:n]
-        return np.concatenate(
-            [column.values, np.full(n - self.capacity, _MISSING[column.kind], column.values.dtype)]
-        )
+        padding = np.full((n - self.capacity, *column.values.shape[1:]), _MISSING[column.kind])
+        return np.concatenate([column.values, padding.astype(column.values.dtype)])
+
+    def member(self, name: str, values: Sequence, n: int) -> np.ndarray:
+        """Items with a value among `values` (`in`): one pass over the column for the whole list."""
+        column = self._column(name)
+        if column.kind not in ("str", "str_list"):
+            mask = np.zeros(n, bool)
+            for value in values:
+                mask |= self.compare(name, "==", value, n)
+            return mask
+        for value in values:
+            if not isinstance(value, str):
+                raise InvalidRequest(f"attribute {name!r} holds strings; compared with {value!r}")
+        codes = [column.codes[value] for value in values if value in column.codes]
+        matched = np.isin(self._head(column, n), codes)
+        return matched.any(axis=1) if column.kind == "str_list" else matched
 
     def compare(self, name: str, op: str, value, n: int) -> np.ndarray:
         column = self._column(name)
         values = self._head(column, n)
-        if column.kind == "str":
+        if column.kind in ("str", "str_list"):
             if not isinstance(value, str):
                 raise InvalidRequest(f"attribute {name!r} holds strings; compared with {value!r}")
             code = column.codes.get(value, -2)  # -2 matches nothing, not even missing values
-            return (values == code) if op == "==" else (values != code) & (values >= 0)
+            equal = values == code
+            if column.kind == "str_list":
+                equal = equal.any(axis=1)  # any of the item's values (filters.py)
+            return equal if op == "==" else ~equal & self.present(name, n)
         if column.kind == "bool":
             if not isinstance(value, bool):
                 raise InvalidRequest(f"attribute {name!r} holds true/false; compared with {value!r}")
@@ -190,7 +268,10 @@ class AttributeStore:
         out: dict[str, list] = {}
         for name, column in self.columns.items():
             values = column.values[slots]
-            if column.kind == "str":
+            if column.kind == "str_list":
+                lists = [[column.vocabulary[c] for c in row if c >= 0] for row in values.tolist()]
+                out[name] = [row or None for row in lists]
+            elif column.kind == "str":
                 out[name] = [None if c < 0 else column.vocabulary[c] for c in values.tolist()]
             elif column.kind == "bool":
                 out[name] = [None if v < 0 else bool(v) for v in values.tolist()]

@@ -8,8 +8,20 @@ A filter is a boolean expression written like a Python / Milvus expression:
     in_stock == true                       not (category == "toys" or price > 100)
 
 Names are item attributes; values are strings, numbers or true/false; `in` takes a list of literals.
-Operators: ==, !=, <, <=, >, >=, in, not in, and, or, not, parentheses. An item that lacks an attribute
-never matches a comparison on it (so `not (price > 5)` matches items without a price).
+Operators: ==, !=, <, <=, >, >=, in, not in, contains(attribute, value), and, or, not, parentheses. An
+item that lacks an attribute never matches a comparison on it (so `not (price > 5)` matches items
+without a price).
+
+Multi-valued attributes (an item's genres or categories: a set of strings) are asked about any of their
+values, as MongoDB, Elasticsearch and Milvus's array_contains do:
+
+    contains(genre, "Comedy")       genre == "Comedy"     Comedy is among the item's genres
+    genre in ["Comedy", "Drama"]                          at least one of its genres is in the list
+    genre != "Comedy"               genre not in [...]    it has genres, and none is Comedy / in the list
+
+A single value is a set of one, so every form means the same on one-valued attributes (`contains(brand,
+"acme")` is `brand == "acme"`) and a filter need not know which kind an attribute is. An item with no
+values has none of them, so it matches `not contains(genre, "Comedy")` but not `genre != "Comedy"`.
 
 On top of the expression, a `Filter` carries id allow/deny lists. Per-query history masking is not a
 filter (every query has its own list); it travels as `exclude=` on `Index.search`.
@@ -23,6 +35,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Union
 
@@ -147,6 +160,8 @@ def parse_expression(text: str) -> Expr:
 
 
 def _convert(node: ast.AST, text: str) -> Expr:
+    if isinstance(node, ast.Call):
+        return _contains(node, text)
     if isinstance(node, ast.BoolOp):
         parts = tuple(_convert(value, text) for value in node.values)
         return AllOf(parts) if isinstance(node.op, ast.And) else AnyOf(parts)
@@ -159,11 +174,28 @@ def _convert(node: ast.AST, text: str) -> Expr:
     )
 
 
+def _contains(node: ast.Call, text: str) -> Expr:
+    """`contains(attribute, value)`: the value is among the attribute's values (== with any-of)."""
+    if not (isinstance(node.func, ast.Name) and node.func.id == "contains"):
+        raise InvalidRequest(
+            f"filter {text!r}: unexpected {_show(node, text)}; "
+            "the only function is contains(attribute, value)"
+        )
+    if len(node.args) != 2 or node.keywords:
+        raise InvalidRequest(f"filter {text!r}: {_show(node, text)} needs two arguments: (attribute, value)")
+    return Compare(_name(node.args[0], text), "==", _literal(node.args[1], text))
+
+
 def _comparison(node: ast.Compare, text: str) -> Expr:
     # A chain `10 <= price < 50` is the conjunction of its adjacent pairs, as in Python.
     operands = [node.left, *node.comparators]
     parts: list[Expr] = []
     for left, op, right in zip(operands, node.ops, operands[1:], strict=False):
+        if isinstance(op, ast.In | ast.NotIn) and _is_name(right) and not _is_name(left):
+            raise InvalidRequest(
+                f"filter {text!r}: to ask whether {right.id} holds a value, write "
+                f"contains({right.id}, {ast.get_source_segment(text.strip(), left)})"
+            )
         if isinstance(op, ast.In | ast.NotIn):
             parts.append(Member(_name(left, text), _list(right, text), isinstance(op, ast.NotIn)))
             continue
@@ -250,9 +282,7 @@ def expression_mask(expr: Expr, store: AttributeStore, n: int) -> np.ndarray:
     if isinstance(expr, Negation):
         return ~expression_mask(expr.part, store, n)
     if isinstance(expr, Member):
-        mask = np.zeros(n, bool)
-        for value in expr.values:
-            mask |= store.compare(expr.attribute, "==", value, n)
+        mask = store.member(expr.attribute, expr.values, n)
         if expr.negated:
             mask = ~mask & store.present(expr.attribute, n)
         return mask
@@ -262,13 +292,14 @@ def expression_mask(expr: Expr, store: AttributeStore, n: int) -> np.ndarray:
 # ---- compilation to a Milvus boolean expression ----------------------------------------------------
 
 
-def milvus_expression(flt: Filter | None, id_field: str = "id") -> str:
-    """The same filter as a Milvus boolean expression ("" when there is nothing to filter)."""
+def milvus_expression(flt: Filter | None, id_field: str = "id", lists: Collection[str] = ()) -> str:
+    """The same filter as a Milvus boolean expression ("" when there is nothing to filter); `lists`
+    names the multi-valued attributes (Milvus ARRAY fields)."""
     if flt is None:
         return ""
     parts = []
     if flt.where is not None:
-        parts.append(_milvus(flt.where))
+        parts.append(_milvus(flt.where, frozenset(lists)))
     if flt.allow_ids is not None:
         parts.append(f"{id_field} in {json.dumps(flt.allow_ids.tolist())}")
     if flt.deny_ids is not None and len(flt.deny_ids):
@@ -284,10 +315,12 @@ def _milvus_value(value: Value) -> str:
     return repr(float(value))
 
 
-def _milvus(expr: Expr) -> str:
+def _milvus(expr: Expr, lists: frozenset[str]) -> str:
     # Milvus treats a missing (null) value as unknown, not false: `not (price > 10)` would drop items
     # without a price and `brand not in [...]` would keep them. The null test makes each comparison
     # two-valued, which is what the mask evaluation above does.
+    if isinstance(expr, Compare | Member) and expr.attribute in lists:
+        return _milvus_list(expr)
     if isinstance(expr, Compare):
         return f"{expr.attribute} is not null and {expr.attribute} {expr.op} {_milvus_value(expr.value)}"
     if isinstance(expr, Member):
@@ -295,6 +328,20 @@ def _milvus(expr: Expr) -> str:
         operator = "not in" if expr.negated else "in"
         return f"{expr.attribute} is not null and {expr.attribute} {operator} [{values}]"
     if isinstance(expr, Negation):
-        return f"not ({_milvus(expr.part)})"
+        return f"not ({_milvus(expr.part, lists)})"
     joiner = " and " if isinstance(expr, AllOf) else " or "
-    return joiner.join(f"({_milvus(part)})" for part in expr.parts)
+    return joiner.join(f"({_milvus(part, lists)})" for part in expr.parts)
+
+
+def _milvus_list(expr: Compare | Member) -> str:
+    """A comparison on an ARRAY field, with the any-of semantics above (== and != only: lists hold
+    strings, and the parser refuses an ordering on a string)."""
+    name = expr.attribute
+    if isinstance(expr, Compare):
+        test, negated = f"array_contains({name}, {_milvus_value(expr.value)})", expr.op == "!="
+    else:
+        values = ", ".join(_milvus_value(v) for v in expr.values)
+        test, negated = f"array_contains_any({name}, [{values}])", expr.negated
+    if negated:  # "has values, none of them ...": an empty or null list matches neither form
+        return f"{name} is not null and array_length({name}) > 0 and not {test}"
+    return f"{name} is not null and {test}"

@@ -7,14 +7,17 @@
 A uri ending in `.db` is a Milvus Lite file (same API as a server); anything else (`http://host:19530`)
 is a server. One collection per bundle version; its name keeps letters, digits and `_` (others become
 `_`). It holds `id` (INT64 primary key), `vector` (FLOAT_VECTOR) and one nullable field per attribute
-(str -> VARCHAR(1024), num -> DOUBLE, bool -> BOOL), a schema fixed by the first `add`: later adds may
-leave attributes out (null) but not bring new ones. Consistency is Strong, so a write is visible to the
+(str -> VARCHAR(1024), num -> DOUBLE, bool -> BOOL, str_list -> ARRAY of VARCHAR(1024), at most 256
+per item), a schema fixed by the first `add`: later adds may leave attributes out (null) but not bring
+new ones. Consistency is Strong, so a write is visible to the
 next search or count. Scores are higher-is-better: IP and COSINE similarities as Milvus returns them,
 and for L2 the negated distance, which Milvus (Lite included) reports squared, as the exact backend does.
 
 Filters: ours are two-valued (an item without an attribute fails every comparison on it, so
 `not (price > 5)` matches it), Milvus's three-valued (null stays null under `not`). Each comparison is
-compiled as `(attr is not null and <comparison>)`, never null, so the two agree. A filtered approximate
+compiled as `(attr is not null and <comparison>)`, never null, so the two agree. On a multi-valued
+attribute (an ARRAY field) `==` and `in` become `array_contains` / `array_contains_any`, any-of, as the
+filter language defines them. A filtered approximate
 search can come back short; a row with fewer hits than min(k, matching items) is searched again with
 ef / nprobe x4 and x16, then, if at most 16,384 items match, scored exactly over their vectors.
 
@@ -46,6 +49,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from recindex.errors import BundleError, InvalidRequest, RecIndexError
+from recindex.index.attribute_values import MAX_VALUES, value_set
 from recindex.index.attributes import MAX_ATTRIBUTES, MAX_STRING_CHARS, _kind_of
 from recindex.index.base import BaseIndex, Capabilities, Metric, SearchResult, top_k
 from recindex.index.filters import NAME, AllOf, AnyOf, Expr, Filter, Member, Negation, milvus_expression
@@ -218,7 +222,9 @@ class MilvusIndex(BaseIndex):
                 f"which the first add fixed ({known})"
             )
         for name, (kind, values) in columns.items():
-            if kind != self.schema[name] and any(v is not None for v in values):
+            if (self.schema[name], kind) == ("str_list", "str"):  # a single string is a set of one
+                columns[name] = (self.schema[name], _convert(name, "str_list", values))
+            elif kind != self.schema[name] and any(v is not None for v in values):
                 raise InvalidRequest(f"attribute {name!r} holds {self.schema[name]} values, got {kind}")
         self._counts.clear()
         self._unindexed += len(ids)
@@ -270,9 +276,16 @@ class MilvusIndex(BaseIndex):
                 "str": pymilvus.DataType.VARCHAR,
                 "num": pymilvus.DataType.DOUBLE,
                 "bool": pymilvus.DataType.BOOL,
+                "list": pymilvus.DataType.ARRAY,
             }
             for name, kind in schema.items():
                 extra = {"max_length": MAX_STRING_CHARS} if kind == "str" else {}
+                if kind == "str_list":
+                    kind, extra = "list", {
+                        "element_type": pymilvus.DataType.VARCHAR,
+                        "max_capacity": MAX_VALUES,
+                        "max_length": MAX_STRING_CHARS,
+                    }
                 fields.add_field(name, types[kind], nullable=True, **extra)
             index = client.prepare_index_params()
             index.add_index(
@@ -423,7 +436,8 @@ class MilvusIndex(BaseIndex):
             return ""
         if flt.where is not None:
             self._check_operands(flt.where)
-        return milvus_expression(flt, ID)
+        lists = [name for name, kind in (self.schema or {}).items() if kind == "str_list"]
+        return milvus_expression(flt, ID, lists)
 
     def _check_operands(self, expr: Expr) -> None:
         if isinstance(expr, Negation):
@@ -441,10 +455,10 @@ class MilvusIndex(BaseIndex):
         if kind is None:
             known = ", ".join(sorted(self.schema or {})) or "none"
             raise InvalidRequest(f"filter uses unknown attribute {name!r} (this index has: {known})")
-        expected = {"str": str, "bool": bool}.get(kind)
+        expected = {"str": str, "str_list": str, "bool": bool}.get(kind)
         ok = isinstance(value, expected) if expected else not isinstance(value, str | bool)
         if not ok:
-            shown = {"str": "strings", "bool": "true/false", "num": "numbers"}[kind]
+            shown = {"str": "strings", "str_list": "strings", "bool": "true/false", "num": "numbers"}[kind]
             raise InvalidRequest(f"attribute {name!r} holds {shown}; compared with {value!r}")
 
     # ---- persistence -----------------------------------------------------------------------------
@@ -518,6 +532,8 @@ class MilvusIndex(BaseIndex):
 
 def _convert(name: str, kind: str, values) -> list:
     """Values as Milvus stores them for a field of `kind`; None (and NaN for numbers) is missing."""
+    if kind == "str_list":
+        return [value_set(name, v) for v in values]  # an empty list is stored as null: no values
     if kind != "num":
         if kind == "str" and any(v is not None and len(v) > MAX_STRING_CHARS for v in values):
             raise InvalidRequest(f"attribute {name!r}: values are at most {MAX_STRING_CHARS} chars")

@@ -46,7 +46,9 @@ def run_experiment(
 ) -> ExperimentResult:
     family = family_of_config(config)
     load_start = start_loader(config, family)
-    data = data if data is not None else load_dataset(config.data.dataset, config.data.data_dir)
+    data = data if data is not None else load_dataset(
+        config.data.dataset, config.data.data_dir, numeric_buckets=config.data.numeric_buckets
+    )
     split = split_for(config.data, data)
     seed_everything(config.train.seed, config.train.threads)  # weight initialisation is part of the run
     base = TwoTowerModel.for_data(data, config.model)

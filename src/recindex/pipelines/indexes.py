@@ -5,9 +5,8 @@ spec, the build time and the search parameters. The bundle's own manifest is not
 checksums cover the model); the index manifest checksums the index files. Loading refuses an index whose
 bundle id differs from the bundle's, so a query encoder never meets an index built by another model.
 
-Item attributes written with the index (for filters): `popularity` (interactions in the bundle's data)
-and, where item feature tokens are named `key=value` (e.g. `year=1995`, `genre=Comedy`), the first value
-of each key, as a number when it reads as one.
+Item attributes written with the index (for filters) come from the bundle's data: see
+`recindex.data.item_attributes`.
 
 Learned backends take material from the bundle they are built on (MFLI's codebook, URI's decoder and
 codes, the items' query views for CI): the family table says which family's bundles give what.
@@ -24,13 +23,12 @@ from typing import Any
 import numpy as np
 
 from recindex.bundle import Bundle
-from recindex.data.interactions import Interactions
+from recindex.data.item_attributes import item_attributes
 from recindex.errors import BundleError, InvalidRequest
 from recindex.index.base import BaseIndex, check_metric, read_index_manifest
 from recindex.index.factory import CORE_BACKENDS, Backend, check_options, key_values
 from recindex.index.factory import load_index as load_with
 from recindex.index.factory import make_index as make_with
-from recindex.index.filters import NAME
 from recindex.mfli.index import MFLIIndex
 from recindex.pipelines.families import family_of_manifest
 from recindex.sci.index import CIIndex
@@ -108,43 +106,6 @@ def index_folder(bundle: Bundle, name: str) -> Path:
     if not INDEX_NAME.match(name):
         raise InvalidRequest(f"index name {name!r}: use letters, digits, '.', '_' and '-' (at most 64)")
     return bundle.path / "indexes" / name
-
-
-def item_attributes(data: Interactions) -> dict[str, list]:
-    attributes: dict[str, list] = {"popularity": data.item_counts().astype(float).tolist()}
-    features = data.item_features
-    if features is None:
-        return attributes
-    # Parse each token name once, then fill each key's column from the items' token lists in one pass
-    # per key (the first value an item has for a key wins).
-    parsed = [features.names[t].partition("=") for t in range(len(features.names))]
-    token_key = [key if sep and NAME.match(key) else None for key, sep, _ in parsed]
-    entry_items = np.repeat(np.arange(data.n_items), np.diff(features.offsets))
-    entry_tokens = np.asarray(features.tokens)
-    fields: dict[str, list] = {}
-    for key in sorted({k for k in token_key if k is not None}):
-        key_tokens = np.flatnonzero([k == key for k in token_key])
-        entries = np.flatnonzero(np.isin(entry_tokens, key_tokens))
-        items, first = np.unique(entry_items[entries], return_index=True)
-        column: list = [None] * data.n_items
-        for item, token in zip(items.tolist(), entry_tokens[entries[first]].tolist(), strict=True):
-            column[item] = parsed[token][2]
-        fields[key] = column
-    for key, values in fields.items():
-        present = [v for v in values if v is not None]
-        if all(_is_number(v) for v in present):
-            attributes[key] = [None if v is None else float(v) for v in values]
-        else:
-            attributes[key] = values
-    return attributes
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def build_bundle_index(
