@@ -11,7 +11,7 @@ from dataset_folders import shipped
 
 from conftest import SHARED_DATA
 from recindex.data.interactions import Interactions, ItemFeatures
-from recindex.data.item_attributes import item_attributes
+from recindex.index.item_attributes import item_attributes
 
 
 def with_features(token_lists: list[list[int]], names: list[str]) -> Interactions:

@@ -11,11 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from recindex.config import DataConfig, load_config
-from recindex.data.item_attributes import item_attributes
 from recindex.data.numeric import quantile_buckets
 from recindex.data.storage import load_interactions, save_interactions
 from recindex.data.tabular import NUMERIC_BUCKETS, load_table
 from recindex.index.exact_index import ExactIndex
+from recindex.index.item_attributes import item_attributes
 
 N_ITEMS = 50
 PRICES = [round(1.5 + 2.25 * i, 2) for i in range(N_ITEMS)]  # 50 distinct prices, 1.5 .. 111.75

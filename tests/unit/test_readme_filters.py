@@ -11,8 +11,8 @@ import pytest
 from dataset_folders import shipped
 
 from conftest import ROOT, SHARED_DATA
-from recindex.data.item_attributes import item_attributes
 from recindex.index.exact_index import ExactIndex
+from recindex.index.item_attributes import item_attributes
 
 # "on Beauty, `expression`": the README names the data each example is for.
 EXAMPLE = re.compile(r"on (Beauty|ML-100K), `([^`\n]+)`")

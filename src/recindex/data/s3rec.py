@@ -33,7 +33,7 @@ def load_s3rec(
     layout: str = "tag",
 ) -> Interactions:
     """Feature tokens are named `field=value` (`brand=OPI`, `category=Nail Polish`, `tag=rock`; value
-    `attr:ID` where no name is known), so that they become filterable attributes (data.item_attributes).
+    `attr:ID` where no name is known), so that they become filterable attributes (index.item_attributes).
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")

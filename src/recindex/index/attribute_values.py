@@ -7,12 +7,16 @@ catalogues. Each item's values are a set: a repeat counts once, and the first pl
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from itertools import chain
 
 import numpy as np
 
 from recindex.errors import InvalidRequest
+
+# What an attribute may be called: a name a filter expression can use as it is.
+NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 MAX_STRING_CHARS = 1024
 MAX_VALUES = 256  # values of one multi-valued attribute per item (Milvus ARRAY capacity)

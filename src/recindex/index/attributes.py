@@ -22,6 +22,7 @@ from recindex.errors import InvalidRequest
 from recindex.index.attribute_values import (
     LISTS,
     MAX_STRING_CHARS,
+    NAME,
     ValueLists,
     check_text,
     distinct_rows,
@@ -138,8 +139,6 @@ class AttributeStore:
             self._set_column(name, slots, values)
 
     def _set_column(self, name: str, slots: np.ndarray, values: Sequence) -> None:
-        from recindex.index.filters import NAME
-
         if not isinstance(name, str) or not NAME.match(name):
             raise InvalidRequest(f"attribute name {name!r} must be an identifier of at most 64 characters")
         if isinstance(values, str | bytes) or len(values) != len(slots):

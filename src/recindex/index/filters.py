@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import ast
 import json
-import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Union
@@ -42,6 +41,7 @@ from typing import TYPE_CHECKING, Union
 import numpy as np
 
 from recindex.errors import InvalidRequest
+from recindex.index.attribute_values import NAME
 
 if TYPE_CHECKING:
     from recindex.index.attributes import AttributeStore
@@ -51,7 +51,6 @@ MAX_LIST_VALUES = 10_000
 MAX_ID_LIST = 1_000_000
 MAX_NODES = 2 * MAX_LIST_VALUES + 1_000  # syntax nodes; a long `in` list is one node per value
 Value = Union[str, float, bool]  # noqa: UP007 (a runtime alias)
-NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 
 @dataclass(frozen=True)

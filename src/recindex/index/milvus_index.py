@@ -49,10 +49,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from recindex.errors import BundleError, InvalidRequest, RecIndexError
-from recindex.index.attribute_values import MAX_VALUES, value_set
+from recindex.index.attribute_values import MAX_VALUES, NAME, value_set
 from recindex.index.attributes import MAX_ATTRIBUTES, MAX_STRING_CHARS, _kind_of
 from recindex.index.base import BaseIndex, Capabilities, Metric, SearchResult, top_k
-from recindex.index.filters import NAME, AllOf, AnyOf, Expr, Filter, Member, Negation, milvus_expression
+from recindex.index.filters import AllOf, AnyOf, Expr, Filter, Member, Negation, milvus_expression
 
 TOKEN_ENV = "RECINDEX_MILVUS_TOKEN"
 ID, VECTOR = "id", "vector"

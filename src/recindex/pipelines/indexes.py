@@ -6,7 +6,7 @@ checksums cover the model); the index manifest checksums the index files. Loadin
 bundle id differs from the bundle's, so a query encoder never meets an index built by another model.
 
 Item attributes written with the index (for filters) come from the bundle's data: see
-`recindex.data.item_attributes`.
+`recindex.index.item_attributes`.
 
 Learned backends take material from the bundle they are built on (MFLI's codebook, URI's decoder and
 codes, the items' query views for CI): the family table says which family's bundles give what.
@@ -23,12 +23,12 @@ from typing import Any
 import numpy as np
 
 from recindex.bundle import Bundle
-from recindex.data.item_attributes import item_attributes
 from recindex.errors import BundleError, InvalidRequest
 from recindex.index.base import BaseIndex, check_metric, read_index_manifest
 from recindex.index.factory import CORE_BACKENDS, Backend, check_options, key_values
 from recindex.index.factory import load_index as load_with
 from recindex.index.factory import make_index as make_with
+from recindex.index.item_attributes import item_attributes
 from recindex.mfli.index import MFLIIndex
 from recindex.pipelines.families import family_of_manifest
 from recindex.sci.index import CIIndex

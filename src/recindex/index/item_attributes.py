@@ -21,8 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from recindex.data.interactions import Interactions
-from recindex.index.attribute_values import ValueLists
-from recindex.index.filters import NAME
+from recindex.index.attribute_values import NAME, ValueLists
 
 POPULARITY = "popularity"
 
