@@ -116,3 +116,41 @@ def family_bundle(tmp_path_factory):
 
     return train
 
+
+@pytest.fixture
+def serve(tmp_path):
+    """serve(bundle, spec, **search_params) -> the bundle's index behind the service, with a write-ahead
+    log: a namespace of `http` (a test client; API key "test-key"), `version`, `index` and `restart()`,
+    which serves an index built afresh from the bundle with the log replayed, as a restarted service."""
+    from types import SimpleNamespace
+
+    from fastapi.testclient import TestClient
+
+    from recindex.index.in_bundle import build_bundle_index
+    from recindex.serve.app import create_app
+    from recindex.serve.items import ItemWriter
+    from recindex.serve.recommender import Recommender, ServingVersion
+    from recindex.serve.settings import ServiceSettings
+    from recindex.serve.wal import WriteAheadLog
+
+    logs = []
+
+    def start(bundle, spec: str, replay: bool = False, **search_params):
+        _, index, _ = build_bundle_index(bundle, spec, search_params=search_params or None, overwrite=True)
+        version = ServingVersion.of(bundle, index)
+        logs.append(WriteAheadLog(tmp_path / "items.wal").open())
+        writer = ItemWriter(version, logs[-1])
+        if replay:
+            writer.replay()
+        app = create_app(ServiceSettings(api_keys=["test-key"]), Recommender(version), writer)
+        http = TestClient(app, raise_server_exceptions=False)
+
+        def restart():
+            logs[-1].close()
+            return start(bundle, spec, replay=True, **search_params)
+
+        return SimpleNamespace(http=http, version=version, index=index, restart=restart)
+
+    yield start
+    for log in logs:
+        log.close()
