@@ -272,9 +272,13 @@ def _recommend_with(page, where: str) -> None:
 def test_the_filter_placeholder_is_a_working_filter_on_this_bundles_attributes(page, served):
     base, _ = served
     attributes = httpx.get(base + "/v1/attributes").json()["attributes"]
-    year_like = next(a for a in attributes if a["name"] == "attr")  # synthetic items: a numeric attr
+    # synthetic items hold several `attr=N` tokens: a multi-valued attribute, filtered with contains
+    tags = next(a for a in attributes if a["name"] == "attr")
+    assert tags["kind"] == "str_list" and tags["items"] > 0
     placeholder = _placeholder(page, base)
-    assert placeholder == f"attr >= {year_like['examples'][1]}", placeholder  # the data's own, not popularity
+    popularity = next(a for a in attributes if a["name"] == "popularity")  # the only number here
+    expected = f'contains(attr, "{tags["examples"][0]}") and popularity >= {popularity["examples"][1]}'
+    assert placeholder == expected, placeholder  # the data's own attribute first
     _recommend_with(page, placeholder)
     assert page.inner_text("#fallback") == "no fallback"  # the index answered, not popularity
 

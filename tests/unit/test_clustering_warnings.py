@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from recindex.errors import InvalidRequest
-from recindex.index.factory import make_index
+from recindex.pipelines.indexes import make_index
 
 
 def _vectors(n: int, dim: int = 16, seed: int = 0) -> np.ndarray:

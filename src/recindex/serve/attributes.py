@@ -17,7 +17,8 @@ MAX_EXAMPLE_CHARS = 100
 
 def attribute_summary(version: ServingVersion) -> list[dict]:
     """[{name, kind, items, examples}] per attribute: `items` holding a value; `examples` the most
-    common strings, the min, median and max of numbers, or true/false."""
+    common strings (of single or multi-valued attributes), the min, median and max of numbers, or
+    true/false."""
     table = getattr(version.popular, "table", None)
     store = getattr(table, "attributes", None)
     if store is None:
@@ -26,12 +27,12 @@ def attribute_summary(version: ServingVersion) -> list[dict]:
     rows = []
     for name, column in store.columns.items():
         values = column.values[:used]
-        if column.kind == "str":
+        if column.kind in ("str", "str_list"):  # a multi-valued row holds several codes, -1 padded
             codes = values[values >= 0]
             counts = np.bincount(codes, minlength=len(column.vocabulary)) if len(codes) else np.zeros(0)
             common = np.argsort(-counts, kind="stable")[:MAX_EXAMPLES]
             examples = [column.vocabulary[c][:MAX_EXAMPLE_CHARS] for c in common.tolist() if counts[c] > 0]
-            present = len(codes)
+            present = int((values >= 0).any(axis=1).sum()) if values.ndim == 2 else len(codes)
         elif column.kind == "num":
             numbers = values[~np.isnan(values)]
             present = len(numbers)
