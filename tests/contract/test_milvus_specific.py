@@ -16,7 +16,8 @@ pytest.importorskip("milvus_lite", reason="Milvus Lite is not installed (pip ins
 
 from recindex.errors import BundleError, InvalidRequest, RecIndexError  # noqa: E402
 from recindex.index.exact_index import ExactIndex  # noqa: E402
-from recindex.index.milvus_index import MilvusIndex, collection_name  # noqa: E402
+from recindex.index.milvus.connection import collection_name  # noqa: E402
+from recindex.index.milvus_index import MilvusIndex  # noqa: E402
 from recindex.pipelines.indexes import load_index  # noqa: E402
 
 N, DIM, K = 500, 16, 10
