@@ -7,8 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-
-from conftest import ROOT
+from tests.conftest import ROOT
 
 DOC = ROOT / "docs" / "data.md"
 BLOCK = re.compile(r"^```(\w*)\n(.*?)^```$", re.S | re.M)

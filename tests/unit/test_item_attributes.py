@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from dataset_folders import shipped
+from tests.conftest import SHARED_DATA
 
-from conftest import SHARED_DATA
 from recindex.data.interactions import Interactions, ItemFeatures
 from recindex.index.item_attributes import item_attributes
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from dataset_folders import shipped
+from tests.conftest import ROOT, SHARED_DATA
 
-from conftest import ROOT, SHARED_DATA
 from recindex.index.exact_index import ExactIndex
 from recindex.index.item_attributes import item_attributes
 
