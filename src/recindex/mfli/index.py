@@ -94,7 +94,15 @@ class MFLIIndex(BaseIndex):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(upsert=True, remove=True, filter="native", persist=True, attributes=True)
+        return Capabilities(
+            upsert=True,
+            remove=True,
+            filter="native",
+            persist=True,
+            attributes=True,
+            triggers=True,
+            rebuild=True,
+        )
 
     def __len__(self) -> int:
         return len(self.table)

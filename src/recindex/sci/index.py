@@ -114,7 +114,14 @@ class CIIndex(ExactIndex):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(upsert=True, remove=True, filter="native", persist=True, attributes=True)
+        return Capabilities(
+            upsert=True,
+            remove=True,
+            filter="native",
+            persist=True,
+            attributes=True,
+            query_views=self.place == "query",
+        )
 
     # ---- build and writes --------------------------------------------------------------------------
 

@@ -88,7 +88,9 @@ class URIIndex(ExactIndex):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(upsert=True, remove=True, filter="native", persist=True, attributes=True)
+        return Capabilities(
+            upsert=True, remove=True, filter="native", persist=True, attributes=True, triggers=True
+        )
 
     # ---- writes ----------------------------------------------------------------------------------------
 
