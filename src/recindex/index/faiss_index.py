@@ -29,7 +29,16 @@ import numpy as np
 
 from recindex.errors import InvalidRequest
 from recindex.index.attributes import AttributeStore
-from recindex.index.base import MAX_K, MAX_QUERIES, BaseIndex, Capabilities, Metric, SearchResult, top_k
+from recindex.index.base import (
+    MAX_K,
+    MAX_QUERIES,
+    BaseIndex,
+    Capabilities,
+    Metric,
+    Partitions,
+    SearchResult,
+    top_k,
+)
 from recindex.index.faiss_layers import (
     Layers,
     distances_computed,
@@ -345,6 +354,21 @@ class FaissIndex(BaseIndex):
         except RuntimeError:
             return False
         return True
+
+    def partitions(self) -> Partitions:
+        """An IVF index's lists, as buckets by item id (other FAISS structures have no partition)."""
+        try:
+            ivf = faiss.extract_index_ivf(self.index)
+        except RuntimeError:
+            return super().partitions()
+        labels = self.table.ids  # FAISS stores slots; the table maps them to item ids
+        bucket_of = np.full(int(labels.max()) + 1 if len(labels) else 0, -1, np.int64)
+        for cell in range(ivf.nlist):
+            size = ivf.invlists.list_size(cell)
+            if size:
+                ids = labels[faiss.rev_swig_ptr(ivf.invlists.get_ids(cell), size)]
+                bucket_of[ids[ids >= 0]] = cell
+        return Partitions({"IVF lists": bucket_of})
 
     # ---- persistence -----------------------------------------------------------------------------
 
