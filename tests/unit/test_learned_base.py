@@ -191,6 +191,10 @@ def test_equal_scores_come_in_slot_order():
     score = lambda who, s: np.ones((len(who), 1)) @ rows[s, :1].T  # noqa: E731
     slots, _, _ = rank(np.array([[1, 0], [0, -1]]), lists, 6, score)
     np.testing.assert_array_equal(slots, [[0, 1, 2, 3, 4, 5], [1, 3, 5, -1, -1, -1]])
+    # a tie across the k-th place is settled the same way: the lowest slots are kept
+    for k in range(1, 6):
+        slots, _, _ = rank(np.array([[1, 0], [0, 1]] * 4), lists, k, score)
+        assert (slots == np.arange(k)).all()
 
 
 # ---- the index -----------------------------------------------------------------------------------

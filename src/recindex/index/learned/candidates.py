@@ -170,6 +170,15 @@ def _best(values: np.ndarray, members: np.ndarray, k: int) -> tuple[np.ndarray, 
     take = min(k, width)
     if take < width:
         part = np.argpartition(-values, take - 1, axis=1)[:, :take]
+        # argpartition splits a tie at the k-th score arbitrarily (scores from shared codes tie often):
+        # where it did, keep the tied items of the lowest slots, so that the answer is well defined
+        kth = np.take_along_axis(values, part, axis=1).min(1)[:, None]
+        above = values > kth
+        tied = values == kth
+        split = np.flatnonzero(np.isfinite(kth[:, 0]) & (tied.sum(1) > take - above.sum(1)))
+        if len(split):
+            key = np.where(above[split], -1, np.where(tied[split], members[split], np.iinfo(np.int64).max))
+            part[split] = np.argpartition(key, take - 1, axis=1)[:, :take]
     else:
         part = np.broadcast_to(np.arange(width), values.shape)
     best = np.take_along_axis(values, part, axis=1)
