@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -58,7 +59,7 @@ class Lists:
         np.cumsum(np.bincount(flat, minlength=n_partitions), out=offsets[1:])
         return cls(offsets, slots[order])
 
-    @property
+    @cached_property
     def sizes(self) -> np.ndarray:
         return np.diff(self.offsets)
 
@@ -168,27 +169,27 @@ def _best(values: np.ndarray, members: np.ndarray, k: int) -> tuple[np.ndarray, 
     """Each row's k best (slots, scores), best first, equal scores in slot order; -1 / -inf past the end."""
     rows, width = values.shape
     take = min(k, width)
+    row = np.arange(rows)[:, None]
     if take < width:
         part = np.argpartition(-values, take - 1, axis=1)[:, :take]
+        kth = values[row, part].min(1, keepdims=True)
         # argpartition splits a tie at the k-th score arbitrarily (scores from shared codes tie often):
-        # where it did, keep the tied items of the lowest slots, so that the answer is well defined
-        kth = np.take_along_axis(values, part, axis=1).min(1)[:, None]
-        above = values > kth
-        tied = values == kth
-        split = np.flatnonzero(np.isfinite(kth[:, 0]) & (tied.sum(1) > take - above.sum(1)))
+        # where it did (more items reach the k-th score than there are places), keep the tied items of
+        # the lowest slots, so that the answer is well defined
+        split = np.flatnonzero(((values >= kth).sum(1) > take) & np.isfinite(kth[:, 0]))
         if len(split):
-            key = np.where(above[split], -1, np.where(tied[split], members[split], np.iinfo(np.int64).max))
+            ahead, level = values[split] > kth[split], values[split] == kth[split]
+            key = np.where(ahead, -1, np.where(level, members[split], np.iinfo(np.int64).max))
             part[split] = np.argpartition(key, take - 1, axis=1)[:, :take]
     else:
         part = np.broadcast_to(np.arange(width), values.shape)
-    best = np.take_along_axis(values, part, axis=1)
-    found = np.take_along_axis(members, part, axis=1)
+    best, found = values[row, part], members[row, part]
     order = np.lexsort((found, -best), axis=1)
-    best = np.take_along_axis(best, order, axis=1)
-    found = np.where(np.isfinite(best), np.take_along_axis(found, order, axis=1), -1)
+    best, found = best[row, order], found[row, order]
     slots = np.full((rows, k), -1, np.int64)
     scores = np.full((rows, k), -np.inf, np.float32)
-    slots[:, :take], scores[:, :take] = found, best
+    slots[:, :take] = np.where(np.isfinite(best), found, -1)
+    scores[:, :take] = best
     return slots, scores
 
 
