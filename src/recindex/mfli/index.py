@@ -256,8 +256,7 @@ class MFLIIndex(PartitionedIndex):
         ]
         ids, scores = self._scan(queries, k, chosen, per_facet_budget, eligible)
         scored = sum(
-            _scanned(lists.sizes, picked, per_facet_budget)
-            for lists, picked in zip(self._lists, chosen, strict=True)
+            lists.scanned(picked, per_facet_budget) for lists, picked in zip(self._lists, chosen, strict=True)
         )
         return SearchResult(ids, scores, scored)
 
@@ -326,9 +325,7 @@ class MFLIIndex(PartitionedIndex):
         out_scores = np.full((1, k), -np.inf, np.float32)
         kept = ids[0][keep][:k]
         out_ids[0, : len(kept)], out_scores[0, : len(kept)] = kept, scores[0][keep][:k]
-        scored = sum(
-            _scanned(lists.sizes, row, budget) for lists, row in zip(self._lists, chosen, strict=True)
-        )
+        scored = sum(lists.scanned(row, budget) for lists, row in zip(self._lists, chosen, strict=True))
         return SearchResult(out_ids, out_scores, scored)
 
     # ---- persistence -----------------------------------------------------------------------------
@@ -374,16 +371,6 @@ class MFLIIndex(PartitionedIndex):
 
     def _loaded(self, folder: Path) -> None:
         self._lists = [self._filled_lists(f, tree.n_leaves) for f, tree in enumerate(self._trees)]
-
-
-def _scanned(sizes: np.ndarray, leaves: np.ndarray, budget: int) -> np.ndarray:
-    """Items scanned per query: the chosen leaves' sizes, best first, up to and including the leaf
-    that takes the total to `budget` (where FAISS's `max_codes` stops)."""
-    counts = np.where(leaves >= 0, sizes[np.where(leaves >= 0, leaves, 0)], 0)
-    running = np.cumsum(counts, axis=1)
-    reached = running >= budget
-    stop = np.where(reached.any(1), reached.argmax(1), running.shape[1] - 1)
-    return running[np.arange(len(running)), stop]
 
 
 def _directions(vectors: np.ndarray, facets: int) -> np.ndarray:
