@@ -229,11 +229,11 @@ class PartitionedIndex(BaseIndex):
     # ---- reports -----------------------------------------------------------------------------------
 
     def partitions(self) -> Partitions:
-        live = self.table.live_slots()
-        buckets = {
-            name: self.by_item_id(live, values) for name, values in self._slot_partitions(live).items()
-        }
-        return Partitions(buckets, self._partition_details())
+        with self._guard:  # one consistent view while a service writes
+            live = self.table.live_slots()
+            named = self._slot_partitions(live)
+            buckets = {name: self.by_item_id(live, values) for name, values in named.items()}
+            return Partitions(buckets, self._partition_details())
 
     def by_item_id(self, slots: np.ndarray, values: np.ndarray) -> np.ndarray:
         """Values of live `slots` laid out by item id: (largest id + 1,) int64, -1 at ids not given."""
