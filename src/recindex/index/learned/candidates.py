@@ -117,7 +117,8 @@ def _blocks(per_row: np.ndarray):
     """Row ranges whose score matrices (rows x widest row) stay within BLOCK_ENTRIES."""
     start = 0
     while start < len(per_row):
-        widest = np.maximum.accumulate(np.maximum(per_row[start:], 1))
+        most = max(1, BLOCK_ENTRIES // max(1, int(per_row[start])))  # rows that could fit at all
+        widest = np.maximum.accumulate(np.maximum(per_row[start : start + most], 1))
         fits = widest * np.arange(1, len(widest) + 1) <= BLOCK_ENTRIES
         stop = start + max(1, int(fits.sum()))  # widest x rows only grows, so the fitting rows lead
         yield start, stop
