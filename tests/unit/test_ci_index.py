@@ -145,8 +145,7 @@ def test_save_and_load_round_trip(views, tmp_path):
 def test_multi_assignment_puts_an_item_in_its_two_nearest_lists(views):
     items, query_views, queries = views
     index = build(items, query_views, assign=2)
-    offsets, slots = index.members()
-    assert offsets[-1] == 2 * len(items)
+    assert index.lists().offsets[-1] == 2 * len(items)
     found = index.search(queries, 10, params={"nprobe": 1})
     assert all(len(np.unique(row)) == 10 for row in found.ids)
 

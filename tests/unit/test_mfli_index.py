@@ -88,7 +88,7 @@ def test_trigger_items_lead_to_items_of_their_cluster():
     index = MFLIIndex(16, codewords=16)
     index.add(np.arange(3000), ITEMS)
     cluster = np.flatnonzero(LABELS[0] == LABELS)[:5]
-    result = index.search_triggers(cluster, 20, leaves=8)
+    result = index.search_triggers(cluster, 20, params={"leaves": 8})
     found = result.ids[0][result.ids[0] >= 0]
     assert not np.isin(found, cluster).any()
     assert np.mean(LABELS[found] == LABELS[0]) > 0.8

@@ -165,3 +165,35 @@ def test_codes_stay_with_their_items_when_removals_compact_the_storage():
     # every leaf searched: the same scores as exact search over what is left (the copies tie)
     expected = -np.sort(-(QUERIES @ index.vectors_of(ids).T), axis=1)[:, :5]
     np.testing.assert_allclose(index.search(QUERIES, 5).scores, expected, rtol=1e-5)
+
+
+def test_a_new_item_joins_a_leaf_that_items_already_stored_have():
+    """An item coded on arrival is restricted to the tokens that exist among the items already stored,
+    not among them plus its own batch's unwritten (all-zero) codes."""
+    codes = CODES.copy()
+    codes[:, 0] = CODES[:, 0] % (K - 1) + 1  # no stored item starts with token 0
+    weights = decoder_state([K, K])
+    for layer in range(2):  # a decoder that prefers token 0 at every layer
+        weights[f"heads.{layer}.bias"] = weights[f"heads.{layer}.bias"].copy()
+        weights[f"heads.{layer}.bias"][0] = 100.0
+    index = make_index(
+        "uri",
+        3 * D,
+        options={"decoder": weights, "token_sizes": [K, K], "leaf_layers": 2, "codes": codes},
+    )
+    index.add(np.arange(N), ITEMS)
+    index.add([N + 1, N + 2], ITEMS[:2])  # unknown ids: coded by the decoder
+    ids, assigned = index.codes_of_items()
+    existing = set((codes[:, 0] * K + codes[:, 1]).tolist())
+    for item in (N + 1, N + 2):
+        code = assigned[ids == item][0]
+        assert code[0] != 0 and int(code[0] * K + code[1]) in existing
+
+
+def test_a_filter_that_empties_the_beams_leaves_falls_back_to_every_matching_item():
+    """As every backend: when k items match the filter, k come back (the contract's guarantee)."""
+    index = build(beam=1)
+    allowed = np.arange(0, N, 37)  # 9 items, mostly outside any one leaf
+    found = index.search(QUERIES, 5, filter={"allow_ids": allowed.tolist()})
+    expected = allowed[exact_top(QUERIES, 5, ITEMS[allowed])]
+    np.testing.assert_array_equal(found.ids, expected)

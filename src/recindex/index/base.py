@@ -22,7 +22,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -47,6 +47,19 @@ class Capabilities:
     filter: Literal["native", "post-filter"] = "native"  # how attribute/id filters are applied
     persist: bool = True
     attributes: bool = True
+    # The calls beyond the contract's core, declared so that callers never probe for methods:
+    triggers: bool = False  # `search_triggers`: an item-to-item path of its own
+    rebuild: bool = False  # `rebuild`: the layout can be recomputed from the items it holds
+    query_views: bool = False  # `add_with_views`: new items are placed by their query-tower view
+
+
+@dataclass
+class Partitions:
+    """How an index divides its items, for reports: name -> bucket of each item id (ids 0..the largest,
+    -1 where an id is not in the index), and figures that come with them (e.g. codeword use)."""
+
+    buckets: dict[str, np.ndarray]
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -58,6 +71,12 @@ class SearchResult:
     def __iter__(self):
         yield self.ids
         yield self.scores
+
+    @classmethod
+    def empty(cls, n_queries: int, k: int) -> SearchResult:
+        """Rows with nothing found (no item is eligible), and nothing scored."""
+        ids = np.full((n_queries, k), -1, np.int64)
+        return cls(ids, np.full((n_queries, k), -np.inf, np.float32), np.zeros(n_queries))
 
 
 def check_metric(index_metric: str, model_metric: str, normalized: bool) -> None:
@@ -103,6 +122,20 @@ def as_ids(ids, what: str = "ids") -> np.ndarray:
     if array.size and array.min() < 0:
         raise InvalidRequest(f"{what} must be non-negative (found {int(array.min())})")
     return array
+
+
+def check_k(k, size: int) -> None:
+    """Refuse a k that is not a whole number in 1..min(size, MAX_K), or any k on an empty index."""
+    if size == 0:
+        raise InvalidRequest("the index is empty: add items before searching")
+    if not isinstance(k, int | np.integer) or isinstance(k, bool) or k < 1:
+        raise InvalidRequest(f"k must be a positive integer, got {k!r}")
+    if k > min(size, MAX_K):
+        raise InvalidRequest(
+            f"k={k} is larger than the index ({size:,} items)"
+            if k > size
+            else f"k={k} is above the limit of {MAX_K}"
+        )
 
 
 def normalize(vectors: np.ndarray) -> np.ndarray:
@@ -212,16 +245,7 @@ class BaseIndex(ABC):
         if len(queries) > MAX_QUERIES:
             raise InvalidRequest(f"{len(queries):,} queries in one call; at most {MAX_QUERIES:,}")
         size = len(self)
-        if size == 0:
-            raise InvalidRequest("the index is empty: add items before searching")
-        if not isinstance(k, int | np.integer) or isinstance(k, bool) or k < 1:
-            raise InvalidRequest(f"k must be a positive integer, got {k!r}")
-        if k > min(size, MAX_K):
-            raise InvalidRequest(
-                f"k={k} is larger than the index ({size:,} items)"
-                if k > size
-                else f"k={k} is above the limit of {MAX_K}"
-            )
+        check_k(k, size)
         if self.metric == "cosine":
             queries = normalize(queries)
         resolved = (
@@ -240,6 +264,30 @@ class BaseIndex(ABC):
         with self._guard:
             found = self._search(queries, fetch, flt, resolved)
         return drop_excluded(found, exclusions, int(k))
+
+    # ---- beyond the core, where `capabilities` says so --------------------------------------------
+
+    def search_triggers(
+        self,
+        trigger_ids,
+        k: int,
+        *,
+        filter: Filter | str | dict | None = None,  # noqa: A002
+        params: Mapping[str, Any] | None = None,
+    ) -> SearchResult:
+        """Items like the trigger items (one row), the triggers left out: the index's own item-to-item
+        path, where `capabilities.triggers`. Others answer the triggers' mean vector through `search`."""
+        raise InvalidRequest(f"a {self.backend} index has no trigger path: search with the triggers' vector")
+
+    def rebuild(self) -> dict:
+        """Recompute the layout from the items held (where `capabilities.rebuild`); returns a report."""
+        raise InvalidRequest(f"a {self.backend} index has nothing to rebuild")
+
+    def partitions(self) -> Partitions:
+        """The buckets the index divides its items into (partitioned indexes), for quality reports."""
+        raise InvalidRequest(
+            f"a {self.backend} index has no partition to report (the learned indexes and FAISS IVF do)"
+        )
 
     def resolve_params(self, params: Mapping[str, Any] | None, merge: bool = True) -> dict[str, Any]:
         params = dict(params or {})

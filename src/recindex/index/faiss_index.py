@@ -29,10 +29,20 @@ import numpy as np
 
 from recindex.errors import InvalidRequest
 from recindex.index.attributes import AttributeStore
-from recindex.index.base import MAX_K, MAX_QUERIES, BaseIndex, Capabilities, Metric, SearchResult, top_k
+from recindex.index.base import (
+    MAX_K,
+    MAX_QUERIES,
+    BaseIndex,
+    Capabilities,
+    Metric,
+    Partitions,
+    SearchResult,
+    top_k,
+)
 from recindex.index.faiss_layers import (
     Layers,
     distances_computed,
+    ivf_lists,
     layers_of,
     reset_stats,
     search_parameters,
@@ -242,7 +252,7 @@ class FaissIndex(BaseIndex):
         mask = self.table.eligible(flt) if (flt is not None or self.tombstones) else None
         n_match = len(self.table) if mask is None else int(mask.sum())
         if n_match == 0:
-            return _empty(len(queries), k)
+            return SearchResult.empty(len(queries), k)
         if mask is not None and n_match <= max(k, params["exact_below"]):
             return self._exact(queries, k, np.flatnonzero(mask))
         result = self._approximate(queries, k, mask, n_match, params)
@@ -348,6 +358,11 @@ class FaissIndex(BaseIndex):
             return False
         return True
 
+    def partitions(self) -> Partitions:
+        """An IVF index's lists, as buckets by item id (other FAISS structures have no partition)."""
+        lists = ivf_lists(self.index, self.table.ids)  # FAISS stores slots; the table maps them to ids
+        return super().partitions() if lists is None else Partitions({"IVF lists": lists})
+
     # ---- persistence -----------------------------------------------------------------------------
 
     def _save(self, folder: Path) -> dict:
@@ -378,10 +393,3 @@ class FaissIndex(BaseIndex):
             )
         return index
 
-
-def _empty(n_queries: int, k: int) -> SearchResult:
-    return SearchResult(
-        np.full((n_queries, k), -1, np.int64),
-        np.full((n_queries, k), -np.inf, np.float32),
-        np.zeros(n_queries),
-    )

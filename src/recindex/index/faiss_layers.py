@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import faiss
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -153,3 +154,19 @@ def distances_computed(layers: Layers, n_queries: int, k: int, params: dict, n_i
     if layers.has_refine:
         scored += k * float(params.get("k_factor", 4))
     return scored
+
+
+def ivf_lists(index: faiss.Index, labels: np.ndarray) -> np.ndarray | None:
+    """The inverted list of each item, by item id (-1 where absent), for an index with IVF lists;
+    None for one without. `labels` maps FAISS's stored ids (slots) to item ids."""
+    try:
+        ivf = faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return None
+    bucket_of = np.full(int(labels.max()) + 1 if len(labels) else 0, -1, np.int64)
+    for cell in range(ivf.nlist):
+        size = ivf.invlists.list_size(cell)
+        if size:
+            ids = labels[faiss.rev_swig_ptr(ivf.invlists.get_ids(cell), size)]
+            bucket_of[ids[ids >= 0]] = cell
+    return bucket_of

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from recindex.errors import InvalidRequest
-from recindex.index.base import BaseIndex, Capabilities, SearchResult
+from recindex.index.base import BaseIndex, Capabilities, SearchResult, check_k
 from recindex.index.filters import Filter
 
 MAX_SHARDS = 256
@@ -80,7 +80,7 @@ class ShardedIndex(BaseIndex):
 
     def search(self, queries, k: int, *, filter=None, params=None, exclude=None) -> SearchResult:  # noqa: A002
         # Exclusion is handed to every shard (each over-fetches for it), so it bypasses the base class's.
-        self._check_k(k)
+        check_k(k, len(self))
         queries = np.asarray(queries, np.float32)
         jobs = [(s, min(int(k), len(s))) for s in self.shards if len(s)]
         if self._pool is None:
@@ -107,14 +107,6 @@ class ShardedIndex(BaseIndex):
             else [own[0].search(queries, own[1], filter=filter, params=params, exclude=exclude)]
         )
         return merge([f.result() for f in futures] + mine, int(k))
-
-    def _check_k(self, k) -> None:
-        if not isinstance(k, int | np.integer) or isinstance(k, bool) or k < 1:
-            raise InvalidRequest(f"k must be a positive integer, got {k!r}")
-        if len(self) == 0:
-            raise InvalidRequest("the index is empty: add items before searching")
-        if k > len(self):
-            raise InvalidRequest(f"k={k} is larger than the index ({len(self):,} items)")
 
     def _search(self, queries: np.ndarray, k: int, flt: Filter | None, params: dict) -> SearchResult:
         raise NotImplementedError  # `search` is overridden

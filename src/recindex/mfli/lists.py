@@ -101,3 +101,12 @@ class LeafLists:
             params,
         )
         return scores, slots
+
+    def scanned(self, leaves: np.ndarray, budget: int) -> np.ndarray:
+        """Items `search` scans per query: the (n, p) leaves' sizes, best first, up to and including the
+        leaf that takes the total to `budget` (where FAISS's `max_codes` stops)."""
+        counts = np.where(leaves >= 0, self.sizes[np.where(leaves >= 0, leaves, 0)], 0)
+        running = np.cumsum(counts, axis=1)
+        reached = running >= budget
+        stop = np.where(reached.any(1), reached.argmax(1), running.shape[1] - 1)
+        return running[np.arange(len(running)), stop]

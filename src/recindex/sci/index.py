@@ -5,9 +5,8 @@ Build (the first `add`):
    `query_views` option, by item id) and, with `coarse="items+queries"`, on logged query vectors
    f_q(Q) too (`logged_queries`: one per training user). Each item goes to the list of its query view's
    nearest centroid (the `assign` nearest with multi-assignment). The default is the items alone (ours;
-   the design notes suggested both): on Beauty's validation split, with the plain towers and 128 lists,
-   adding the logged queries cut routing consistency at nprobe 4 from 0.68 to 0.15 and Recall@10 from
-   0.104 to 0.086 (`benchmarks/sci_bars.py choices`);
+   the design notes suggested both): on Beauty's validation split adding the logged queries cut
+   routing consistency and Recall@10 (docs/sci.md, `benchmarks/sci_bars.py choices`);
 2. fine: residual quantization in the *item view*: b_i - c_k(i) (the item vector minus its list's
    centroid; meaningful because SymmAligner put both views in one space), `levels` x `codewords`
    RQ-KMeans (our default 2 x 256, as the design notes suggest).
@@ -24,15 +23,18 @@ Coarse id + fine codes are the item's coarse-to-fine semantic ID (`semantic_ids`
 `place="item"` (ours, an option) keeps the query-view centroids but puts each item in the list whose
 centroid, read as a query, scores its item vector highest: the lists then hold what their queries
 score, not what their queries resemble. On Beauty's validation split the two tie with SymmAligner
-towers, and placing by the item vector loses 9% of Recall@10 with plain towers (their item vectors
-crowd into a few lists), so the query view stays the default (`benchmarks/sci_bars.py choices`).
+towers and placing by the item vector loses with plain towers (their item vectors crowd into a few
+lists), so the query view stays the default (docs/sci.md).
 
 Writes after the build: an item gets its list from its query view when the `query_views` given at build
 time cover its id, or when it comes through `add_with_views` (the service does this for items upserted
 by content); otherwise from its item vector (the contract's `add` hands a backend one vector per item;
 routing a new item by its item view is sound to the degree the towers are aligned, which is what
-SymmAligner trains). Its fine codes come from the trained codebook. Rows, attributes, filters and
-removal are the exact backend's.
+SymmAligner trains). Its fine codes come from the trained codebook.
+
+This module decides only placement (the lists and codes of an item) and routing (the lists a query
+probes, and the compressed score of `fine="rq"`); storage, filters, removal, batched rescoring and
+persistence are the learned-index base's (`recindex.index.learned`).
 
 The lists are scanned here, not in a FAISS IVF, because FAISS assigns an item to a list by the vector
 it stores, and CI assigns by one view while it stores and scores another.
@@ -47,9 +49,8 @@ import faiss
 import numpy as np
 
 from recindex.errors import InvalidRequest
-from recindex.index.base import Capabilities, Metric, SearchResult, as_ids, as_matrix
-from recindex.index.exact_index import ExactIndex
-from recindex.index.filters import Filter
+from recindex.index.base import Metric, as_ids, as_matrix
+from recindex.index.learned import Column, Lists, PartitionedIndex, Route, number_codes
 from recindex.quant.codebook import assign_codes, fit_codebook
 
 COARSE = ("items", "items+queries")
@@ -64,7 +65,7 @@ def default_nlist(n: int) -> int:
     return max(1, min(n, 2 ** round(math.log2(max(1.0, math.sqrt(n))))))
 
 
-class CIIndex(ExactIndex):
+class CIIndex(PartitionedIndex):
     backend = "ci"
     default_search_params = {"nprobe": 8, "fine": "flat"}
 
@@ -86,7 +87,6 @@ class CIIndex(ExactIndex):
     ):
         if metric not in ("ip", "cosine"):
             raise InvalidRequest(f"a ci index scores by inner product (ip or cosine), got {metric!r}")
-        super().__init__(dim, metric, "float32", search_params)
         if not isinstance(nlist, int) or not 0 <= nlist <= MAX_LISTS:
             raise InvalidRequest(
                 f"nlist must be an integer in 0..{MAX_LISTS} (0: about sqrt(n)), got {nlist!r}"
@@ -101,22 +101,25 @@ class CIIndex(ExactIndex):
             raise InvalidRequest(f"coarse must be one of {', '.join(COARSE)}, got {coarse!r}")
         if place not in PLACE:
             raise InvalidRequest(f"place must be one of {', '.join(PLACE)}, got {place!r}")
+        columns = {
+            "lists": Column(assign, np.int64, 0, "lists.npy"),  # per slot: its lists, nearest first
+            "codes": Column(levels, np.int64, 0, "codes.npy"),  # per slot: its fine codes
+        }
+        super().__init__(dim, metric, search_params, columns)
         self.nlist, self.levels, self.codewords, self.assign = nlist, levels, codewords, assign
         self.coarse, self.place, self.seed = coarse, place, seed
         self.query_views = _views(query_views, dim, "query_views")
         self.logged_queries = _views(logged_queries, dim, "logged_queries")
         self.centroids: np.ndarray | None = None  # (nlist, d), query view
         self.codebook = np.zeros((0, 1, 0, dim), np.float32)  # (levels, 1, codewords, d), item view
-        self._lists = np.zeros((0, assign), np.int64)  # per slot: its lists, nearest first
-        self._codes = np.zeros((0, levels), np.int64)  # per slot: its fine codes
-        self._members: tuple[np.ndarray, np.ndarray] | None = None  # CSR (offsets, slots) by list
+        self._lists: Lists | None = None  # slots by list, built on the first search after a write
         self._given_views: dict[int, np.ndarray] = {}  # set by `add_with_views` for one add
 
     @property
-    def capabilities(self) -> Capabilities:
-        return Capabilities(upsert=True, remove=True, filter="native", persist=True, attributes=True)
+    def places_by_query_view(self) -> bool:
+        return self.place == "query"
 
-    # ---- build and writes --------------------------------------------------------------------------
+    # ---- build and placement ---------------------------------------------------------------------
 
     def add_with_views(self, ids, vectors, query_views, *, attributes=None) -> None:
         """As `add`, with each item routed by the query view given (f_q(I): for a new item known by its
@@ -173,7 +176,7 @@ class CIIndex(ExactIndex):
         order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1)
         return np.take_along_axis(part, order, axis=1)
 
-    def _add(self, ids: np.ndarray, vectors: np.ndarray, attributes) -> None:
+    def _placement(self, ids: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         views = self._routing_views(ids, vectors)
         if self.centroids is None:
             self._build(views, vectors)
@@ -184,101 +187,80 @@ class CIIndex(ExactIndex):
         if self.levels:
             residuals = vectors - self.centroids[lists[:, 0]]
             codes = assign_codes(self.codebook, residuals[:, None, :])[:, 0, :].astype(np.int64)
-        super()._add(ids, vectors, attributes)
-        slots = self.table.lookup(ids)
-        if len(self._lists) < len(self._rows):
-            self._lists = _grown(self._lists, len(self._rows))
-            self._codes = _grown(self._codes, len(self._rows))
-        self._lists[slots] = lists
-        self._codes[slots] = codes
-        self._members = None
+        return lists, codes
+
+    def _place(self, slots, new, vectors, placement) -> None:
+        lists, codes = placement
+        self.store.columns["lists"][slots] = lists
+        self.store.columns["codes"][slots] = codes
+        self._lists = None
 
     def _compacted(self, keep: np.ndarray) -> None:
-        super()._compacted(keep)
-        self._lists = self._lists[keep].copy()
-        self._codes = self._codes[keep].copy()
-        self._members = None
+        self._lists = None
 
-    def members(self) -> tuple[np.ndarray, np.ndarray]:
-        """CSR of each list's slots (live or not): (offsets (nlist + 1,), slots)."""
-        if self._members is None:
-            used = self.table.used
-            flat_lists = self._lists[:used].reshape(-1)
-            flat_slots = np.repeat(np.arange(used), self.assign)
-            if self.assign > 1:  # a list holds an item once, even if it is among its nearest twice
-                pairs = np.unique(flat_lists * used + flat_slots)
-                flat_lists, flat_slots = pairs // used, pairs % used
-            order = np.argsort(flat_lists, kind="stable")
-            offsets = np.zeros(self.nlist + 1, np.int64)
-            np.cumsum(np.bincount(flat_lists, minlength=self.nlist), out=offsets[1:])
-            self._members = (offsets, flat_slots[order])
-        return self._members
+    def lists(self) -> Lists:
+        """The slots of each list (live or not: removed ones are masked at search time)."""
+        if self._lists is None:
+            self._lists = Lists.of(self.store.columns["lists"][: self.table.used], self.nlist)
+        return self._lists
 
     def semantic_ids(self, ids: np.ndarray) -> np.ndarray:
         """(n, 1 + levels) coarse list + fine codes of live items: their coarse-to-fine semantic IDs."""
         slots = self.table.lookup(np.asarray(ids, np.int64))
         if (slots < 0).any():
             raise InvalidRequest(f"item {int(np.asarray(ids)[slots < 0][0])} is not in the index")
-        return np.concatenate([self._lists[slots, :1], self._codes[slots]], axis=1)
+        columns = self.store.columns
+        return np.concatenate([columns["lists"][slots, :1], columns["codes"][slots]], axis=1)
 
-    # ---- search ----------------------------------------------------------------------------------
+    # ---- routing ---------------------------------------------------------------------------------
 
-    def _search(self, queries: np.ndarray, k: int, flt: Filter | None, params: dict) -> SearchResult:
+    def _route(self, queries: np.ndarray, k: int, params: dict, eligible: np.ndarray | None) -> Route:
         fine = params["fine"]
         if fine not in FINE:
             raise InvalidRequest(f"search parameter fine must be one of {', '.join(FINE)}, got {fine!r}")
         if fine == "rq" and not self.levels:
             raise InvalidRequest("this ci index has no fine codes (levels=0): search it with fine=flat")
-        nprobe = min(int(params["nprobe"]), self.nlist)
-        eligible = self.table.eligible(flt) if (flt is not None or self.table.dead) else None
-        offsets, slots_by_list = self.members()
-        sizes = np.diff(offsets)
-        if eligible is not None:
-            sizes = np.add.reduceat(np.append(eligible[slots_by_list], False), offsets[:-1]) * (sizes > 0)
+        lists = self.lists()
         coarse = queries @ self.centroids.T  # (Q, nlist)
         order = np.argsort(-coarse, axis=1, kind="stable")
-        lut = None
-        if fine == "rq":
-            lut = np.einsum("lmd,qd->qlm", self.codebook[:, 0], queries)  # (Q, levels, codewords)
-        ids = np.full((len(queries), k), -1, np.int64)
-        scores = np.full((len(queries), k), -np.inf, np.float32)
-        scored = np.zeros(len(queries), np.int64)
-        rows = self._rows
-        for q in range(len(queries)):
-            probe = _probed(order[q], sizes, nprobe, k)
-            candidates = np.concatenate([slots_by_list[offsets[c] : offsets[c + 1]] for c in probe])
-            if self.assign > 1:
-                candidates = np.unique(candidates)
-            if eligible is not None:
-                candidates = candidates[eligible[candidates]]
-            scored[q] = len(candidates)
-            if not len(candidates):
-                continue
-            if fine == "flat":
-                values = rows[candidates] @ queries[q]
-            else:
-                values = coarse[q, self._lists[candidates, 0]]
-                for level in range(self.levels):
-                    values = values + lut[q, level, self._codes[candidates, level]]
-            take = min(k, len(candidates))
-            best = np.argpartition(-values, take - 1)[:take] if take < len(values) else np.arange(len(values))
-            best = best[np.lexsort((candidates[best], -values[best]))]
-            ids[q, :take] = self.table.ids[candidates[best]]
-            scores[q, :take] = values[best]
-        return SearchResult(ids, scores, scored)
+        probes = _probed(order, lists.eligible_sizes(eligible), min(int(params["nprobe"]), self.nlist), k)
+        score = self._rq_scorer(queries, coarse) if fine == "rq" else None
+        return Route(probes, lists, score, overlapping=self.assign > 1)
+
+    def _rq_scorer(self, queries: np.ndarray, coarse: np.ndarray):
+        """Scores on the RQ decode, centroid + codewords, from per-query lookup tables."""
+        lut = np.einsum("lmd,qd->qlm", self.codebook[:, 0], queries)  # (Q, levels, codewords)
+        first, codes = self.store.columns["lists"][:, 0], self.store.columns["codes"]
+
+        def score(who: np.ndarray, slots: np.ndarray) -> np.ndarray:
+            values = coarse[who][:, first[slots]]
+            for level in range(self.levels):
+                values = values + lut[who, level][:, codes[slots, level]]
+            return values
+
+        return score
+
+    # ---- reports ---------------------------------------------------------------------------------
+
+    def _slot_partitions(self, live: np.ndarray) -> dict[str, np.ndarray]:
+        first = self.store.columns["lists"][live, 0]
+        partitions = {"coarse lists": first}
+        if self.levels:
+            codes = np.concatenate([first[:, None], self.store.columns["codes"][live]], axis=1)
+            number = number_codes(codes, [self.nlist] + [self.codebook.shape[2]] * self.levels)
+            # Numbered by the codes that occur: the code space (nlist x codewords^levels) is mostly
+            # unused by design, and "empty" counts only mean something over the numbers in use.
+            partitions["leaves"] = np.unique(number, return_inverse=True)[1].reshape(-1)
+        return partitions
 
     # ---- persistence -----------------------------------------------------------------------------
 
-    def _save(self, folder: Path) -> dict:
-        state = super()._save(folder)
-        used = self.table.used
+    def _save_state(self, folder: Path) -> dict:
         if self.centroids is not None:
             np.save(folder / "centroids.npy", self.centroids, allow_pickle=False)
         np.save(folder / "codebook.npy", self.codebook, allow_pickle=False)
-        np.save(folder / "lists.npy", self._lists[:used], allow_pickle=False)
-        np.save(folder / "codes.npy", self._codes[:used], allow_pickle=False)
         return {
-            **state,
+            "storage": "float32",  # what the exact backend's files record: these are its files too
             "nlist": self.nlist,
             "levels": self.levels,
             "codewords": self.codewords,
@@ -289,8 +271,7 @@ class CIIndex(ExactIndex):
         }
 
     @classmethod
-    def _load(cls, folder: Path, manifest: dict) -> CIIndex:
-        base = ExactIndex._load(folder, manifest)
+    def _restore(cls, folder: Path, manifest: dict) -> CIIndex:
         state = manifest["state"]
         index = cls(
             manifest["dim"],
@@ -303,42 +284,35 @@ class CIIndex(ExactIndex):
             place=state.get("place", "query"),  # indexes saved before the option placed by the query view
             seed=state["seed"],
         )
-        index.table, index._rows, index._sq_norms = base.table, base._rows, base._sq_norms
-        used = index.table.used
         if (folder / "centroids.npy").is_file():
             index.centroids = np.load(folder / "centroids.npy", allow_pickle=False)
         index.codebook = np.load(folder / "codebook.npy", allow_pickle=False)
-        index._lists = np.load(folder / "lists.npy", allow_pickle=False)
-        index._codes = np.load(folder / "codes.npy", allow_pickle=False)
-        expected = {
-            "lists.npy": (index._lists.shape, (used, index.assign)),
-            "codes.npy": (index._codes.shape, (used, index.levels)),
-        }
-        for name, (found, wanted) in expected.items():
-            if found != wanted:
-                raise InvalidRequest(f"{folder}/{name} has shape {found}, expected {wanted}")
-        if used and (index.centroids is None or index.centroids.shape != (index.nlist, index.dim)):
-            raise InvalidRequest(
-                f"{folder}/centroids.npy does not hold {index.nlist} centroids of dim {index.dim}"
-            )
-        if index.levels and index.codebook.shape[:2] != (index.levels, 1):
-            raise InvalidRequest(f"{folder}/codebook.npy has shape {index.codebook.shape}")
-        if used and (index._lists.max() >= index.nlist or index._lists.min() < 0):
-            raise InvalidRequest(f"{folder}/lists.npy names a list outside 0..{index.nlist - 1}")
-        if (
-            used
-            and index.levels
-            and (index._codes.max() >= index.codebook.shape[2] or index._codes.min() < 0)
-        ):
-            raise InvalidRequest(f"{folder}/codes.npy names a codeword outside the codebook")
         return index
+
+    def _loaded(self, folder: Path) -> None:
+        used = self.table.used
+        lists, codes = self.store.columns["lists"][:used], self.store.columns["codes"][:used]
+        if used and (self.centroids is None or self.centroids.shape != (self.nlist, self.dim)):
+            raise InvalidRequest(
+                f"{folder}/centroids.npy does not hold {self.nlist} centroids of dim {self.dim}"
+            )
+        if self.levels and self.codebook.shape[:2] != (self.levels, 1):
+            raise InvalidRequest(f"{folder}/codebook.npy has shape {self.codebook.shape}")
+        if used and (lists.max() >= self.nlist or lists.min() < 0):
+            raise InvalidRequest(f"{folder}/lists.npy names a list outside 0..{self.nlist - 1}")
+        if used and self.levels and (codes.max() >= self.codebook.shape[2] or codes.min() < 0):
+            raise InvalidRequest(f"{folder}/codes.npy names a codeword outside the codebook")
 
 
 def _probed(order: np.ndarray, sizes: np.ndarray, nprobe: int, k: int) -> np.ndarray:
-    """The nprobe nearest lists, then further ones, nearest first, until they hold k candidates."""
-    held = np.cumsum(sizes[order])
-    enough = int(np.searchsorted(held, k)) + 1  # lists needed to hold k (all of them if never)
-    return order[: max(nprobe, min(enough, len(order)))]
+    """(Q, P) probes: each row's nprobe nearest lists, then further ones, nearest first, until they hold
+    k candidates (every list if they never do); -1 past a row's last list."""
+    held = np.cumsum(sizes[order], axis=1)
+    enough = np.minimum((held < k).sum(1) + 1, order.shape[1])  # lists needed to hold k
+    count = np.maximum(nprobe, enough)
+    probes = order[:, : int(count.max())].copy()
+    probes[np.arange(probes.shape[1])[None, :] >= count[:, None]] = -1
+    return probes
 
 
 def _views(views, dim: int, what: str) -> np.ndarray:
@@ -348,9 +322,3 @@ def _views(views, dim: int, what: str) -> np.ndarray:
     if array.ndim != 2 or array.shape[1] != dim or not np.isfinite(array).all():
         raise InvalidRequest(f"{what} must be a finite (n, {dim}) matrix, got shape {array.shape}")
     return np.ascontiguousarray(array)
-
-
-def _grown(array: np.ndarray, rows: int) -> np.ndarray:
-    grown = np.zeros((rows, array.shape[1]), array.dtype)
-    grown[: len(array)] = array
-    return grown

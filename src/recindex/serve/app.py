@@ -273,7 +273,7 @@ def create_app(
         writer = _writer(app)
         with writer.lock:
             index = writer.version.index
-            if not hasattr(index, "rebuild"):
+            if not index.capabilities.rebuild:
                 raise HTTPException(409, f"the active index ({index.backend}) has nothing to rebalance")
             started = time.perf_counter()
             report = index.rebuild()

@@ -194,7 +194,7 @@ class ItemWriter:
         """Where the index places an item by its query view (SCI's consistent index), f_q(I) of each
         item known by content; an item given as a vector is placed by that vector. None elsewhere."""
         index = self.version.index
-        if not hasattr(index, "add_with_views") or getattr(index, "place", None) != "query":
+        if not index.capabilities.query_views:
             return None
         views = vectors.copy()
         by_content = [row for row, names in enumerate(features) if names is not None]

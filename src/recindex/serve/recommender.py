@@ -195,7 +195,7 @@ class Recommender:
             query = query / norm
         seen = np.unique(triggers) if exclude_triggers else np.zeros(0, np.int64)
         query = query[None, :]
-        if exclude_triggers and hasattr(version.index, "search_triggers"):
+        if exclude_triggers and version.index.capabilities.triggers:
             found = self._run(
                 version,
                 lambda: version.index.search_triggers(triggers, k, filter=filter),

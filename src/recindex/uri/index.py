@@ -9,7 +9,11 @@ runs one layer further, down to single items, ordered by sequence log-probabilit
 Writes: items of the training catalogue keep the codes the model assigned them (`codes` option, by item
 id); any other item is coded on arrival by the decoder's item end from the router block of its vector
 (greedy, each layer's most probable token among those that exist under its prefix, so it joins a leaf
-that already exists). The stored rows, attributes, filters and removal are the exact backend's.
+that already exists).
+
+This module decides only placement (an item's tokens) and routing (the beam's leaves, or the decoder's
+own ranking); storage, filters, removal, batched rescoring and persistence are the learned-index base's
+(`recindex.index.learned`).
 """
 
 from __future__ import annotations
@@ -21,9 +25,9 @@ import numpy as np
 import torch
 
 from recindex.errors import InvalidRequest
-from recindex.index.base import MAX_K, Capabilities, Metric, SearchResult
-from recindex.index.exact_index import ExactIndex
-from recindex.index.filters import Filter, as_filter
+from recindex.index.base import Metric, SearchResult
+from recindex.index.filters import Filter
+from recindex.index.learned import Column, Lists, PartitionedIndex, Route, number_codes, rank
 from recindex.uri.decoder import TokenDecoder
 from recindex.uri.token_tree import TokenTree, beam_search
 
@@ -31,9 +35,10 @@ MAX_BEAM = 1024
 RANKINGS = ("ranker", "decoder")
 
 
-class URIIndex(ExactIndex):
+class URIIndex(PartitionedIndex):
     backend = "uri"
     default_search_params = {"beam": 20, "rank": "ranker"}
+    has_triggers = True
 
     def __init__(
         self,
@@ -57,9 +62,12 @@ class URIIndex(ExactIndex):
             raise InvalidRequest(
                 f"a uri index scores by inner product over 3 blocks of d; got {metric}, dim {dim}"
             )
-        super().__init__(dim, metric, "float32", search_params)
+        token_sizes = [int(s) for s in token_sizes]
+        super().__init__(
+            dim, metric, search_params, {"codes": Column(len(token_sizes), np.int64, 0, "codes.npy")}
+        )
         self.model_dim = dim // 3
-        self.token_sizes = [int(s) for s in token_sizes]
+        self.token_sizes = token_sizes
         self.leaf_layers = int(leaf_layers or len(self.token_sizes))
         if not 1 <= self.leaf_layers <= len(self.token_sizes):
             raise InvalidRequest(f"leaf_layers must be in 1..{len(self.token_sizes)}, got {leaf_layers}")
@@ -83,28 +91,22 @@ class URIIndex(ExactIndex):
             raise InvalidRequest(
                 f"codes must be (items, {len(self.token_sizes)}), got {self.known_codes.shape}"
             )
-        self._codes = np.zeros((0, len(self.token_sizes)), np.int64)  # per slot
-        self._trees: dict[int, tuple[TokenTree, np.ndarray]] = {}  # depth -> (tree, slot of each member)
+        # depth -> the token tree of the live items' first `depth` tokens and its leaves' slots
+        self._trees: dict[int, tuple[TokenTree, Lists]] = {}
 
     @property
-    def capabilities(self) -> Capabilities:
-        return Capabilities(upsert=True, remove=True, filter="native", persist=True, attributes=True)
+    def _codes(self) -> np.ndarray:
+        return self.store.columns["codes"]
 
-    # ---- writes ----------------------------------------------------------------------------------------
+    # ---- placement -------------------------------------------------------------------------------------
 
-    def _add(self, ids: np.ndarray, vectors: np.ndarray, attributes) -> None:
-        before = self.table.used
-        existing = self.table.lookup(ids) >= 0
-        super()._add(ids, vectors, attributes)
-        if len(self._codes) < len(self._rows):
-            grown = np.zeros((len(self._rows), len(self.token_sizes)), np.int64)
-            grown[: len(self._codes)] = self._codes
-            self._codes = grown
-        new = ~existing
-        if new.any():
-            slots = self.table.lookup(ids[new])
-            assert slots.min() >= before
-            self._codes[slots] = self._codes_for(ids[new], vectors[new])
+    def _placement(self, ids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+        """Codes of the items not stored yet (an item already stored keeps the codes it has)."""
+        new = self.table.lookup(ids) < 0
+        return self._codes_for(ids[new], vectors[new])
+
+    def _place(self, slots, new, vectors, placement) -> None:
+        self._codes[slots[new]] = placement
         self._trees.clear()
 
     def _codes_for(self, ids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
@@ -116,48 +118,44 @@ class URIIndex(ExactIndex):
         return codes
 
     def _decode_items(self, vectors: np.ndarray) -> np.ndarray:
-        """Greedy codes from the decoder's item end, each layer restricted to prefixes that exist."""
+        """Greedy codes from the decoder's item end, each layer restricted to prefixes that exist among
+        the items already stored."""
         features = torch.as_tensor(vectors[:, 2 * self.model_dim :])
-        live = (
-            self._codes[self.table.live_slots()] if self.table.used else np.zeros((0, len(self.token_sizes)))
-        )
+        live = self._codes[self.table.live_slots()]
         with torch.no_grad():
             start = self.decoder.encode(features, "item")
             tokens = torch.zeros((len(vectors), 0), dtype=torch.long)
-            for layer, size in enumerate(self.token_sizes):
+            for layer in range(len(self.token_sizes)):
                 log_probs = self.decoder.next_log_probs(start, tokens).numpy()
                 if len(live):
-                    allowed = _existing_children(live, tokens.numpy(), layer, size)
+                    allowed = _existing_children(live, tokens.numpy(), layer, self.token_sizes)
                     log_probs = np.where(allowed, log_probs, -np.inf)
                 tokens = torch.cat([tokens, torch.as_tensor(log_probs.argmax(1))[:, None]], 1)
         return tokens.numpy()
 
-    def _remove(self, ids: np.ndarray) -> int:
-        removed = super()._remove(ids)
+    def _unplace(self, slots: np.ndarray) -> None:
         self._trees.clear()
-        return removed
 
     def _compacted(self, keep: np.ndarray) -> None:
-        super()._compacted(keep)
-        self._codes = self._codes[keep].copy()
+        self._trees.clear()
 
-    # ---- search ----------------------------------------------------------------------------------------
+    # ---- routing ---------------------------------------------------------------------------------------
 
-    def _tree(self, depth: int) -> tuple[TokenTree, np.ndarray]:
-        """The token tree of the live items' first `depth` tokens, and each tree member's slot."""
+    def _tree(self, depth: int) -> tuple[TokenTree, Lists]:
+        """The token tree of the live items' first `depth` tokens, and the slots under each of its leaves."""
         if depth not in self._trees:
             live = self.table.live_slots()
             tree = TokenTree(self._codes[live, :depth], max(self.token_sizes[:depth]))
-            self._trees[depth] = (tree, live)
+            self._trees[depth] = (tree, Lists(tree.offsets, live[tree.members]))
         return self._trees[depth]
 
     def leaves(
         self, routers: np.ndarray, beam: int, depth: int
-    ) -> tuple[np.ndarray, np.ndarray, TokenTree, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, TokenTree, Lists]:
         """Beam search of (n, d) router query vectors down to `depth` tokens.
 
-        Returns (leaves, scores, tree, slots)."""
-        tree, slots = self._tree(depth)
+        Returns (leaves, scores, tree, lists): the leaves as the tree's prefix numbers, best first."""
+        tree, lists = self._tree(depth)
         radix = tree.k
         with torch.no_grad():
             start = self.decoder.encode(torch.as_tensor(np.ascontiguousarray(routers)), "query")
@@ -176,107 +174,89 @@ class URIIndex(ExactIndex):
                 return out
 
             found, scores = beam_search(next_log_probs, tree, len(routers), beam)
-        return found, scores, tree, slots
+        return found, scores, tree, lists
 
-    def _search(self, queries: np.ndarray, k: int, flt: Filter | None, params: dict) -> SearchResult:
-        beam, rank = params["beam"], params["rank"]
-        if rank not in RANKINGS:
-            raise InvalidRequest(f"search parameter rank must be one of {RANKINGS}, got {rank!r}")
+    def _checked(self, params: dict) -> tuple[int, str]:
+        beam, ranking = params["beam"], params["rank"]
+        if ranking not in RANKINGS:
+            raise InvalidRequest(f"search parameter rank must be one of {RANKINGS}, got {ranking!r}")
         if beam > MAX_BEAM:
             raise InvalidRequest(f"search parameter beam must be at most {MAX_BEAM}, got {beam}")
-        eligible = self.table.eligible(flt) if (flt is not None or self.table.dead) else None
+        return beam, ranking
+
+    def _route(self, queries: np.ndarray, k: int, params: dict, eligible: np.ndarray | None) -> Route:
+        beam, _ = self._checked(params)
+        leaves, _, tree, lists = self.leaves(
+            queries[:, self.model_dim : 2 * self.model_dim], beam, self.leaf_layers
+        )
+        return Route(_partition_numbers(tree, leaves), lists)
+
+    def _rank(self, queries: np.ndarray, k: int, params: dict, eligible: np.ndarray | None) -> SearchResult:
+        beam, ranking = self._checked(params)
+        if ranking == "ranker":
+            return super()._rank(queries, k, params, eligible)
+        if len(self.token_sizes) == self.leaf_layers:
+            raise InvalidRequest(
+                "rank='decoder' needs a model trained with the item token (uri.generate_items)"
+            )
+        # The decoder ranks: the beam runs down to single items, whose order is the beam's (best first).
         routers = queries[:, self.model_dim : 2 * self.model_dim]
+        leaves, leaf_scores, tree, lists = self.leaves(routers, max(beam, k), len(self.token_sizes))
+        slots, row, column = lists.expand(_partition_numbers(tree, leaves))
+        scored = np.bincount(row, minlength=len(queries))
+        keep = np.ones(len(slots), bool) if eligible is None else eligible[slots]
+        slots, row, column = slots[keep], row[keep], column[keep]
+        place = np.arange(len(row)) - np.searchsorted(row, row)  # rank within its row
+        first = place < k
         ids = np.full((len(queries), k), -1, np.int64)
         scores = np.full((len(queries), k), -np.inf, np.float32)
-        scored = np.zeros(len(queries), np.int64)
-        if rank == "decoder":
-            if len(self.token_sizes) == self.leaf_layers:
-                raise InvalidRequest(
-                    "rank='decoder' needs a model trained with the item token (uri.generate_items)"
-                )
-            leaves, leaf_scores, tree, slots = self.leaves(routers, max(beam, k), len(self.token_sizes))
-            for row in range(len(queries)):
-                members, owner = tree.items_by_leaf(leaves[row])  # leaves come best first
-                members = slots[members]
-                keep = np.ones(len(members), bool) if eligible is None else eligible[members]
-                take = min(k, int(keep.sum()))
-                ids[row, :take] = self.table.ids[members[keep][:take]]
-                scores[row, :take] = leaf_scores[row][owner[keep][:take]]
-                scored[row] = len(members)
-            return SearchResult(ids, scores, scored)
-        leaves, _, tree, slots = self.leaves(routers, beam, self.leaf_layers)
-        for row in range(len(queries)):
-            members = slots[tree.items_of(leaves[row][leaves[row] >= 0])]
-            if eligible is not None:
-                members = members[eligible[members]]
-            scored[row] = len(members)
-            if not len(members):
-                continue
-            values = self._rows[members] @ queries[row]
-            take = min(k, len(members))
-            best = np.argsort(-values, kind="stable")[:take]
-            ids[row, :take] = self.table.ids[members[best]]
-            scores[row, :take] = values[best]
+        ids[row[first], place[first]] = self.table.ids[slots[first]]
+        scores[row[first], place[first]] = leaf_scores[row[first], column[first]]
         return SearchResult(ids, scores, scored)
 
-    def search_triggers(
-        self,
-        trigger_ids,
-        k: int,
-        *,
-        filter: Filter | str | dict | None = None,  # noqa: A002
-        beam: int | None = None,
-    ) -> SearchResult:
-        """Item-to-item: the triggers' own leaves plus the leaves a beam search finds for their mean
-        router vector (item and user vectors share the towers' space), scored by the mean of their
-        ranker vectors; the triggers themselves are left out."""
-        with self._guard:
-            slots = self.table.lookup(np.asarray(trigger_ids, np.int64).reshape(-1))
-            if not len(slots) or (slots < 0).any():
-                raise InvalidRequest("every trigger must be an item of the index")
-            if (
-                not isinstance(k, int | np.integer)
-                or isinstance(k, bool)
-                or not 1 <= k <= min(len(self), MAX_K)
-            ):
-                raise InvalidRequest(f"k must be an integer from 1 to {min(len(self), MAX_K)}, got {k!r}")
-            flt = as_filter(filter)
-            d = self.model_dim
-            rows = self._rows[slots]
-            query = np.concatenate([rows[:, :d].mean(0), rows[:, 2 * d :].mean(0), np.zeros(d, np.float32)])
-            query = query.astype(np.float32)
-            leaves, _, tree, tree_slots = self.leaves(
-                query[None, d : 2 * d], beam or self.search_params["beam"], self.leaf_layers
-            )
-            own = np.unique(tree._prefix(self._codes[slots], self.leaf_layers))
-            members = tree_slots[tree.items_of(np.union1d(leaves[0][leaves[0] >= 0], own))]
-            members = members[~np.isin(members, slots)]
-            if flt is not None or self.table.dead:
-                members = members[self.table.eligible(flt)[members]]
-            ids = np.full((1, k), -1, np.int64)
-            scores = np.full((1, k), -np.inf, np.float32)
-            if len(members):
-                values = self._rows[members] @ query
-                best = np.argsort(-values, kind="stable")[:k]
-                ids[0, : len(best)] = self.table.ids[members[best]]
-                scores[0, : len(best)] = values[best]
-            return SearchResult(ids, scores, np.array([len(members)]))
+    # ---- item to item ------------------------------------------------------------------------------------
 
-    # ---- what the quality report reads -------------------------------------------------------------------
+    def trigger_params(self) -> dict[str, int]:
+        return {"beam": self.search_params["beam"]}
+
+    def _triggers(self, slots: np.ndarray, k: int, flt: Filter | None, params: dict) -> SearchResult:
+        """The triggers' own leaves plus the leaves a beam search finds for their mean router vector (item
+        and user vectors share the towers' space), scored by the mean of their ranker vectors."""
+        d = self.model_dim
+        rows = self.store.rows[slots]
+        query = np.concatenate([rows[:, :d].mean(0), rows[:, 2 * d :].mean(0), np.zeros(d, np.float32)])
+        query = query[None, :].astype(np.float32)
+        leaves, _, tree, lists = self.leaves(query[:, d : 2 * d], params["beam"], self.leaf_layers)
+        own = np.unique(number_codes(self._codes[slots, : self.leaf_layers], tree.k))
+        probes = _partition_numbers(tree, np.union1d(leaves[0][leaves[0] >= 0], own)[None, :])
+        eligible = self.eligible(flt)
+        allowed = np.ones(self.table.used, bool) if eligible is None else eligible.copy()
+        allowed[slots] = False
+        found, scores, scored = rank(probes, lists, k, self.exact_scorer(query), eligible=allowed)
+        return SearchResult(self.store.ids_of(found), scores, scored)
+
+    # ---- reports -----------------------------------------------------------------------------------------
 
     def codes_of_items(self) -> tuple[np.ndarray, np.ndarray]:
         """(ids, codes) of the live items."""
         live = self.table.live_slots()
         return self.table.ids[live], self._codes[live]
 
+    def _slot_partitions(self, live: np.ndarray) -> dict[str, np.ndarray]:
+        """One partition per layer of the token tree down to the leaves (the last: "leaves")."""
+        codes = self._codes[live]
+        partitions = {}
+        for layer in range(self.leaf_layers):
+            name = "leaves" if layer == self.leaf_layers - 1 else f"layer {layer + 1}"
+            partitions[name] = number_codes(codes[:, : layer + 1], self.token_sizes[: layer + 1])
+        return partitions
+
     # ---- persistence -------------------------------------------------------------------------------------
 
-    def _save(self, folder: Path) -> dict:
-        super()._save(folder)
-        np.save(folder / "codes.npy", self._codes[: self.table.used], allow_pickle=False)
+    def _save_state(self, folder: Path) -> dict:
         np.savez(folder / "decoder.npz", **{k: v.numpy() for k, v in self.decoder.state_dict().items()})
         return {
-            "storage": "float32",
+            "storage": "float32",  # what the exact backend's files record: these are its files too
             "token_sizes": self.token_sizes,
             "leaf_layers": self.leaf_layers,
             "blocks": self.blocks,
@@ -284,11 +264,11 @@ class URIIndex(ExactIndex):
         }
 
     @classmethod
-    def _load(cls, folder: Path, manifest: dict) -> URIIndex:
+    def _restore(cls, folder: Path, manifest: dict) -> URIIndex:
         state = manifest["state"]
         with np.load(folder / "decoder.npz", allow_pickle=False) as arrays:
             weights = {name: arrays[name] for name in arrays.files}
-        index = cls(
+        return cls(
             manifest["dim"],
             manifest["metric"],
             decoder=weights,
@@ -297,30 +277,26 @@ class URIIndex(ExactIndex):
             blocks=state["blocks"],
             heads=state["heads"],
         )
-        loaded = ExactIndex._load(folder, {**manifest, "state": {"storage": "float32"}})
-        index.table, index._rows, index._sq_norms = loaded.table, loaded._rows, loaded._sq_norms
-        codes = np.load(folder / "codes.npy", allow_pickle=False)
-        if codes.shape != (index.table.used, len(index.token_sizes)):
-            raise InvalidRequest(
-                f"{folder}/codes.npy has shape {codes.shape}, expected ({index.table.used}, "
-                f"{len(index.token_sizes)})"
-            )
-        index._codes = codes.astype(np.int64)
-        return index
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return f"URIIndex({len(self)} items, tokens {self.token_sizes}, leaves at {self.leaf_layers})"
 
 
-def _existing_children(live_codes: np.ndarray, prefixes: np.ndarray, layer: int, size: int) -> np.ndarray:
-    """(n, size) whether token t under each row's prefix exists among the live items' codes (a prefix
-    with no child at all allows every token: the item then opens a new leaf)."""
-    allowed = np.zeros((len(prefixes), size), bool)
-    for row, prefix in enumerate(prefixes):
-        under = (live_codes[:, :layer] == prefix).all(1) if layer else np.ones(len(live_codes), bool)
-        children = np.unique(live_codes[under, layer])
-        if len(children):
-            allowed[row, children] = True
-        else:
-            allowed[row] = True
+def _partition_numbers(tree: TokenTree, leaves: np.ndarray) -> np.ndarray:
+    """Leaves as prefix numbers (-1: none) -> their places among the tree's leaves (-1: none)."""
+    place = np.searchsorted(tree.leaf_keys, leaves).clip(max=len(tree.leaf_keys) - 1)
+    return np.where((leaves >= 0) & (tree.leaf_keys[place] == leaves), place, -1)
+
+
+def _existing_children(
+    live_codes: np.ndarray, prefixes: np.ndarray, layer: int, sizes: list[int]
+) -> np.ndarray:
+    """(n, sizes[layer]) whether token t under each row's prefix exists among the live items' codes (a
+    prefix with no child at all allows every token: the item then opens a new leaf)."""
+    size = sizes[layer]
+    radix = sizes[:layer]
+    children = np.unique(number_codes(live_codes[:, :layer], radix) * size + live_codes[:, layer])
+    wanted = number_codes(prefixes, radix)[:, None] * size + np.arange(size)
+    allowed = np.isin(wanted, children)
+    allowed[~allowed.any(1)] = True
     return allowed

@@ -1,0 +1,214 @@
+"""Candidates of a partitioned index, scored for a whole batch of queries at once.
+
+A learned index routes each query to a few partitions: `probes`, a (Q, P) matrix of partition numbers,
+best first, -1 where a query has fewer. The items of those partitions are its candidates. `Lists` says
+which slots each partition holds; `rank` turns probes into each query's top k:
+
+1. the candidates are scored partition by partition: the queries of the batch that probe a partition
+   are one matrix product with that partition's items. Queries of a batch share partitions, so an item
+   is read once per batch instead of once per query, and the products run in BLAS, not in a Python
+   loop over queries. A single query gathers its candidates and scores them in one product;
+2. a candidate that is not eligible (filtered out, removed, or excluded by the caller) scores -inf, and
+   one found in two probed partitions (lists that overlap) counts once;
+3. each query keeps its best k, best first, equal scores in slot order (as exact search orders them).
+
+`exact_top_k` scores a set of slots exhaustively: the filtered fallback, where the probed partitions
+held fewer than k eligible items.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from recindex.index.base import top_k
+
+# Score matrix entries held at once (about 50 MB with their slots): queries per block = this / the
+# widest query's candidates.
+BLOCK_ENTRIES = 1 << 22
+
+# (batch rows, slots) -> (len(rows), len(slots)) float32 scores of those queries against those items
+Scorer = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Lists:
+    """Slots grouped by partition (CSR): partition p holds members[offsets[p]:offsets[p + 1]]."""
+
+    offsets: np.ndarray  # (P + 1,) int64
+    members: np.ndarray  # (n,) int64 slots, ascending within a partition
+
+    @classmethod
+    def of(cls, partition_of: np.ndarray, n_partitions: int) -> Lists:
+        """From each slot's partitions: (n,) or (n, a) partition numbers (-1: none). A slot named twice
+        for one partition is held there once."""
+        partition_of = np.asarray(partition_of, np.int64)
+        width = 1 if partition_of.ndim == 1 else partition_of.shape[1]
+        flat = partition_of.reshape(-1)
+        slots = np.repeat(np.arange(len(partition_of), dtype=np.int64), width)
+        placed = flat >= 0
+        flat, slots = flat[placed], slots[placed]
+        if width > 1:
+            pairs = np.unique(flat * max(1, len(partition_of)) + slots)
+            flat, slots = pairs // max(1, len(partition_of)), pairs % max(1, len(partition_of))
+        order = np.argsort(flat, kind="stable")
+        offsets = np.zeros(n_partitions + 1, np.int64)
+        np.cumsum(np.bincount(flat, minlength=n_partitions), out=offsets[1:])
+        return cls(offsets, slots[order])
+
+    @cached_property
+    def sizes(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def eligible_sizes(self, eligible: np.ndarray | None) -> np.ndarray:
+        """Eligible members per partition."""
+        if eligible is None:
+            return self.sizes
+        flags = np.append(eligible[self.members], False).astype(np.int64)
+        return np.add.reduceat(flags, self.offsets[:-1]) * (self.sizes > 0)
+
+    def expand(self, probes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The members of each row's probed partitions, in probe order: (slots, row, probe column)."""
+        valid = probes >= 0
+        rows, columns = np.nonzero(valid)
+        parts = probes[valid]
+        counts = self.offsets[parts + 1] - self.offsets[parts]
+        starts = np.repeat(self.offsets[parts], counts)
+        within = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+        return self.members[starts + within], np.repeat(rows, counts), np.repeat(columns, counts)
+
+
+def rank(
+    probes: np.ndarray,
+    lists: Lists,
+    k: int,
+    score: Scorer,
+    *,
+    eligible: np.ndarray | None = None,
+    overlapping: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each row's top k over the members of its probed partitions: (slots, scores, candidates scored).
+
+    Slots are -1 and scores -inf where a row has fewer than k eligible candidates."""
+    n = len(probes)
+    slots = np.full((n, k), -1, np.int64)
+    scores = np.full((n, k), -np.inf, np.float32)
+    scored = np.zeros(n, np.int64)
+    valid = probes >= 0
+    sizes = np.where(valid, lists.sizes[np.where(valid, probes, 0)], 0)  # (Q, P)
+    for start, stop in _blocks(sizes.sum(1)):
+        block = slice(start, stop)
+        values, members = _scored_block(probes[block], sizes[block], lists, score, start)
+        keep = members >= 0
+        if eligible is not None:
+            keep &= eligible[np.maximum(members, 0)]
+        if overlapping:
+            keep &= _first_occurrences(members, keep)
+        values[~keep] = -np.inf
+        scored[block] = keep.sum(1)
+        slots[block], scores[block] = _best(values, members, k)
+    return slots, scores, scored
+
+
+def _blocks(per_row: np.ndarray):
+    """Row ranges whose score matrices (rows x widest row) stay within BLOCK_ENTRIES."""
+    start = 0
+    while start < len(per_row):
+        most = max(1, BLOCK_ENTRIES // max(1, int(per_row[start])))  # rows that could fit at all
+        widest = np.maximum.accumulate(np.maximum(per_row[start : start + most], 1))
+        fits = widest * np.arange(1, len(widest) + 1) <= BLOCK_ENTRIES
+        stop = start + max(1, int(fits.sum()))  # widest x rows only grows, so the fitting rows lead
+        yield start, stop
+        start = stop
+
+
+def _scored_block(probes, sizes, lists: Lists, score: Scorer, first_row: int):
+    """(rows, widest) scores and slots of a block's candidates, laid out in probe order (-1: padding)."""
+    rows, _ = probes.shape
+    width = max(1, int(sizes.sum(1).max(initial=0)))
+    values = np.full((rows, width), -np.inf, np.float32)
+    members = np.full((rows, width), -1, np.int64)
+    if rows == 1:  # one query: gather its candidates and score them in one product
+        found, _, _ = lists.expand(probes)
+        if len(found):
+            values[0, : len(found)] = score(np.array([first_row]), found)[0]
+            members[0, : len(found)] = found
+        return values, members
+    column = np.cumsum(sizes, axis=1) - sizes  # where each probe's members start in its row
+    valid = probes >= 0
+    row_of = np.broadcast_to(np.arange(rows)[:, None], probes.shape)[valid]
+    part_of, column_of = probes[valid], column[valid]
+    order = np.argsort(part_of, kind="stable")
+    part_of, row_of, column_of = part_of[order], row_of[order], column_of[order]
+    bounds = np.flatnonzero(np.diff(part_of)) + 1
+    for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(part_of)], strict=True):
+        part = part_of[lo]
+        held = lists.members[lists.offsets[part] : lists.offsets[part + 1]]
+        if not len(held):
+            continue
+        who = row_of[lo:hi]
+        places = column_of[lo:hi, None] + np.arange(len(held))
+        values[who[:, None], places] = score(first_row + who, held)
+        members[who[:, None], places] = held
+    return values, members
+
+
+def _first_occurrences(members: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """True at the first kept place of each (row, slot): later copies of an item are dropped."""
+    rows, places = np.nonzero(keep)
+    key = rows * (int(members.max(initial=0)) + 1) + members[rows, places]
+    _, first = np.unique(key, return_index=True)
+    out = np.zeros_like(keep)
+    out[rows[first], places[first]] = True
+    return out
+
+
+def _best(values: np.ndarray, members: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's k best (slots, scores), best first, equal scores in slot order; -1 / -inf past the end."""
+    rows, width = values.shape
+    take = min(k, width)
+    row = np.arange(rows)[:, None]
+    if take < width:
+        part = np.argpartition(-values, take - 1, axis=1)[:, :take]
+        kth = values[row, part].min(1, keepdims=True)
+        # argpartition splits a tie at the k-th score arbitrarily (scores from shared codes tie often):
+        # where it did (more items reach the k-th score than there are places), keep the tied items of
+        # the lowest slots, so that the answer is well defined
+        split = np.flatnonzero(((values >= kth).sum(1) > take) & np.isfinite(kth[:, 0]))
+        if len(split):
+            ahead, level = values[split] > kth[split], values[split] == kth[split]
+            key = np.where(ahead, -1, np.where(level, members[split], np.iinfo(np.int64).max))
+            part[split] = np.argpartition(key, take - 1, axis=1)[:, :take]
+    else:
+        part = np.broadcast_to(np.arange(width), values.shape)
+    best, found = values[row, part], members[row, part]
+    order = np.lexsort((found, -best), axis=1)
+    best, found = best[row, order], found[row, order]
+    slots = np.full((rows, k), -1, np.int64)
+    scores = np.full((rows, k), -np.inf, np.float32)
+    slots[:, :take] = np.where(np.isfinite(best), found, -1)
+    scores[:, :take] = best
+    return slots, scores
+
+
+def exact_top_k(
+    queries: np.ndarray, rows: np.ndarray, pool: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's top k of the slots in `pool`, scored exhaustively by inner product: (slots, scores),
+    padded with -1 / -inf where the pool holds fewer than k. Ties go to the earlier place in `pool`."""
+    slots = np.full((len(queries), k), -1, np.int64)
+    scores = np.full((len(queries), k), -np.inf, np.float32)
+    take = min(k, len(pool))
+    if not take:
+        return slots, scores
+    pooled = rows[pool]
+    step = max(1, BLOCK_ENTRIES // len(pool))
+    for start in range(0, len(queries), step):
+        values = queries[start : start + step] @ pooled.T
+        positions, best = top_k(values, take)
+        slots[start : start + step, :take] = pool[positions]
+        scores[start : start + step, :take] = best
+    return slots, scores
