@@ -23,30 +23,21 @@ N, DIM, K = 2000, 24, 10
 
 # (check, backend) -> the defect the check finds.
 URI_NO_FALLBACK = (
-    "URIIndex._search scores only the items of the beam's leaves: a row whose leaves hold fewer than k "
-    "eligible items comes back short (no wider beam, no exact pass over the matching items), so "
-    "filters, history masking and removals break the k-results guarantee"
+    "URIIndex scores only the items of the beam's leaves, and its fallback covers filters alone: a row "
+    "whose leaves hold fewer than k items once removed items or the history are left out comes back "
+    "short, breaking the k-results guarantee"
 )
 CI_KEEPS_VIEW = (
     "CIIndex._routing_views places an id covered by the build-time query_views by that view even when "
     "the item's vector is replaced: an upserted item stays in its old list, so probing the lists near "
     "its new vector misses it"
 )
-CI_COUNTS_TWICE = (
-    "CIIndex._probed counts an item once per probed list that holds it, so with assign=2 a filtered row "
-    "stops probing while it has fewer than k distinct eligible items and comes back without some matches"
-)
 KNOWN_DEFECTS: dict[tuple[str, str], str] = {
-    ("upsert_replaces_vector_and_attributes", "uri+beam=2"): URI_NO_FALLBACK,
     ("remove_removes", "uri+beam=2"): URI_NO_FALLBACK,
-    ("filter_filters_and_matches_exact", "uri+beam=2"): URI_NO_FALLBACK,
-    ("filter_with_fewer_matches_than_k_returns_exactly_those", "uri+beam=2"): URI_NO_FALLBACK,
     ("exclusion_masks_history_and_keeps_k", "uri+beam=2"): URI_NO_FALLBACK,
-    ("multi_valued_filters_match_any_value", "uri+beam=2"): URI_NO_FALLBACK,
     ("upserted_items_are_found_by_their_new_vectors", "ci"): CI_KEEPS_VIEW,
     ("upserted_items_are_found_by_their_new_vectors", "ci:coarse=items+queries"): CI_KEEPS_VIEW,
     ("upserted_items_are_found_by_their_new_vectors", "ci+fine=rq"): CI_KEEPS_VIEW,
-    ("filter_with_fewer_matches_than_k_returns_exactly_those", "ci:place=item,assign=2"): CI_COUNTS_TWICE,
 }
 
 
