@@ -82,3 +82,13 @@ def test_a_bad_index_section_in_a_manifest_is_refused_naming_it(configured, tmp_
         result.exception
     )
     assert not (bad / "indexes" / "bad").exists()
+
+
+def test_train_refuses_a_bad_index_section_before_training(tmp_path):
+    out = tmp_path / "never"
+    bad = [*tiny_settings(DATASET), "index.ci.nlist=many"]
+    settings = [arg for setting in bad for arg in ("--set", setting)]
+    result = runner.invoke(app, ["train", *settings, "--out", str(out), "--quiet"])
+    assert isinstance(result.exception, InvalidRequest)
+    assert "[index.ci]: nlist: expected int, got 'many'" in str(result.exception)
+    assert not out.exists()
