@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
@@ -162,6 +163,23 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class IndexConfig:
+    """[index]: what `recindex index build BUNDLE` builds without `--backend`. Each `[index.NAME]` table
+    holds settings of one backend (its spec's fields: `[index.ci] nlist = 128`), typed by the
+    `check_index` the composition root hands to `load_config` (this module knows no backend)."""
+
+    backend: str = ""  # a spec ("faiss:HNSW32", "ci", "ci:nlist=8"; its values win over its table's)
+    search: dict[str, int | float | str | bool] = field(default_factory=dict)  # default search parameters
+    backends: dict[str, dict[str, Any]] = field(default_factory=dict)  # NAME -> its [index.NAME] table
+
+    def to_dict(self) -> dict[str, Any]:  # the TOML form: the tables beside backend and search
+        return {"backend": self.backend, "search": dict(self.search), **self.backends}
+
+
+IndexCheck = Callable[[IndexConfig, str], IndexConfig]  # (section, where) -> the section, typed
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -170,9 +188,10 @@ class ExperimentConfig:
     mfli: MFLIConfig = field(default_factory=MFLIConfig)
     uri: URIConfig = field(default_factory=URIConfig)
     sci: SCIConfig = field(default_factory=SCIConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "index": self.index.to_dict()}
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
@@ -193,6 +212,8 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         return tuple(_coerce(item, element, f"{where}[{i}]") for i, item in enumerate(value))
     if value is None and type(None) in get_args(annotation):
         return None
+    if origin is dict or dict in map(get_origin, get_args(annotation)):
+        return _table(value, annotation, where)
     kind = next((k for k in (bool, int, float, str) if annotation is k or k in get_args(annotation)), None)
     if kind is None:
         return value
@@ -201,6 +222,22 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise RecIndexError(f"{where}: expected {kind.__name__}, got {value!r}")
     return value
+
+
+coerce_value = _coerce  # the typed index specs read their values with it
+
+
+def _table(value: Any, annotation: Any, where: str) -> dict[str, Any]:
+    """A table whose values are of the annotation's value type (one type or a union)."""
+    table = next(a for a in (annotation, *get_args(annotation)) if get_origin(a) is dict)
+    kinds = get_args(get_args(table)[1]) or (get_args(table)[1],)
+    if not isinstance(value, dict):
+        raise RecIndexError(f"{where}: expected a table, got {value!r}")
+    for key, item in value.items():
+        if Any not in kinds and not isinstance(item, kinds):
+            names = " or ".join(k.__name__ for k in kinds)
+            raise RecIndexError(f"{where}.{key}: expected {names}, got {item!r}")
+    return dict(value)
 
 
 def _number(text: str) -> Any:
@@ -219,7 +256,20 @@ def _section(cls, values: dict[str, Any], where: str):
     return cls(**{k: _coerce(v, hints[k], f"{where}.{k}") for k, v in values.items()})
 
 
-def from_dict(raw: dict[str, Any], where: str = "config") -> ExperimentConfig:
+def _index_section(values: dict[str, Any], where: str, check_index: IndexCheck | None) -> IndexConfig:
+    """[index]: backend, search, and every other key a backend's table (typed by `check_index`)."""
+    own = {k: v for k, v in values.items() if k in ("backend", "search")}
+    tables = {k: v for k, v in values.items() if k not in own}
+    for name in (name for name, table in tables.items() if not isinstance(table, dict)):
+        raise RecIndexError(f"{where} [index]: unknown key {name!r}; valid: backend, search, [index.BACKEND]")
+    section = dataclasses.replace(_section(IndexConfig, own, f"{where} [index]"), backends=tables)
+    return check_index(section, where) if check_index is not None else section
+
+
+def from_dict(
+    raw: dict[str, Any], where: str = "config", check_index: IndexCheck | None = None
+) -> ExperimentConfig:
+    """The config of `raw`; without `check_index` the [index] tables are checked where they are used."""
     raw = _with_model_kind(raw, where)
     sections = {f.name: f.type for f in dataclasses.fields(ExperimentConfig)}
     unknown = set(raw) - set(sections)
@@ -230,6 +280,9 @@ def from_dict(raw: dict[str, Any], where: str = "config") -> ExperimentConfig:
     for name, values in raw.items():
         if not isinstance(values, dict):
             raise RecIndexError(f"{where}: [{name}] must be a table")
+        if name == "index":
+            built[name] = _index_section(values, where, check_index)
+            continue
         built[name] = _section(hints[name], values, f"{where} [{name}]")
     config = ExperimentConfig(**built)
     _check_family(config, where)
@@ -291,7 +344,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise RecIndexError(f"--set {text!r}: expected section.key=value, e.g. train.lr=0.001")
     key, value = text.split("=", 1)
     path = key.strip().split(".")
-    if len(path) != 2 or not all(path):
+    nested = len(path) == 3 and path[0] == "index"  # index.NAME.key: a setting of one backend's table
+    if (len(path) != 2 and not nested) or not all(path):
         raise RecIndexError(f"--set {text!r}: the key must be section.key, e.g. model.dim")
     try:
         parsed = tomllib.loads(f"v = {value}")["v"]
@@ -300,7 +354,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return path, parsed
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, check_index: IndexCheck | None = None
+) -> ExperimentConfig:
     raw: dict[str, Any] = {}
     where = "config"
     if path is not None:
@@ -313,9 +369,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         except tomllib.TOMLDecodeError as error:
             raise RecIndexError(f"{path}: invalid TOML: {error}") from None
     for text in overrides or []:
-        (section, key), value = parse_override(text)
+        keys, value = parse_override(text)
+        if len(keys) == 3:  # index.NAME.key: checked with the whole [index] section
+            raw.setdefault("index", {}).setdefault(keys[1], {})[keys[2]] = value
+            continue
+        section, key = keys
         raw.setdefault(section, {})[key] = _checked_override(text, section, key, value)
-    return from_dict(raw, where)
+    return from_dict(raw, where, check_index)
 
 
 def _checked_override(text: str, section: str, key: str, value: Any) -> Any:
@@ -332,6 +392,8 @@ def _checked_override(text: str, section: str, key: str, value: Any) -> Any:
     hints = get_type_hints(sections[section])
     if (section, key) in LEGACY_FORMS:
         return value  # from_dict reads it as what it meant, then checks it
+    if section == "index" and key not in hints:
+        return value  # a whole [index.NAME] table: checked with the section
     if key not in hints:
         raise unknown(f"key {key!r} in [{section}]", key, list(hints))
     return _coerce(value, hints[key], f"--set {text!r}")

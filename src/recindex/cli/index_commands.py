@@ -6,23 +6,26 @@ import json
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from recindex.cli.app import console, index_app
 from recindex.cli.parsing import parse_assignments
 from recindex.cli.present import index_list_table
+from recindex.errors import BundleError, InvalidRequest
 from recindex.eval.partition_report import facet_names, plot_bucket_sizes, quality_report
 from recindex.eval.report import codeword_use_line, partition_table
 from recindex.pipelines import load_bundle
-from recindex.pipelines.indexes import build_bundle_index, list_bundle_indexes, load_bundle_index
+from recindex.pipelines.indexes import build_bundle_index, config_spec, list_bundle_indexes, load_bundle_index
 
 
 @index_app.command("build")
 def index_build(
     bundle: Path = typer.Argument(..., help="A bundle directory written by 'recindex train'."),
-    backend: str = typer.Option(
-        ...,
+    backend: str | None = typer.Option(
+        None,
         "--backend",
-        help="exact, exact:int8, faiss:HNSW32, faiss:IVF1024,Flat, milvus:HNSW, sharded:4:...",
+        help="exact, exact:int8, faiss:HNSW32, faiss:IVF1024,Flat, milvus:HNSW, sharded:4:..., mfli, uri, "
+        "ci:nlist=128 (default: the bundle config's [index])",
     ),
     name: str | None = typer.Option(
         None, "--name", help="Index name inside the bundle (default: from the spec)."
@@ -34,22 +37,43 @@ def index_build(
     metric: str | None = typer.Option(None, "--metric", help="Default: the model's own metric."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an index of the same name."),
 ) -> None:
-    """Build an index over the bundle's item embeddings and store it in the bundle."""
+    """Build an index over the bundle's item embeddings and store it in the bundle: the `--backend`
+    spec, or else the one the bundle's config names in [index]."""
     loaded = load_bundle(bundle)
-    with console.status(f"building {backend} over {len(loaded.item_embeddings):,} items"):
+    spec, search = backend, parse_assignments(params, "--param")
+    if spec is None:
+        spec = _configured_spec(loaded)
+        search = {**loaded.config.index.search, **search}
+        console.print(escape(f"building the bundle config's [index]: {spec.text()}"))
+    shown = spec if isinstance(spec, str) else spec.text()
+    with console.status(f"building {shown} over {len(loaded.item_embeddings):,} items"):
         folder, index, seconds = build_bundle_index(
             loaded,
-            backend,
+            spec,
             name,
             metric=metric,
             options=parse_assignments(options, "--option"),
-            search_params=parse_assignments(params, "--param"),
+            search_params=search,
             overwrite=overwrite,
         )
     console.print(
-        f"[green]built[/] {backend}: {len(index):,} items in {seconds:.1f}s, "
+        f"[green]built[/] {shown}: {len(index):,} items in {seconds:.1f}s, "
         f"search parameters {index.search_params}; stored in {folder}"
     )
+
+
+def _configured_spec(loaded):
+    """The typed spec of the bundle config's [index], or a BundleError that says how to give one."""
+    try:
+        spec = config_spec(loaded.config.index)
+    except InvalidRequest as error:
+        raise InvalidRequest(f"{loaded.path}/manifest.json [index]: {error}") from None
+    if spec is None:
+        raise BundleError(
+            f"{loaded.path}: its config has no [index] backend; pass --backend SPEC "
+            "(e.g. --backend faiss:HNSW32), or train with [index] backend = \"...\""
+        )
+    return spec
 
 
 @index_app.command("quality")

@@ -16,7 +16,7 @@ from recindex.eval.index_eval import evaluate_index
 from recindex.eval.report import metrics_table
 from recindex.pipelines import load_bundle
 from recindex.pipelines.experiment import evaluate_bundle, run_experiment
-from recindex.pipelines.indexes import load_bundle_index
+from recindex.pipelines.indexes import check_index, load_bundle_index
 
 
 @app.command()
@@ -48,7 +48,7 @@ def train(
         extra.append(f"train.seed={seed}")
     if max_time is not None:
         extra.append(f"train.max_seconds={parse_duration(max_time, '--max-time')}")
-    settings = load_config(config, extra)
+    settings = load_config(config, extra, check_index)  # [index] typed by the backends' specs
     result = run_experiment(
         settings, out, progress=not quiet, log=None if quiet else errors.print, overwrite=overwrite
     )

@@ -10,6 +10,9 @@ Specs (the `--backend` of `recindex index build`):
                                the server or Milvus Lite file comes from options["uri"]
     sharded:4:faiss:HNSW32     4 shards of the inner spec, by hash of item id
 
+A spec string is read into its backend's typed spec (`recindex.index.specs`); build options are more
+values of that spec's fields, or material a backend takes from elsewhere (a trained model's parts).
+
 The learned indexes of the families (`mfli`, `uri`, `ci`) join this table in the composition root
 (`recindex.pipelines.indexes`), which passes the whole table to `make_index` and `load_index`: this
 package knows no family. Backends are named in tables explicitly; nothing is discovered by module name.
@@ -17,7 +20,6 @@ package knows no family. Backends are named in tables explicitly; nothing is dis
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,17 +30,24 @@ from recindex.index.base import BaseIndex, Metric, read_index_manifest
 from recindex.index.exact_index import ExactIndex
 from recindex.index.faiss_index import FaissIndex
 from recindex.index.sharded import ShardedIndex
+from recindex.index.specs import CORE_SPECS, IndexSpec, ShardedSpec, parse_spec
 
 
 @dataclass(frozen=True)
 class Backend:
-    """One entry of a backend table: how a spec's text after `NAME:` makes an empty index, and how a
-    saved one is read back (both get the whole table, for backends that hold other backends)."""
+    """One entry of a backend table: its typed spec, how a spec makes an empty index, and how a saved
+    one is read back (both get the whole table, for backends that hold other backends)."""
 
     name: str
+    spec: type[IndexSpec]
     index_class: Callable[[], type[BaseIndex]]  # a function, so an optional engine is imported on use
-    make: Callable[..., BaseIndex]  # (rest, dim, metric, search_params, options, backends) -> index
+    # (spec, dim, metric, search_params, material, backends) -> index; None: the index class called
+    # with the spec's fields and the material
+    make: Callable[..., BaseIndex] | None = None
     load: Callable[[Path, dict, Mapping[str, Backend]], BaseIndex] | None = None
+    # constructor arguments that are no setting of the spec: what a bundle gives (a trained codebook,
+    # decoder weights) or a secret (a token); they pass through untyped
+    material: tuple[str, ...] = ()
 
 
 Backends = Mapping[str, "Backend"]
@@ -51,38 +60,19 @@ def _milvus_class() -> type[BaseIndex]:
     return MilvusIndex
 
 
-def _make_exact(rest, dim, metric, search_params, options, backends) -> BaseIndex:
-    return ExactIndex(dim, metric, storage=rest or "float32", search_params=search_params, **options)
-
-
-def _make_faiss(rest, dim, metric, search_params, options, backends) -> BaseIndex:
-    if not rest:
-        raise InvalidRequest("faiss needs a factory string, e.g. faiss:HNSW32 or faiss:IVF1024,Flat")
-    return FaissIndex(dim, metric, factory=rest, search_params=search_params, **options)
-
-
-def _make_milvus(rest, dim, metric, search_params, options, backends) -> BaseIndex:
-    milvus = _milvus_class()
-    return milvus(dim, metric, index_type=rest or "AUTOINDEX", search_params=search_params, **options)
-
-
-def _make_sharded(rest, dim, metric, search_params, options, backends) -> BaseIndex:
-    count, _, inner = rest.partition(":")
-    if not count.isdigit() or not inner:
-        spec = f"sharded:{rest}"
-        raise InvalidRequest(f"sharded spec is sharded:N:INNER (e.g. sharded:4:faiss:HNSW32), got {spec!r}")
+def _make_sharded(spec: ShardedSpec, dim, metric, search_params, options, backends) -> BaseIndex:
     shards = [
         make_index(
-            inner,
+            spec.inner,
             dim,
             metric,
             search_params=search_params,
-            options=_shard_options(inner, options, n),
+            options=_shard_options(spec.inner, options, n),
             backends=backends,
         )
-        for n in range(int(count))
+        for n in range(spec.shards)
     ]
-    return ShardedIndex(shards, spec=inner)
+    return ShardedIndex(shards, spec=spec.inner)
 
 
 def _load_sharded(folder: Path, manifest: dict, backends: Backends) -> BaseIndex:
@@ -94,10 +84,10 @@ def _load_sharded(folder: Path, manifest: dict, backends: Backends) -> BaseIndex
 
 
 CORE_BACKENDS: dict[str, Backend] = {
-    "exact": Backend("exact", lambda: ExactIndex, _make_exact),
-    "faiss": Backend("faiss", lambda: FaissIndex, _make_faiss),
-    "milvus": Backend("milvus", _milvus_class, _make_milvus),
-    "sharded": Backend("sharded", lambda: ShardedIndex, _make_sharded, _load_sharded),
+    "exact": Backend("exact", CORE_SPECS["exact"], lambda: ExactIndex),
+    "faiss": Backend("faiss", CORE_SPECS["faiss"], lambda: FaissIndex),
+    "milvus": Backend("milvus", CORE_SPECS["milvus"], _milvus_class, material=("token",)),
+    "sharded": Backend("sharded", CORE_SPECS["sharded"], lambda: ShardedIndex, _make_sharded, _load_sharded),
 }
 
 
@@ -107,8 +97,13 @@ def backend_of(name: str, backends: Backends = CORE_BACKENDS) -> Backend:
     return backends[name]
 
 
+def spec_table(backends: Backends) -> dict[str, type[IndexSpec]]:
+    """Backend name -> its spec class, for reading spec strings and config tables."""
+    return {name: backend.spec for name, backend in backends.items()}
+
+
 def make_index(
-    spec: str,
+    spec: str | IndexSpec,
     dim: int,
     metric: Metric = "ip",
     *,
@@ -116,43 +111,29 @@ def make_index(
     options: Mapping[str, Any] | None = None,
     backends: Backends = CORE_BACKENDS,
 ) -> BaseIndex:
-    """An empty index for `spec`; `options` are build-time settings of the backend."""
-    if not isinstance(spec, str) or not spec.strip():
-        raise InvalidRequest("an index spec is a non-empty string such as 'exact' or 'faiss:HNSW32'")
-    name, _, rest = spec.strip().partition(":")
-    backend = backend_of(name, backends)
+    """An empty index for `spec` (a string or a typed spec); `options` are build-time settings of the
+    backend (its spec's fields) or the material it takes."""
+    parsed = spec if isinstance(spec, IndexSpec) else parse_spec(spec, spec_table(backends))
+    backend = backend_of(parsed.NAME, backends)
     options = dict(options or {})
-    if name != "sharded":  # the inner backend checks them
-        check_options(backend.index_class(), name, options)
-    return backend.make(rest, dim, metric, search_params, options, backends)
+    material = options
+    if not isinstance(parsed, ShardedSpec):  # a sharded index hands its options to its shards
+        parsed, material = with_options(parsed, backend, options)
+    parsed.check()
+    if backend.make is not None:
+        return backend.make(parsed, dim, metric, search_params, material, backends)
+    return backend.index_class()(dim, metric, search_params=search_params, **parsed.arguments(), **material)
 
 
-def key_values(
-    spec: str, text: str, keys: tuple[str, ...], words: tuple[str, ...] = ()
-) -> dict[str, int | str]:
-    """`key=N,...` pairs of a spec; keys in `words` take a word instead of a number."""
-    values: dict[str, int | str] = {}
-    for part in filter(None, text.split(",")):
-        key, sep, value = part.partition("=")
-        if not sep or key not in keys + words or (key in keys and not value.isdigit()) or not value:
-            expected = ",".join([f"{k}=N" for k in keys] + [f"{w}=WORD" for w in words])
-            raise InvalidRequest(f"{spec!r}: expected {expected} (any of them), got {part!r}")
-        values[key] = int(value) if key in keys else value
-    return values
-
-
-def check_options(cls: type[BaseIndex], backend: str, options: dict) -> None:
-    """Refuse build options the backend's constructor does not take, naming the ones it does."""
-    accepted = [
-        name
-        for name, parameter in inspect.signature(cls.__init__).parameters.items()
-        if parameter.kind is inspect.Parameter.KEYWORD_ONLY and name != "search_params"
-    ]
-    unknown = sorted(set(options) - set(accepted))
+def with_options(spec: IndexSpec, backend: Backend, options: Mapping[str, Any]) -> tuple[IndexSpec, dict]:
+    """(the spec with the options that are its fields, the material); refuses any other option."""
+    settings = {k: v for k, v in options.items() if k not in backend.material}
+    unknown = sorted(set(settings) - set(spec.field_names()))
     if unknown:
-        raise InvalidRequest(
-            f"{backend} index: unknown options {unknown} (it takes: {', '.join(accepted) or 'none'})"
-        )
+        takes = ", ".join([*spec.field_names(), *backend.material]) or "none"
+        raise InvalidRequest(f"{backend.name} index: unknown options {unknown} (it takes: {takes})")
+    material = {k: v for k, v in options.items() if k in backend.material}
+    return type(spec).from_values(settings, f"{backend.name} index options", spec), material
 
 
 def _shard_options(inner: str, options: dict, number: int) -> dict:

@@ -17,18 +17,21 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
 from recindex.bundle import Bundle
+from recindex.config import IndexConfig
 from recindex.errors import BundleError, InvalidRequest
 from recindex.index.base import BaseIndex, check_metric, read_index_manifest
-from recindex.index.factory import CORE_BACKENDS, Backend, check_options, key_values
+from recindex.index.factory import CORE_BACKENDS, Backend, spec_table
 from recindex.index.factory import load_index as load_with
 from recindex.index.factory import make_index as make_with
 from recindex.index.item_attributes import item_attributes
+from recindex.index.specs import IndexSpec, MilvusSpec, check_index_config, parse_spec, spec_of_config
 from recindex.mfli.index import MFLIIndex
 from recindex.pipelines.families import family_of_manifest
 from recindex.sci.index import CIIndex
@@ -37,50 +40,56 @@ from recindex.uri.index import URIIndex
 INDEX_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
-def _spec_maker(name: str, index_class: type[BaseIndex], keys: tuple[str, ...], words: tuple[str, ...]):
-    """A learned backend whose spec carries its shape as `key=N` / `key=WORD` pairs."""
-
-    def make(rest, dim, metric, search_params, options, backends) -> BaseIndex:
-        shape = key_values(f"{name}:{rest}", rest, keys, words)
-        check_options(index_class, name, {**shape, **options})
-        return index_class(dim, metric, search_params=search_params, **{**shape, **options})
-
-    return make
-
-
-def _make_uri(rest, dim, metric, search_params, options, backends) -> BaseIndex:
-    if rest:
-        spec = f"uri:{rest}"
-        raise InvalidRequest(f"{spec!r}: the uri backend takes no spec options (its shape is the model's)")
-    return URIIndex(dim, metric, search_params=search_params, **options)
-
-
-# Specs of the learned backends (the `--backend` of `recindex index build`):
+# Specs of the learned backends (the `--backend` of `recindex index build`, or `[index.NAME]` tables):
 #   mfli                       the multifaceted learnable index served by walking codes; its shape as
-#   mfli:facets=3,levels=2,codewords=64   options (a trained codebook comes from an MFLI bundle);
+#   mfli:facets=3,levels=2,codewords=64   key=value pairs (a trained codebook comes from an MFLI bundle);
 #   mfli:storage=fp16,max_leaf=500        also the leaves' vector storage and the rebuild bounds
 #   uri                        a URI model's decoder, beam search over its learned token tree and its
-#                              ranker; its weights and codes come from the URI bundle
+#                              ranker; its weights and codes come from the URI bundle (no settings)
 #   ci                         SCI's consistent index: lists by k-means in the query view, scores (exact,
 #   ci:nlist=128,levels=2      or residual codes) in the item view; the items' query views and logged
-#   ci:coarse=items+queries    queries come from the two-tower bundle; also codewords=N, assign=N,
-#   ci:place=item              and place=query|item (which view picks an item's list)
+#   ci:coarse=items+queries    queries come from the two-tower bundle
+@dataclass(frozen=True)
+class MFLISpec(IndexSpec):
+    NAME: ClassVar[str] = "mfli"
+    facets: int = 1  # an MFLI bundle's codebook sets facets and levels
+    levels: int = 2
+    codewords: int = 16  # per level and facet
+    min_leaf: int | None = None  # leaves below this merge, above max_leaf split (default: from the size)
+    max_leaf: int | None = None
+    storage: Literal["flat", "fp16"] = "flat"  # the leaves' vectors (mfli.lists.STORAGES)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class URISpec(IndexSpec):
+    NAME: ClassVar[str] = "uri"  # its shape is the model's: no settings
+
+
+@dataclass(frozen=True)
+class CISpec(IndexSpec):
+    NAME: ClassVar[str] = "ci"
+    nlist: int = 0  # coarse lists (0: about sqrt(items))
+    levels: int = 2  # residual code levels of the fine scores (0: exact scores)
+    codewords: int = 256  # per level
+    assign: int = 1  # lists each item is placed in
+    coarse: Literal["items", "items+queries"] = "items"  # what the lists' k-means clusters (sci.index.COARSE)
+    place: Literal["query", "item"] = "query"  # which view picks an item's list (sci.index.PLACE)
+    seed: int = 0
+
+
 BACKENDS: dict[str, Backend] = {
     **CORE_BACKENDS,
-    "mfli": Backend(
-        "mfli",
-        lambda: MFLIIndex,
-        _spec_maker(
-            "mfli", MFLIIndex, ("facets", "levels", "codewords", "min_leaf", "max_leaf"), ("storage",)
-        ),
+    "mfli": Backend("mfli", MFLISpec, lambda: MFLIIndex, material=("codebook",)),
+    "uri": Backend(
+        "uri",
+        URISpec,
+        lambda: URIIndex,
+        material=("decoder", "token_sizes", "leaf_layers", "blocks", "heads", "codes"),
     ),
-    "uri": Backend("uri", lambda: URIIndex, _make_uri),
-    "ci": Backend(
-        "ci",
-        lambda: CIIndex,
-        _spec_maker("ci", CIIndex, ("nlist", "levels", "codewords", "assign", "seed"), ("coarse", "place")),
-    ),
+    "ci": Backend("ci", CISpec, lambda: CIIndex, material=("query_views", "logged_queries")),
 }
+SPECS = spec_table(BACKENDS)
 # Learned backends that cannot be built without their family's material, and the bundles that have it.
 NEEDS_MATERIAL = {
     "ci": "two-tower bundles (plain, or trained with SymmAligner)",
@@ -88,7 +97,17 @@ NEEDS_MATERIAL = {
 }
 
 
-def make_index(spec: str, dim: int, metric: str = "ip", **kwargs) -> BaseIndex:
+def check_index(section: IndexConfig, where: str) -> IndexConfig:
+    """The run config's [index] section typed by the backends' specs (`load_config(check_index=...)`)."""
+    return check_index_config(section, where, SPECS)
+
+
+def config_spec(section: IndexConfig) -> IndexSpec | None:
+    """The spec a bundle's [index] section asks for (None: none)."""
+    return spec_of_config(section, SPECS)
+
+
+def make_index(spec: str | IndexSpec, dim: int, metric: str = "ip", **kwargs) -> BaseIndex:
     """An empty index of any backend, the learned ones included (see `recindex.index.make_index`)."""
     return make_with(spec, dim, metric, backends=BACKENDS, **kwargs)
 
@@ -110,7 +129,7 @@ def index_folder(bundle: Bundle, name: str) -> Path:
 
 def build_bundle_index(
     bundle: Bundle,
-    spec: str,
+    spec: str | IndexSpec,
     name: str | None = None,
     *,
     metric: str | None = None,
@@ -118,30 +137,42 @@ def build_bundle_index(
     search_params: Mapping[str, Any] | None = None,
     overwrite: bool = False,
 ) -> tuple[Path, BaseIndex, float]:
-    """Build `spec` over the bundle's item embeddings and store it; returns (folder, index, seconds)."""
+    """Build `spec` over the bundle's item embeddings and store it; returns (folder, index, seconds).
+    The manifest keeps the spec string as given (a typed spec: the string it writes as)."""
+    parsed = spec if isinstance(spec, IndexSpec) else parse_spec(spec, SPECS)
+    text = spec if isinstance(spec, str) else parsed.text()
     embedding = bundle.manifest["embedding"]
     metric = metric or embedding["metric"]
     check_metric(metric, embedding["metric"], embedding.get("normalized", False))
-    name = name or default_name(spec)
+    name = name or default_name(text)
     folder = index_folder(bundle, name)
     if folder.exists() and not overwrite:
         raise BundleError(f"{folder} exists; pass --overwrite to rebuild it, or choose another --name")
     options = dict(options or {})
-    backend = spec.partition(":")[0]
-    if backend in ("milvus", "sharded") and "milvus" in spec:
+    if parsed.NAME in ("milvus", "sharded") and "milvus" in text:
         # One collection per bundle version; Milvus Lite data sits next to the index folder.
-        options.setdefault("collection", "recindex_" + re.sub(r"[^A-Za-z0-9_]", "_", bundle.bundle_id))
-        options.setdefault("uri", str(folder.parent / f"{name}.milvus.db"))
-    material, search_defaults = bundle_material(bundle, spec, options)
+        lite = {
+            "collection": "recindex_" + re.sub(r"[^A-Za-z0-9_]", "_", bundle.bundle_id),
+            "uri": str(folder.parent / f"{name}.milvus.db"),
+        }
+        for key, value in lite.items():
+            if key not in options and not _set_in_spec(parsed, key):
+                options[key] = value
+    material, search_defaults = bundle_material(bundle, text, options)
     options = {**material, **options}
     search_params = {**search_defaults, **dict(search_params or {})}
-    index = make_index(spec, embedding["dim"], metric, search_params=search_params or None, options=options)
+    index = make_index(parsed, embedding["dim"], metric, search_params=search_params or None, options=options)
     started = time.perf_counter()
     ids = np.arange(len(bundle.item_embeddings))
     index.add(ids, bundle.item_embeddings, attributes=item_attributes(bundle.data))
     seconds = time.perf_counter() - started
-    index.save(folder, extra={"bundle_id": bundle.bundle_id, "spec": spec, "build_seconds": seconds})
+    index.save(folder, extra={"bundle_id": bundle.bundle_id, "spec": text, "build_seconds": seconds})
     return folder, index, seconds
+
+
+def _set_in_spec(spec: IndexSpec, key: str) -> bool:
+    """Whether a Milvus spec sets `key` itself (a config table's uri), so a bundle's default yields."""
+    return isinstance(spec, MilvusSpec) and getattr(spec, key) != getattr(MilvusSpec(), key)
 
 
 def bundle_material(bundle: Bundle, spec: str, options: dict) -> tuple[dict[str, Any], dict[str, Any]]:

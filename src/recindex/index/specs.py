@@ -1,0 +1,220 @@
+"""Typed index specs: one frozen dataclass per backend, filled from a spec string or a config table.
+
+A spec string is `NAME` or `NAME:REST`. What REST means is the spec class's grammar:
+
+    exact:float16              one field (POSITIONAL) takes the whole text: exact's storage, faiss's
+    faiss:IVF1024,Flat         factory string, milvus's index type
+    ci:nlist=128,levels=2      key=value pairs over the spec's fields (the learned backends)
+    sharded:4:faiss:HNSW32     the shard count, then the inner spec (ShardedSpec's own grammar)
+
+Values are read through the fields' types (the run config's `coerce_value`): a wrong value or an
+unknown key is refused, naming the allowed ones. Fields a string cannot carry (faiss's
+ef_construction, milvus's uri) come from build options or the `[index.NAME]` table of the run config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, get_args, get_origin, get_type_hints
+
+from recindex.config import IndexConfig, coerce_value
+from recindex.errors import InvalidRequest, RecIndexError
+
+SpecTable = Mapping[str, type["IndexSpec"]]  # backend name -> its spec class
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """The base of every backend's spec: its grammar, and typed reading of values into its fields."""
+
+    NAME: ClassVar[str] = ""
+    POSITIONAL: ClassVar[str | None] = None  # the field the text after `NAME:` sets; None: key=value
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any], where: str, base: IndexSpec | None = None) -> IndexSpec:
+        """The spec with `values` (already typed, as TOML or Python gives them) over `base`'s."""
+        unknown = sorted(set(values) - set(cls.field_names()))
+        if unknown:
+            raise InvalidRequest(
+                f"{where}: unknown key {', '.join(map(repr, unknown))}; "
+                f"expected one of {', '.join(cls.field_names()) or 'none (this backend takes no settings)'}"
+            )
+        hints = get_type_hints(cls)
+        try:
+            typed = {key: coerce_value(value, hints[key], f"{where}: {key}") for key, value in values.items()}
+        except RecIndexError as error:  # the config's error, as the index package's
+            raise InvalidRequest(str(error)) from None
+        for key, value in typed.items():  # counts, sizes and seeds: a negative one is a typo
+            if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+                raise InvalidRequest(f"{where}: {key} must be 0 or more, got {value}")
+        return dataclasses.replace(base if base is not None else cls(), **typed)
+
+    @classmethod
+    def from_text(cls, rest: str, where: str, base: IndexSpec | None = None) -> IndexSpec:
+        """The spec a string's text after `NAME:` gives, over `base`'s values."""
+        if not rest:
+            return base if base is not None else cls()
+        if cls.POSITIONAL is not None:
+            return cls.from_values({cls.POSITIONAL: rest}, where, base)
+        if not cls.field_names():
+            raise InvalidRequest(f"{where}: the {cls.NAME} backend takes no spec options")
+        hints = get_type_hints(cls)
+        values = {}
+        for part in filter(None, rest.split(",")):
+            key, sep, text = part.partition("=")
+            if not sep or not text:
+                expected = ",".join(f"{k}=VALUE" for k in cls.field_names())
+                raise InvalidRequest(f"{where}: expected {expected} (any of them), got {part!r}")
+            values[key] = _text_value(text, hints.get(key, str))
+        return cls.from_values(values, where, base)
+
+    def text(self) -> str:
+        """The spec string of this spec (the fields a string carries, where they differ from default)."""
+        default = type(self)()
+        if self.POSITIONAL is not None:
+            value = getattr(self, self.POSITIONAL)
+            return self.NAME if value == getattr(default, self.POSITIONAL) else f"{self.NAME}:{value}"
+        changed = [key for key in self.field_names() if getattr(self, key) != getattr(default, key)]
+        pairs = [f"{key}={getattr(self, key)}" for key in changed]
+        return f"{self.NAME}:{','.join(pairs)}" if pairs else self.NAME
+
+    def arguments(self) -> dict[str, Any]:
+        """The index class's keyword arguments this spec sets."""
+        return {key: getattr(self, key) for key in self.field_names()}
+
+    def check(self) -> None:
+        """Refuse a spec that cannot make an index (a value a default cannot stand in for is missing)."""
+
+    def nested(self) -> tuple[str, ...]:
+        """Spec strings inside this one, checked with it."""
+        return ()
+
+
+def _text_value(text: str, annotation: Any) -> Any:
+    """A value as written in a spec string: the text itself for a string field, else a TOML value."""
+    choices = get_args(annotation) if get_origin(annotation) is Literal else ()
+    if annotation is str or str in get_args(annotation) or all(isinstance(c, str) for c in choices or [0]):
+        return text
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text  # refused by the field's type, with its name
+
+
+ExactStorage = Literal["float32", "float16", "int8"]
+
+
+@dataclass(frozen=True)
+class ExactSpec(IndexSpec):
+    NAME: ClassVar[str] = "exact"
+    POSITIONAL: ClassVar[str | None] = "storage"
+    storage: ExactStorage = "float32"  # int8 keeps a per-dimension scale
+
+
+@dataclass(frozen=True)
+class FaissSpec(IndexSpec):
+    NAME: ClassVar[str] = "faiss"
+    POSITIONAL: ClassVar[str | None] = "factory"
+    factory: str = ""  # any FAISS index-factory string: HNSW32, IVF1024,Flat, OPQ16,IVF1024,PQ16, ...
+    ef_construction: int = 200  # HNSW graphs
+    train_size: int | None = None  # vectors IVF/PQ train on (default: the first add's)
+
+    def check(self) -> None:
+        if not self.factory:
+            raise InvalidRequest("faiss needs a factory string, e.g. faiss:HNSW32 or faiss:IVF1024,Flat")
+
+
+@dataclass(frozen=True)
+class MilvusSpec(IndexSpec):
+    NAME: ClassVar[str] = "milvus"
+    POSITIONAL: ClassVar[str | None] = "index_type"
+    index_type: str = "AUTOINDEX"  # HNSW, IVF_FLAT, IVF_PQ, FLAT, ... (Milvus checks the name)
+    uri: str = "recindex_milvus.db"  # a server (http://milvus:19530) or a Milvus Lite file
+    collection: str = "recindex_items"
+    index_params: dict[str, Any] | None = None  # Milvus build parameters, e.g. {M = 16}
+
+
+@dataclass(frozen=True)
+class ShardedSpec(IndexSpec):
+    NAME: ClassVar[str] = "sharded"
+    shards: int = 0
+    inner: str = ""  # the spec of every shard
+
+    @classmethod
+    def from_text(cls, rest: str, where: str, base: IndexSpec | None = None) -> IndexSpec:
+        if not rest:
+            return base if base is not None else cls()
+        count, _, inner = rest.partition(":")
+        if not count.isdigit() or not inner:
+            expected = "sharded:N:INNER (e.g. sharded:4:faiss:HNSW32)"
+            raise InvalidRequest(f"sharded spec is {expected}, got {where}")
+        return cls.from_values({"shards": int(count), "inner": inner}, where, base)
+
+    def text(self) -> str:
+        return f"sharded:{self.shards}:{self.inner}"
+
+    def check(self) -> None:
+        if self.shards < 1 or not self.inner:
+            raise InvalidRequest(f"sharded needs shards >= 1 and an inner spec, got {self.text()!r}")
+
+    def nested(self) -> tuple[str, ...]:
+        return (self.inner,) if self.inner else ()
+
+
+CORE_SPECS: dict[str, type[IndexSpec]] = {
+    spec.NAME: spec for spec in (ExactSpec, FaissSpec, MilvusSpec, ShardedSpec)
+}
+
+
+def spec_class(name: str, specs: SpecTable) -> type[IndexSpec]:
+    if name not in specs:
+        raise InvalidRequest(f"unknown index backend {name!r}; choose one of {', '.join(specs)}")
+    return specs[name]
+
+
+def parse_spec(
+    text: str, specs: SpecTable, tables: Mapping[str, Mapping[str, Any]] | None = None
+) -> IndexSpec:
+    """The typed spec of a spec string, over its backend's table in `tables` (the run config's) when
+    there is one."""
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidRequest("an index spec is a non-empty string such as 'exact' or 'faiss:HNSW32'")
+    name, _, rest = text.strip().partition(":")
+    cls = spec_class(name, specs)
+    table = (tables or {}).get(name)
+    base = cls.from_values(table, f"[index.{name}]") if table else None
+    spec = cls.from_text(rest, repr(text.strip()), base)
+    for inner in spec.nested():
+        parse_spec(inner, specs)
+    return spec
+
+
+def check_index_config(section: IndexConfig, where: str, specs: SpecTable) -> IndexConfig:
+    """The [index] section with every backend table read through its spec, and its backend's spec
+    checked; refuses unknown backends, keys and values, naming what is allowed."""
+    tables = {}
+    for name, table in section.backends.items():
+        if name not in specs:
+            raise InvalidRequest(
+                f"{where}: [index.{name}] is no index backend; the tables are {', '.join(specs)}"
+            )
+        spec = specs[name].from_values(table, f"{where} [index.{name}]")
+        tables[name] = {key: getattr(spec, key) for key in table}
+    if section.backend:
+        try:
+            parse_spec(section.backend, specs, tables)
+        except InvalidRequest as error:
+            raise InvalidRequest(f"{where} [index] backend: {error}") from None
+    return dataclasses.replace(section, backends=tables)
+
+
+def spec_of_config(section: IndexConfig, specs: SpecTable) -> IndexSpec | None:
+    """The spec the [index] section asks for (None: it names no backend)."""
+    return parse_spec(section.backend, specs, section.backends) if section.backend else None
