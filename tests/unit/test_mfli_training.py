@@ -60,7 +60,7 @@ def test_levels_switch_on_after_the_delay_one_by_one(trained):
     model, _, trainer, result = trained
     assert trainer.activations == [{"epoch": 2, "level": 1}, {"epoch": 4, "level": 2}]
     assert int(model.active_levels) == 2
-    assert all(np.isfinite(record["loss"]) for record in result.history)
+    assert all(np.isfinite(record["loss"]) for record in result.history if record["epoch"] > 0)
     assert codebook_array(model).shape == (2, 3, 8, 16)
 
 
@@ -222,3 +222,89 @@ def test_facet_weights_come_from_the_config_and_must_fit_the_facets():
             config.eval,
             MFLITrainConfig(facet_weights=(1, 1)),
         )
+
+
+def _one_step_trainer(dataset: str, max_len: int):
+    config = load_config(
+        None,
+        [
+            f'data.dataset="{dataset}"',
+            "model.dim=16",
+            f"model.max_len={max_len}",
+            "model.id_dropout=0.2",
+            "train.threads=1",
+            "train.uniform_negatives=64",
+        ],
+    )
+    data = load_dataset(config.data.dataset, None)
+    split = split_for(config.data, data)
+    seed_everything(0, 1)
+    model = MFLIModel(TwoTowerModel.for_data(data, config.model), levels=1, codewords=8)
+    mfli = MFLITrainConfig(quant_start=0, level_gap=1, quant_gradient="codebook")
+    trainer = MFLITrainer(model, split, config.train, config.eval, mfli, progress=False)
+    examples = sequence_examples(split, model.shape.n_users, model.n_items, max_len)
+    return trainer, examples
+
+
+def test_each_candidate_item_is_scored_once_per_facet(monkeypatch):
+    """A batch of long sequences repeats its positives many times; the candidates of every facet's
+    softmax (and of its quantized twin) are distinct items, so the logits are at most (positions x
+    pool) however often an item repeats, and a popular item is not counted once per occurrence in
+    the denominator."""
+    from recindex.mfli import train as mfli_train
+
+    trainer, examples = _one_step_trainer(
+        "synthetic:n_users=200,n_items=60,n_attributes=10,mean_length=30,min_length=10,seed=2", 30
+    )
+    trainer.before_epoch(1)  # switches the level on
+    calls = []
+    original = mfli_train.sampled_softmax_loss
+
+    def recording(users, positive_ids, positive_vectors, candidate_ids, candidate_vectors, *rest, **options):
+        calls.append((len(positive_ids), candidate_ids.clone(), candidate_vectors.shape[0]))
+        return original(
+            users, positive_ids, positive_vectors, candidate_ids, candidate_vectors, *rest, **options
+        )
+
+    monkeypatch.setattr(mfli_train, "sampled_softmax_loss", recording)
+    batch = next(iter(iterate_batches(examples, 64, np.random.default_rng(0))))
+    trainer._loss(batch)
+    assert len(calls) == 2 * len(trainer.model.facets)  # every facet, and its reconstruction
+    positions = calls[0][0]
+    assert positions > 3 * len(trainer.pool)  # the batch does repeat its positives
+    for _, ids, rows in calls:
+        assert len(torch.unique(ids)) == len(ids) == rows <= len(trainer.pool)
+
+
+def test_the_id_facet_is_not_touched_by_id_dropout():
+    """ID dropout trains the joint facet's content-only path; the id facet of an item whose ID was
+    dropped would be the head's bias, one stand-in shared by every dropped item in the batch."""
+    trainer, _ = _one_step_trainer(DATASET, 10)
+    model = trainer.model
+    items = trainer.pool[:50]
+    keep = torch.ones(model.n_items + 1, dtype=torch.bool)
+    keep[items[::2]] = False
+    id_facet, joint_facet = model.facets.index("id"), model.facets.index("joint")
+    with torch.no_grad():
+        dropped, kept = model.item_facets(items, keep), model.item_facets(items)
+    torch.testing.assert_close(dropped[:, id_facet], kept[:, id_facet])
+    assert not torch.allclose(dropped[::2, joint_facet], kept[::2, joint_facet])  # the joint facet drops it
+
+
+def test_the_model_as_it_starts_is_epoch_0_and_kept_when_no_epoch_beats_it():
+    """With nothing learned (lr 0) no epoch beats the start: it is kept, and its codebook is completed
+    (the levels it lacked fitted by k-means) so that the model can be indexed."""
+    config = settings(epochs=3)
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, lr=0.0))
+    data = load_dataset(config.data.dataset, None)
+    split = split_for(config.data, data)
+    seed_everything(0, 1)
+    model = MFLIModel(TwoTowerModel.for_data(data, config.model), levels=2, codewords=8)
+    mfli = MFLITrainConfig(quant_start=1, level_gap=1)
+    trainer = MFLITrainer(model, split, config.train, config.eval, mfli, keep_start=True, progress=False)
+    result = trainer.fit()
+    assert [int(r["epoch"]) for r in result.history] == [0, 1, 2, 3]
+    start = result.history[0]["valid_recall@10"]
+    assert result.best_epoch == 0 and result.best_valid["recall@10"] == start
+    assert int(model.active_levels) == 2 and codebook_array(model).shape == (2, 3, 8, 16)
+    assert not model.training

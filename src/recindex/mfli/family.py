@@ -28,6 +28,7 @@ def train(request: TrainRequest) -> Trained:
         config.train,
         config.eval,
         mfli_train_config(config.mfli),
+        keep_start=request.load_start is not None,
         progress=request.progress,
         log=request.log,
     )

@@ -88,8 +88,11 @@ class MFLIModel(nn.Module):
         if kind == "joint":
             return tower(items, id_keep)
         if kind == "id":
-            keep = tower.trained[items] if id_keep is None else tower.trained[items] & id_keep[items]
-            return tower.ids(items) * keep.unsqueeze(-1)
+            # ID dropout (id_keep) trains the joint facet's content-only path and is not applied here:
+            # a dropped ID would leave the head's bias as the id facet, one stand-in vector shared by
+            # every dropped item of the batch, candidates and positives alike, which the id facet's
+            # loss then trained on. An item without its ID has no id facet in the score (`merged`).
+            return tower.ids(items) * tower.trained[items].unsqueeze(-1)
         flat = items.reshape(-1)
         return tower.attributes(tower.tokens[flat]).reshape(*items.shape, -1)
 

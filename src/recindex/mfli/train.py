@@ -5,7 +5,9 @@
          + fit_weight * (codebook + 0.25 commitment)      (keeps codewords on the residuals)
          + overuse_weight * KL(mean soft assignment || uniform)
 
-SSM is the sampled softmax of the two-tower trainer (in-batch or mixed negatives, logQ correction).
+SSM is the sampled softmax of the two-tower trainer (in-batch or mixed negatives, logQ correction), over
+the batch's distinct candidate items. The model as it starts is measured on validation as epoch 0 and
+kept when no epoch beats it (a warm start never ends below itself).
 Choices of ours, as the paper gives no figures: the quantized loss starts after `quant_start` epochs
 (delayed start); level l is switched on `level_gap` epochs after level l-1 (level-by-level activation)
 and initialised then by k-means of the current residuals of all trained items; the exact-softmax
@@ -15,6 +17,8 @@ and initialised then by k-means of the current residuals of all trained items; t
 
 from __future__ import annotations
 
+import copy
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,11 +28,12 @@ from recindex.bundle import Bundle
 from recindex.config import EvalConfig, TrainConfig
 from recindex.data.splits import Split
 from recindex.errors import RecIndexError
+from recindex.eval.evaluate import evaluate_model
 from recindex.mfli.model import MFLIModel
 from recindex.models.losses import sampled_softmax_loss
 from recindex.models.warm_start import load_towers
 from recindex.quant.codebook import fit_level
-from recindex.train.loop import Trainer
+from recindex.train.loop import Trainer, TrainResult
 
 QUANT_GRADIENTS = ("straight_through", "codebook")
 
@@ -52,6 +57,9 @@ class MFLITrainer(Trainer):
         train: TrainConfig,
         evaluation: EvalConfig,
         mfli: MFLITrainConfig = MFLITrainConfig(),  # noqa: B008 (frozen, so sharing it is safe)
+        *,
+        keep_start: bool = False,  # a warm start: measure the model as it starts, and keep it when no
+        # epoch beats it (from scratch, the start is a random model, never a candidate)
         **kwargs,
     ):
         if mfli.quant_gradient not in QUANT_GRADIENTS:
@@ -67,31 +75,105 @@ class MFLITrainer(Trainer):
             raise RecIndexError(f"{len(weights)} facet weights for {len(model.facets)} facets")
         self.facet_weights = torch.as_tensor(weights, dtype=torch.float32)
         self.activations: list[dict] = []
+        self.keep_start = keep_start
+
+    def fit(self) -> TrainResult:
+        """The trainer's epochs, with the model as it starts measured on validation as epoch 0: a warm
+        start is kept when no trained epoch beats it. The kept model's codebook is then completed (the
+        levels it lacks fitted by k-means), so that it can always be indexed."""
+        self.start = None
+        result = super().fit()
+        if self.start is not None:
+            record, valid, state = self.start
+            result.history.insert(0, record)
+            # as the trainer does, the earliest of equals is kept: the start comes before every epoch
+            if valid["recall@10"] >= result.best_valid.get("recall@10", -1.0):
+                self.model.load_state_dict(state)
+                result.best_epoch, result.best_valid = 0, valid
+                self.log("no epoch beat the model as it started: it is kept (epoch 0)")
+        if self._quantizing():
+            for level in range(int(self.model.active_levels), self.model.codebook.shape[0]):
+                self._switch_on(level)
+        self.model.eval()
+        return result
 
     def before_epoch(self, epoch: int) -> None:
-        """Switch on every codebook level whose epoch has come (level l at quant_start + 1 + l * level_gap),
-        each initialised by k-means of the residuals the levels above it leave."""
-        model, config = self.model, self.mfli
-        if config.quant_weight <= 0 and config.fit_weight <= 0:
+        """Measure the model as it starts (before the first epoch); switch on every codebook level whose
+        epoch has come (level l at quant_start + 1 + l * level_gap)."""
+        if epoch == 1 and self.keep_start:
+            self.start = self._measure_start()
+        if not self._quantizing():
             return
-        while (level := int(model.active_levels)) < model.codebook.shape[0]:
-            if epoch < config.quant_start + 1 + level * config.level_gap:
+        while (level := int(self.model.active_levels)) < self.model.codebook.shape[0]:
+            if epoch < self.mfli.quant_start + 1 + level * self.mfli.level_gap:
                 return
-            model.eval()
-            with torch.no_grad():
-                facets = model.item_facets(self.pool)  # trained items only: cold ones stay unseen
-                _, _, residuals = model.quantize(facets, level)
-                residual = residuals[-1][0] - residuals[-1][1] if residuals else facets
-                words = fit_level(residual.numpy(), model.codebook.shape[2], seed=self.config.seed + level)
-                model.codebook.data[level] = torch.as_tensor(words)
-                model.active_levels.fill_(level + 1)
-            model.train()
+            self._switch_on(level)
             self.activations.append({"epoch": epoch, "level": level + 1})
+
+    def _quantizing(self) -> bool:
+        return self.mfli.quant_weight > 0 or self.mfli.fit_weight > 0
+
+    def _switch_on(self, level: int) -> None:
+        """Initialise a codebook level by k-means of the residuals the levels above it leave."""
+        model = self.model
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            facets = model.item_facets(self.pool)  # trained items only: cold ones stay unseen
+            _, _, residuals = model.quantize(facets, level)
+            residual = residuals[-1][0] - residuals[-1][1] if residuals else facets
+            words = fit_level(residual.numpy(), model.codebook.shape[2], seed=self.config.seed + level)
+            model.codebook.data[level] = torch.as_tensor(words)
+            model.active_levels.fill_(level + 1)
+        model.train(was_training)
+
+    def _measure_start(self) -> tuple[dict, dict, dict]:
+        """(history record, validation metrics, state) of the model before any training."""
+        started = time.perf_counter()
+        valid = evaluate_model(
+            self.model,
+            self.split,
+            "valid",
+            self.item_counts,
+            ks=(10,),
+            exclude_seen=self.evaluation.exclude_seen,
+            batch_size=self.evaluation.batch_size,
+        ).metrics
+        record = {
+            "epoch": 0.0,
+            "valid_recall@10": valid["recall@10"],
+            "valid_ndcg@10": valid["ndcg@10"],
+            "seconds": time.perf_counter() - started,
+        }
+        self.log(f"epoch 0 (as it starts)  valid R@10 {valid['recall@10']:.4f} N@10 {valid['ndcg@10']:.4f}")
+        return record, valid, copy.deepcopy(self.model.state_dict())
 
     def checkpoint_allowed(self) -> bool:
         """The index needs every level: epochs before the last one switches on are never kept."""
-        quantizing = self.mfli.quant_weight > 0 or self.mfli.fit_weight > 0
-        return not quantizing or int(self.model.active_levels) == self.model.codebook.shape[0]
+        return not self._quantizing() or int(self.model.active_levels) == self.model.codebook.shape[0]
+
+    def _candidates(self, positives: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The batch's candidates, each item once: its distinct positives and, with mixed negatives,
+        `uniform_negatives` items drawn from the pool; with the log of each one's chance to be among
+        them (the logQ correction), or None without the correction.
+
+        Once, because a batch of long sequences repeats its positives many times (every position of
+        every sequence is an example). Repeated, a popular item stood in the softmax's denominator as
+        often as it occurred, while the correction subtracted only the log of its chance to occur at
+        all, so popular items were pushed down; and every facet's logits, and their reconstructions',
+        were (positions x positions) rather than at most (positions x pool). See docs/mfli.md."""
+        config = self.config
+        draws = config.uniform_negatives if config.negatives == "mixed" else 0
+        if draws > 0:
+            sampled = self.pool[torch.randint(len(self.pool), (draws,))]
+            positives = torch.cat([positives, sampled])
+        candidates = torch.unique(positives)  # sorted
+        if not config.logq_correction:
+            return candidates, None
+        # P(in the candidates) = 1 - P(not among the positives) * P(missed by every uniform draw)
+        in_batch = self.frequency.per_batch_probability(candidates)
+        missed = (1.0 - 1.0 / len(self.pool)) ** draws
+        return candidates, torch.log(1.0 - (1.0 - in_batch) * missed)
 
     def _loss(self, batch) -> torch.Tensor:
         model = self.model
@@ -101,12 +183,14 @@ class MFLITrainer(Trainer):
         queries = model.query_facets(states[real])  # (P, F, d)
         positives = batch.targets[real]
         self.frequency.update(positives)
-        drawn = self.negatives.draw(positives, self.pool, self.frequency)
-        candidates, candidate_log_q, positive_log_q = drawn.ids, drawn.candidate_log_q, drawn.positive_log_q
-        positive_facets = model.item_facets(positives, id_keep)  # (P, F, d)
+        candidates, candidate_log_q = self._candidates(positives)
+        # Every candidate is encoded once; a positive's vectors are its candidate's row.
+        rows = torch.searchsorted(candidates, positives)
+        positive_log_q = None if candidate_log_q is None else candidate_log_q[rows]
         candidate_facets = model.item_facets(candidates, id_keep)  # (C, F, d)
 
-        def facet_losses(queries, positive_vectors, candidate_vectors) -> torch.Tensor:
+        def facet_losses(queries, candidate_vectors) -> torch.Tensor:
+            positive_vectors = candidate_vectors[rows]
             total = torch.zeros(())
             for facet, weight in enumerate(self.facet_weights.tolist()):
                 total = total + weight * sampled_softmax_loss(
@@ -121,21 +205,14 @@ class MFLITrainer(Trainer):
                 )
             return total
 
-        loss = facet_losses(queries, positive_facets, candidate_facets)
+        loss = facet_losses(queries, candidate_facets)
         if int(model.active_levels) > 0:
             if self.mfli.quant_gradient == "codebook":
                 # The towers learn from L_MF alone; the quantized loss and the fit terms move codewords.
-                queries, positive_facets, candidate_facets = (
-                    queries.detach(),
-                    positive_facets.detach(),
-                    candidate_facets.detach(),
-                )
-            quantized_positives, _, _ = model.quantize(positive_facets)
-            quantized_candidates, _, residuals = model.quantize(candidate_facets)
+                queries, candidate_facets = queries.detach(), candidate_facets.detach()
+            quantized, _, residuals = model.quantize(candidate_facets)
             if self.mfli.quant_weight > 0:
-                loss = loss + self.mfli.quant_weight * facet_losses(
-                    queries, quantized_positives, quantized_candidates
-                )
+                loss = loss + self.mfli.quant_weight * facet_losses(queries, quantized)
             fit, overuse = model.codebook_losses(residuals)
             loss = loss + self.mfli.fit_weight * fit + self.mfli.overuse_weight * overuse
         return loss
