@@ -116,4 +116,4 @@ def test_runs_that_cannot_work_are_refused(tmp_path):
         )
     with pytest.raises(RecIndexError, match="both enabled"):
         # the switches of configs written before model.kind: two families at once are refused
-        run_experiment(load_config(None, ["uri.enabled=true", 'model.kind="mfli"']), None, progress=False)
+        run_experiment(load_config(None, ["uri.enabled=true", "mfli.enabled=true"]), None, progress=False)
