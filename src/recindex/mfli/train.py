@@ -71,6 +71,7 @@ class MFLITrainer(Trainer):
             raise RecIndexError(f"{len(weights)} facet weights for {len(model.facets)} facets")
         self.facet_weights = torch.as_tensor(weights, dtype=torch.float32)
         self.activations: list[dict] = []
+        self.start: tuple[dict, dict, dict] | None = None  # the model before training (see `fit`)
 
     def fit(self) -> TrainResult:
         """The trainer's epochs, with the model as it starts measured on validation as epoch 0: a warm
