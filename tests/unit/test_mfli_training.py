@@ -308,3 +308,35 @@ def test_the_model_as_it_starts_is_epoch_0_and_kept_when_no_epoch_beats_it():
     assert result.best_epoch == 0 and result.best_valid["recall@10"] == start
     assert int(model.active_levels) == 2 and codebook_array(model).shape == (2, 3, 8, 16)
     assert not model.training
+
+
+def test_a_run_too_short_to_keep_an_epoch_keeps_its_last_epoch_when_it_beats_the_start():
+    """No epoch can be kept before the codebook's last level is on; the start is then weighed against
+    the last epoch, which the trainer leaves in place, not against nothing."""
+    dataset = "synthetic:n_users=400,n_items=300,n_attributes=20,mean_length=20,seed=3"
+    config = load_config(
+        None,
+        [
+            f'data.dataset="{dataset}"',
+            "model.dim=16",
+            "model.max_len=20",
+            "train.epochs=3",
+            "train.batch_size=64",
+            "train.threads=1",
+            "train.uniform_negatives=64",
+            "train.lr=0.003",
+        ],
+    )
+    data = load_dataset(config.data.dataset, None)
+    seed_everything(0, 1)
+    model = MFLIModel(TwoTowerModel.for_data(data, config.model), levels=2, codewords=8)
+    mfli = MFLITrainConfig(quant_start=10)  # no level switches on within the run
+    split = split_for(config.data, data)
+    trainer = MFLITrainer(model, split, config.train, config.eval, mfli, keep_start=True, progress=False)
+    result = trainer.fit()
+    start, *epochs = [r["valid_recall@10"] for r in result.history]
+    assert epochs[-1] > start  # from scratch, three epochs learn something
+    with torch.no_grad():
+        metrics = evaluate_model(model, trainer.split, "valid", trainer.item_counts, ks=(10,)).metrics
+    assert metrics["recall@10"] == epochs[-1]
+    assert int(model.active_levels) == 2  # completed by k-means, so the model can be indexed

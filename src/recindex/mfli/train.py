@@ -76,6 +76,7 @@ class MFLITrainer(Trainer):
         self.facet_weights = torch.as_tensor(weights, dtype=torch.float32)
         self.activations: list[dict] = []
         self.keep_start = keep_start
+        self.start: tuple[dict, dict, dict] | None = None  # the model before training (see `fit`)
 
     def fit(self) -> TrainResult:
         """The trainer's epochs, with the model as it starts measured on validation as epoch 0: a warm
@@ -85,9 +86,13 @@ class MFLITrainer(Trainer):
         result = super().fit()
         if self.start is not None:
             record, valid, state = self.start
+            # The model to beat: the best kept epoch or, when none could be kept (the run ended before
+            # the codebook's last level switched on), the last epoch's, which the trainer leaves.
+            measured = [r["valid_recall@10"] for r in result.history if "valid_recall@10" in r]
+            trained = result.best_valid.get("recall@10", measured[-1] if measured else -1.0)
             result.history.insert(0, record)
             # as the trainer does, the earliest of equals is kept: the start comes before every epoch
-            if valid["recall@10"] >= result.best_valid.get("recall@10", -1.0):
+            if valid["recall@10"] >= trained:
                 self.model.load_state_dict(state)
                 result.best_epoch, result.best_valid = 0, valid
                 self.log("no epoch beat the model as it started: it is kept (epoch 0)")
