@@ -28,7 +28,6 @@ from recindex.bundle import Bundle
 from recindex.config import EvalConfig, TrainConfig
 from recindex.data.splits import Split
 from recindex.errors import RecIndexError
-from recindex.eval.evaluate import evaluate_model
 from recindex.mfli.model import MFLIModel
 from recindex.models.losses import sampled_softmax_loss
 from recindex.models.warm_start import load_towers
@@ -135,15 +134,7 @@ class MFLITrainer(Trainer):
     def _measure_start(self) -> tuple[dict, dict, dict]:
         """(history record, validation metrics, state) of the model before any training."""
         started = time.perf_counter()
-        valid = evaluate_model(
-            self.model,
-            self.split,
-            "valid",
-            self.item_counts,
-            ks=(10,),
-            exclude_seen=self.evaluation.exclude_seen,
-            batch_size=self.evaluation.batch_size,
-        ).metrics
+        valid = self.validate()
         record = {
             "epoch": 0.0,
             "valid_recall@10": valid["recall@10"],

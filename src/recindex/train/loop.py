@@ -123,15 +123,7 @@ class Trainer:
                     break
                 record = {"epoch": float(epoch), "loss": loss}
                 if epoch % config.eval_every == 0 or epoch == config.epochs:
-                    valid = evaluate_model(
-                        self.model,
-                        self.split,
-                        "valid",
-                        self.item_counts,
-                        ks=(10,),
-                        exclude_seen=self.evaluation.exclude_seen,
-                        batch_size=self.evaluation.batch_size,
-                    ).metrics
+                    valid = self.validate()
                     record.update({"valid_recall@10": valid["recall@10"], "valid_ndcg@10": valid["ndcg@10"]})
                     if not self.checkpoint_allowed():
                         pass  # the model is not complete yet: neither a best epoch nor a stop
@@ -160,6 +152,18 @@ class Trainer:
         self.model.eval()
         result.seconds = time.perf_counter() - start
         return result
+
+    def validate(self) -> dict[str, float]:
+        """Validation Recall@10 and NDCG@10 of the model as it stands (what picks the kept epoch)."""
+        return evaluate_model(
+            self.model,
+            self.split,
+            "valid",
+            self.item_counts,
+            ks=(10,),
+            exclude_seen=self.evaluation.exclude_seen,
+            batch_size=self.evaluation.batch_size,
+        ).metrics
 
     def before_epoch(self, epoch: int) -> None:
         """A hook for trainers that change the model between epochs (MFLI switches codebook levels on)."""
