@@ -3,7 +3,7 @@ learned indexes take material from its bundles. This is the one place that names
 `bundle.py`, `index/` and the layers below know none of them.
 
 Adding a family: a package beside `mfli/`, `uri/`, `sci/` with its model, trainer and a `family.py`
-(train, read_model, index options), one entry here, one `model.kind` value in `config.py`, and its
+(train, read_model, index options), one entry here, one `model.kind` value in `config/sections.py`, and its
 tests (docs/architecture.md walks through it).
 """
 
