@@ -136,7 +136,7 @@ def serve(tmp_path):
     logs = []
 
     def start(bundle, spec: str, replay: bool = False, **search_params):
-        _, index, _ = build_bundle_index(bundle, spec, search_params=search_params or None, overwrite=True)
+        _, index, _, _ = build_bundle_index(bundle, spec, search_params=search_params or None, overwrite=True)
         version = ServingVersion.of(bundle, index)
         logs.append(WriteAheadLog(tmp_path / "items.wal").open())
         writer = ItemWriter(version, logs[-1])

@@ -34,6 +34,9 @@ def test_the_index_section_round_trips_through_the_bundle_manifest(configured):
     assert manifest["config"]["index"] == {
         "backend": "faiss",
         "search": {"ef": 48},
+        "check_queries": 500,
+        "warn_recall": 0.9,
+        "min_recall": 0.0,
         "faiss": {"factory": "HNSW16", "ef_construction": 40},
     }
     assert load_bundle(path).config.index == config.index

@@ -81,7 +81,7 @@ def test_index_of_another_bundle_is_refused(bundle_path, tmp_path):
 
 def test_corrupt_index_file_is_refused(bundle_path, tmp_path):
     bundle = load_bundle(bundle_path)
-    folder, _, _ = build_bundle_index(bundle, "exact", "to-corrupt", overwrite=True)
+    folder, _, _, _ = build_bundle_index(bundle, "exact", "to-corrupt", overwrite=True)
     with open(folder / "vectors.npy", "r+b") as handle:
         handle.seek(150)
         handle.write(b"\xff\xfe")
@@ -120,7 +120,7 @@ def test_milvus_index_moves_with_its_bundle(bundle_path, tmp_path):
     pytest.importorskip("milvus_lite", reason="milvus-lite is not installed")
     copy = tmp_path / "copy"
     shutil.copytree(bundle_path, copy)
-    _, index, _ = build_bundle_index(load_bundle(copy), "milvus:FLAT", "mv")
+    _, index, _, _ = build_bundle_index(load_bundle(copy), "milvus:FLAT", "mv")
     queries = load_bundle(copy).item_embeddings[:3]
     before = index.search(queries, 5)
     index.close()  # a Milvus Lite file is open in one process (and one client) at a time

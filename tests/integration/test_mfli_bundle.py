@@ -39,7 +39,7 @@ def test_an_mfli_bundle_trains_saves_loads_and_serves(tmp_path):
         bundle.model.item_vectors().detach().numpy(), bundle.item_embeddings, atol=1e-5
     )
 
-    folder, index, _ = build_bundle_index(bundle, "mfli", search_params={"leaves": 16})
+    folder, index, _, _ = build_bundle_index(bundle, "mfli", search_params={"leaves": 16})
     np.testing.assert_array_equal(index.codebook, bundle.model.codebook.detach().numpy()[:2])
     loaded = load_bundle_index(bundle, folder.name)
     report = evaluate_index(bundle, loaded, "test")

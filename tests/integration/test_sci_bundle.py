@@ -52,7 +52,7 @@ def test_symmetric_training_writes_a_plain_two_tower_bundle(sci_bundle):
 
 
 def test_the_ci_index_is_built_from_the_bundle_and_evaluated(sci_bundle):
-    folder, built, _ = build_bundle_index(
+    folder, built, _, _ = build_bundle_index(
         sci_bundle, "ci:nlist=8,levels=1,codewords=16", "ci", overwrite=True
     )
     index = load_bundle_index(sci_bundle, "ci")
@@ -72,7 +72,7 @@ def test_the_ci_index_is_built_from_the_bundle_and_evaluated(sci_bundle):
 
 
 def test_the_service_serves_the_ci_index_and_routes_new_items(sci_bundle, tmp_path):
-    _, index, _ = build_bundle_index(sci_bundle, "ci:nlist=8,levels=1,codewords=16", "ci", overwrite=True)
+    _, index, _, _ = build_bundle_index(sci_bundle, "ci:nlist=8,levels=1,codewords=16", "ci", overwrite=True)
     version = ServingVersion.of(sci_bundle, index)
     writer = ItemWriter(version, WriteAheadLog(tmp_path / "items.wal").open())
     http = TestClient(
@@ -93,7 +93,7 @@ def test_the_service_serves_the_ci_index_and_routes_new_items(sci_bundle, tmp_pa
     fresh = version.internal_id("fresh")
     assert index.semantic_ids([fresh])[0, 0] == np.argmax(index.centroids @ view)
     # and a restart that replays the log places it there again
-    _, again, _ = build_bundle_index(sci_bundle, "ci:nlist=8,levels=1,codewords=16", "ci", overwrite=True)
+    _, again, _, _ = build_bundle_index(sci_bundle, "ci:nlist=8,levels=1,codewords=16", "ci", overwrite=True)
     restarted = ServingVersion.of(sci_bundle, again)
     ItemWriter(restarted, WriteAheadLog(tmp_path / "items.wal").open()).replay()
     assert again.semantic_ids([restarted.internal_id("fresh")])[0, 0] == np.argmax(again.centroids @ view)

@@ -59,7 +59,7 @@ def test_a_uri_bundle_learns_a_balanced_index_and_serves_it(uri_bundle, tmp_path
     assert [r["layer"] for r in training["decoder"]["history"]] == [1.0] * 3 + [2.0] * 3 + [3.0] * 3
     assert training["ranker"]["epochs_run"] >= 1
 
-    folder, index, _ = build_bundle_index(bundle, "uri")
+    folder, index, _, _ = build_bundle_index(bundle, "uri")
     assert index.search_params == {"beam": 4, "rank": "ranker"}
     loaded = load_bundle_index(bundle, folder.name)
     narrow = evaluate_index(bundle, loaded, "test", single_queries=5)
@@ -86,7 +86,7 @@ def test_a_two_stage_baseline_learns_a_fixed_index_and_ranks_items_itself(uri_bu
     assert sizes[:2] == [4, 4] and sizes[2] >= 200 // 16  # the item token numbers a leaf's items
     codes = bundle.model.item_codes.numpy()
     assert len(np.unique(codes, axis=0)) == 200  # every full code is one item
-    _, index, _ = build_bundle_index(bundle, "uri")
+    _, index, _, _ = build_bundle_index(bundle, "uri")
     generated = evaluate_index(
         bundle, index, "test", params={"rank": "decoder", "beam": 10}, single_queries=0
     )

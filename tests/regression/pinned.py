@@ -43,7 +43,7 @@ def _index_figures(bundle, spec: str, params: dict | None = None) -> dict[str, f
     from recindex.eval.index_eval import evaluate_index
     from recindex.pipelines.indexes import build_bundle_index
 
-    _, index, _ = build_bundle_index(bundle, spec, "pinned", overwrite=True)
+    _, index, _, _ = build_bundle_index(bundle, spec, "pinned", overwrite=True)
     report = evaluate_index(bundle, index, "test", params=params, single_queries=0)
     figures = _metrics(report.index, INDEX_METRICS)
     figures.update({name: round(float(report.cost[name]), 6) for name in INDEX_COST})

@@ -58,7 +58,7 @@ def test_promote_carries_items_rolls_back_and_survives_restart(tiny_bundle, tmp_
 def test_gate_refuses_a_poor_index_and_says_why(tiny_bundle, tmp_path):
     # Enough items that one IVF cell of 16 fills a top-100 list (a short list would be completed exactly).
     old, new = tiny_bundle(OLD), tiny_bundle("synthetic:n_users=300,n_items=2000,n_attributes=12,seed=9")
-    build_bundle_index(
+    built = build_bundle_index(
         load_bundle(new), "faiss:IVF16,Flat", "poor", search_params={"nprobe": 1}, overwrite=True
     )
     http = start(ServiceSettings(bundle=old, api_keys=["k"], state_dir=tmp_path / "state"))
@@ -66,6 +66,8 @@ def test_gate_refuses_a_poor_index_and_says_why(tiny_bundle, tmp_path):
     refused = http.post(f"/v1/admin/bundles/{staged['bundle_id']}/promote", headers=KEY)
     assert refused.status_code == 409
     assert "below the required 0.900" in refused.json()["detail"]
+    # The gate runs the build's own self-check: the figure it refuses with is the one the build stored.
+    assert f"finds {built.check.recall_at_k:.3f} of exact search's top-100" in refused.json()["detail"]
     assert http.get("/readyz").json()["bundle_id"] != staged["bundle_id"]
     assert http.post("/v1/admin/rollback", headers=KEY).status_code == 409
     assert http.post("/v1/admin/bundles/nope/promote", headers=KEY).status_code == 409

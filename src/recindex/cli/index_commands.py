@@ -15,7 +15,14 @@ from recindex.errors import BundleError, InvalidRequest
 from recindex.eval.partition_report import facet_names, plot_bucket_sizes, quality_report
 from recindex.eval.report import codeword_use_line, partition_table
 from recindex.pipelines import load_bundle
-from recindex.pipelines.indexes import build_bundle_index, config_spec, list_bundle_indexes, load_bundle_index
+from recindex.pipelines.indexes import (
+    CheckSettings,
+    build_bundle_index,
+    config_spec,
+    list_bundle_indexes,
+    load_bundle_index,
+)
+from recindex.pipelines.self_check import advice
 
 
 @index_app.command("build")
@@ -36,18 +43,45 @@ def index_build(
     params: list[str] = typer.Option([], "--param", help="Default search parameter, e.g. ef=128, nprobe=32."),
     metric: str | None = typer.Option(None, "--metric", help="Default: the model's own metric."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an index of the same name."),
+    check_queries: int | None = typer.Option(
+        None,
+        "--check-queries",
+        min=0,
+        max=100_000,
+        help="Validation users the build's self-check searches (0: no check; default 500).",
+    ),
+    warn_recall: float | None = typer.Option(
+        None,
+        "--warn-recall",
+        min=0.0,
+        max=1.0,
+        help="Index recall@100 below which the build warns and suggests a parameter (default 0.9).",
+    ),
+    min_recall: float | None = typer.Option(
+        None,
+        "--min-recall",
+        min=0.0,
+        max=1.0,
+        help="Index recall@100 below which the build fails and stores nothing.",
+    ),
 ) -> None:
     """Build an index over the bundle's item embeddings and store it in the bundle: the `--backend`
-    spec, or else the one the bundle's config names in [index]."""
+    spec, or else the one the bundle's config names in [index]. Then check it: search a sample of the
+    bundle's validation users with the stored parameters, compare with exact search and print index
+    recall@10 and @100, candidates scored and latency (kept in the index manifest, shown by 'recindex
+    index list'); below --warn-recall it warns and names the parameter value that reaches it."""
     loaded = load_bundle(bundle)
+    check = CheckSettings.of(
+        loaded.config.index, queries=check_queries, warn_recall=warn_recall, min_recall=min_recall
+    )
     spec, search = backend, parse_assignments(params, "--param")
     if spec is None:
         spec = _configured_spec(loaded)
         search = {**loaded.config.index.search, **search}
         console.print(escape(f"building the bundle config's [index]: {spec.text()}"))
     shown = spec if isinstance(spec, str) else spec.text()
-    with console.status(f"building {shown} over {len(loaded.item_embeddings):,} items"):
-        folder, index, seconds = build_bundle_index(
+    with console.status(f"building {shown} over {len(loaded.item_embeddings):,} items, then checking it"):
+        folder, index, seconds, checked = build_bundle_index(
             loaded,
             spec,
             name,
@@ -55,11 +89,18 @@ def index_build(
             options=parse_assignments(options, "--option"),
             search_params=search,
             overwrite=overwrite,
+            check=check,
         )
     console.print(
-        f"[green]built[/] {shown}: {len(index):,} items in {seconds:.1f}s, "
-        f"search parameters {index.search_params}; stored in {folder}"
+        escape(
+            f"built {shown}: {len(index):,} items in {seconds:.1f}s, "
+            f"search parameters {index.search_params}; stored in {folder}"
+        )
     )
+    if checked is not None:
+        console.print(escape("self-check: " + checked.summary()))
+        if checked.recall_at_k < check.warn_recall:
+            console.print("[yellow]warning:[/] " + escape(advice(checked, check.warn_recall)))
 
 
 def _configured_spec(loaded):
@@ -71,7 +112,7 @@ def _configured_spec(loaded):
     if spec is None:
         raise BundleError(
             f"{loaded.path}: its config has no [index] backend; pass --backend SPEC "
-            "(e.g. --backend faiss:HNSW32), or train with [index] backend = \"...\""
+            '(e.g. --backend faiss:HNSW32), or train with [index] backend = "..."'
         )
     return spec
 

@@ -67,15 +67,34 @@ def index_cost_table(name: str, backend: str, search_params: dict, result: Index
 
 def index_list_table(bundle: Bundle, manifests: list[dict]) -> Table:
     table = Table(title=f"indexes of {bundle.bundle_id}")
-    for column in ("name", "spec", "items", "metric", "search parameters", "built", "build s"):
-        table.add_column(column)
+    columns = (
+        "name",
+        "spec",
+        "items",
+        "metric",
+        "search parameters",
+        "recall@10",
+        "recall@100",
+        "built",
+        "build s",
+    )
+    for column in columns:
+        table.add_column(
+            column, justify="right" if column.startswith(("recall", "build s", "items")) else "left"
+        )
     for m in manifests:
+        check = m.get("self_check") or {}  # indexes built before the self-check have none
+        recall_10, recall_k = (
+            f"{check[key]:.3f}" if key in check else "-" for key in ("recall_at_10", "recall_at_k")
+        )
         table.add_row(
             m["name"],
             m.get("spec", m["backend"]),
             f"{m.get('count', 0):,}",
             m["metric"],
             json.dumps(m.get("search_params", {})),
+            recall_10,
+            recall_k,
             m.get("created", ""),
             f"{m.get('build_seconds', 0):.1f}",
         )

@@ -93,10 +93,12 @@ def _section(cls, values: dict[str, Any], where: str):
 
 def _index_section(values: dict[str, Any], where: str, check_index: IndexCheck | None) -> IndexConfig:
     """[index]: backend, search, and every other key a backend's table (typed by `check_index`)."""
-    own = {k: v for k, v in values.items() if k in ("backend", "search")}
+    keys = [f.name for f in dataclasses.fields(IndexConfig) if f.name != "backends"]
+    own = {k: v for k, v in values.items() if k in keys}
     tables = {k: v for k, v in values.items() if k not in own}
     for name in (name for name, table in tables.items() if not isinstance(table, dict)):
-        raise RecIndexError(f"{where} [index]: unknown key {name!r}; valid: backend, search, [index.BACKEND]")
+        valid = ", ".join(keys)
+        raise RecIndexError(f"{where} [index]: unknown key {name!r}; valid: {valid}, [index.BACKEND]")
     section = dataclasses.replace(_section(IndexConfig, own, f"{where} [index]"), backends=tables)
     return check_index(section, where) if check_index is not None else section
 

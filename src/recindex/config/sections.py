@@ -166,10 +166,15 @@ class IndexConfig:
 
     backend: str = ""  # a spec ("faiss:HNSW32", "ci", "ci:nlist=8"; its values win over its table's)
     search: dict[str, int | float | str | bool] = field(default_factory=dict)  # default search parameters
+    # Every build checks itself against exact search (recindex.pipelines.self_check):
+    check_queries: int = 500  # sample queries (the bundle's validation users); 0: no check
+    warn_recall: float = 0.9  # index recall@100 below which the build warns and suggests a parameter
+    min_recall: float = 0.0  # below this the build fails and stores nothing (0: never fails)
     backends: dict[str, dict[str, Any]] = field(default_factory=dict)  # NAME -> its [index.NAME] table
 
-    def to_dict(self) -> dict[str, Any]:  # the TOML form: the tables beside backend and search
-        return {"backend": self.backend, "search": dict(self.search), **self.backends}
+    def to_dict(self) -> dict[str, Any]:  # the TOML form: the tables beside the section's own keys
+        own = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "backends"}
+        return {**own, "search": dict(self.search), **self.backends}
 
 
 IndexCheck = Callable[[IndexConfig, str], IndexConfig]  # (section, where) -> the section, typed

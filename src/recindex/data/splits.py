@@ -35,6 +35,14 @@ class EvalCases:
     def history(self, case: int) -> np.ndarray:
         return self.history_items[self.history_offsets[case] : self.history_offsets[case + 1]]
 
+    def subset(self, rows: np.ndarray) -> EvalCases:
+        """The cases at `rows`, in that order."""
+        histories = [self.history(int(r)) for r in rows]
+        lengths = np.fromiter((len(h) for h in histories), np.int64, len(histories))
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        items = np.concatenate(histories) if histories else self.history_items[:0]
+        return EvalCases(self.users[rows], offsets, items, self.targets[rows])
+
 
 @dataclass(frozen=True)
 class Split:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import numpy as np
 
@@ -34,6 +34,16 @@ from recindex.index.item_attributes import item_attributes
 from recindex.index.specs import IndexSpec, MilvusSpec, check_index_config, parse_spec, spec_of_config
 from recindex.mfli.index import MFLIIndex
 from recindex.pipelines.families import family_of_manifest
+from recindex.pipelines.self_check import (
+    CHECK_QUERIES,
+    WARN_RECALL,
+    IndexCheckFailed,
+    SelfCheck,
+    advice,
+    check_queries,
+    run_check,
+    suggest,
+)
 from recindex.sci.index import CIIndex
 from recindex.uri.index import URIIndex
 
@@ -93,7 +103,7 @@ SPECS = spec_table(BACKENDS)
 # Learned backends that cannot be built without their family's material, and the bundles that have it.
 NEEDS_MATERIAL = {
     "ci": "two-tower bundles (plain, or trained with SymmAligner)",
-    "uri": "URI bundles (model.kind = \"uri\")",
+    "uri": 'URI bundles (model.kind = "uri")',
 }
 
 
@@ -127,6 +137,31 @@ def index_folder(bundle: Bundle, name: str) -> Path:
     return bundle.path / "indexes" / name
 
 
+@dataclass(frozen=True)
+class CheckSettings:
+    """The check every build makes (`recindex.pipelines.self_check`): `queries` (0: none), the recall@100
+    below which it warns and sweeps for a better parameter, and the one below which the build fails
+    (nothing is stored)."""
+
+    queries: int = CHECK_QUERIES
+    warn_recall: float = WARN_RECALL
+    min_recall: float | None = None
+
+    @classmethod
+    def of(cls, section: IndexConfig, **overrides: Any) -> CheckSettings:
+        """The settings of a bundle config's [index] section, with the caller's (not None) on top."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        base = {"queries": section.check_queries, "warn_recall": section.warn_recall}
+        return cls(**{**base, "min_recall": section.min_recall or None, **given})
+
+
+class BuiltIndex(NamedTuple):
+    folder: Path
+    index: BaseIndex
+    seconds: float  # adding the items
+    check: SelfCheck | None  # None when the build was asked not to check
+
+
 def build_bundle_index(
     bundle: Bundle,
     spec: str | IndexSpec,
@@ -136,9 +171,11 @@ def build_bundle_index(
     options: Mapping[str, Any] | None = None,
     search_params: Mapping[str, Any] | None = None,
     overwrite: bool = False,
-) -> tuple[Path, BaseIndex, float]:
-    """Build `spec` over the bundle's item embeddings and store it; returns (folder, index, seconds).
-    The manifest keeps the spec string as given (a typed spec: the string it writes as)."""
+    check: CheckSettings = CheckSettings(),
+) -> BuiltIndex:
+    """Build `spec` over the bundle's item embeddings, check it against exact search, and store it.
+    The manifest keeps the spec string as given (a typed spec: the string it writes as) and the check's
+    figures; a check below `check.min_recall` raises IndexCheckFailed and stores nothing."""
     parsed = spec if isinstance(spec, IndexSpec) else parse_spec(spec, SPECS)
     text = spec if isinstance(spec, str) else parsed.text()
     embedding = bundle.manifest["embedding"]
@@ -166,8 +203,26 @@ def build_bundle_index(
     ids = np.arange(len(bundle.item_embeddings))
     index.add(ids, bundle.item_embeddings, attributes=item_attributes(bundle.data))
     seconds = time.perf_counter() - started
-    index.save(folder, extra={"bundle_id": bundle.bundle_id, "spec": text, "build_seconds": seconds})
-    return folder, index, seconds
+    checked = self_check(bundle, index, check)
+    extra = {"bundle_id": bundle.bundle_id, "spec": text, "build_seconds": seconds}
+    index.save(folder, extra={**extra, "self_check": checked.to_dict()} if checked else extra)
+    return BuiltIndex(folder, index, seconds, checked)
+
+
+def self_check(bundle: Bundle, index: BaseIndex, settings: CheckSettings) -> SelfCheck | None:
+    """The build's check; below the warning threshold with the sweep's suggestion, below the minimum
+    an IndexCheckFailed that says what would reach it."""
+    if settings.queries <= 0:
+        return None
+    queries = check_queries(bundle, settings.queries)
+    checked = run_check(index, bundle.item_embeddings, queries)
+    floor = max(settings.warn_recall, settings.min_recall or 0.0)
+    if checked.recall_at_k < floor:
+        found = suggest(index, bundle.item_embeddings, queries, floor)
+        checked = SelfCheck(**{**checked.to_dict(), "suggestion": found})
+    if settings.min_recall is not None and checked.recall_at_k < settings.min_recall:
+        raise IndexCheckFailed(f"{index.backend} index not stored: " + advice(checked, settings.min_recall))
+    return checked
 
 
 def _set_in_spec(spec: IndexSpec, key: str) -> bool:

@@ -1,15 +1,16 @@
 """Bundle versions of a running service: stage, gate, promote (blue/green), roll back.
 
 A staged version (bundle + its own index) waits beside the active one. Promotion first checks the
-staged index against exact search over the staged bundle's own item vectors on sampled user queries,
-and refuses below `min_index_recall` with the measured figure. It then carries the item changes made
-since the old bundle over to the new one (re-encoded by its tower; see `ItemWriter.switch_to`) and
-swaps the active reference while holding the writers' lock: requests in flight finish on the version
-they started with, later ones see the new one, and no write lands between the two. The carried
-changes go to a new log, and the state record (`state_dir/active.json`, see serve.state) is switched
-to the new bundle and log in one atomic step, so a restart serves the promoted bundle, and a crash
-mid-promotion serves the old one with its own log. Rollback promotes the
-previous version again, without the gate.
+staged index against exact search over the staged bundle's own item vectors, with the check every
+`recindex index build` makes (`recindex.pipelines.self_check`: the same validation users, so the figure
+is the one the build printed and stored), and refuses below `min_index_recall` with the measured
+figure. It then carries the item changes made since the old bundle over to the new one (re-encoded by
+its tower; see `ItemWriter.switch_to`) and swaps the active reference while holding the writers' lock:
+requests in flight finish on the version they started with, later ones see the new one, and no write
+lands between the two. The carried changes go to a new log, and the state record
+(`state_dir/active.json`, see serve.state) is switched to the new bundle and log in one atomic step, so
+a restart serves the promoted bundle, and a crash mid-promotion serves the old one with its own log.
+Rollback promotes the previous version again, without the gate.
 """
 
 from __future__ import annotations
@@ -23,13 +24,11 @@ from recindex.errors import RecIndexError
 from recindex.index.exact_index import ExactIndex
 from recindex.pipelines import load_bundle
 from recindex.pipelines.indexes import item_attributes, load_bundle_index
+from recindex.pipelines.self_check import CHECK_QUERIES, SelfCheck, check_queries, run_check
 from recindex.serve.items import ItemWriter
-from recindex.serve.recommender import Recommender, ServingVersion, encode_history
+from recindex.serve.recommender import Recommender, ServingVersion
 from recindex.serve.state import ServiceState
 from recindex.serve.wal import WriteAheadLog
-
-GATE_QUERIES = 200
-GATE_K = 100
 
 
 class PromotionRefused(RecIndexError):
@@ -50,18 +49,10 @@ def load_version(bundle_path: str | Path, index_name: str | None) -> ServingVers
     return ServingVersion.of(bundle, index, source=source, attributes=attributes)
 
 
-def gate_recall(version: ServingVersion, n_queries: int = GATE_QUERIES, seed: int = 0) -> float:
-    """Index recall@100 of the version's index against exact search, on sampled users' vectors."""
-    data = version.bundle.data
-    users = np.random.default_rng(seed).choice(data.n_users, min(n_queries, data.n_users), replace=False)
-    queries = np.concatenate([encode_history(version.bundle, data.sequence(int(u)), int(u)) for u in users])
-    catalogue = len(version.bundle.item_embeddings)
-    k = min(GATE_K, catalogue)
-    exact = ExactIndex(queries.shape[1], version.index.metric)
-    exact.add(np.arange(catalogue), version.bundle.item_embeddings)
-    truth = exact.search(queries, k).ids
-    found = version.index.search(queries, k).ids  # a staged index holds exactly the catalogue
-    return float(np.mean([len(np.intersect1d(f, t)) / k for f, t in zip(found, truth, strict=True)]))
+def gate_check(version: ServingVersion) -> SelfCheck:
+    """The build's self-check, on the staged version (a staged index holds exactly the catalogue)."""
+    queries = check_queries(version.bundle, CHECK_QUERIES)
+    return run_check(version.index, version.bundle.item_embeddings, queries, timings=False)
 
 
 class BundleRegistry:
@@ -86,11 +77,12 @@ class BundleRegistry:
         version = self.staged.get(bundle_id)
         if version is None:
             raise PromotionRefused(f"no staged bundle {bundle_id!r}; stage it first (POST /v1/admin/bundles)")
-        recall = gate_recall(version) if gate else None
-        if recall is not None and recall < self.min_recall:
+        check = gate_check(version) if gate else None
+        recall = None if check is None else check.recall_at_k
+        if check is not None and check.recall_at_k < self.min_recall:
             raise PromotionRefused(
-                f"refused: the staged index finds {recall:.3f} of exact search's top-{GATE_K} on "
-                f"{GATE_QUERIES} sampled users, below the required {self.min_recall:.3f}"
+                f"refused: the staged index finds {check.recall_at_k:.3f} of exact search's top-{check.k} "
+                f"on {check.queries} {check.source}, below the required {self.min_recall:.3f}"
             )
         with self.writer.lock:
             old = self.recommender.active
