@@ -22,19 +22,12 @@ from recindex.pipelines.indexes import load_index, make_index
 N, DIM, K = 2000, 24, 10
 
 # (check, backend) -> the defect the check finds.
-URI_NO_FALLBACK = (
-    "URIIndex scores only the items of the beam's leaves, and its fallback covers filters alone: a row "
-    "whose leaves hold fewer than k items once removed items or the history are left out comes back "
-    "short, breaking the k-results guarantee"
-)
 CI_KEEPS_VIEW = (
     "CIIndex._routing_views places an id covered by the build-time query_views by that view even when "
     "the item's vector is replaced: an upserted item stays in its old list, so probing the lists near "
     "its new vector misses it"
 )
 KNOWN_DEFECTS: dict[tuple[str, str], str] = {
-    ("remove_removes", "uri+beam=2"): URI_NO_FALLBACK,
-    ("exclusion_masks_history_and_keeps_k", "uri+beam=2"): URI_NO_FALLBACK,
     ("upserted_items_are_found_by_their_new_vectors", "ci"): CI_KEEPS_VIEW,
     ("upserted_items_are_found_by_their_new_vectors", "ci:coarse=items+queries"): CI_KEEPS_VIEW,
     ("upserted_items_are_found_by_their_new_vectors", "ci+fine=rq"): CI_KEEPS_VIEW,
