@@ -22,12 +22,18 @@ from recindex.pipelines.indexes import load_index, make_index
 N, DIM, K = 2000, 24, 10
 
 # (check, backend) -> the defect the check finds.
+URI_SHORT_ROUTE = (
+    "URIIndex scores only the items of the beam's leaves: with nothing masked, a narrow beam whose leaves "
+    "hold fewer than k + the history's length comes back short once the history is dropped. Filling such "
+    "rows exactly would change what URI's figures measure (its candidates), so it is left as a decision"
+)
 CI_KEEPS_VIEW = (
     "CIIndex._routing_views places an id covered by the build-time query_views by that view even when "
     "the item's vector is replaced: an upserted item stays in its old list, so probing the lists near "
     "its new vector misses it"
 )
 KNOWN_DEFECTS: dict[tuple[str, str], str] = {
+    ("exclusion_masks_history_and_keeps_k", "uri+beam=2"): URI_SHORT_ROUTE,
     ("upserted_items_are_found_by_their_new_vectors", "ci"): CI_KEEPS_VIEW,
     ("upserted_items_are_found_by_their_new_vectors", "ci:coarse=items+queries"): CI_KEEPS_VIEW,
     ("upserted_items_are_found_by_their_new_vectors", "ci+fine=rq"): CI_KEEPS_VIEW,
