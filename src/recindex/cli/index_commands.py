@@ -36,6 +36,9 @@ def index_build(
     params: list[str] = typer.Option([], "--param", help="Default search parameter, e.g. ef=128, nprobe=32."),
     metric: str | None = typer.Option(None, "--metric", help="Default: the model's own metric."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an index of the same name."),
+    embeddings: Path | None = typer.Option(
+        None, "--embeddings", help="Build from the shards 'recindex embed' wrote for this bundle there."
+    ),
 ) -> None:
     """Build an index over the bundle's item embeddings and store it in the bundle: the `--backend`
     spec, or else the one the bundle's config names in [index]."""
@@ -46,7 +49,8 @@ def index_build(
         search = {**loaded.config.index.search, **search}
         console.print(escape(f"building the bundle config's [index]: {spec.text()}"))
     shown = spec if isinstance(spec, str) else spec.text()
-    with console.status(f"building {shown} over {len(loaded.item_embeddings):,} items"):
+    source = f"the vectors in {embeddings}" if embeddings else f"{len(loaded.item_embeddings):,} items"
+    with console.status(f"building {shown} over {source}"):
         folder, index, seconds = build_bundle_index(
             loaded,
             spec,
@@ -55,6 +59,7 @@ def index_build(
             options=parse_assignments(options, "--option"),
             search_params=search,
             overwrite=overwrite,
+            embeddings=embeddings,
         )
     console.print(
         f"[green]built[/] {shown}: {len(index):,} items in {seconds:.1f}s, "

@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import numpy as np
-
 from recindex.bundle import Bundle
 from recindex.config import IndexConfig
 from recindex.errors import BundleError, InvalidRequest
@@ -30,10 +28,11 @@ from recindex.index.base import BaseIndex, check_metric, read_index_manifest
 from recindex.index.factory import CORE_BACKENDS, Backend, spec_table
 from recindex.index.factory import load_index as load_with
 from recindex.index.factory import make_index as make_with
-from recindex.index.item_attributes import item_attributes
+from recindex.index.item_attributes import item_attributes  # noqa: F401 (recindex.pipelines exports it)
 from recindex.index.specs import IndexSpec, MilvusSpec, check_index_config, parse_spec, spec_of_config
 from recindex.mfli.index import MFLIIndex
 from recindex.pipelines.families import family_of_manifest
+from recindex.pipelines.index_vectors import index_vectors
 from recindex.sci.index import CIIndex
 from recindex.uri.index import URIIndex
 
@@ -136,8 +135,10 @@ def build_bundle_index(
     options: Mapping[str, Any] | None = None,
     search_params: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    embeddings: Path | None = None,
 ) -> tuple[Path, BaseIndex, float]:
-    """Build `spec` over the bundle's item embeddings and store it; returns (folder, index, seconds).
+    """Build `spec` over the bundle's item embeddings, or over the vectors `recindex embed` exported to
+    the folder `embeddings` (`pipelines.index_vectors`), and store it; returns (folder, index, seconds).
     The manifest keeps the spec string as given (a typed spec: the string it writes as)."""
     parsed = spec if isinstance(spec, IndexSpec) else parse_spec(spec, SPECS)
     text = spec if isinstance(spec, str) else parsed.text()
@@ -158,13 +159,14 @@ def build_bundle_index(
         for key, value in lite.items():
             if key not in options and not _set_in_spec(parsed, key):
                 options[key] = value
+    vectors = index_vectors(bundle, embeddings)  # an export is checked here, before any work
     material, search_defaults = bundle_material(bundle, text, options)
     options = {**material, **options}
     search_params = {**search_defaults, **dict(search_params or {})}
     index = make_index(parsed, embedding["dim"], metric, search_params=search_params or None, options=options)
     started = time.perf_counter()
-    ids = np.arange(len(bundle.item_embeddings))
-    index.add(ids, bundle.item_embeddings, attributes=item_attributes(bundle.data))
+    for ids, batch, attributes in vectors:
+        index.add(ids, batch, attributes=attributes)
     seconds = time.perf_counter() - started
     index.save(folder, extra={"bundle_id": bundle.bundle_id, "spec": text, "build_seconds": seconds})
     return folder, index, seconds
