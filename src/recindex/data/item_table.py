@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recindex.data.parquet_source import BATCH_ROWS, ParquetSource, open_parquet
-from recindex.data.table_features import cell_text
+from recindex.data.table_features import text_cells
 from recindex.errors import DataFormatError
 
 
@@ -27,7 +27,7 @@ class ItemRows:
     first_row: int  # where these rows start in `file` (0-based)
     start: int  # where they start in the whole table
     ids: np.ndarray  # int64, or object (text)
-    fields: dict[str, list[str | None]]  # field (without `item_`) -> each row's cell as text
+    fields: dict[str, pa.Array]  # field (without `item_`) -> each row's cell as text (null: empty)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -49,7 +49,7 @@ class ItemTable:
         position = start
         for rows in self.source.batches(columns, start, stop, batch_rows):
             ids = _ids(rows.table.column("item"), rows.file, rows.first_row)
-            fields = {f: cell_text(rows.table.column(f"item_{f}")) for f in self.fields}
+            fields = {f: text_cells(rows.table.column(f"item_{f}")).combine_chunks() for f in self.fields}
             yield ItemRows(rows.file, rows.first_row, position, ids, fields)
             position += len(ids)
 

@@ -18,9 +18,14 @@ from recindex.data.numeric import numbers_of, quantile_buckets
 
 def cell_text(data: pa.Array | pa.ChunkedArray) -> list[str | None]:
     """Each cell as text, None where empty (a Parquet NaN is a missing number, not the text "nan")."""
+    return text_cells(data).to_pylist()
+
+
+def text_cells(data: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """The cells as an Arrow string column, null where empty (NaN included), as `cell_text` reads them."""
     if pa.types.is_floating(data.type):
         data = pc.if_else(pc.is_nan(data), pa.scalar(None, data.type), data)
-    return data.cast(pa.string()).to_pylist()
+    return data.cast(pa.string())
 
 
 def numeric_of(values: list[str | None], buckets: int) -> tuple[np.ndarray | None, tuple | None]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from recindex.bundle import Bundle
@@ -87,10 +88,9 @@ class ItemEncoder:
                 "was not trained on; give items of the bundle, or train with item features "
                 "(model.item_features)"
             )
-        picked = cold.tolist()
-        columns = {field: [cells[i] for i in picked] for field, cells in rows.fields.items()}
-        token_lists = self.tokens.of_rows(columns, len(picked))
-        empty = [row for row, tokens in zip(picked, token_lists, strict=True) if not tokens]
+        columns = {field: cells.take(pa.array(cold)) for field, cells in rows.fields.items()}
+        token_lists = self.tokens.of_rows(columns, len(cold))
+        empty = [row for row, tokens in zip(cold.tolist(), token_lists, strict=True) if not tokens]
         if empty:
             where = f"{rows.file}, row {rows.first_row + empty[0] + 1}: item {_shown(rows.ids, empty[0])}"
             fields = ", ".join(f"item_{f}" for f in rows.fields) or "none"
