@@ -83,24 +83,28 @@ class ShardFolder:
         by several processes at once (`shared`: each finds the plan another wrote, and checks it)."""
         folder = Path(folder)
         plan_path = folder / "plan.json"
-        if plan_path.is_file():
-            if not (resume or shared):
-                raise RecIndexError(
-                    f"{folder} already holds an export; pass --resume to continue it, or choose another --out"
-                )
-            stored = json.loads(plan_path.read_text(encoding="utf-8"))
-            differ = [key for key in PLAN_KEYS if stored.get(key) != asdict(plan)[key]]
-            if differ:
-                raise RecIndexError(
-                    f"{folder}: --resume continues the same export, but its {', '.join(differ)} differ "
-                    f"(stored: {', '.join(f'{k}={stored.get(k)!r}'[:120] for k in differ)}); "
-                    "choose another --out for a new export"
-                )
-        else:
-            if folder.exists() and any(p.name != "plan.json.partial" for p in folder.iterdir()):
+        if not plan_path.is_file():
+            # Another process of a shared export may write the plan meanwhile: look again before refusing.
+            found = folder.iterdir() if folder.exists() else ()
+            others = [p for p in found if not p.name.startswith("plan.json")]
+            if others and not plan_path.is_file():
                 raise RecIndexError(f"{folder} exists and is not an export; choose an empty or new --out")
-            folder.mkdir(parents=True, exist_ok=True)
-            write_json(plan_path, {"format": FORMAT, **asdict(plan)})
+            if not plan_path.is_file():
+                folder.mkdir(parents=True, exist_ok=True)
+                write_json(plan_path, {"format": FORMAT, **asdict(plan)})
+                return ShardFolder(folder, plan)
+        if not (resume or shared):
+            raise RecIndexError(
+                f"{folder} already holds an export; pass --resume to continue it, or choose another --out"
+            )
+        stored = json.loads(plan_path.read_text(encoding="utf-8"))
+        differ = [key for key in PLAN_KEYS if stored.get(key) != asdict(plan)[key]]
+        if differ:
+            raise RecIndexError(
+                f"{folder}: --resume continues the same export, but its {', '.join(differ)} differ "
+                f"(stored: {', '.join(f'{k}={stored.get(k)!r}'[:120] for k in differ)}); "
+                "choose another --out for a new export"
+            )
         return ShardFolder(folder, plan)
 
     def finished(self, shard: int) -> bool:
@@ -108,10 +112,13 @@ class ShardFolder:
         record_path = self.folder / f"{shard_stem(shard)}.json"
         if not record_path.is_file():
             return False
-        record = json.loads(record_path.read_text(encoding="utf-8"))
-        intact = all(
+        try:
+            files = json.loads(record_path.read_text(encoding="utf-8"))["files"]
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+            files = None  # an unreadable record: as good as none
+        intact = files is not None and all(
             (self.folder / name).is_file() and sha256_file(self.folder / name) == digest
-            for name, digest in record["files"].items()
+            for name, digest in files.items()
         )
         if not intact:
             record_path.unlink()
