@@ -7,10 +7,13 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 
 class TrainingProgress:
@@ -90,6 +93,50 @@ class BatchProgress:
     def advance(self, steps: int = 1) -> None:
         if self._progress is not None:
             self._progress.update(self._task, advance=steps)
+
+    def __exit__(self, *exc) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+
+
+class _RateColumn(ProgressColumn):
+    def __init__(self, unit: str):
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.0f} {self.unit}/s" if speed else f"- {self.unit}/s")
+
+
+class RateProgress:
+    """A bar over `total` units (items) with their rate and ETA that stays on screen; `completed`: units
+    already done before this run (a resumed export); a no-op when disabled."""
+
+    def __init__(self, total: int, description: str, unit: str, *, completed: int = 0, enabled: bool = True):
+        self._progress = None
+        if enabled:
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                _RateColumn(unit),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=False,
+            )
+            self._task = self._progress.add_task(description, total=total, completed=completed)
+
+    def __enter__(self) -> RateProgress:
+        if self._progress is not None:
+            self._progress.__enter__()
+        return self
+
+    def advance(self, units: int) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, advance=units)
 
     def __exit__(self, *exc) -> None:
         if self._progress is not None:

@@ -6,7 +6,8 @@ package registers every command on `app`.
 
 # isort: off
 # Imported in the order `recindex --help` lists the commands.
-from recindex.cli import train_commands, recommend_command, index_commands, serve_commands, data_commands
+from recindex.cli import train_commands, recommend_command, index_commands, embed_command
+from recindex.cli import serve_commands, data_commands
 from recindex.cli.app import DATA_DIR_ORDER, app, main
 from recindex.cli.parsing import parse_assignments, parse_duration
 
@@ -16,6 +17,7 @@ __all__ = [
     "DATA_DIR_ORDER",
     "app",
     "data_commands",
+    "embed_command",
     "index_commands",
     "main",
     "parse_assignments",

@@ -64,6 +64,9 @@ def index_build(
         max=1.0,
         help="Index recall@100 below which the build fails and stores nothing.",
     ),
+    embeddings: Path | None = typer.Option(
+        None, "--embeddings", help="Build from the shards 'recindex embed' wrote for this bundle there."
+    ),
 ) -> None:
     """Build an index over the bundle's item embeddings and store it in the bundle: the `--backend`
     spec, or else the one the bundle's config names in [index]. Then check it: search a sample of the
@@ -80,7 +83,8 @@ def index_build(
         search = {**loaded.config.index.search, **search}
         console.print(escape(f"building the bundle config's [index]: {spec.text()}"))
     shown = spec if isinstance(spec, str) else spec.text()
-    with console.status(f"building {shown} over {len(loaded.item_embeddings):,} items, then checking it"):
+    source = f"the vectors in {embeddings}" if embeddings else f"{len(loaded.item_embeddings):,} items"
+    with console.status(f"building {shown} over {source}, then checking it"):
         folder, index, seconds, checked = build_bundle_index(
             loaded,
             spec,
@@ -90,6 +94,7 @@ def index_build(
             search_params=search,
             overwrite=overwrite,
             check=check,
+            embeddings=embeddings,
         )
     console.print(
         escape(

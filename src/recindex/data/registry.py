@@ -14,6 +14,8 @@ from pathlib import Path
 
 from recindex.data.interactions import Interactions
 from recindex.data.movielens import load_movielens_100k
+from recindex.data.parquet_dir import load_parquet_dir
+from recindex.data.parquet_source import parquet_files
 from recindex.data.s3rec import load_s3rec
 from recindex.data.synthetic import SyntheticConfig, generate
 from recindex.data.tabular import NUMERIC_BUCKETS, load_table
@@ -116,11 +118,18 @@ def load_dataset(
 
 
 def load_path(path: Path, numeric_buckets: int | None = None) -> Interactions:
-    """Load a file or folder by its form: ML-100K folder, S3-Rec .txt, CSV or Parquet."""
+    """Load a file or folder by its form: ML-100K folder, a folder of Parquet files, S3-Rec .txt, CSV or
+    Parquet."""
+    buckets = NUMERIC_BUCKETS if numeric_buckets is None else numeric_buckets
     if path.is_dir():
         if (path / "u.data").exists():
             return _movielens(path)
-        raise RecIndexError(f"{path}: a folder must be a MovieLens-100K folder (with u.data)")
+        if parquet_files(path):
+            return load_parquet_dir(path, buckets)
+        raise RecIndexError(
+            f"{path}: a folder must hold Parquet files (*.parquet, *.pq) with user and item columns, or be "
+            "a MovieLens-100K folder (with u.data); it has neither"
+        )
     suffix = path.suffix.lower()
     if suffix == ".txt":
         stem = path.stem
@@ -132,7 +141,7 @@ def load_path(path: Path, numeric_buckets: int | None = None) -> Interactions:
             items_path=path.with_name(f"{stem}_items.tsv"),
         )
     if suffix in (".csv", ".tsv", ".parquet", ".pq"):
-        return load_table(path, NUMERIC_BUCKETS if numeric_buckets is None else numeric_buckets)
+        return load_table(path, buckets)
     raise RecIndexError(
         f"{path}: unsupported file type {suffix!r}; expected .txt (S3-Rec), .csv, .tsv or .parquet"
     )

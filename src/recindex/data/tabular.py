@@ -26,25 +26,26 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recindex.data.interactions import Interactions, ItemFeatures, UserFeatures
-from recindex.data.numeric import numbers_of, quantile_buckets
+from recindex.data.interactions import Interactions
+from recindex.data.table_features import cell_text, item_features_of, user_features_of
 from recindex.errors import DataFormatError, RecIndexError
 
 NUMERIC_BUCKETS = 8  # the [data] numeric_buckets default
 
 _SUFFIXES = {".csv": ",", ".tsv": "\t", ".parquet": None, ".pq": None}
-_INT_PATTERN = r"^(0|-?[1-9][0-9]{0,17})$"  # canonical integers that fit in int64
+INT_PATTERN = r"^(0|-?[1-9][0-9]{0,17})$"  # canonical integers that fit in int64
 
 
-class _Table:
-    """A read table plus how to name a row in messages (CSV line with header = 1, or Parquet row)."""
+class TableRows:
+    """Rows read from a file plus how to name a row in messages (CSV line with header = 1, or Parquet
+    row; `first_row`: where these rows start in a Parquet file read batch by batch)."""
 
-    def __init__(self, path: Path, table: pa.Table, delimiter: str | None):
-        self.path, self.table, self.delimiter = path, table, delimiter
+    def __init__(self, path: Path, table: pa.Table, delimiter: str | None, first_row: int = 0):
+        self.path, self.table, self.delimiter, self.first_row = path, table, delimiter, first_row
 
     def error(self, row: int, expected: str, found: str | None) -> DataFormatError:
         if self.delimiter is None:
-            return DataFormatError(self.path, None, f"{expected} (row {row + 1})", found)
+            return DataFormatError(self.path, None, f"{expected} (row {self.first_row + row + 1})", found)
         return DataFormatError(self.path, _csv_line_of_row(self.path, self.delimiter, row), expected, found)
 
 
@@ -79,23 +80,27 @@ def load_table(path: Path, numeric_buckets: int = NUMERIC_BUCKETS) -> Interactio
 
     users = _ids(source, "user")
     items = _ids(source, "item")
-    stamps = _timestamps(source) if "timestamp" in names else None
+    stamps = timestamps_of(source) if "timestamp" in names else None
     item_features = user_features = None
     if item_fields:
-        item_features = _item_features(table, item_fields, *_first_appearance(items), numeric_buckets)
+        codes, n_items = _first_appearance(items)
+        first = {c[len("item_") :]: _first_values(table, c, codes, n_items) for c in item_fields}
+        item_features = item_features_of(first, n_items, numeric_buckets)
     if user_fields:
-        user_features = _user_features(table, user_fields, *_first_appearance(users), numeric_buckets)
+        codes, n_users = _first_appearance(users)
+        first = {c[len("user_") :]: _first_values(table, c, codes, n_users) for c in user_fields}
+        user_features = user_features_of(first, numeric_buckets)
     return Interactions.from_triples(
         users, items, stamps, item_features=item_features, user_features=user_features, name=path.stem
     )
 
 
-def _read(path: Path, delimiter: str | None) -> _Table:
+def _read(path: Path, delimiter: str | None) -> TableRows:
     if delimiter is None:
         import pyarrow.parquet as pq
 
         try:
-            return _Table(path, pq.read_table(path), None)
+            return TableRows(path, pq.read_table(path), None)
         except (pa.ArrowInvalid, OSError) as error:
             raise DataFormatError(path, None, "a Parquet file", str(error)) from None
     import pyarrow.csv as pacsv
@@ -119,7 +124,7 @@ def _read(path: Path, delimiter: str | None) -> _Table:
         line = _csv_bad_line(path, delimiter, len(header))
         expected = f"{len(header)} {'tab' if delimiter == chr(9) else 'comma'}-separated cells per row"
         raise DataFormatError(path, line, expected, str(error)) from None
-    return _Table(path, table, delimiter)
+    return TableRows(path, table, delimiter)
 
 
 def _csv_header(path: Path, delimiter: str) -> list[str] | None:
@@ -154,7 +159,7 @@ def _csv_bad_line(path: Path, delimiter: str, width: int) -> int | None:
     return next((line for line, cells in _csv_rows(path, delimiter) if len(cells) != width), None)
 
 
-def _ids(source: _Table, name: str) -> np.ndarray:
+def _ids(source: TableRows, name: str) -> np.ndarray:
     column = source.table.column(name)
     nulls = pc.is_null(column).to_numpy(zero_copy_only=False)
     if nulls.any():
@@ -168,12 +173,12 @@ def _ids(source: _Table, name: str) -> np.ndarray:
         if np.all(np.isfinite(values) & (values == np.floor(values))):
             return values.astype(np.int64)
     text = column.cast(pa.string())
-    if pc.all(pc.match_substring_regex(text, _INT_PATTERN)).as_py():
+    if pc.all(pc.match_substring_regex(text, INT_PATTERN)).as_py():
         return text.cast(pa.int64()).to_numpy()
     return np.asarray(text.to_pylist(), dtype=object)
 
 
-def _timestamps(source: _Table) -> np.ndarray:
+def timestamps_of(source: TableRows) -> np.ndarray:
     column = source.table.column("timestamp").combine_chunks()
     kind = column.type
     nulls = pc.is_null(column).to_numpy(zero_copy_only=False)
@@ -199,7 +204,7 @@ def _timestamps(source: _Table) -> np.ndarray:
     if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
         raise DataFormatError(source.path, None, "a timestamp column of integers, dates or text", str(kind))
     text = column.cast(pa.string())
-    if pc.all(pc.match_substring_regex(text, _INT_PATTERN)).as_py():
+    if pc.all(pc.match_substring_regex(text, INT_PATTERN)).as_py():
         return text.cast(pa.int64()).to_numpy()
     values = np.asarray(text.to_pylist(), dtype=object)
     # Parse each distinct string once: real logs repeat timestamps (dates above all).
@@ -241,74 +246,10 @@ def _first_appearance(values: np.ndarray) -> tuple[np.ndarray, int]:
 
 def _first_values(table: pa.Table, column: str, codes: np.ndarray, n: int) -> list[str | None]:
     """Each entity's value in its first row where the column is not empty (None if always empty)."""
-    data = table.column(column)
-    if pa.types.is_floating(data.type):  # a Parquet NaN is a missing number, not the text "nan"
-        data = pc.if_else(pc.is_nan(data), pa.scalar(None, data.type), data)
-    values = data.cast(pa.string()).to_pylist()
+    values = cell_text(table.column(column))
     present = np.flatnonzero([v is not None for v in values])
     result: list[str | None] = [None] * n
     owners, first = np.unique(codes[present], return_index=True)
     for owner, row in zip(owners.tolist(), present[first].tolist(), strict=True):
         result[owner] = values[row]
     return result
-
-
-def _numeric(values: list[str | None], buckets: int) -> tuple[np.ndarray | None, tuple | None]:
-    """(the column's numbers if it is numeric, its quantile buckets if it has more distinct numbers
-    than `buckets`); a numeric column with fewer distinct values keeps a token per value."""
-    numbers = numbers_of(values) if buckets else None
-    if numbers is None or len(np.unique(numbers[~np.isnan(numbers)])) <= buckets:
-        return numbers, None
-    return numbers, quantile_buckets(numbers, buckets)
-
-
-def _item_features(
-    table: pa.Table, columns: list[str], codes: np.ndarray, n_items: int, buckets: int
-) -> ItemFeatures:
-    token_index: dict[str, int] = {}
-    token_lists: list[list[int]] = [[] for _ in range(n_items)]
-    numeric: dict[str, np.ndarray] = {}
-    split: dict[str, list[str]] = {}  # distinct values repeat a lot (genres): split each once
-    for column in columns:
-        field_name = column[len("item_") :]
-        values = _first_values(table, column, codes, n_items)
-        numbers, bucketed = _numeric(values, buckets)
-        if numbers is not None:
-            numeric[field_name] = numbers
-        if bucketed is not None:
-            labels, which = bucketed
-            tokens = [token_index.setdefault(f"{field_name}={label}", len(token_index)) for label in labels]
-            for item in np.flatnonzero(which >= 0).tolist():
-                token_lists[item].append(tokens[which[item]])
-            continue
-        for item, value in enumerate(values):
-            if value is None:
-                continue
-            if value not in split:
-                split[value] = list(dict.fromkeys(p.strip() for p in value.split("|") if p.strip()))
-            for part in split[value]:
-                token = token_index.setdefault(f"{field_name}={part}", len(token_index))
-                token_lists[item].append(token)
-    return ItemFeatures.from_lists(token_lists, list(token_index), numeric)
-
-
-def _user_features(
-    table: pa.Table, columns: list[str], codes: np.ndarray, n_users: int, buckets: int
-) -> UserFeatures:
-    result_codes: dict[str, np.ndarray] = {}
-    vocab: dict[str, list[str]] = {}
-    for column in columns:
-        field_name = column[len("user_") :]
-        values = _first_values(table, column, codes, n_users)
-        bucketed = _numeric(values, buckets)[1]
-        if bucketed is not None:
-            labels, which = bucketed
-            result_codes[field_name] = which + 1  # code 0 stays 'unknown'
-            vocab[field_name] = ["unknown", *labels]
-            continue
-        # Sorted vocabulary: codes do not depend on row order; code 0 stays 'unknown'.
-        distinct = sorted({v for v in values if v is not None})
-        lookup = {value: k + 1 for k, value in enumerate(distinct)}
-        result_codes[field_name] = np.asarray([lookup.get(v, 0) for v in values], np.int64)
-        vocab[field_name] = ["unknown", *distinct]
-    return UserFeatures(codes=result_codes, vocab=vocab)

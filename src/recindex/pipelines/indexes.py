@@ -30,10 +30,11 @@ from recindex.index.base import BaseIndex, check_metric, read_index_manifest
 from recindex.index.factory import CORE_BACKENDS, Backend, spec_table
 from recindex.index.factory import load_index as load_with
 from recindex.index.factory import make_index as make_with
-from recindex.index.item_attributes import item_attributes
+from recindex.index.item_attributes import item_attributes  # noqa: F401 (recindex.pipelines exports it)
 from recindex.index.specs import IndexSpec, MilvusSpec, check_index_config, parse_spec, spec_of_config
 from recindex.mfli.index import MFLIIndex
 from recindex.pipelines.families import family_of_manifest
+from recindex.pipelines.index_vectors import index_vectors
 from recindex.pipelines.self_check import (
     CHECK_QUERIES,
     WARN_RECALL,
@@ -172,8 +173,10 @@ def build_bundle_index(
     search_params: Mapping[str, Any] | None = None,
     overwrite: bool = False,
     check: CheckSettings = CheckSettings(),
+    embeddings: Path | None = None,
 ) -> BuiltIndex:
-    """Build `spec` over the bundle's item embeddings, check it against exact search, and store it.
+    """Build `spec` over the bundle's item embeddings, or over the vectors `recindex embed` exported to
+    the folder `embeddings` (`pipelines.index_vectors`), check it against exact search, and store it.
     The manifest keeps the spec string as given (a typed spec: the string it writes as) and the check's
     figures; a check below `check.min_recall` raises IndexCheckFailed and stores nothing."""
     parsed = spec if isinstance(spec, IndexSpec) else parse_spec(spec, SPECS)
@@ -195,30 +198,38 @@ def build_bundle_index(
         for key, value in lite.items():
             if key not in options and not _set_in_spec(parsed, key):
                 options[key] = value
+    vectors = index_vectors(bundle, embeddings)  # an export is checked here, before any work
     material, search_defaults = bundle_material(bundle, text, options)
     options = {**material, **options}
     search_params = {**search_defaults, **dict(search_params or {})}
     index = make_index(parsed, embedding["dim"], metric, search_params=search_params or None, options=options)
     started = time.perf_counter()
-    ids = np.arange(len(bundle.item_embeddings))
-    index.add(ids, bundle.item_embeddings, attributes=item_attributes(bundle.data))
+    added = []
+    for ids, batch, attributes in vectors:
+        index.add(ids, batch, attributes=attributes)
+        added.append(ids)
     seconds = time.perf_counter() - started
-    checked = self_check(bundle, index, check)
+    checked = self_check(bundle, index, check, np.concatenate(added) if added else np.zeros(0, np.int64))
     extra = {"bundle_id": bundle.bundle_id, "spec": text, "build_seconds": seconds}
     index.save(folder, extra={**extra, "self_check": checked.to_dict()} if checked else extra)
     return BuiltIndex(folder, index, seconds, checked)
 
 
-def self_check(bundle: Bundle, index: BaseIndex, settings: CheckSettings) -> SelfCheck | None:
-    """The build's check; below the warning threshold with the sweep's suggestion, below the minimum
-    an IndexCheckFailed that says what would reach it."""
-    if settings.queries <= 0:
+def self_check(
+    bundle: Bundle, index: BaseIndex, settings: CheckSettings, ids: np.ndarray
+) -> SelfCheck | None:
+    """The build's check of the items `ids` it added (the bundle's item numbers; exact search over the
+    bundle's vectors of those items is the reference); below the warning threshold with the sweep's
+    suggestion, below the minimum an IndexCheckFailed that says what would reach it."""
+    if settings.queries <= 0 or not len(ids):
         return None
     queries = check_queries(bundle, settings.queries)
-    checked = run_check(index, bundle.item_embeddings, queries)
+    whole = len(ids) == len(bundle.item_embeddings) and (ids == np.arange(len(ids))).all()
+    items = (bundle.item_embeddings, None) if whole else (bundle.item_embeddings[ids], ids)
+    checked = run_check(index, items[0], queries, item_ids=items[1])
     floor = max(settings.warn_recall, settings.min_recall or 0.0)
     if checked.recall_at_k < floor:
-        found = suggest(index, bundle.item_embeddings, queries, floor)
+        found = suggest(index, items[0], queries, floor, item_ids=items[1])
         checked = SelfCheck(**{**checked.to_dict(), "suggestion": found})
     if settings.min_recall is not None and checked.recall_at_k < settings.min_recall:
         raise IndexCheckFailed(f"{index.backend} index not stored: " + advice(checked, settings.min_recall))

@@ -86,9 +86,12 @@ def check_queries(bundle: Bundle, n: int = CHECK_QUERIES, seed: int = 0) -> Chec
     return CheckQueries(np.ascontiguousarray(items[rows], np.float32), "item vectors")
 
 
-def exact_top(item_vectors: np.ndarray, metric: str, queries: np.ndarray, k: int) -> np.ndarray:
+def exact_top(
+    item_vectors: np.ndarray, metric: str, queries: np.ndarray, k: int, item_ids: np.ndarray | None = None
+) -> np.ndarray:
+    """Exact search's top-k ids; `item_ids`: the id of each row (default: the row numbers)."""
     exact = ExactIndex(item_vectors.shape[1], metric)
-    exact.add(np.arange(len(item_vectors)), item_vectors)
+    exact.add(np.arange(len(item_vectors)) if item_ids is None else item_ids, item_vectors)
     return exact.search(queries, k).ids
 
 
@@ -108,10 +111,13 @@ def run_check(
     params: dict[str, Any] | None = None,
     truth: np.ndarray | None = None,
     timings: bool = True,
+    item_ids: np.ndarray | None = None,
 ) -> SelfCheck:
-    """The index's recall against exact search over `item_vectors` (the items it holds, by row id)."""
+    """The index's recall against exact search over `item_vectors`, the items it holds (`item_ids`: the
+    id of each row; default the row numbers)."""
     k = min(100, len(item_vectors))
-    truth = exact_top(item_vectors, index.metric, queries.vectors, k) if truth is None else truth
+    if truth is None:
+        truth = exact_top(item_vectors, index.metric, queries.vectors, k, item_ids)
     counting, index.count_candidates = index.count_candidates, True
     try:
         started = time.perf_counter()
@@ -146,7 +152,13 @@ def widening_parameter(index: BaseIndex) -> str | None:
     return next((name for name in WIDENING if name in index.search_params), None)
 
 
-def suggest(index: BaseIndex, item_vectors: np.ndarray, queries: CheckQueries, target: float) -> dict:
+def suggest(
+    index: BaseIndex,
+    item_vectors: np.ndarray,
+    queries: CheckQueries,
+    target: float,
+    item_ids: np.ndarray | None = None,
+) -> dict:
     """The smallest doubling of the widening parameter whose recall@k reaches `target`:
     {param: value, "recall": r}; {"recall": best} with the largest value tried when none does; {} when
     the index has no such parameter."""
@@ -154,7 +166,7 @@ def suggest(index: BaseIndex, item_vectors: np.ndarray, queries: CheckQueries, t
     if name is None:
         return {}
     k = min(100, len(item_vectors))
-    truth = exact_top(item_vectors, index.metric, queries.vectors, k)
+    truth = exact_top(item_vectors, index.metric, queries.vectors, k, item_ids)
     value, tried = int(index.search_params[name]), {}
     for _ in range(SWEEP_DOUBLINGS):
         value *= 2
