@@ -46,9 +46,9 @@ def item_view_of_prefixes(
 def catalogue_query_views(model: TwoTowerModel, batch_size: int = 8192) -> np.ndarray:
     """(N, d) f_q of every item of the catalogue: the query view the consistent index clusters."""
     model.eval()
-    items = torch.arange(model.n_items)
+    items = torch.arange(model.n_items, device=model.item_tower.trained.device)
     parts = [query_view_of_items(model, items[i : i + batch_size]) for i in range(0, len(items), batch_size)]
-    return torch.cat(parts).numpy().astype(np.float32)
+    return torch.cat(parts).cpu().numpy().astype(np.float32)
 
 
 @torch.no_grad()
