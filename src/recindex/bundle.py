@@ -84,9 +84,11 @@ def save_bundle(
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise BundleError(f"{out} already exists and is not empty; choose another --out or pass --overwrite")
     with staged_directory(out) as staging:
+        # a GPU model's weights are read back onto the CPU (read_bundle's map_location); its catalogue is
+        # encoded on its GPU
         torch.save(model.state_dict(), staging / "weights.pt")
         with torch.no_grad():
-            embeddings = model.item_vectors().numpy().astype(np.float32)
+            embeddings = model.item_vectors().cpu().numpy().astype(np.float32)
         np.save(staging / "item_embeddings.npy", embeddings, allow_pickle=False)
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
         save_interactions(data, staging / "data")

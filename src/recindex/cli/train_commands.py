@@ -37,8 +37,20 @@ def train(
         help="Stop training after this long (e.g. 90s, 30m, 2h; a bare number is seconds) and keep the "
         "best epoch so far; overrides train.max_seconds.",
     ),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="Continue the run whose checkpoint is in --out (written with train.checkpoint_every), with "
+        "the settings it started with.",
+    ),
+    device: str | None = typer.Option(
+        None, "--device", help="auto, cpu, cuda or cuda:N; overrides train.device."
+    ),
 ) -> None:
-    """Train a two-tower model, evaluate it and write a versioned bundle."""
+    """Train a model, evaluate it and write a versioned bundle.
+
+    Under torchrun (torchrun --nproc_per_node N -m recindex train ...) every process trains its share of
+    each batch with DistributedDataParallel and rank 0 writes the bundle; see docs/training.md."""
     extra = list(overrides)
     if dataset is not None:
         extra.append(f"data.dataset={json.dumps(dataset)}")
@@ -48,10 +60,19 @@ def train(
         extra.append(f"train.seed={seed}")
     if max_time is not None:
         extra.append(f"train.max_seconds={parse_duration(max_time, '--max-time')}")
+    if device is not None:
+        extra.append(f"train.device={json.dumps(device)}")
     settings = load_config(config, extra, check_index)  # [index] typed by the backends' specs
     result = run_experiment(
-        settings, out, progress=not quiet, log=None if quiet else errors.print, overwrite=overwrite
+        settings,
+        out,
+        progress=not quiet,
+        log=None if quiet else errors.print,
+        overwrite=overwrite,
+        resume=resume,
     )
+    if not result.main:
+        return  # under torchrun, rank 0 reports
     rows = {"valid": result.valid, "test": result.test}
     masked = history_words(settings.eval.exclude_seen)
     title = f"{result.data.name}, {settings.data.split}, full ranking, {masked}"

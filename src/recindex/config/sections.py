@@ -63,6 +63,12 @@ class TrainConfig:
     max_seconds: float = 0.0  # stop once training has run this long, keeping the best epoch (0: no limit)
     seed: int = 0
     threads: int = 2
+    device: str = "auto"  # auto (a GPU when torch sees one, else the CPU) | cpu | cuda | cuda:N
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16/fp16: autocast, on a GPU only
+    # under torchrun: score each rank's queries against every rank's in-batch positives (all-gathered,
+    # gradients flowing back), as one process with the global batch would; false: its own batch only
+    gather_negatives: bool = True
+    checkpoint_every: int = 0  # optimizer steps between checkpoints in the --out folder (0: none)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,9 @@ def _mask_rows(scores: torch.Tensor, exclude_offsets: np.ndarray, exclude_items:
     if hi == lo:
         return
     rows = np.repeat(np.arange(len(scores)), np.diff(exclude_offsets[start : start + len(scores) + 1]))
-    scores[torch.as_tensor(rows), torch.as_tensor(exclude_items[lo:hi])] = float("-inf")
+    device = scores.device  # the rows are masked where the scores are (a GPU's when evaluating there)
+    columns = torch.as_tensor(exclude_items[lo:hi], device=device)
+    scores[torch.as_tensor(rows, device=device), columns] = float("-inf")
 
 
 def check_finite(scores: torch.Tensor, what: str = "scores") -> None:
@@ -56,13 +58,14 @@ def exact_search(
             if exclude_offsets is not None:
                 _mask_rows(scores, exclude_offsets, exclude_items, start)
             values, indices = torch.topk(scores, k, dim=1)
-            top_ids[start : start + len(scores)] = indices.numpy()
-            top_scores[start : start + len(scores)] = values.numpy()
+            top_ids[start : start + len(scores)] = indices.cpu().numpy()
+            top_scores[start : start + len(scores)] = values.cpu().numpy()
             if targets is not None:
-                batch_targets = torch.as_tensor(targets[start : start + len(scores)])
-                target_scores = scores[torch.arange(len(scores)), batch_targets].unsqueeze(1)
+                batch_targets = torch.as_tensor(targets[start : start + len(scores)], device=scores.device)
+                every_row = torch.arange(len(scores), device=scores.device)
+                target_scores = scores[every_row, batch_targets].unsqueeze(1)
                 above = (scores >= target_scores).sum(dim=1) - 1
-                ranks[start : start + len(scores)] = above.numpy()
+                ranks[start : start + len(scores)] = above.cpu().numpy()
             if on_batch is not None:
                 on_batch()
     return top_ids, top_scores, ranks

@@ -117,13 +117,13 @@ class MFLIModel(nn.Module):
         """(B, L) sequences -> (B, F * d) concatenated facet queries after the last real item."""
         states = self.user_states(sequences, lengths, users)
         last = (lengths - 1).clamp(min=0)
-        return self.query_facets(states[torch.arange(len(lengths)), last]).flatten(-2)
+        return self.query_facets(states[torch.arange(len(lengths), device=states.device), last]).flatten(-2)
 
     def item_vectors(self, items: torch.Tensor | None = None, id_keep=None) -> torch.Tensor:
         """(...,) items (default: the catalogue) -> (..., F * d) concatenated facet vectors, with the id
         facet of items that have no trained ID left out (see `merged`)."""
         if items is None:
-            items = torch.arange(self.n_items)
+            items = torch.arange(self.n_items, device=self.codebook.device)
         has_id = self.base.item_tower.trained[items]
         if id_keep is not None:
             has_id = has_id & id_keep[items]
@@ -133,7 +133,7 @@ class MFLIModel(nn.Module):
         """New items known only by content: every facet from the content path, and no id facet."""
         content = content_bags(self.base.item_tower, token_lists)
         facets = torch.stack([l2_normalize(head(content)) for head in self.item_heads], dim=-2)
-        return self.merged(facets, torch.zeros(len(content), dtype=torch.bool))
+        return self.merged(facets, torch.zeros(len(content), dtype=torch.bool, device=content.device))
 
     def merged(self, facets: torch.Tensor, has_id: torch.Tensor) -> torch.Tensor:
         """(..., F, d) facet vectors -> (..., F * d), the vector whose inner product with a query is the
@@ -144,7 +144,7 @@ class MFLIModel(nn.Module):
         rescaled)."""
         if "id" not in self.facets or bool(has_id.all()):
             return facets.flatten(-2)
-        present = torch.ones(facets.shape[:-1], dtype=facets.dtype)  # (..., F)
+        present = torch.ones(facets.shape[:-1], dtype=facets.dtype, device=facets.device)  # (..., F)
         present[..., self.facets.index("id")] = has_id.to(facets.dtype)
         scale = len(self.facets) / present.sum(-1, keepdim=True)
         return (facets * (present * scale).unsqueeze(-1)).flatten(-2)
@@ -174,7 +174,8 @@ class MFLIModel(nn.Module):
             residual = residual - picked
             codes.append(chosen)
         straight_through = reconstruction + facets - facets.detach()
-        code_tensor = torch.stack(codes, -1) if codes else torch.zeros(*facets.shape[:2], 0, dtype=torch.long)
+        none = torch.zeros(*facets.shape[:2], 0, dtype=torch.long, device=facets.device)
+        code_tensor = torch.stack(codes, -1) if codes else none
         return straight_through, code_tensor, residuals
 
     def codebook_losses(self, residuals, beta: float = 0.25, usage_temperature: float = 0.1):

@@ -126,8 +126,8 @@ class MFLITrainer(Trainer):
             facets = model.item_facets(self.pool)  # trained items only: cold ones stay unseen
             _, _, residuals = model.quantize(facets, level)
             residual = residuals[-1][0] - residuals[-1][1] if residuals else facets
-            words = fit_level(residual.numpy(), model.codebook.shape[2], seed=self.config.seed + level)
-            model.codebook.data[level] = torch.as_tensor(words)
+            words = fit_level(residual.cpu().numpy(), model.codebook.shape[2], seed=self.config.seed + level)
+            model.codebook.data[level] = torch.as_tensor(words).to(model.codebook.device)
             model.active_levels.fill_(level + 1)
         model.train(was_training)
 
@@ -143,6 +143,14 @@ class MFLITrainer(Trainer):
         }
         self.log(f"epoch 0 (as it starts)  valid R@10 {valid['recall@10']:.4f} N@10 {valid['ndcg@10']:.4f}")
         return record, valid, copy.deepcopy(self.model.state_dict())
+
+    def checkpoint_state(self) -> dict:
+        """The levels switched on so far and the model as it started (a warm start's epoch 0)."""
+        return {"activations": self.activations, "start": list(self.start) if self.start else None}
+
+    def restore_checkpoint_state(self, state: dict) -> None:
+        self.activations = list(state["activations"])
+        self.start = tuple(state["start"]) if state["start"] else None
 
     def checkpoint_allowed(self) -> bool:
         """The index needs every level: epochs before the last one switches on are never kept."""
@@ -161,7 +169,7 @@ class MFLITrainer(Trainer):
         config = self.config
         draws = config.uniform_negatives if config.negatives == "mixed" else 0
         if draws > 0:
-            sampled = self.pool[torch.randint(len(self.pool), (draws,))]
+            sampled = self.pool[torch.randint(len(self.pool), (draws,)).to(self.pool.device)]
             positives = torch.cat([positives, sampled])
         candidates = torch.unique(positives)  # sorted
         if not config.logq_correction:
@@ -222,7 +230,7 @@ def warm_start(model: MFLIModel, start: Bundle, data, data_config, log=None) -> 
 
 def codebook_array(model: MFLIModel) -> np.ndarray:
     """The active levels of the trained codebook, (L', F, M, d), for the index."""
-    return model.codebook.detach()[: int(model.active_levels)].numpy().copy()
+    return model.codebook.detach()[: int(model.active_levels)].cpu().numpy().copy()
 
 
 def mfli_model(base, config) -> MFLIModel:

@@ -13,12 +13,19 @@ import torch
 
 
 class StreamingFrequency:
-    def __init__(self, n_items: int, *, decay: float = 0.05, initial_interval: float = 100.0):
+    def __init__(
+        self,
+        n_items: int,
+        *,
+        decay: float = 0.05,
+        initial_interval: float = 100.0,
+        device: torch.device | str = "cpu",
+    ):
         if not 0.0 < decay <= 1.0:
             raise ValueError("decay must be in (0, 1]")
         self.decay = decay
-        self.last_seen = torch.zeros(n_items, dtype=torch.float64)
-        self.interval = torch.full((n_items,), float(initial_interval), dtype=torch.float64)
+        self.last_seen = torch.zeros(n_items, dtype=torch.float64, device=device)
+        self.interval = torch.full((n_items,), float(initial_interval), dtype=torch.float64, device=device)
         self.step = 0
 
     def update(self, items: torch.Tensor) -> None:
@@ -28,6 +35,15 @@ class StreamingFrequency:
         gap = self.step - self.last_seen[seen]
         self.interval[seen] = (1.0 - self.decay) * self.interval[seen] + self.decay * gap
         self.last_seen[seen] = float(self.step)
+
+    def state(self) -> dict:
+        """What a checkpoint keeps of the estimate."""
+        return {"last_seen": self.last_seen, "interval": self.interval, "step": self.step}
+
+    def load(self, state: dict) -> None:
+        self.last_seen = state["last_seen"].to(self.last_seen.device)
+        self.interval = state["interval"].to(self.interval.device)
+        self.step = int(state["step"])
 
     def per_batch_probability(self, items: torch.Tensor) -> torch.Tensor:
         """Estimated chance that `items` appear among one batch's positives (at most 1)."""

@@ -59,6 +59,9 @@ class _FullSoftmax(torch.autograd.Function):
     """
 
     @staticmethod
+    # Under GPU autocast the (P, N) logits stay in fp32: their logsumexp and the hand-written backward
+    # need one dtype, and the softmax over a large catalogue needs fp32's precision anyway.
+    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
     def forward(ctx, users, items, labels):
         logits = users @ items.T  # (P, N)
         lse = torch.logsumexp(logits, dim=1)  # (P,)
@@ -67,10 +70,11 @@ class _FullSoftmax(torch.autograd.Function):
         return (lse - picked).mean()
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad_output):
         users, items, labels, logits, lse = ctx.saved_tensors
         probabilities = logits.sub_(lse.unsqueeze(1)).exp_()  # in place: the logits are not needed again
-        probabilities[torch.arange(len(labels)), labels] -= 1.0
+        probabilities[torch.arange(len(labels), device=labels.device), labels] -= 1.0
         probabilities.mul_(grad_output / len(labels))
         return probabilities @ items, probabilities.T @ users, None
 

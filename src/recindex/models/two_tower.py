@@ -99,7 +99,7 @@ class TwoTowerModel(nn.Module):
     def item_vectors(self, items: torch.Tensor | None = None, id_keep: torch.Tensor | None = None):
         """L2-normalised item vectors for `items` (default: the whole catalogue) -> (..., d)."""
         if items is None:
-            items = torch.arange(self.n_items)
+            items = torch.arange(self.n_items, device=self.item_tower.trained.device)
         return l2_normalize(self.item_tower(items, id_keep))
 
     def content_vectors(self, token_lists: list[list[int]]) -> torch.Tensor:
@@ -126,7 +126,7 @@ class TwoTowerModel(nn.Module):
         """(B, L) right-padded sequences -> (B, d): the user vector after the last real item."""
         states = self.user_states(sequences, lengths, users)
         last = (lengths - 1).clamp(min=0)
-        return states[torch.arange(len(lengths)), last]
+        return states[torch.arange(len(lengths), device=states.device), last]
 
 
 def content_bags(tower: ItemTower, token_lists: list[list[int]]) -> torch.Tensor:
@@ -142,7 +142,7 @@ def content_bags(tower: ItemTower, token_lists: list[list[int]]) -> torch.Tensor
     columns = np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     table = np.full((len(lengths), width), pad, np.int64)
     table[rows, columns] = flat
-    return tower.attributes(torch.from_numpy(table))
+    return tower.attributes(torch.from_numpy(table).to(tower.attributes.weight.device))
 
 
 def pad_sequences(sequences: list[np.ndarray], max_len: int, pad: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,9 +1,14 @@
 """One run end to end: load data, split, train the family `model.kind` names, evaluate on validation
-and test, write a bundle."""
+and test, write a bundle.
+
+Under torchrun (`train.distributed`) every process runs this: each trains on its share of the data, the
+evaluation is sharded over them, and rank 0 alone writes the bundle. With `train.checkpoint_every` the
+run's checkpoints go into the `--out` folder, and `resume` continues from the last one there."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,11 +21,26 @@ from recindex.config import ExperimentConfig
 from recindex.data.interactions import Interactions
 from recindex.data.registry import load_dataset
 from recindex.data.splits import Split, split_for
+from recindex.errors import BundleError, RecIndexError
 from recindex.eval.evaluate import evaluate_split
+from recindex.models.devices import resolve_device
 from recindex.models.two_tower import TwoTowerModel
 from recindex.pipelines.families import family_of_config, start_loader
+from recindex.train import distributed
+from recindex.train.checkpoint import CHECKPOINT_NAME, Checkpoints
+from recindex.train.distributed import CaseShards, Distributed
 from recindex.train.loop import TrainResult, seed_everything
 from recindex.train.request import TrainRequest
+
+# Settings a resumed run may change: they do not change what it computes (on one machine), only how fast
+# or how long, or where its data lie.
+RESUMABLE_CHANGES = (
+    "train.threads",
+    "train.max_seconds",
+    "train.checkpoint_every",
+    "train.device",
+    "data.data_dir",
+)
 
 
 @dataclass
@@ -33,6 +53,7 @@ class ExperimentResult:
     valid: dict[str, float]
     test: dict[str, float]
     bundle_path: Path | None
+    main: bool = True  # False on the other ranks under torchrun (rank 0 writes the bundle and reports)
 
 
 def run_experiment(
@@ -43,20 +64,50 @@ def run_experiment(
     log: Callable[[str], None] | None = None,
     overwrite: bool = False,
     data: Interactions | None = None,
+    resume: bool = False,
+) -> ExperimentResult:
+    """`resume`: continue the run whose checkpoint is in `out` (see `train.checkpoint`)."""
+    context = distributed.from_environment()
+    device = resolve_device(config.train.device, context.local_rank if context.active else None)
+    checkpoints = _checkpoints(config, out, overwrite, resume)
+    distributed.start(context, device)
+    try:
+        return _run(config, out, context, checkpoints, progress, log, overwrite, data)
+    finally:
+        distributed.stop(context)
+
+
+def _run(
+    config: ExperimentConfig,
+    out: Path | None,
+    context: Distributed,
+    checkpoints: Checkpoints | None,
+    progress: bool,
+    log: Callable[[str], None] | None,
+    overwrite: bool,
+    data: Interactions | None,
 ) -> ExperimentResult:
     family = family_of_config(config)
     load_start = start_loader(config, family)
-    data = data if data is not None else load_dataset(
-        config.data.dataset, config.data.data_dir, numeric_buckets=config.data.numeric_buckets
+    if not context.main:  # one rank reports
+        progress, log = False, None
+    data = (
+        data
+        if data is not None
+        else load_dataset(
+            config.data.dataset, config.data.data_dir, numeric_buckets=config.data.numeric_buckets
+        )
     )
     split = split_for(config.data, data)
     seed_everything(config.train.seed, config.train.threads)  # weight initialisation is part of the run
     base = TwoTowerModel.for_data(data, config.model)
-    trained = family.train(TrainRequest(config, data, split, base, load_start, progress, log))
+    request = TrainRequest(config, data, split, base, load_start, progress, log, context, checkpoints)
+    trained = family.train(request)
     model, training = trained.model, trained.training
     started = time.perf_counter()
-    valid = evaluate_split(model, split, "valid", config, progress=progress)
-    test = evaluate_split(model, split, "test", config, progress=progress)
+    shard = CaseShards(context, _device_of(model)) if context.active else None
+    valid = evaluate_split(model, split, "valid", config, progress=progress, shard=shard)
+    test = evaluate_split(model, split, "test", config, progress=progress, shard=shard)
     metrics = {
         "valid": valid,
         "test": test,
@@ -72,8 +123,47 @@ def run_experiment(
         "evaluation_seconds": time.perf_counter() - started,
         **({family.kind: trained.extra} if trained.extra else {}),
     }
-    path = save_bundle(out, model, data, config, metrics, overwrite=overwrite) if out is not None else None
-    return ExperimentResult(config, data, split, model, training, valid, test, path)
+    path = None
+    if out is not None and context.main:
+        # a checkpoint left in `out` was checked when the run began: the bundle replaces it
+        path = save_bundle(out, model, data, config, metrics, overwrite=overwrite or checkpoints is not None)
+    distributed.barrier(context)
+    model.cpu()
+    return ExperimentResult(config, data, split, model, training, valid, test, path, context.main)
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def _checkpoints(
+    config: ExperimentConfig, out: Path | None, overwrite: bool, resume: bool
+) -> Checkpoints | None:
+    """Where the run's checkpoints go (None: nowhere), after checking `out` before any training: a
+    folder that holds something (a bundle, or an unfinished run's checkpoint) is refused unless the run
+    overwrites or resumes it."""
+    if resume and out is None:
+        raise RecIndexError("--resume continues the run in an --out folder; none was given")
+    if resume and overwrite:
+        raise RecIndexError("--resume and --overwrite contradict each other: choose one")
+    if out is None:
+        return None
+    out = Path(out)
+    if not resume and not overwrite and out.exists() and any(out.iterdir()):
+        unfinished = (out / CHECKPOINT_NAME).is_file()
+        raise BundleError(
+            f"{out} holds the checkpoint of an unfinished run; pass --resume to continue it or --overwrite "
+            "to start again"
+            if unfinished
+            else f"{out} already exists and is not empty; choose another --out or pass --overwrite"
+        )
+    if config.train.checkpoint_every < 0:
+        raise RecIndexError(f"train.checkpoint_every must be >= 0 steps, got {config.train.checkpoint_every}")
+    if config.train.checkpoint_every == 0 and not resume:
+        return None
+    settings = json.dumps(config.to_dict(), sort_keys=True)
+    return Checkpoints(out, config.train.checkpoint_every, resume, settings, RESUMABLE_CHANGES)
 
 
 def evaluate_bundle(

@@ -44,4 +44,4 @@ def fixed_codes_for(
 
 def _item_vectors(router: TwoTowerModel) -> np.ndarray:
     with torch.no_grad():
-        return router.item_vectors().numpy()
+        return router.item_vectors().cpu().numpy()

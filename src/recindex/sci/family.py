@@ -21,8 +21,7 @@ def train(request: TrainRequest) -> Trained:
         config.train,
         config.eval,
         config.sci,
-        progress=request.progress,
-        log=request.log,
+        **request.trainer_options(),
     )
     return Trained(request.base, trainer.fit(), {})
 

@@ -21,7 +21,7 @@ def sci_semantic_ids(model: TwoTowerModel, k: int, layers: int, *, seed: int = 0
 
     with torch.no_grad():
         model.eval()
-        items = model.item_vectors().numpy().astype(np.float32)
+        items = model.item_vectors().cpu().numpy().astype(np.float32)
     index = CIIndex(
         items.shape[1],
         "ip",

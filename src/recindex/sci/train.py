@@ -48,7 +48,7 @@ class SymmetricTrainer(Trainer):
         model, sci = self.model, self.sci
         real = batch.targets != model.n_items
         positives = batch.targets[real]
-        rows = torch.as_tensor(batch.rows).unsqueeze(1).expand_as(real)[real]
+        rows = torch.as_tensor(batch.rows, device=real.device).unsqueeze(1).expand_as(real)[real]
         total = task
         if sci.symmetric_weight > 0:
             id_keep = self._id_keep()
@@ -57,7 +57,7 @@ class SymmetricTrainer(Trainer):
             if sci.swapped_negatives == "in_batch":
                 negatives = InBatchNegatives(logq_correction=self.config.logq_correction)
                 if not self.negatives.needs_frequency and self.hard is None:
-                    self.frequency.update(positives)  # the task loss did not need the estimate
+                    self.update_frequency(positives)  # the task loss did not need the estimate
             swapped = self.retrieval_loss(
                 swapped_queries,
                 positives,

@@ -28,7 +28,7 @@ def query_view_of_items(
 ) -> torch.Tensor:
     """f_q(I): (n,) items -> (n, d), each item read by the query tower as a sequence of one."""
     tokens = model.item_tower(items.reshape(-1, 1), id_keep)  # (n, 1, d)
-    hidden = model.encoder(tokens, torch.ones(len(tokens), dtype=torch.long))
+    hidden = model.encoder(tokens, torch.ones(len(tokens), dtype=torch.long, device=tokens.device))
     return l2_normalize(hidden[:, 0])
 
 
@@ -38,7 +38,7 @@ def item_view_of_prefixes(
     """f_i(Q) after each position: (B, L) right-padded sequences -> (B, L, d), the running mean of the
     item tokens seen so far (padding comes after the real positions, so it never enters a real one)."""
     tokens = model.item_tower(sequences, id_keep)  # (B, L, d)
-    counts = torch.arange(1, sequences.shape[1] + 1, dtype=tokens.dtype).view(1, -1, 1)
+    counts = torch.arange(1, sequences.shape[1] + 1, dtype=tokens.dtype, device=tokens.device).view(1, -1, 1)
     return l2_normalize(tokens.cumsum(dim=1) / counts)
 
 
@@ -46,9 +46,9 @@ def item_view_of_prefixes(
 def catalogue_query_views(model: TwoTowerModel, batch_size: int = 8192) -> np.ndarray:
     """(N, d) f_q of every item of the catalogue: the query view the consistent index clusters."""
     model.eval()
-    items = torch.arange(model.n_items)
+    items = torch.arange(model.n_items, device=model.item_tower.trained.device)
     parts = [query_view_of_items(model, items[i : i + batch_size]) for i in range(0, len(items), batch_size)]
-    return torch.cat(parts).numpy().astype(np.float32)
+    return torch.cat(parts).cpu().numpy().astype(np.float32)
 
 
 @torch.no_grad()

@@ -14,6 +14,8 @@ items' attributes, so it applies the very same filter language.
 
 from __future__ import annotations
 
+import copy
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,6 +25,7 @@ from recindex.bundle import Bundle
 from recindex.errors import InvalidRequest, RecIndexError
 from recindex.index.base import BaseIndex
 from recindex.index.exact_index import ExactIndex
+from recindex.models.devices import resolve_device
 from recindex.models.two_tower import pad_sequences
 from recindex.pipelines.indexes import item_attributes
 from recindex.pipelines.recommend import describe_item, find_user
@@ -280,9 +283,33 @@ def online_recall(version: ServingVersion, answer: Recommendation) -> float | No
     return len(np.intersect1d(exact, answer.ids)) / k
 
 
+# Where `encode_history` runs the query tower (`ServiceSettings.device`, process-wide like the threads).
+# Bundles stay on the CPU, where everything else reads them; on a GPU, each bundle's model gets one copy
+# there, made at its first query and dropped with the bundle.
+_query_device = torch.device("cpu")
+_on_device: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def set_query_device(setting: str) -> None:
+    global _query_device
+    _query_device = resolve_device(setting)
+    _on_device.clear()
+
+
+def _query_model(model: torch.nn.Module) -> torch.nn.Module:
+    if _query_device.type == "cpu":
+        return model
+    placed = _on_device.get(model)
+    if placed is None:
+        placed = _on_device[model] = copy.deepcopy(model).to(_query_device).eval()
+    return placed
+
+
 def encode_history(bundle: Bundle, history: np.ndarray, user: int | None) -> np.ndarray:
-    model = bundle.model
+    model = _query_model(bundle.model)
     padded, lengths = pad_sequences([history], model.config.max_len, model.n_items)
-    users = torch.tensor([user]) if user is not None else None
+    device = _query_device
+    users = torch.tensor([user], device=device) if user is not None else None
+    sequences, lengths = torch.as_tensor(padded).to(device), torch.as_tensor(lengths).to(device)
     with torch.inference_mode():
-        return model.user_vectors(torch.as_tensor(padded), torch.as_tensor(lengths), users).numpy()
+        return model.user_vectors(sequences, lengths, users).cpu().numpy()

@@ -15,7 +15,7 @@ from recindex.errors import RecIndexError
 from recindex.pipelines import load_bundle
 from recindex.serve.app import create_app
 from recindex.serve.items import ItemWriter
-from recindex.serve.recommender import Recommender, ServingVersion
+from recindex.serve.recommender import Recommender, ServingVersion, set_query_device
 from recindex.serve.registry import BundleRegistry, load_version
 from recindex.serve.settings import ServiceSettings, load_settings
 from recindex.serve.snapshots import Compactor, restore_snapshot
@@ -83,6 +83,7 @@ def build_app(settings: ServiceSettings) -> FastAPI:
     """The app for `settings`. A writing service (not `read_only`) holds the state folder's writer
     lock from here until its shutdown (or death), so that no second writer can interleave its log."""
     limit_threads(settings.threads)
+    set_query_device(settings.device)
     if settings.read_only:  # a worker of several: replays the log, never writes it
         version, writer, covered = load_active(settings)
         state = ServiceState(settings.state_dir)

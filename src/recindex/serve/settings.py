@@ -54,6 +54,11 @@ class ServiceSettings(BaseSettings):
         description="Threads each search may use (BLAS, OpenMP, torch). One serves concurrent requests "
         "best: several requests already keep the cores busy, and nested thread teams fight for them.",
     )
+    device: str = Field(
+        "cpu",
+        description="Where the query encoder runs: cpu, auto (a GPU when torch sees one), cuda or cuda:N. "
+        "One query is a small pass: the CPU serves it well; a GPU pays off for heavy encoders.",
+    )
     read_only: bool = Field(
         False, description="Serve reads only (set for each process of `serve --workers N`, N > 1)."
     )

@@ -49,18 +49,38 @@ class Batch:
     lengths: torch.Tensor  # (B,)
     rows: np.ndarray  # (B,) row numbers into SequenceExamples (to look up per-user hard negatives)
 
+    def to(self, device: torch.device) -> Batch:
+        if device.type == "cpu":
+            return self
+        return Batch(
+            *(t.to(device, non_blocking=True) for t in (self.users, self.inputs, self.targets, self.lengths)),
+            rows=self.rows,
+        )
 
-def iterate_batches(examples: SequenceExamples, batch_size: int, rng: np.random.Generator):
-    """Yield length-bucketed batches in random order, each trimmed to its longest sequence."""
+
+def iterate_batches(
+    examples: SequenceExamples,
+    batch_size: int,
+    rng: np.random.Generator,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    skip: int = 0,
+):
+    """Yield length-bucketed batches in random order, each trimmed to its longest sequence.
+
+    Under data parallelism every rank draws the same global batches of `batch_size * world_size` users
+    (the same seed) and keeps every `world_size`-th row of each, from its `rank`: a rank's share of a
+    batch, of lengths like the others' (rows are sorted by length within a bucket). A last batch too
+    small to give every rank a row is left out. `skip`: batches already trained (a resumed epoch).
+    """
     order = rng.permutation(len(examples.users))
-    bucket = batch_size * 50
-    batches = []
-    for start in range(0, len(order), bucket):
-        chunk = order[start : start + bucket]
-        chunk = chunk[np.argsort(examples.lengths[chunk], kind="stable")]
-        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
-    for index in rng.permutation(len(batches)):
+    batches = _global_batches(examples, order, batch_size * world_size)
+    for position, index in enumerate(rng.permutation(len(batches))):
         rows = batches[index]
+        if position < skip or len(rows) < world_size:
+            continue
+        rows = rows[rank::world_size]
         width = int(examples.lengths[rows].max())
         yield Batch(
             users=torch.as_tensor(examples.users[rows]),
@@ -69,6 +89,16 @@ def iterate_batches(examples: SequenceExamples, batch_size: int, rng: np.random.
             lengths=torch.as_tensor(examples.lengths[rows]),
             rows=rows,
         )
+
+
+def _global_batches(examples: SequenceExamples, order: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    bucket = batch_size * 50
+    batches = []
+    for start in range(0, len(order), bucket):
+        chunk = order[start : start + bucket]
+        chunk = chunk[np.argsort(examples.lengths[chunk], kind="stable")]
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    return batches
 
 
 def n_batches(examples: SequenceExamples, batch_size: int) -> int:

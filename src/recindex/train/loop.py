@@ -12,6 +12,8 @@ negatives (SCI's task loss).
 Stopping: after `epochs`, after `patience` epochs without a better validation Recall@10, or when
 `max_seconds` have passed (checked between batches, once there is a best epoch to keep); in every case
 the best epoch's weights are the ones kept, and `TrainResult.stopped` says which of the three it was.
+Devices and precision (`train.device`, `train.precision`): `models.devices`. Data parallelism under
+torchrun: `train.distributed`. Checkpoints and `--resume`: `train.checkpoint`.
 """
 
 from __future__ import annotations
@@ -29,10 +31,32 @@ from recindex.config import EvalConfig, TrainConfig
 from recindex.data.splits import Split
 from recindex.errors import RecIndexError
 from recindex.eval.evaluate import evaluate_model
+from recindex.models.devices import autocast, check_precision, gradient_scaler, resolve_device
 from recindex.models.frequency import StreamingFrequency
 from recindex.models.two_tower import TwoTowerModel
 from recindex.progress import TrainingProgress
 from recindex.train.batches import SequenceExamples, iterate_batches, n_batches, sequence_examples
+from recindex.train.checkpoint import (
+    Checkpoints,
+    RunState,
+    generator_state,
+    random_states,
+    restore_random_states,
+    restore_run_state,
+    run_state_payload,
+    set_generator_state,
+)
+from recindex.train.distributed import (
+    SINGLE,
+    CaseShards,
+    Distributed,
+    agree,
+    data_parallel,
+    gather_batch,
+    gather_ids,
+    mean,
+)
+from recindex.train.hard_negatives import mine_hard_negatives
 from recindex.train.negatives import (
     CatalogueNegatives,
     NegativeSampler,
@@ -70,8 +94,11 @@ class Trainer:
         loss: RetrievalLoss | None = None,
         progress: bool = True,
         log: Callable[[str], None] | None = None,
+        distributed: Distributed = SINGLE,
+        checkpoints: Checkpoints | None = None,
     ):
-        """`negatives` and `loss` default to what `train` describes (train.negatives, train.loss)."""
+        """`negatives` and `loss` default to what `train` describes (train.negatives, train.loss).
+        `distributed`: this process's rank under torchrun; `checkpoints`: where to write and read them."""
         if train.negatives not in ("in_batch", "mixed", "full"):
             raise RecIndexError(f"train.negatives must be in_batch, mixed or full, got {train.negatives!r}")
         if train.loss not in ("infonce", "hinge"):
@@ -80,16 +107,25 @@ class Trainer:
         self.negatives = negatives or sampler_from(train)
         self.loss = loss or loss_from(train, model.temperature)
         self.progress, self.log = progress, log or (lambda _: None)
+        self.distributed, self.checkpoints = distributed, checkpoints
+        self.gathering = distributed.active and train.gather_negatives
+        self.device = resolve_device(train.device, distributed.local_rank if distributed.active else None)
+        check_precision(train.precision, self.device)
+        model.to(self.device)
         n_items = model.n_items
         trained = split.train_item_mask(n_items)
         model.set_trained_items(trained)
         self.item_counts = np.bincount(split.train_items, minlength=n_items)
         # Candidates are drawn only from items with training data: held-out cold items stay unseen.
-        self.pool = torch.as_tensor(np.flatnonzero(trained))
+        pool = torch.as_tensor(np.flatnonzero(trained))
         self.pool_position = torch.full((n_items + 1,), -1, dtype=torch.long)
-        self.pool_position[self.pool] = torch.arange(len(self.pool))
-        self.frequency = StreamingFrequency(n_items, decay=train.frequency_decay)
+        self.pool_position[pool] = torch.arange(len(pool))
+        self.pool, self.pool_position = pool.to(self.device), self.pool_position.to(self.device)
+        self.frequency = StreamingFrequency(n_items, decay=train.frequency_decay, device=self.device)
         self.hard: torch.Tensor | None = None
+        self.scaler: torch.amp.GradScaler | None = None
+        self._step: torch.nn.Module | None = None  # the loss under DistributedDataParallel
+        self._started = 0.0
 
     def fit(self) -> TrainResult:
         config = self.config
@@ -100,19 +136,32 @@ class Trainer:
         if not len(examples.users):
             raise RecIndexError("no user has two or more training items: nothing to train on")
         optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        result, best_state, since_best = TrainResult(), None, 0
-        start = time.perf_counter()
+        self.scaler = gradient_scaler(config.precision, self.device)
+        run = RunState(TrainResult())
+        result = run.result
+        if self.checkpoints is not None and self.checkpoints.resume:
+            self._restore(optimizer, run)
+            self.log(f"resuming at epoch {run.epoch}, after {run.position} of its batches (step {run.step})")
+        if self.distributed.active:
+            self._step = data_parallel(self.model, self._loss, self.device)
+        start = self._started = time.perf_counter() - run.elapsed
         deadline = start + config.max_seconds if config.max_seconds > 0 else math.inf
-        steps = n_batches(examples, config.batch_size)
+        steps = n_batches(examples, config.batch_size * self.distributed.world_size)
         with TrainingProgress(config.epochs, steps, enabled=self.progress) as bar:
-            for epoch in range(1, config.epochs + 1):
-                self.before_epoch(epoch)
-                if config.hard_negatives and (epoch - 1) % config.hard_negative_every == 0 and epoch > 1:
-                    self.hard = self._mine_hard_negatives(examples, rng)
+            while (epoch := run.epoch) <= config.epochs:
+                if run.epoch_rng is None:  # a new epoch (a resumed one was prepared before it stopped)
+                    self.before_epoch(epoch)
+                    if config.hard_negatives and (epoch - 1) % config.hard_negative_every == 0 and epoch > 1:
+                        self.hard = mine_hard_negatives(
+                            self.model, self.split, examples, self.pool, config, rng
+                        )
+                    run.epoch_rng = generator_state(rng)
+                else:
+                    set_generator_state(rng, run.epoch_rng)  # its batches are drawn again, then skipped
                 # The time limit applies once an epoch may be kept (MFLI: once every level is on); before
                 # that, stopping would leave nothing to keep.
                 loss = self._train_epoch(
-                    examples, optimizer, rng, bar, deadline if best_state is not None else math.inf
+                    examples, optimizer, rng, bar, deadline if run.best_state is not None else math.inf, run
                 )
                 if loss is None:
                     result.stopped = "time"
@@ -129,26 +178,28 @@ class Trainer:
                         pass  # the model is not complete yet: neither a best epoch nor a stop
                     elif valid["recall@10"] > result.best_valid.get("recall@10", -1.0):
                         result.best_epoch, result.best_valid = epoch, valid
-                        best_state, since_best = copy.deepcopy(self.model.state_dict()), 0
+                        run.best_state, run.since_best = copy.deepcopy(self.model.state_dict()), 0
                     else:
-                        since_best += config.eval_every
+                        run.since_best += config.eval_every
                 record["seconds"] = time.perf_counter() - start
                 result.history.append(record)
                 bar.end_epoch(record)
                 self.log(_format_record(record))
                 result.epochs_run = epoch
-                if since_best >= config.patience:
+                run.next_epoch()
+                if agree(self.distributed, run.since_best >= config.patience, self.device):
                     result.stopped = "patience"
                     break
-                if best_state is not None and time.perf_counter() >= deadline and epoch < config.epochs:
+                out_of_time = run.best_state is not None and time.perf_counter() >= deadline
+                if agree(self.distributed, out_of_time and epoch < config.epochs, self.device):
                     result.stopped = "time"
                     self.log(
                         f"time limit of {config.max_seconds:g}s reached after epoch {epoch}; "
                         f"keeping epoch {result.best_epoch}"
                     )
                     break
-        if best_state is not None:
-            self.model.load_state_dict(best_state)
+        if run.best_state is not None:
+            self.model.load_state_dict(run.best_state)
         self.model.eval()
         result.seconds = time.perf_counter() - start
         return result
@@ -163,6 +214,7 @@ class Trainer:
             ks=(10,),
             exclude_seen=self.evaluation.exclude_seen,
             batch_size=self.evaluation.batch_size,
+            shard=CaseShards(self.distributed, self.device) if self.distributed.active else None,
         ).metrics
 
     def before_epoch(self, epoch: int) -> None:
@@ -172,34 +224,86 @@ class Trainer:
         """Whether the model as it stands may be kept as the best one (MFLI: once every level is on)."""
         return True
 
+    def checkpoint_state(self) -> dict:
+        """A family trainer's own state for a checkpoint (tensors, numbers, strings, lists, dicts)."""
+        return {}
+
+    def restore_checkpoint_state(self, state: dict) -> None:
+        """Take back what `checkpoint_state` gave."""
+
     def _train_epoch(
-        self, examples: SequenceExamples, optimizer, rng, bar, deadline: float = math.inf
+        self, examples: SequenceExamples, optimizer, rng, bar, deadline: float, run: RunState
     ) -> float | None:
-        """One pass over the examples; the mean loss, or None when `deadline` passed before the end."""
+        """The rest of an epoch (all of it unless resumed); its mean loss, or None when `deadline` passed
+        before the end."""
         self.model.train()
-        total, count = 0.0, 0
-        for batch in iterate_batches(examples, self.config.batch_size, rng):
-            if time.perf_counter() >= deadline:
+        compute = self._step if self._step is not None else self._loss
+        context = self.distributed
+        for batch in iterate_batches(
+            examples,
+            self.config.batch_size,
+            rng,
+            rank=context.rank,
+            world_size=context.world_size,
+            skip=run.position,
+        ):
+            if deadline < math.inf and agree(context, time.perf_counter() >= deadline, self.device):
                 return None
-            loss = self._loss(batch)
+            with autocast(self.config.precision, self.device):
+                loss = compute(batch.to(self.device))
             if not torch.isfinite(loss):
                 raise RecIndexError(
                     "training loss is not finite; lower train.lr or raise model.temperature and train again"
                 )
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total, count = total + loss.item(), count + 1
-            bar.advance_batch(total / count)
-        return total / max(count, 1)
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.step(optimizer)
+                self.scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+            run.total, run.count = run.total + loss.item(), run.count + 1
+            run.position, run.step = run.position + 1, run.step + 1
+            bar.advance_batch(run.total / run.count)
+            if self.checkpoints is not None and self.checkpoints.due(run.step) and context.main:
+                self._save(optimizer, run)
+        return mean(context, run.total / max(run.count, 1), self.device)
+
+    def _save(self, optimizer, run: RunState) -> None:
+        run.elapsed = time.perf_counter() - self._started
+        self.checkpoints.save(
+            {
+                "model": self.model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+                "frequency": self.frequency.state(),
+                "hard": self.hard,
+                "run": run_state_payload(run),
+                "random": random_states(),
+                "trainer": self.checkpoint_state(),
+            }
+        )
+
+    def _restore(self, optimizer, run: RunState) -> None:
+        payload = self.checkpoints.load()
+        self.model.load_state_dict(payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+        if self.scaler is not None:
+            self.scaler.load_state_dict(payload["scaler"])
+        self.frequency.load(payload["frequency"])
+        self.hard = None if payload["hard"] is None else payload["hard"].to(self.device)
+        restore_run_state(run, payload["run"])
+        self.restore_checkpoint_state(payload["trainer"])
+        restore_random_states(payload["random"])
 
     def _id_keep(self) -> torch.Tensor | None:
         rate = self.model.config.id_dropout
         if rate <= 0:
             return None
-        keep = torch.rand(self.model.n_items + 1) >= rate
+        keep = torch.rand(self.model.n_items + 1) >= rate  # the CPU generator, whatever the device
         keep[-1] = True
-        return keep
+        return keep.to(self.device)
 
     def _loss(self, batch) -> torch.Tensor:
         model = self.model
@@ -208,8 +312,8 @@ class Trainer:
         real = batch.targets != model.n_items  # (B, L)
         positives = batch.targets[real]  # (P,)
         if self.negatives.needs_frequency or self.hard is not None:
-            self.frequency.update(positives)
-        rows = torch.as_tensor(batch.rows).unsqueeze(1).expand_as(real)[real]  # (P,) example row
+            self.update_frequency(positives)
+        rows = torch.as_tensor(batch.rows, device=real.device).unsqueeze(1).expand_as(real)[real]  # (P,)
         return self.retrieval_loss(
             states[real], positives, lambda items: model.item_vectors(items, id_keep), rows
         )
@@ -232,13 +336,18 @@ class Trainer:
             labels = self.pool_position[positives]
             return self.loss.over_catalogue(users, positives, catalogue, labels, self.pool)
         positive_vectors = encode_items(positives)
-        drawn = sampler.draw(positives, self.pool, self.frequency)
+        batch_ids, batch_vectors = positives, positive_vectors
+        if self.gathering and not whole:  # every rank's positives are candidates of this rank's queries
+            batch_ids, batch_vectors, offset = gather_batch(positives, positive_vectors)
+        drawn = sampler.draw(batch_ids, self.pool, self.frequency)
+        if batch_ids is not positives and drawn.positive_log_q is not None:
+            drawn.positive_log_q = drawn.positive_log_q[offset : offset + len(positives)]
         if drawn.whole_catalogue:
             candidate_vectors = encode_items(drawn.ids)
         elif drawn.sampled is not None:
-            candidate_vectors = torch.cat([positive_vectors, encode_items(drawn.sampled)])
+            candidate_vectors = torch.cat([batch_vectors, encode_items(drawn.sampled)])
         else:
-            candidate_vectors = positive_vectors
+            candidate_vectors = batch_vectors
         hard_ids = hard_vectors = None
         if self.hard is not None:
             hard_ids = self.hard[rows]  # (P, H)
@@ -247,30 +356,15 @@ class Trainer:
             users, positives, positive_vectors, drawn, candidate_vectors, hard_ids, hard_vectors
         )
 
-    def _mine_hard_negatives(self, examples: SequenceExamples, rng: np.random.Generator) -> torch.Tensor:
-        """(U, H) negatives per example row, sampled from each user's top non-interacted items."""
-        model, config = self.model, self.config
-        model.eval()
-        pool_size = min(config.hard_negative_pool, len(self.pool))
-        untrained = torch.ones(model.n_items, dtype=torch.bool)
-        untrained[self.pool] = False
-        mined = np.empty((len(examples.users), config.hard_negatives), np.int64)
-        with torch.no_grad():
-            items = model.item_vectors()
-            for start in range(0, len(examples.users), 1024):
-                rows = slice(start, start + 1024)
-                inputs = torch.as_tensor(examples.inputs[rows])
-                lengths = torch.as_tensor(examples.lengths[rows])
-                users = model.user_vectors(inputs, lengths, torch.as_tensor(examples.users[rows]))
-                scores = users @ items.T
-                scores[:, untrained] = float("-inf")
-                for r, user in enumerate(examples.users[rows]):
-                    scores[r, torch.as_tensor(self.split.train_sequence(int(user)))] = float("-inf")
-                top = torch.topk(scores, pool_size, dim=1).indices.numpy()
-                picks = rng.integers(0, pool_size, size=(len(top), config.hard_negatives))
-                mined[rows] = np.take_along_axis(top, picks, axis=1)
-        model.train()
-        return torch.as_tensor(mined)
+    def update_frequency(self, positives: torch.Tensor) -> None:
+        """Feed a batch's positives to the logQ estimate; under torchrun every rank's, so that every
+        rank holds the same estimate of the candidates' chance (see `train.distributed`)."""
+        if not self.distributed.active:
+            self.frequency.update(positives)
+            return
+        parts = gather_ids(positives)
+        for part in [torch.cat(parts)] if self.gathering else parts:
+            self.frequency.update(part)
 
 
 def _format_record(record: dict[str, float]) -> str:

@@ -49,7 +49,8 @@ class InBatchNegatives:
     def draw(self, positives: torch.Tensor, pool: torch.Tensor, frequency: StreamingFrequency) -> Drawn:
         candidates, sampled, extra = positives, None, 0.0
         if self.uniform > 0:
-            sampled = pool[torch.randint(len(pool), (self.uniform,))]
+            # drawn by the CPU generator wherever the pool is, so a run's draws do not depend on its device
+            sampled = pool[torch.randint(len(pool), (self.uniform,)).to(pool.device)]
             candidates = torch.cat([positives, sampled])
             extra = self.uniform / len(pool)
         drawn = Drawn(candidates, sampled)

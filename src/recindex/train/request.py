@@ -9,7 +9,10 @@ from recindex.bundle import Bundle
 from recindex.config import ExperimentConfig
 from recindex.data.interactions import Interactions
 from recindex.data.splits import Split
+from recindex.errors import RecIndexError
 from recindex.models.two_tower import TwoTowerModel
+from recindex.train.checkpoint import Checkpoints
+from recindex.train.distributed import SINGLE, Distributed
 from recindex.train.loop import TrainResult
 
 
@@ -26,6 +29,30 @@ class TrainRequest:
     load_start: Callable[[], Bundle] | None = None
     progress: bool = True
     log: Callable[[str], None] | None = None
+    distributed: Distributed = SINGLE  # this process's rank under torchrun
+    checkpoints: Checkpoints | None = None  # where checkpoints go, and whether the run resumes from one
+
+    def trainer_options(self) -> dict:
+        """The keyword arguments every `Trainer` of the run takes from the request."""
+        return {
+            "progress": self.progress,
+            "log": self.log,
+            "distributed": self.distributed,
+            "checkpoints": self.checkpoints,
+        }
+
+    def refuse(self, family: str, *, distributed: bool = False, checkpoints: bool = False) -> None:
+        """Refuse what `family` cannot do: train under torchrun, or write and resume checkpoints."""
+        if distributed and self.distributed.active:
+            raise RecIndexError(
+                f"model.kind = {family!r} trains in one process; data-parallel training (torchrun) is "
+                f"available for two_tower and sci: run `recindex train` without torchrun"
+            )
+        if checkpoints and self.checkpoints is not None:
+            raise RecIndexError(
+                f"model.kind = {family!r} does not write checkpoints or resume (two_tower, sci and mfli "
+                "do): set train.checkpoint_every = 0 and leave out --resume"
+            )
 
 
 @dataclass

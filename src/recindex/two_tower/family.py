@@ -13,9 +13,7 @@ from recindex.train.request import Trained, TrainRequest
 def train(request: TrainRequest) -> Trained:
     """The towers trained by the two-tower recipe."""
     config = request.config
-    trainer = Trainer(
-        request.base, request.split, config.train, config.eval, progress=request.progress, log=request.log
-    )
+    trainer = Trainer(request.base, request.split, config.train, config.eval, **request.trainer_options())
     return Trained(request.base, trainer.fit(), {})
 
 

@@ -70,13 +70,13 @@ def balance_loss(
     parent a different one), so the even split became a split by noise."""
     if groups is None:
         k = item_log_probs.shape[-1]
-        weights = balance_weights(item_log_probs) if adaptive else torch.ones(k)
+        weights = balance_weights(item_log_probs) if adaptive else torch.ones(k, device=item_log_probs.device)
         return -(weights * expected_log_probs(item_log_probs)).sum() / k
     # every parent's log E[p_j] at once: a (parents, rows) mask of -inf outside each parent
     parents, member_of = torch.unique(groups, return_inverse=True)
-    inside = member_of.unsqueeze(0) == torch.arange(len(parents)).unsqueeze(1)  # (G, R)
+    inside = member_of.unsqueeze(0) == torch.arange(len(parents), device=member_of.device).unsqueeze(1)
     counts = inside.sum(1)
-    mask = torch.zeros(inside.shape).masked_fill(~inside, float("-inf"))
+    mask = torch.zeros(inside.shape, device=inside.device).masked_fill(~inside, float("-inf"))
     log_expected = torch.logsumexp(mask.unsqueeze(-1) + item_log_probs.unsqueeze(0), 1)  # (G, k)
     log_expected = log_expected - torch.log(counts.to(log_expected.dtype)).unsqueeze(1)
     k = item_log_probs.shape[-1]

@@ -98,11 +98,11 @@ class URIModel(nn.Module):
     def user_vectors(self, sequences, lengths, users=None) -> torch.Tensor:
         states = self.user_states(sequences, lengths, users)
         last = (lengths - 1).clamp(min=0)
-        return states[torch.arange(len(lengths)), last]
+        return states[torch.arange(len(lengths), device=states.device), last]
 
     def item_vectors(self, items: torch.Tensor | None = None, id_keep=None) -> torch.Tensor:
         if items is None:
-            items = torch.arange(self.n_items)
+            items = torch.arange(self.n_items, device=self.item_codes.device)
         ranker = self.ranker.item_vectors(items, id_keep)
         router = self.router.item_vectors(items)
         return torch.cat([ranker, torch.zeros_like(router), router], -1)

@@ -60,8 +60,8 @@ class RankerTrainer(Trainer):
     ):
         super().__init__(model.ranker, split, train, evaluation, **kwargs)
         self.uri = uri
-        codes = model.item_codes.numpy()[:, : uri.layers]  # the leaves (not a two-stage item token)
-        self.siblings = SiblingSampler(codes, model.decoder.sizes[: uri.layers], self.pool.numpy())
+        codes = model.item_codes.cpu().numpy()[:, : uri.layers]  # the leaves (not a two-stage item token)
+        self.siblings = SiblingSampler(codes, model.decoder.sizes[: uri.layers], self.pool.cpu().numpy())
         self.sampling = np.random.default_rng(train.seed + 1)
 
     def _loss(self, batch) -> torch.Tensor:
@@ -71,16 +71,16 @@ class RankerTrainer(Trainer):
         users = states[real]  # (P, d)
         positives = batch.targets[real]
         n_random, n_sibling = self.uri.ranker_random_negatives, self.uri.sibling_negatives
-        negatives = [self.pool[torch.randint(len(self.pool), (len(positives), n_random))]]
+        negatives = [self.pool[torch.randint(len(self.pool), (len(positives), n_random)).to(self.device)]]
         if n_sibling:
-            drawn = [self.siblings.sample(positives.numpy(), self.sampling) for _ in range(n_sibling)]
-            negatives.append(torch.as_tensor(np.stack(drawn, 1)))
+            drawn = [self.siblings.sample(positives.cpu().numpy(), self.sampling) for _ in range(n_sibling)]
+            negatives.append(torch.as_tensor(np.stack(drawn, 1)).to(self.device))
         negatives = torch.cat(negatives, 1)  # (P, R + S)
         positive_logits = (users * model.item_vectors(positives)).sum(-1, keepdim=True)
         negative_logits = torch.einsum("pd,pnd->pn", users, model.item_vectors(negatives))
         negative_logits = negative_logits.masked_fill(negatives == positives.unsqueeze(1), float("-inf"))
         logits = torch.cat([positive_logits, negative_logits], 1) / model.temperature
-        return F.cross_entropy(logits, torch.zeros(len(users), dtype=torch.long))
+        return F.cross_entropy(logits, torch.zeros(len(users), dtype=torch.long, device=self.device))
 
 
 def ranker_train_config(train: TrainConfig, uri) -> TrainConfig:

@@ -20,6 +20,7 @@ from recindex.bundle import Bundle
 from recindex.config import ExperimentConfig
 from recindex.data.interactions import Interactions
 from recindex.errors import RecIndexError
+from recindex.models.devices import resolve_device
 from recindex.models.two_tower import TwoTowerModel
 from recindex.models.warm_start import load_towers
 from recindex.train.loop import Trainer, TrainResult
@@ -47,6 +48,7 @@ def train(request: TrainRequest, fixed_codes: FixedCodes | None) -> Trained:
 def train_uri(request: TrainRequest, fixed_codes: FixedCodes | None) -> tuple[URIModel, dict]:
     """Train every part; returns the model and what to record of the training."""
     config, data, split, progress = request.config, request.data, request.split, request.progress
+    request.refuse("uri", distributed=True, checkpoints=True)
     log = request.log or (lambda _: None)
     uri = config.uri
     # A fresh router, drawn after the composition root's base towers: the draws every URI run has made.
@@ -61,13 +63,13 @@ def train_uri(request: TrainRequest, fixed_codes: FixedCodes | None) -> tuple[UR
         record["encoders"] = {"best_epoch": towers.best_epoch, "seconds": towers.seconds}
     router.eval()
     codes, sizes = index_codes(uri, router, fixed_codes) if fixed_codes is not None else (None, None)
-    model = uri_model(router, uri, sizes)
+    model = uri_model(router, uri, sizes).to(resolve_device(config.train.device))
     decoder = DecoderTrainer(model, split, uri, seed=config.train.seed, progress=progress, log=log)
     if codes is None:
         log(f"URI: learning a {uri.layers}-layer index of {uri.k} tokens per layer")
         trained = decoder.fit_uri()
     else:
-        model.item_codes.copy_(torch.as_tensor(codes))
+        model.item_codes.copy_(torch.as_tensor(codes))  # copy_ crosses devices
         log(f"two-stage: the decoder learns the fixed {uri.index!r} index by cross-entropy")
         trained = decoder.fit_fixed(uri.layer_epochs)
     record["decoder"] = {"seconds": trained.seconds, "history": trained.history}

@@ -75,15 +75,16 @@ class QueryExamples:
 def query_examples(model: URIModel, split: Split, batch: int = 512) -> QueryExamples:
     examples = sequence_examples(split, model.shape.n_users, model.n_items, model.config.max_len)
     router = model.router.eval()
+    device = model.item_codes.device
     queries, targets = [], []
     with torch.no_grad():
         for start in range(0, len(examples.users), batch):
             rows = slice(start, start + batch)
-            inputs = torch.as_tensor(examples.inputs[rows])
-            states = router.user_states(
-                inputs, torch.as_tensor(examples.lengths[rows]), torch.as_tensor(examples.users[rows])
+            inputs, lengths, users, wanted = (
+                torch.as_tensor(part[rows]).to(device)
+                for part in (examples.inputs, examples.lengths, examples.users, examples.targets)
             )
-            wanted = torch.as_tensor(examples.targets[rows])
+            states = router.user_states(inputs, lengths, users)
             real = wanted != model.n_items
             queries.append(states[real])
             targets.append(wanted[real])
@@ -107,7 +108,8 @@ class DecoderTrainer:
         self.seed, self.progress, self.log = seed, progress, log or (lambda _: None)
         trained = split.train_item_mask(model.n_items)
         model.set_trained_items(trained)
-        self.pool = torch.as_tensor(np.flatnonzero(trained))
+        self.device = model.item_codes.device  # the decoder trains where the model is (train.device)
+        self.pool = torch.as_tensor(np.flatnonzero(trained)).to(self.device)
         self.examples = query_examples(model, split)
         self.parameters = list(model.decoder.parameters()) + list(model.item_ids.parameters())
 
@@ -135,7 +137,7 @@ class DecoderTrainer:
                     bar.end_epoch({"epoch": epoch, "loss": record["loss"]})
                     self.log(_format(record))
             tokens = self.assign(layer)
-            model.item_codes[:, layer] = torch.as_tensor(tokens)
+            model.item_codes[:, layer] = torch.as_tensor(tokens).to(self.device)
             self.log(
                 f"layer {layer + 1} assigned: {len(np.unique(tokens))} of "
                 f"{model.decoder.sizes[layer]} tokens used"
@@ -154,26 +156,28 @@ class DecoderTrainer:
     def start_tokens(self, layer: int) -> torch.Tensor:
         """Balanced k-means tokens of the router item vectors under each parent the decoder assigned."""
         with torch.no_grad():
-            vectors = self.model.router.item_vectors().numpy()
-        parents = prefix_numbers(self.model.item_codes[:, :layer].numpy(), self.model.decoder.sizes)
+            vectors = self.model.router.item_vectors().cpu().numpy()
+        parents = prefix_numbers(self.model.item_codes[:, :layer].cpu().numpy(), self.model.decoder.sizes)
         tokens = kmeans_within(
             vectors, parents, self.model.decoder.sizes[layer], self.seed + layer, balanced=True
         )
-        return torch.as_tensor(tokens)
+        return torch.as_tensor(tokens).to(self.device)
 
     def _uri_epoch(self, layer: int, optimizer, generator, bar, targets=None) -> dict[str, float]:
         """One epoch of layer `layer`: URI's losses, or, with `targets` (a token per item), the start:
         cross-entropy of both ends towards the items' target tokens."""
         model, config = self.model, self.config
         model.decoder.train()
-        order = torch.randperm(len(self.examples.targets), generator=generator)
+        # the CPU generator draws the order and the random items whatever the device: the same run anywhere
+        order = torch.randperm(len(self.examples.targets), generator=generator).to(self.device)
         sums: dict[str, float] = {}
         batches = 0
         for start in range(0, len(order), config.batch_size):
             rows = order[start : start + config.batch_size]
             positives = self.examples.targets[rows]
             n = len(rows)
-            random_items = self.pool[torch.randint(len(self.pool), (len(rows),), generator=generator)]
+            drawn = torch.randint(len(self.pool), (len(rows),), generator=generator)
+            random_items = self.pool[drawn.to(self.device)]
             items = torch.cat([positives, random_items])
             query_logits = model.decoder.logits(
                 model.decoder.encode(self.examples.queries[rows], "query"),
@@ -232,18 +236,18 @@ class DecoderTrainer:
         out = []
         with torch.no_grad():
             for start in range(0, model.n_items, batch):
-                items = torch.arange(start, min(start + batch, model.n_items))
+                items = torch.arange(start, min(start + batch, model.n_items), device=self.device)
                 logits = model.decoder.logits(
                     model.decoder.encode(model.item_features(items), "item"),
                     model.item_codes[items, :layer],
                     layer + 1,
                 )
-                out.append(torch.softmax(logits[layer], -1).numpy())
+                out.append(torch.softmax(logits[layer], -1).cpu().numpy())
         return np.concatenate(out)
 
     def assign(self, layer: int) -> np.ndarray:
         probabilities = self.item_distributions(layer)
-        codes = self.model.item_codes[:, :layer].numpy()
+        codes = self.model.item_codes[:, :layer].cpu().numpy()
         groups = prefix_numbers(codes, self.model.decoder.sizes)
         return balanced_assignment(probabilities, groups)
 
@@ -261,7 +265,7 @@ class DecoderTrainer:
         with TrainingProgress(epochs, steps, enabled=self.progress) as bar:
             for epoch in range(1, epochs + 1):
                 model.decoder.train()
-                order = torch.randperm(len(self.examples.targets), generator=generator)
+                order = torch.randperm(len(self.examples.targets), generator=generator).to(self.device)
                 total, batches = 0.0, 0
                 for start in range(0, len(order), config.batch_size):
                     rows = order[start : start + config.batch_size]
@@ -291,7 +295,7 @@ class DecoderTrainer:
 
 
 def _parent_groups(codes: torch.Tensor, sizes: list[int]) -> torch.Tensor:
-    return torch.as_tensor(prefix_numbers(codes.numpy(), sizes))
+    return torch.as_tensor(prefix_numbers(codes.cpu().numpy(), sizes)).to(codes.device)
 
 
 def with_item_token(codes: np.ndarray, k: int) -> tuple[np.ndarray, int]:
