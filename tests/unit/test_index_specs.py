@@ -134,4 +134,10 @@ def test_a_bad_index_section_is_refused_when_the_config_is_read(settings, messag
 def test_configs_without_an_index_section_read_as_no_index():
     config = from_dict({"model": {"dim": 8}}, check_index=check_index)
     assert config.index.backend == "" and config.index.backends == {} and config.index.search == {}
-    assert config.to_dict()["index"] == {"backend": "", "search": {}}
+    assert config.to_dict()["index"] == {
+        "backend": "",
+        "search": {},
+        "check_queries": 500,
+        "warn_recall": 0.9,
+        "min_recall": 0.0,
+    }
