@@ -26,6 +26,13 @@ score, not what their queries resemble. On Beauty's validation split the two tie
 towers and placing by the item vector loses with plain towers (their item vectors crowd into a few
 lists), so the query view stays the default (docs/sci.md).
 
+The build's check (`min_agreement`, ours): the lists are only worth probing if an item's query view
+stands for the item vector the queries score. The first add measures, over the items placed by a query
+view that have a non-zero item vector, the mean cos(f_q(I), f_i(I)) and the share whose query view and
+item vector pick the same list (`recindex.sci.alignment.list_agreement`, kept in the manifest), and
+refuses to build below `min_agreement` mean cos, naming what to do instead. The class asks for nothing by
+default; the `ci` spec, which `recindex index build` reads, asks for CHECKED_AGREEMENT.
+
 Writes after the build: an item gets its list from its query view when the `query_views` given at build
 time cover its id, or when it comes through `add_with_views` (the service does this for items upserted
 by content); otherwise from its item vector (the contract's `add` hands a backend one vector per item;
