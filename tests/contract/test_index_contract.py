@@ -34,9 +34,9 @@ CI_KEEPS_VIEW = (
 )
 KNOWN_DEFECTS: dict[tuple[str, str], str] = {
     ("exclusion_masks_history_and_keeps_k", "uri+beam=2"): URI_SHORT_ROUTE,
-    ("upserted_items_are_found_by_their_new_vectors", "ci"): CI_KEEPS_VIEW,
-    ("upserted_items_are_found_by_their_new_vectors", "ci:coarse=items+queries"): CI_KEEPS_VIEW,
-    ("upserted_items_are_found_by_their_new_vectors", "ci+fine=rq"): CI_KEEPS_VIEW,
+    ("upserted_items_are_found_by_their_new_vectors", "ci+nprobe=8"): CI_KEEPS_VIEW,
+    ("upserted_items_are_found_by_their_new_vectors", "ci:coarse=items+queries+nprobe=8"): CI_KEEPS_VIEW,
+    ("upserted_items_are_found_by_their_new_vectors", "ci+nprobe=8,fine=rq"): CI_KEEPS_VIEW,
 }
 
 

@@ -147,7 +147,7 @@ class URIConfig:
 class SCIConfig:
     """SCI's SymmAligner (recindex.sci), trained when `model.kind = "sci"`: the two-tower task loss plus
     the same loss with the towers' inputs swapped. The model and its bundle are the plain two-tower's
-    (no new parameters); the consistent index is built from any two-tower bundle
+    (no new parameters); the consistent index is built from a two-tower bundle whose towers agree
     (`recindex index build BUNDLE --backend ci`)."""
 
     symmetric_weight: float = 0.0  # lambda on the swapped-input loss (0: the plain two-tower)

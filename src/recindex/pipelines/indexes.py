@@ -45,7 +45,7 @@ from recindex.pipelines.self_check import (
     run_check,
     suggest,
 )
-from recindex.sci.index import CIIndex
+from recindex.sci.index import CHECKED_AGREEMENT, CIIndex
 from recindex.uri.index import URIIndex
 
 INDEX_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -59,7 +59,8 @@ INDEX_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 #                              ranker; its weights and codes come from the URI bundle (no settings)
 #   ci                         SCI's consistent index: lists by k-means in the query view, scores (exact,
 #   ci:nlist=128,levels=2      or residual codes) in the item view; the items' query views and logged
-#   ci:coarse=items+queries    queries come from the two-tower bundle
+#   ci:coarse=items+queries    queries come from the two-tower bundle; the build refuses towers whose
+#   ci:min_agreement=0         two views of an item disagree (min_agreement=0: build anyway)
 @dataclass(frozen=True)
 class MFLISpec(IndexSpec):
     NAME: ClassVar[str] = "mfli"
@@ -86,6 +87,9 @@ class CISpec(IndexSpec):
     assign: int = 1  # lists each item is placed in
     coarse: Literal["items", "items+queries"] = "items"  # what the lists' k-means clusters (sci.index.COARSE)
     place: Literal["query", "item"] = "query"  # which view picks an item's list (sci.index.PLACE)
+    # least mean cos(f_q(I), f_i(I)) of the items the build places by their query views; below it the
+    # build refuses (towers whose lists would miss what queries score); 0: build anyway
+    min_agreement: float = CHECKED_AGREEMENT
     seed: int = 0
 
 

@@ -5,6 +5,8 @@ Space misalignment:
   and the maximum mean discrepancy (MMD^2, Gaussian kernel, bandwidth by the median heuristic) between
   samples of the two; 0 when the two distributions are the same;
 - `view_agreement`: mean cos(f_q(I), f_i(I)), each item read by both towers;
+- `list_agreement`: the same question asked of an index's lists: how many items have a query view and
+  an item vector that pick the same list (what the consistent index's build checks, `recindex.sci.index`);
 - `routing_consistency`: the share of a query's exact top-K items that sit in the lists the query is
   routed to (nprobe of them): the routing errors an index makes before it scores anything.
 
@@ -42,6 +44,27 @@ def distribution_gap(queries: np.ndarray, items: np.ndarray, sample: int = 2000,
 
 def view_agreement(query_views: np.ndarray, item_views: np.ndarray) -> float:
     return float((query_views * item_views).sum(1).mean())
+
+
+def list_agreement(query_views: np.ndarray, item_vectors: np.ndarray, centroids: np.ndarray) -> dict | None:
+    """How far an item's query view f_q(I) stands for its item vector f_i(I), over the items whose item
+    vector is not zero (an item the item tower knows nothing of, e.g. one never seen in training and
+    without attributes, has no item view to agree with): `cosine`, their mean cos(f_q(I), f_i(I)); and
+    `same_list`, the share of them whose query view's nearest centroid is also the centroid that scores
+    their item vector highest, i.e. the list a query aimed at the item vector would probe first. None
+    when no item qualifies."""
+    norms = np.linalg.norm(item_vectors, axis=1)
+    known = norms > 1e-6
+    if not known.any():
+        return None
+    views, vectors = query_views[known], item_vectors[known] / norms[known, None]
+    views = views / np.maximum(np.linalg.norm(views, axis=1, keepdims=True), 1e-12)
+    same = np.argmax(views @ centroids.T, axis=1) == np.argmax(vectors @ centroids.T, axis=1)
+    return {
+        "items": int(known.sum()),
+        "cosine": view_agreement(views, vectors),
+        "same_list": float(same.mean()),
+    }
 
 
 def routing_consistency(item_lists: np.ndarray, probed: np.ndarray, exact_top: np.ndarray) -> float:

@@ -1,5 +1,6 @@
 """What the composition root needs of SCI: SymmAligner training (the model and its bundle are the plain
-two-tower's), and the `ci` index's material from any two-tower bundle."""
+two-tower's), and the `ci` index's material from any two-tower bundle (the build then checks that its
+towers read an item alike, `recindex.sci.index`)."""
 
 from __future__ import annotations
 

@@ -26,6 +26,13 @@ score, not what their queries resemble. On Beauty's validation split the two tie
 towers and placing by the item vector loses with plain towers (their item vectors crowd into a few
 lists), so the query view stays the default (docs/sci.md).
 
+The build's check (`min_agreement`, ours): the lists are only worth probing if an item's query view
+stands for the item vector the queries score. The first add measures, over the items placed by a query
+view that have a non-zero item vector, the mean cos(f_q(I), f_i(I)) and the share whose query view and
+item vector pick the same list (`recindex.sci.alignment.list_agreement`, kept in the manifest), and
+refuses to build below `min_agreement` mean cos, naming what to do instead. The class asks for nothing by
+default; the `ci` spec, which `recindex index build` reads, asks for CHECKED_AGREEMENT.
+
 Writes after the build: an item gets its list from its query view when the `query_views` given at build
 time cover its id, or when it comes through `add_with_views` (the service does this for items upserted
 by content); otherwise from its item vector (the contract's `add` hands a backend one vector per item;
@@ -52,12 +59,17 @@ from recindex.errors import InvalidRequest
 from recindex.index.base import Metric, as_ids, as_matrix
 from recindex.index.learned import Column, Lists, PartitionedIndex, Route, number_codes
 from recindex.quant.codebook import assign_codes, fit_codebook
+from recindex.sci.alignment import list_agreement
 
 COARSE = ("items", "items+queries")
 PLACE = ("query", "item")
 FINE = ("flat", "rq")
 MAX_LISTS = 1 << 16
 MAX_CODEWORDS = 1 << 12
+# The least mean cos(f_q(I), f_i(I)) a bundle's build accepts (the `min_agreement` of the `ci` spec; the
+# class itself checks nothing unless asked). Towers CI serves well are far above it and towers whose
+# lists miss most of exact search's top 100 far below (figures in docs/sci.md, "Towers that disagree").
+CHECKED_AGREEMENT = 0.4
 
 
 def default_nlist(n: int) -> int:
@@ -67,7 +79,9 @@ def default_nlist(n: int) -> int:
 
 class CIIndex(PartitionedIndex):
     backend = "ci"
-    default_search_params = {"nprobe": 8, "fine": "flat"}
+    # nprobe 32, as the FAISS IVF backend: 8 of Beauty's 128 lists find 72% of exact search's top 100
+    # even on towers CI serves well, 32 find 92% (docs/sci.md).
+    default_search_params = {"nprobe": 32, "fine": "flat"}
 
     def __init__(
         self,
@@ -83,6 +97,7 @@ class CIIndex(PartitionedIndex):
         place: str = "query",
         query_views: np.ndarray | None = None,
         logged_queries: np.ndarray | None = None,
+        min_agreement: float = 0.0,
         seed: int = 0,
     ):
         if metric not in ("ip", "cosine"):
@@ -101,6 +116,10 @@ class CIIndex(PartitionedIndex):
             raise InvalidRequest(f"coarse must be one of {', '.join(COARSE)}, got {coarse!r}")
         if place not in PLACE:
             raise InvalidRequest(f"place must be one of {', '.join(PLACE)}, got {place!r}")
+        if not isinstance(min_agreement, (int, float)) or not 0.0 <= min_agreement <= 1.0:
+            raise InvalidRequest(
+                f"min_agreement must be a number in 0..1 (0: no check), got {min_agreement!r}"
+            )
         columns = {
             "lists": Column(assign, np.int64, 0, "lists.npy"),  # per slot: its lists, nearest first
             "codes": Column(levels, np.int64, 0, "codes.npy"),  # per slot: its fine codes
@@ -108,6 +127,8 @@ class CIIndex(PartitionedIndex):
         super().__init__(dim, metric, search_params, columns)
         self.nlist, self.levels, self.codewords, self.assign = nlist, levels, codewords, assign
         self.coarse, self.place, self.seed = coarse, place, seed
+        self.min_agreement = float(min_agreement)
+        self.view_agreement: dict | None = None  # measured at the build (`list_agreement`), when it can be
         self.query_views = _views(query_views, dim, "query_views")
         self.logged_queries = _views(logged_queries, dim, "logged_queries")
         self.centroids: np.ndarray | None = None  # (nlist, d), query view
@@ -135,16 +156,18 @@ class CIIndex(PartitionedIndex):
             finally:
                 self._given_views = {}
 
-    def _routing_views(self, ids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    def _routing_views(self, ids: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(each item's routing view, whether it is a query view rather than the item vector itself)."""
         views = vectors.copy()
         known = ids < len(self.query_views)
         views[known] = self.query_views[ids[known]]
         for row, item in enumerate(ids.tolist()):
             if item in self._given_views:
                 views[row] = self._given_views[item]
-        return views
+                known[row] = True
+        return views, known
 
-    def _build(self, views: np.ndarray, vectors: np.ndarray) -> None:
+    def _build(self, views: np.ndarray, vectors: np.ndarray, viewed: np.ndarray) -> None:
         nlist = self.nlist or default_nlist(len(views))
         if nlist > len(views):
             raise InvalidRequest(f"nlist={nlist} is more than the {len(views)} items of the first add")
@@ -156,13 +179,35 @@ class CIIndex(PartitionedIndex):
             self.dim, nlist, niter=20, seed=self.seed, spherical=True, min_points_per_centroid=1
         )
         kmeans.train(np.ascontiguousarray(sample, np.float32))
-        self.centroids = kmeans.centroids.astype(np.float32)
-        self.nlist = nlist
+        centroids = kmeans.centroids.astype(np.float32)
+        self.view_agreement = (
+            list_agreement(views[viewed], vectors[viewed], centroids) if viewed.any() else None
+        )
+        self._check_agreement()
+        self.centroids, self.nlist = centroids, nlist
         if self.levels:
             first = self._nearest_lists(self._placing(views, vectors))[:, 0]
             residuals = vectors - self.centroids[first]
             codewords = min(self.codewords, len(residuals))
             self.codebook = fit_codebook(residuals[:, None, :], self.levels, codewords, seed=self.seed)
+
+    def _check_agreement(self) -> None:
+        """Refuse lists formed in a query view that does not stand for the item vectors queries score:
+        they hold the items a query resembles, not those it scores, and an index over them misses
+        most of exact search's top k at any useful nprobe."""
+        found = self.view_agreement
+        if not self.min_agreement or found is None or found["cosine"] >= self.min_agreement:
+            return
+        raise InvalidRequest(
+            f"ci: the towers' two views of an item disagree: mean cos(f_q(I), f_i(I)) is "
+            f"{found['cosine']:.3f} over the {found['items']:,} items with an item vector (at least "
+            f"{self.min_agreement:g} asked), and only {found['same_list']:.1%} of them have a query view "
+            "and an item vector that pick the same list. Lists formed in the query view would miss most "
+            "of what queries score. CI needs towers whose query tower reads an item as the item tower "
+            'does: trained to convergence, or with SymmAligner (model.kind = "sci", docs/sci.md). '
+            "Or index these towers by their item vectors (e.g. --backend faiss:HNSW32), or build anyway "
+            "with --backend ci:min_agreement=0."
+        )
 
     def _placing(self, views: np.ndarray, vectors: np.ndarray) -> np.ndarray:
         """The vectors that pick an item's lists: its query view, or with place="item" its item vector
@@ -177,9 +222,9 @@ class CIIndex(PartitionedIndex):
         return np.take_along_axis(part, order, axis=1)
 
     def _placement(self, ids: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        views = self._routing_views(ids, vectors)
+        views, viewed = self._routing_views(ids, vectors)
         if self.centroids is None:
-            self._build(views, vectors)
+            self._build(views, vectors, viewed)
         lists = self._nearest_lists(self._placing(views, vectors))
         if lists.shape[1] < self.assign:  # fewer lists than the multi-assignment asks: repeat the nearest
             lists = np.concatenate([lists, np.repeat(lists[:, :1], self.assign - lists.shape[1], 1)], 1)
@@ -268,6 +313,8 @@ class CIIndex(PartitionedIndex):
             "coarse": self.coarse,
             "place": self.place,
             "seed": self.seed,
+            "min_agreement": self.min_agreement,
+            "view_agreement": self.view_agreement,
         }
 
     @classmethod
@@ -282,8 +329,10 @@ class CIIndex(PartitionedIndex):
             assign=state["assign"],
             coarse=state["coarse"],
             place=state.get("place", "query"),  # indexes saved before the option placed by the query view
+            min_agreement=state.get("min_agreement", 0.0),  # or checked nothing
             seed=state["seed"],
         )
+        index.view_agreement = state.get("view_agreement")
         if (folder / "centroids.npy").is_file():
             index.centroids = np.load(folder / "centroids.npy", allow_pickle=False)
         index.codebook = np.load(folder / "codebook.npy", allow_pickle=False)
