@@ -64,10 +64,8 @@ def frontier_plots(run: Run, dataset: str, out: Path) -> list[Path]:
     ):
         figure, axis = plt.subplots(figsize=(7, 4.5))
         for label, rows in curves.items():
-            if column == 1:
-                axis.plot([r[1] for r in rows], [r[0] for r in rows], marker="o", label=label)
-            else:
-                axis.plot([r[2] for r in rows], [r[0] for r in rows], marker="o", label=label)
+            rows = sorted(rows, key=lambda row: row[column])  # a line from left to right
+            axis.plot([r[column] for r in rows], [r[0] for r in rows], marker="o", label=label)
         axis.set_xscale("log")
         axis.set_xlabel(x_name)
         axis.set_ylabel(f"{metric} (validation)")

@@ -65,8 +65,12 @@ def params_text(params: dict[str, Any]) -> str:
 
 
 def metric_of(configuration: dict[str, Any], metric: str, split: str = "test") -> float | None:
+    """A metric of one configuration: `recall@10` on the test split, `valid:recall@10` on validation
+    (through the index, for an index), a cost (`candidates_scored_per_query`), or `training_seconds`."""
     if metric == "training_seconds":
         return configuration["training_seconds"]
+    if metric.startswith("valid:"):
+        split, metric = "valid", metric.removeprefix("valid:")
     metrics = configuration.get(split) or {}
     if metric in metrics:
         return float(metrics[metric])

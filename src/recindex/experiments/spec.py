@@ -1,7 +1,9 @@
 """An experiment file (TOML) read into typed parts, every mistake named by file and key.
 
     [experiment]           name, description, config (a base run config, relative to this file),
-                           seeds, metrics (reported), set (settings of every cell, config-shaped)
+                           seeds, metrics (reported: `recall@10` on test, `valid:recall@10` on
+                           validation, a cost such as `candidates_scored_per_query`, or
+                           `training_seconds`), set (settings of every cell, config-shaped)
     [datasets.NAME]        [data] settings of one dataset (dataset = "ml-100k", split = "cold_item", ...)
     [families.NAME]        kind (a model.kind; default: NAME), config, set, init_from (another family
                            whose bundle of the same dataset and seed starts this one), datasets
