@@ -168,3 +168,23 @@ def test_tracking_without_mlflow_says_how_to_install_it(tmp_path):
         assert "pip install recindex[tracking]" in str(result.exception)
     else:
         pytest.skip("MLflow is installed: the missing-extra message cannot show")
+
+
+def test_tracking_logs_the_run_and_its_report_to_mlflow(tmp_path):
+    mlflow = pytest.importorskip(
+        "mlflow", reason="MLflow is an optional extra: pip install recindex[tracking]"
+    )
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(TINY.replace("seeds = 2", "seeds = 1").split("[indexes.ivf]")[0])
+    store = f"file:{tmp_path / 'mlruns'}"
+    _invoke("experiment", "run", str(spec), "--out", str(tmp_path / "run"), "--quiet", "--tracking", store)
+    mlflow.set_tracking_uri(store)
+    runs = mlflow.search_runs(experiment_names=["tiny"], output_format="list")
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    assert parent.data.params["seeds"] == "1"
+    assert "synth/two_tower/mean/exact/-/recall_at_10" in parent.data.metrics
+    assert len(runs) == 1 + 2  # the run and one nested run per cell
+    artifacts = {
+        a.path for a in mlflow.artifacts.list_artifacts(run_id=parent.info.run_id, artifact_path="report")
+    }
+    assert {"report/report.md", "report/report.html"} <= artifacts
