@@ -30,11 +30,31 @@ from recindex.config import ExperimentConfig
 PACKAGE = Path(recindex.__file__).resolve().parent
 
 
+# Sources that cannot change a cell's numbers (the edges, and the experiment modules that schedule,
+# read back, test and draw): left out of the code version, so that editing a report or the command line
+# does not throw away every trained bundle.
+NOT_IN_RESULTS = (
+    "cli/",
+    "serve/",
+    "experiments/machine.py",
+    "experiments/plots.py",
+    "experiments/render.py",
+    "experiments/report.py",
+    "experiments/results.py",
+    "experiments/runner.py",
+    "experiments/stats.py",
+    "experiments/tracking.py",
+)
+
+
 @cache
 def code_version() -> str:
-    """sha256 over the package's Python sources (paths and contents), so uncommitted edits count too."""
+    """sha256 over the package's Python sources (paths and contents) that make a cell's results, so
+    uncommitted edits count too."""
     digest = hashlib.sha256()
     for path in sorted(PACKAGE.rglob("*.py")):
+        if path.relative_to(PACKAGE).as_posix().startswith(NOT_IN_RESULTS):
+            continue
         digest.update(str(path.relative_to(PACKAGE)).encode())
         digest.update(b"\0")
         digest.update(path.read_bytes())

@@ -80,7 +80,11 @@ def _provenance(document: Document, run: Run) -> None:
         f"machine: {machine['cpu_count']} CPUs ({machine['cpu_model']}), {machine['platform']}, "
         f"Python {machine['python']}; " + ", ".join(f"{k} {v}" for k, v in record["versions"].items()),
         f"started {record['started']}"
-        + (f", finished {record['finished']}, wall time {wall:.0f} s" if wall else " (not finished)"),
+        + (
+            f", finished {record['finished']}, wall time {wall:.1f} s"
+            if wall is not None
+            else " (not finished)"
+        ),
         f"seeds: {record['seeds']} (train.seed = 0..{record['seeds'] - 1}); {record['jobs']} job(s) of "
         f"{record['threads_per_job']} thread(s)",
         f"cells: {len(run.cells)} of {len(record['cells'])} finished"
@@ -90,6 +94,13 @@ def _provenance(document: Document, run: Run) -> None:
             else ""
         ),
     ]
+    earlier = record.get("invocations", [])[:-1]
+    for invocation in earlier:
+        items.append(
+            f"earlier on this folder: `{invocation['command']}` at {invocation['started']}: "
+            f"{invocation['wall_seconds']:.1f} s, {invocation['trained']} cell(s) trained, "
+            f"{invocation['from_cache']} read from the cache"
+        )
     for cell, error in (record.get("failed") or {}).items():
         items.append(f"FAILED {cell}: {error}")
     document.heading("Run")

@@ -10,6 +10,7 @@ time left). Cells whose results are in the cache are read, not run.
 from __future__ import annotations
 
 import dataclasses
+import json
 import multiprocessing
 import os
 import shutil
@@ -67,6 +68,7 @@ def limit_threads(threads: int) -> None:
 
 
 def run(path: str | Path, options: RunOptions) -> RunSummary:
+    started = time.perf_counter()
     spec = load_spec(path)
     if options.jobs < 1:
         raise RecIndexError(f"--jobs must be at least 1, got {options.jobs}")
@@ -74,10 +76,10 @@ def run(path: str | Path, options: RunOptions) -> RunSummary:
     cells = expand(spec, options.seeds, data_dir=options.data_dir, threads=threads)
     cache = options.cache or options.out / "cache"
     files = _cell_files(cells, cache)
-    started = time.perf_counter()
     info = run_info(options.command)
     summary = RunSummary(options.out, len(cells))
     record = _run_record(spec, cells, files, options, info, threads, cache)
+    earlier = _earlier_invocations(options.out / "run.json")
     (options.out / "cells").mkdir(parents=True, exist_ok=True)
     write_json_atomic(options.out / "run.json", record)
     by_id = {cell.id: cell for cell in cells}
@@ -100,8 +102,26 @@ def run(path: str | Path, options: RunOptions) -> RunSummary:
         from_cache=summary.from_cache,
         failed=summary.failed,
     )
+    # Each invocation on this run folder is kept (a first run, its resumptions, its cached reruns).
+    this = {
+        key: record[key]
+        for key in ("command", "started", "finished", "wall_seconds", "trained", "evaluated", "from_cache")
+    }
+    record["invocations"] = [
+        *earlier,
+        {**this, "commit": record["git"].get("commit"), "failed": len(summary.failed)},
+    ]
     write_json_atomic(options.out / "run.json", record)
     return summary
+
+
+def _earlier_invocations(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    try:
+        return list(json.loads(path.read_text(encoding="utf-8")).get("invocations", []))
+    except (json.JSONDecodeError, OSError, AttributeError):
+        return []  # a run.json this code cannot read: its history is not carried over
 
 
 def _cell_files(cells: list[Cell], cache: Path) -> dict[str, CellFiles]:

@@ -4,6 +4,7 @@ server)."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from types import ModuleType
@@ -32,11 +33,20 @@ def _key(*parts: str) -> str:
 def log_run(uri: str, run_dir: str | Path, report_dir: Path) -> str:
     """Log the run folder's results and report; returns the MLflow run id."""
     mlflow = mlflow_module()
-    run = load_run(run_dir)
+    if uri.startswith("file:"):
+        # MLflow 3 refuses its file store unless asked: a local folder with no server is what `file:` means.
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    try:
+        return _log(mlflow, uri, load_run(run_dir), Path(run_dir), report_dir)
+    except mlflow.exceptions.MlflowException as error:
+        raise RecIndexError(f"--tracking {uri}: MLflow refused the run: {error}") from None
+
+
+def _log(mlflow: ModuleType, uri: str, run, run_dir: Path, report_dir: Path) -> str:
     record = run.record
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment(record["experiment"])
-    with mlflow.start_run(run_name=Path(run_dir).name) as active:
+    with mlflow.start_run(run_name=run_dir.name) as active:
         mlflow.log_params(
             {
                 "seeds": record["seeds"],
@@ -52,9 +62,8 @@ def log_run(uri: str, run_dir: str | Path, report_dir: Path) -> str:
             for metric in record["metrics"]:
                 values = spread(row.values(metric).values())
                 if values.n:
-                    summary[_key(row.dataset, row.family, row.override, row.index, row.setting, metric)] = (
-                        values.mean
-                    )
+                    key = _key(row.dataset, row.family, row.override, row.index, row.setting, metric)
+                    summary[key] = values.mean
         mlflow.log_metrics(summary)
         for result in run.cells:
             cell = result["cell"]
@@ -75,6 +84,6 @@ def log_run(uri: str, run_dir: str | Path, report_dir: Path) -> str:
                         metrics[_key(configuration["index"], setting, metric)] = float(value)
                 metrics["training_seconds"] = float(result["training"]["seconds"])
                 mlflow.log_metrics(metrics)
-        mlflow.log_artifact(str(Path(run_dir) / "run.json"))
+        mlflow.log_artifact(str(run_dir / "run.json"))
         mlflow.log_artifacts(str(report_dir), artifact_path="report")
         return active.info.run_id
