@@ -1,4 +1,5 @@
-"""The `recindex` command line: data | train | evaluate | index | serve | wal | recommend | openapi.
+"""The `recindex` command line: data | train | evaluate | index | serve | wal | recommend | openapi |
+experiment | report.
 
 Each group of commands is a module of its own; `present` builds what they print. Importing this
 package registers every command on `app`.
@@ -7,7 +8,7 @@ package registers every command on `app`.
 # isort: off
 # Imported in the order `recindex --help` lists the commands.
 from recindex.cli import train_commands, recommend_command, index_commands, embed_command
-from recindex.cli import serve_commands, data_commands
+from recindex.cli import serve_commands, data_commands, experiment_commands
 from recindex.cli.app import DATA_DIR_ORDER, app, main
 from recindex.cli.parsing import parse_assignments, parse_duration
 
@@ -18,6 +19,7 @@ __all__ = [
     "app",
     "data_commands",
     "embed_command",
+    "experiment_commands",
     "index_commands",
     "main",
     "parse_assignments",

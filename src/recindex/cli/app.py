@@ -20,6 +20,8 @@ index_app = typer.Typer(no_args_is_help=True, help="Build and list the item inde
 app.add_typer(index_app, name="index")
 wal_app = typer.Typer(no_args_is_help=True, help="Check and repair a service's write-ahead log.")
 app.add_typer(wal_app, name="wal")
+experiment_app = typer.Typer(no_args_is_help=True, help="Run experiments declared in TOML (experiments/).")
+app.add_typer(experiment_app, name="experiment")
 # Tables are wide: when the output is a file or a pipe, do not squeeze them into 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 200, emoji=False)
 errors = Console(stderr=True, emoji=False)  # no emoji: 'sharded:x:exact' must print as typed
