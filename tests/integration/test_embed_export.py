@@ -274,3 +274,24 @@ def test_export_killed_with_sigkill_resumes_to_the_same_bytes(bundle, tmp_path: 
     assert len(result.shards_kept) == finished and result.manifest is not None
     embed_items(bundle, tmp_path / "items.parquet", tmp_path / "whole", shard_rows=2000, progress=False)
     assert checksums(out) == checksums(tmp_path / "whole")
+
+
+def test_content_path_is_the_towers_path_for_items_without_an_id(bundle) -> None:
+    import copy
+
+    model = copy.deepcopy(bundle.model)
+    model.set_trained_items(np.zeros(bundle.data.n_items, bool))  # every item by its content alone
+    features = bundle.data.item_features
+    items = [0, 5, 9, 17, 33]
+    lists = [features.of(i).tolist() for i in items]
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model.content_vectors(lists), model.item_vectors(torch.as_tensor(items)), rtol=0, atol=1e-6
+        )
+        # Bags of different lengths (and none) scattered into one padded table: each as if alone.
+        ragged = [lists[0][:1], [], lists[1], lists[2][:2], lists[3] + lists[4][:1]]
+        together = model.content_vectors(ragged)
+        for row, tokens in enumerate(ragged):
+            torch.testing.assert_close(
+                together[row : row + 1], model.content_vectors([tokens]), rtol=0, atol=0
+            )
