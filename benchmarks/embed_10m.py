@@ -93,6 +93,7 @@ def run_embed(bundle: Path, items: Path, out: Path, args) -> dict:
     command = recindex("embed", str(bundle), "--items", str(items), "--out", str(out), "--quiet")
     command += ["--batch-size", str(args.batch_size), "--shard-size", str(args.shard_size)]
     command += ["--dtype", args.dtype, "--threads", str(args.threads)]
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
     child = subprocess.Popen(command, env=child_env(args.threads), stdout=subprocess.PIPE, text=True)
     output = child.stdout.read()
@@ -102,7 +103,13 @@ def run_embed(bundle: Path, items: Path, out: Path, args) -> dict:
     print(output, end="")
     if child.returncode:
         raise SystemExit(f"recindex embed failed with status {child.returncode}")
-    return {"command": " ".join(command[1:]), "wall_s": wall, "peak_rss_bytes": usage.ru_maxrss * 1024}
+    return {
+        "command": " ".join(command[1:]),
+        "wall_s": wall,
+        "cpu_s": usage.ru_utime + usage.ru_stime,  # the child's own: the machine may be shared
+        "peak_rss_bytes": usage.ru_maxrss * 1024,
+        "load_average_1m": [load_before, os.getloadavg()[0]],  # before and after: how busy the machine was
+    }
 
 
 def main() -> None:
@@ -143,7 +150,8 @@ def main() -> None:
     (args.work / "report.json").write_text(json.dumps(report, indent=2))
     print(
         f"{report['items']:,} items ({report['cold_items']:,} cold) in {measured['wall_s']:.1f}s: "
-        f"{report['items_per_s']:,.0f} items/s; peak RSS {measured['peak_rss_bytes'] / 1e9:.2f} GB "
+        f"{report['items_per_s']:,.0f} items/s (CPU {measured['cpu_s']:.1f}s); "
+        f"peak RSS {measured['peak_rss_bytes'] / 1e9:.2f} GB "
         f"({'under' if report['rss_under_limit'] else 'OVER'} {args.rss_limit_gb:g} GB); "
         f"shards {shards / 1e9:.2f} GB; report {args.work / 'report.json'}"
     )

@@ -223,3 +223,75 @@ def test_index_from_the_export_equals_the_index_from_the_bundle(bundle, tiny_bun
     with pytest.raises(BundleError, match="holds vectors of bundle .* another model's vectors"):
         build_bundle_index(other, "exact", "foreign", embeddings=out)
     assert not (other.path / "indexes" / "foreign").exists()
+
+
+def test_export_killed_with_sigkill_resumes_to_the_same_bytes(bundle, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    rows = 60_000  # cold items: enough work that the export is still running when it is killed
+    rng = np.random.default_rng(0)
+    cells = [f"{a}|{b}" for a, b in rng.integers(0, 12, (rows, 2)).tolist()]
+    pq.write_table(
+        pa.table({"item": np.arange(rows) + 10**6, "item_attr": cells}), tmp_path / "items.parquet"
+    )
+    out = tmp_path / "out"
+    command = [
+        sys.executable,
+        "-m",
+        "recindex.cli",
+        "embed",
+        str(bundle.path),
+        "--items",
+        str(tmp_path / "items.parquet"),
+        "--out",
+        str(out),
+        "--shard-size",
+        "2000",
+        "--batch-size",
+        "500",
+        "--threads",
+        "1",
+        "--quiet",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not (out / "shard-00002.json").exists() and time.monotonic() < deadline and child.poll() is None:
+        time.sleep(0.01)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    if (out / "manifest.json").exists():
+        pytest.skip("the export finished before it could be killed")
+    finished = len(list(out.glob("shard-*.json")))
+    assert 3 <= finished < 30
+    result = embed_items(
+        bundle, tmp_path / "items.parquet", out, shard_rows=2000, batch_rows=500, progress=False, resume=True
+    )
+    assert len(result.shards_kept) == finished and result.manifest is not None
+    embed_items(bundle, tmp_path / "items.parquet", tmp_path / "whole", shard_rows=2000, progress=False)
+    assert checksums(out) == checksums(tmp_path / "whole")
+
+
+def test_content_path_is_the_towers_path_for_items_without_an_id(bundle) -> None:
+    import copy
+
+    model = copy.deepcopy(bundle.model)
+    model.set_trained_items(np.zeros(bundle.data.n_items, bool))  # every item by its content alone
+    features = bundle.data.item_features
+    items = [0, 5, 9, 17, 33]
+    lists = [features.of(i).tolist() for i in items]
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model.content_vectors(lists), model.item_vectors(torch.as_tensor(items)), rtol=0, atol=1e-6
+        )
+        # Bags of different lengths (and none) scattered into one padded table: each as if alone.
+        ragged = [lists[0][:1], [], lists[1], lists[2][:2], lists[3] + lists[4][:1]]
+        together = model.content_vectors(ragged)
+        for row, tokens in enumerate(ragged):
+            torch.testing.assert_close(
+                together[row : row + 1], model.content_vectors([tokens]), rtol=0, atol=0
+            )
