@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+ALPHA = 0.05  # written out: 1 - 0.95 is 0.05000000000000004 in floating point, which let p = 0.05 pass
 LEVEL = 0.95
-ALPHA = 1 - LEVEL
 BOOTSTRAP_RESAMPLES = 2000
 
 
