@@ -253,7 +253,7 @@ def _users(run: Run, pair, seeds: list[int], metric: str, name_a: str, name_b: s
     if a[0] is None or any(len(x) != len(a[0]) for x in (*a, *b)):
         return "-", "not a per-user metric"
     test = paired_users(np.stack(a), np.stack(b), name_a, name_b)
-    return f"{test.difference:+.4f} [{test.low:+.4f}, {test.high:+.4f}], p={test.p_value:.2g}", test.verdict
+    return f"{test.difference:+.4f} [{test.low:+.4f}, {test.high:+.4f}], p={test.p_value:.3g}", test.verdict
 
 
 def chosen_counts(run: Run) -> Counter:

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+ALPHA = 0.05  # written out: 1 - 0.95 is 0.05000000000000004 in floating point, which let p = 0.05 pass
 LEVEL = 0.95
-ALPHA = 1 - LEVEL
 BOOTSTRAP_RESAMPLES = 2000
 
 
@@ -108,8 +108,8 @@ def paired_users(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str, seed: i
 def verdict(difference: float, p: float, name_a: str, name_b: str, basis: str) -> str:
     if p < ALPHA:
         better = name_a if difference > 0 else name_b
-        return f"{better} better, p={p:.2g}"
-    return f"not distinguishable {basis} (p={p:.2g})"
+        return f"{better} better, p={p:.3g}"
+    return f"not distinguishable {basis} (p={p:.3g})"
 
 
 def _lead(difference: float, name_a: str, name_b: str) -> str:
