@@ -325,6 +325,8 @@ class FaissIndex(BaseIndex):
                 wider["nprobe"] = min(wider["nprobe"], self.layers.core.nlist)
             retry = self._approximate(queries[rows], k, mask, n_match, wider)
             result.ids[rows], result.scores[rows] = retry.ids, retry.scores
+            if result.scored is not None and retry.scored is not None:
+                result.scored[rows] += retry.scored  # a retry's work is the row's cost too
             rows = rows[retry.ids[:, min(k, n_match) - 1] < 0]
             if not len(rows):
                 return
@@ -332,6 +334,8 @@ class FaissIndex(BaseIndex):
             slots = self.table.live_slots() if mask is None else np.flatnonzero(mask)
             exact = self._exact(queries[rows], k, slots)
             result.ids[rows], result.scores[rows] = exact.ids, exact.scores
+            if result.scored is not None:
+                result.scored[rows] += len(slots)
 
     def _exact(self, queries: np.ndarray, k: int, slots: np.ndarray) -> SearchResult:
         vectors = self._reconstruct(slots)
