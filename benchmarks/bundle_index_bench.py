@@ -13,9 +13,11 @@ Per (spec, search parameters):
   candidates      items scored per query (the backend's own count, in a separate untimed call)
   p50/p99 ms      one query per call, one thread (FAISS OpenMP and BLAS set to 1), --single queries
                   after 100 warm-up queries
-  build s         `build_bundle_index` (material included), --build-threads threads
+  build s         `build_bundle_index` (material included), --build-threads threads; HNSW graphs with
+                  --hnsw-ef-construction (200)
 A build the backend refuses is reported as such, with its message. Writes results.json and results.md
-to --out; the index folders are written into the bundle (`BUNDLE/indexes/bench-*`) and removed after.
+to --out after each spec; the index folders are written into the bundle (`BUNDLE/indexes/bench-*`)
+and removed after.
 """
 
 from __future__ import annotations
@@ -129,60 +131,15 @@ def measure(index, params: dict, queries: np.ndarray, truth: np.ndarray, single:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        epilog=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("bundle")
-    parser.add_argument("targets", nargs="+", help="SPEC or SPEC@NAME=V1/V2")
-    parser.add_argument("--queries", type=int, default=1000)
-    parser.add_argument("--single", type=int, default=500, help="queries timed one by one")
-    parser.add_argument("--build-threads", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=Path("runs/bench/bundle-index"))
-    args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    bundle = load_bundle(args.bundle)
-    cases = split_for(bundle.config.data, bundle.data).eval_cases("valid")
-    queries = np.ascontiguousarray(encode_cases(bundle.model, cases).numpy()[: args.queries], np.float32)
-    items = np.ascontiguousarray(bundle.item_embeddings, np.float32)
-    with threads(args.build_threads):
-        truth = exact_top(items, queries)
-    log(f"{args.bundle}: {len(items):,} items x {items.shape[1]}, {len(queries):,} validation queries")
-    rows = []
-    for target in args.targets:
-        spec, sweep = parse_target(target)
-        name = "bench-" + default_name(spec)
-        log(f"building {spec}")
-        try:
-            with threads(args.build_threads):
-                folder, index, seconds = build_bundle_index(bundle, spec, name, overwrite=True)
-        except RecIndexError as refused:
-            rows.append({"spec": spec, "refused": str(refused)})
-            log(f"  refused: {refused}")
-            continue
-        log(f"  built in {seconds:.1f} s")
-        extra = {"view_agreement": index.view_agreement} if hasattr(index, "view_agreement") else {}
-        for params in sweep:
-            row = {
-                "spec": spec,
-                "build_s": seconds,
-                **extra,
-                **measure(index, params, queries, truth, args.single),
-            }
-            rows.append(row)
-            log(f"  {row['params']}: recall@100 {row['recall@100']:.3f}, p50 {row['p50_ms']:.2f} ms")
-        del index
-        shutil.rmtree(folder, ignore_errors=True)
+def write_report(args, bundle_id: str, items: int, queries: int, rows: list[dict], started: float) -> str:
+    """results.json and results.md of the rows so far; returns the Markdown table."""
     info = {**run_info(), "versions": {"numpy": np.__version__, "faiss": faiss.__version__}}
     result = {
         "machine": info,
         "bundle": args.bundle,
-        "bundle_id": bundle.bundle_id,
-        "items": len(items),
-        "queries": len(queries),
+        "bundle_id": bundle_id,
+        "items": items,
+        "queries": queries,
         "seconds": time.perf_counter() - started,
         "rows": rows,
     }
@@ -215,7 +172,65 @@ def main() -> None:
         ],
     )
     (args.out / "results.md").write_text(table + "\n", encoding="utf-8")
-    print(table)
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("bundle")
+    parser.add_argument("targets", nargs="+", help="SPEC or SPEC@NAME=V1/V2")
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--single", type=int, default=500, help="queries timed one by one")
+    parser.add_argument("--build-threads", type=int, default=1)
+    parser.add_argument(
+        "--hnsw-ef-construction", type=int, default=200, help="ef_construction of the HNSW graphs built"
+    )
+    parser.add_argument("--out", type=Path, default=Path("runs/bench/bundle-index"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    bundle = load_bundle(args.bundle)
+    cases = split_for(bundle.config.data, bundle.data).eval_cases("valid")
+    queries = np.ascontiguousarray(encode_cases(bundle.model, cases).numpy()[: args.queries], np.float32)
+    items = np.ascontiguousarray(bundle.item_embeddings, np.float32)
+    with threads(args.build_threads):
+        truth = exact_top(items, queries)
+    log(f"{args.bundle}: {len(items):,} items x {items.shape[1]}, {len(queries):,} validation queries")
+    rows = []
+    for target in args.targets:
+        spec, sweep = parse_target(target)
+        name = "bench-" + default_name(spec)
+        log(f"building {spec}")
+        try:
+            with threads(args.build_threads):
+                options = {"ef_construction": args.hnsw_ef_construction} if "HNSW" in spec else None
+                folder, index, seconds = build_bundle_index(
+                    bundle, spec, name, options=options, overwrite=True
+                )
+        except RecIndexError as refused:
+            rows.append({"spec": spec, "refused": str(refused)})
+            log(f"  refused: {refused}")
+            write_report(args, bundle.bundle_id, len(items), len(queries), rows, started)
+            continue
+        log(f"  built in {seconds:.1f} s")
+        extra = {"view_agreement": index.view_agreement} if hasattr(index, "view_agreement") else {}
+        for params in sweep:
+            row = {
+                "spec": spec,
+                "build_s": seconds,
+                **extra,
+                **measure(index, params, queries, truth, args.single),
+            }
+            rows.append(row)
+            log(f"  {row['params']}: recall@100 {row['recall@100']:.3f}, p50 {row['p50_ms']:.2f} ms")
+        del index
+        shutil.rmtree(folder, ignore_errors=True)
+        write_report(args, bundle.bundle_id, len(items), len(queries), rows, started)  # so far
+    print(write_report(args, bundle.bundle_id, len(items), len(queries), rows, started))
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ MAX_LISTS = 1 << 16
 MAX_CODEWORDS = 1 << 12
 # The least mean cos(f_q(I), f_i(I)) a bundle's build accepts (the `min_agreement` of the `ci` spec; the
 # class itself checks nothing unless asked). Towers CI serves well are far above it and towers whose
-# lists miss most of exact search's top 100 far below (figures in docs/sci.md, "Towers that disagree").
+# lists miss most of exact search's top 100 far below (docs/sci.md, "Towers whose two views disagree").
 CHECKED_AGREEMENT = 0.4
 
 
