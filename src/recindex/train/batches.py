@@ -76,9 +76,13 @@ def iterate_batches(
     """
     order = rng.permutation(len(examples.users))
     batches = _global_batches(examples, order, batch_size * world_size)
-    for position, index in enumerate(rng.permutation(len(batches))):
+    kept = 0  # batches trained on, the count `skip` is in
+    for index in rng.permutation(len(batches)):
         rows = batches[index]
-        if position < skip or len(rows) < world_size:
+        if len(rows) < world_size:
+            continue
+        kept += 1
+        if kept <= skip:
             continue
         rows = rows[rank::world_size]
         width = int(examples.lengths[rows].max())
