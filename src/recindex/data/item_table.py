@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from recindex.data.parquet_source import BATCH_ROWS, ParquetSource, open_parquet
 from recindex.data.table_features import text_cells
+from recindex.data.tabular import id_values
 from recindex.errors import DataFormatError
 
 
@@ -61,14 +61,11 @@ def open_item_table(path: Path) -> ItemTable:
 
 
 def _ids(column: pa.ChunkedArray, file: Path, first_row: int) -> np.ndarray:
-    nulls = pc.is_null(column).to_numpy(zero_copy_only=False)
-    if nulls.any():
-        row = first_row + int(np.flatnonzero(nulls)[0]) + 1
-        raise DataFormatError(file, None, f"an item id in column 'item' (row {row})", "an empty cell")
-    if pa.types.is_integer(column.type):
-        return column.to_numpy().astype(np.int64)
-    if pa.types.is_floating(column.type):
-        values = column.to_numpy()
-        if np.all(np.isfinite(values) & (values == np.floor(values))):
-            return values.astype(np.int64)
-    return np.asarray(column.cast(pa.string()).to_pylist(), dtype=object)
+    """The item ids read as the interaction tables read them (`tabular.id_values`), so they match."""
+
+    def empty_cell(row: int) -> DataFormatError:
+        return DataFormatError(
+            file, None, f"an item id in column 'item' (row {first_row + row + 1})", "an empty cell"
+        )
+
+    return id_values(column, empty_cell)

@@ -160,11 +160,17 @@ def _csv_bad_line(path: Path, delimiter: str, width: int) -> int | None:
 
 
 def _ids(source: TableRows, name: str) -> np.ndarray:
-    column = source.table.column(name)
+    return id_values(
+        source.table.column(name), lambda row: source.error(row, f"an id in column '{name}'", "an empty cell")
+    )
+
+
+def id_values(column, empty_cell) -> np.ndarray:
+    """Ids as int64 where every one is a whole number (ints, whole floats, digit strings), else as text;
+    `empty_cell(row)`: the error for the first empty cell (0-based row of `column`)."""
     nulls = pc.is_null(column).to_numpy(zero_copy_only=False)
     if nulls.any():
-        row = int(np.flatnonzero(nulls)[0])
-        raise source.error(row, f"an id in column '{name}'", "an empty cell")
+        raise empty_cell(int(np.flatnonzero(nulls)[0]))
     if pa.types.is_integer(column.type):
         return column.to_numpy().astype(np.int64)
     if pa.types.is_floating(column.type):
