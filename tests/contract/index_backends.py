@@ -146,6 +146,12 @@ BACKENDS = [
     Backend("mfli:levels=3,codewords=8", spec("mfli:levels=3,codewords=8"), 0.9, why="as mfli"),
     Backend("mfli:storage=fp16", spec("mfli:storage=fp16"), 0.9, why="as mfli"),
     Backend(
+        "mfli:storage=pq4",
+        spec("mfli:storage=pq4"),
+        0.9,
+        why="as mfli; 4-bit PQ codes pick k x 8 candidates per facet, re-scored exactly",
+    ),
+    Backend(
         "uri+beam=every-leaf",
         uri(),
         1.0,
@@ -179,6 +185,13 @@ BACKENDS = [
         ci("ci:place=item,assign=2", nprobe=8),
         0.9,
         why="as ci, each item in the 2 lists its vector scores best",
+        family="sci",
+    ),
+    Backend(
+        "ci:compress=pq4+nprobe=8",
+        ci("ci:compress=pq4", nprobe=8),
+        0.9,
+        why="as ci; the lists' 4-bit PQ codes pick k x 8 candidates, re-scored exactly",
         family="sci",
     ),
     Backend(

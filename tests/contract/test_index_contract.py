@@ -27,16 +27,8 @@ URI_SHORT_ROUTE = (
     "hold fewer than k + the history's length comes back short once the history is dropped. Filling such "
     "rows exactly would change what URI's figures measure (its candidates), so it is left as a decision"
 )
-CI_KEEPS_VIEW = (
-    "CIIndex._routing_views places an id covered by the build-time query_views by that view even when "
-    "the item's vector is replaced: an upserted item stays in its old list, so probing the lists near "
-    "its new vector misses it"
-)
 KNOWN_DEFECTS: dict[tuple[str, str], str] = {
     ("exclusion_masks_history_and_keeps_k", "uri+beam=2"): URI_SHORT_ROUTE,
-    ("upserted_items_are_found_by_their_new_vectors", "ci+nprobe=8"): CI_KEEPS_VIEW,
-    ("upserted_items_are_found_by_their_new_vectors", "ci:coarse=items+queries+nprobe=8"): CI_KEEPS_VIEW,
-    ("upserted_items_are_found_by_their_new_vectors", "ci+nprobe=8,fine=rq"): CI_KEEPS_VIEW,
 }
 
 

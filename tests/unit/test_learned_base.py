@@ -14,6 +14,7 @@ from recindex.index.base import read_index_manifest
 from recindex.index.exact_index import ExactIndex
 from recindex.index.learned import Column, Lists, PartitionedIndex, Route, RowStore, number_codes, rank
 from recindex.index.learned import candidates as candidates_module
+from recindex.index.learned.candidates import probe_until_k
 
 DIM, LISTS = 8, 6
 CENTRES = np.random.default_rng(42).standard_normal((LISTS, DIM)).astype(np.float32)
@@ -279,3 +280,24 @@ def test_saved_and_loaded_it_answers_the_same(tmp_path):
         loaded.search(QUERIES, 10, filter='colour == "grey"'),
         index.search(QUERIES, 10, filter='colour == "grey"'),
     )
+
+
+def _probes_by_full_sort(scores, sizes, nprobe, k):
+    """The definition probe_until_k must keep: a stable sort of each whole row."""
+    order = np.argsort(-scores, axis=1, kind="stable")
+    held = np.cumsum(sizes[order], axis=1)
+    count = np.maximum(nprobe, np.minimum((held < k).sum(1) + 1, order.shape[1]))
+    probes = order[:, : int(count.max())].copy()
+    probes[np.arange(probes.shape[1])[None, :] >= count[:, None]] = -1
+    return probes
+
+
+def test_probing_by_partial_selection_equals_a_full_sort_with_ties_and_short_rows():
+    rng = np.random.default_rng(5)
+    scores = rng.standard_normal((40, 300)).astype(np.float32)
+    scores[:10] = np.round(scores[:10], 1)  # many ties, some at the selection's boundary
+    sizes = rng.integers(0, 4, 300)
+    for nprobe, k in ((1, 1), (8, 10), (8, 400), (100, 50), (300, 1)):
+        np.testing.assert_array_equal(
+            probe_until_k(scores, sizes, nprobe, k), _probes_by_full_sort(scores, sizes, nprobe, k)
+        )

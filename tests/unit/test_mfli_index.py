@@ -231,3 +231,35 @@ def test_searches_and_inserts_from_several_threads_take_turns():
     assert len(index) == 2000 + 600 - len(range(0, 600, 7))
     kept = [50_000 + o for o in range(600) if o % 7]
     assert (index.search(fresh[[o for o in range(600) if o % 7]], 1).ids[:, 0] == kept).mean() >= 0.95
+
+
+def test_pq4_lists_refine_their_estimates_exactly():
+    exact = make_index("exact", 16)
+    exact.add(np.arange(3000), ITEMS)
+    index = make_index("mfli:storage=pq4", 16)
+    index.add(np.arange(3000), ITEMS)
+    truth = exact.search(ITEMS[:50], 10)
+
+    def recall(found):
+        return np.mean([len(np.intersect1d(a, b)) / 10 for a, b in zip(found.ids, truth.ids, strict=True)])
+
+    shallow = index.search(ITEMS[:50], 10, params={"leaves": 64, "refine": 1})
+    deep = index.search(ITEMS[:50], 10, params={"leaves": 64, "refine": 16})
+    np.testing.assert_allclose(deep.scores, np.einsum("nkd,nd->nk", ITEMS[deep.ids], ITEMS[:50]), atol=1e-6)
+    assert (np.diff(deep.scores, axis=1) <= 0).all()
+    assert recall(deep) >= 0.95
+    assert recall(deep) >= recall(shallow)
+
+
+def test_pq4_codes_survive_inserts_removal_and_a_reload(tmp_path):
+    index = make_index("mfli:storage=pq4", 16)
+    index.add(np.arange(2000), ITEMS[:2000])
+    index.add(np.arange(2000, 3000), ITEMS[2000:])  # real-time inserts, coded by the trained quantizer
+    index.remove([7])
+    index.save(tmp_path / "pq4")
+    loaded = load_index(tmp_path / "pq4")
+    for params in ({"leaves": 64}, {"leaves": 4, "refine": 1}):
+        a, b = index.search(ITEMS[:40], 10, params=params), loaded.search(ITEMS[:40], 10, params=params)
+        np.testing.assert_array_equal(a.ids, b.ids)
+    assert 7 not in loaded.search(ITEMS[7][None, :], 20, params={"leaves": 64}).ids
+    assert loaded.search(ITEMS[2500][None, :], 10, params={"leaves": 64}).ids[0, 0] == 2500

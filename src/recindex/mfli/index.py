@@ -40,15 +40,16 @@ import numpy as np
 from recindex.errors import InvalidRequest
 from recindex.index.base import Metric, SearchResult, top_k
 from recindex.index.filters import Filter
-from recindex.index.learned import Column, PartitionedIndex, number_codes
+from recindex.index.learned import Column, PartitionedIndex, number_codes, rescore_top_k
 from recindex.mfli.facet_tree import FacetTree
-from recindex.mfli.lists import STORAGES, LeafLists
+from recindex.mfli.lists import STORAGES, LeafLists, saved_code_state
 from recindex.quant.codebook import assign_codes, facet_view, fit_codebook, utilisation
 
 
 class MFLIIndex(PartitionedIndex):
     backend = "mfli"
-    default_search_params = {"beam": 32, "leaves": 16, "candidates": 20_000}
+    # refine: with storage "pq4", the codes' best k * refine items per facet are rescored exactly
+    default_search_params = {"beam": 32, "leaves": 16, "candidates": 20_000, "refine": 8}
     partitions_hold_removed = False  # FAISS lists drop a removed item at once
     compact_on_remove = False  # the lists hold slots: they change only with a rebuild
     has_triggers = True
@@ -89,6 +90,7 @@ class MFLIIndex(PartitionedIndex):
             self.codebook = self._checked_codebook(codebook)
         self._trees: list[FacetTree] = []
         self._lists: list[LeafLists] = []  # per facet: leaf -> member slots and vectors
+        self._loaded_codes: list[dict | None] = []  # per facet: "pq4" quantizer state read from a folder
         self.placed_since_rebuild = 0  # items inserted in real time since the last rebuild (the delta)
 
     @property
@@ -149,16 +151,16 @@ class MFLIIndex(PartitionedIndex):
                 len(slots),
             )
             self._leaf_of[slots, facet] = leaves
-            if not self._lists[facet].room_for(tree.n_leaves):
-                self._lists[facet] = self._filled_lists(facet, tree.n_leaves)  # the new leaves' items too
+            if not self._lists[facet].room_for(tree.n_leaves):  # the new leaves' items too, same codes
+                self._lists[facet] = self._filled_lists(facet, tree.n_leaves, self._lists[facet].code_state())
             else:
                 self._lists[facet].add(slots, vectors, leaves)
         self.placed_since_rebuild += len(slots)
 
-    def _filled_lists(self, facet: int, n_leaves: int) -> LeafLists:
+    def _filled_lists(self, facet: int, n_leaves: int, codes: dict | None) -> LeafLists:
         """A facet's lists built afresh from item -> leaf (after load, or when new leaves outgrow the
-        spare lists: rare, as the room doubles each time)."""
-        lists = LeafLists(self.dim, n_leaves, self.storage)
+        spare lists: rare, as the room doubles each time); `codes`: the "pq4" quantizer to keep."""
+        lists = LeafLists(self.dim, n_leaves, self.storage, codes)
         live = np.flatnonzero(self._leaf_of[: self.table.used, facet] >= 0)
         lists.add(live, self._rows[live], self._leaf_of[live, facet].astype(np.int64))
         return lists
@@ -254,20 +256,25 @@ class MFLIIndex(PartitionedIndex):
             tree.best_leaves(facet_queries[:, f], self.codebook, f, beam, leaves)
             for f, tree in enumerate(self._trees)
         ]
-        ids, scores = self._scan(queries, k, chosen, per_facet_budget, eligible)
+        ids, scores = self._scan(queries, k, chosen, per_facet_budget, eligible, params["refine"])
         scored = sum(
             lists.scanned(picked, per_facet_budget) for lists, picked in zip(self._lists, chosen, strict=True)
         )
         return SearchResult(ids, scores, scored)
 
-    def _scan(self, queries, k, chosen, budget, eligible) -> tuple[np.ndarray, np.ndarray]:
-        """Each facet's leaves scanned by the full (all-facet) score, the facets' top-k merged."""
+    def _scan(self, queries, k, chosen, budget, eligible, refine: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each facet's leaves scanned by the full (all-facet) score, the facets' top-k merged. With
+        4-bit codes each facet keeps its k * refine best estimates, all rescored exactly."""
+        depth = k * refine if self.storage == "pq4" else k
         found = [
-            lists.search(queries, k, picked, budget, eligible)
+            lists.search(queries, depth, picked, budget, eligible)
             for lists, picked in zip(self._lists, chosen, strict=True)
         ]
-        scores = np.concatenate([s for s, _ in found], axis=1)
         slots = np.concatenate([i for _, i in found], axis=1)
+        if self.storage == "pq4":  # an item found by two facets counts once
+            slots, scores = rescore_top_k(queries, self._rows, slots, k, overlapping=len(found) > 1)
+            return self.store.ids_of(slots), scores
+        scores = np.concatenate([s for s, _ in found], axis=1)
         if len(found) > 1:
             # an item in the leaves of several facets is found once per facet, with the same score
             order = np.lexsort((slots, -scores), axis=1)
@@ -278,7 +285,7 @@ class MFLIIndex(PartitionedIndex):
             scores[repeated], slots[repeated] = -np.inf, -1
             positions, scores = top_k(scores, k)
             slots = np.take_along_axis(slots, positions, axis=1)
-        if self.storage != "flat":
+        if self.storage == "fp16":
             # the lists hold float16 copies: rescore the kept items with their float32 vectors
             scores, slots = self._rescored(queries, slots)
         scores = scores.astype(np.float32)
@@ -319,7 +326,7 @@ class MFLIIndex(PartitionedIndex):
         norm = float(np.linalg.norm(query))
         query = query / norm if norm > 0 else query  # scored like the service's vector path
         fetch = k + len(slots)  # the triggers themselves are found too, and dropped
-        ids, scores = self._scan(query, fetch, chosen, budget, eligible)
+        ids, scores = self._scan(query, fetch, chosen, budget, eligible, self.search_params["refine"])
         keep = (ids[0] >= 0) & ~np.isin(ids[0], self.table.ids[slots])
         out_ids = np.full((1, k), -1, np.int64)
         out_scores = np.full((1, k), -np.inf, np.float32)
@@ -335,6 +342,8 @@ class MFLIIndex(PartitionedIndex):
             np.save(folder / "codebook.npy", self.codebook, allow_pickle=False)
         for facet, tree in enumerate(self._trees):
             tree.save(folder / f"facet{facet}")
+        for facet, lists in enumerate(self._lists):
+            lists.save_code_state(folder / f"facet{facet}")
         return {
             "facets": self.facets,
             "levels": self.levels,
@@ -367,10 +376,14 @@ class MFLIIndex(PartitionedIndex):
             storage=state.get("storage", "flat"),
         )
         index._trees = [FacetTree.load(folder / f"facet{f}") for f in range(state["trees"])]
+        index._loaded_codes = [saved_code_state(folder / f"facet{f}") for f in range(state["trees"])]
         return index
 
     def _loaded(self, folder: Path) -> None:
-        self._lists = [self._filled_lists(f, tree.n_leaves) for f, tree in enumerate(self._trees)]
+        self._lists = [
+            self._filled_lists(f, tree.n_leaves, codes)
+            for f, (tree, codes) in enumerate(zip(self._trees, self._loaded_codes, strict=True))
+        ]
 
 
 def _directions(vectors: np.ndarray, facets: int) -> np.ndarray:

@@ -69,7 +69,7 @@ class MFLISpec(IndexSpec):
     codewords: int = 16  # per level and facet
     min_leaf: int | None = None  # leaves below this merge, above max_leaf split (default: from the size)
     max_leaf: int | None = None
-    storage: Literal["flat", "fp16"] = "flat"  # the leaves' vectors (mfli.lists.STORAGES)
+    storage: Literal["flat", "fp16", "pq4"] = "flat"  # the leaves' vectors or codes (mfli.lists.STORAGES)
     seed: int = 0
 
 
@@ -90,6 +90,7 @@ class CISpec(IndexSpec):
     # least mean cos(f_q(I), f_i(I)) of the items the build places by their query views; below it the
     # build refuses (towers whose lists would miss what queries score); 0: build anyway
     min_agreement: float = CHECKED_AGREEMENT
+    compress: Literal["none", "pq4"] = "none"  # the lists also held as 4-bit fast-scan codes (sci.index)
     seed: int = 0
 
 

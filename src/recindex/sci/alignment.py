@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from recindex.errors import InvalidRequest
+
 
 def distribution_gap(queries: np.ndarray, items: np.ndarray, sample: int = 2000, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
@@ -93,3 +95,21 @@ def tail_subsets(
     tail = np.zeros(len(item_counts), bool)
     tail[order[: len(order) // 2]] = True
     return {"short_history": history_lengths <= short, "tail_target": tail[targets]}
+
+
+def check_agreement(found: dict | None, min_agreement: float) -> None:
+    """Refuse lists formed in a query view that does not stand for the item vectors queries score:
+    they hold the items a query resembles, not those it scores, and an index over them misses
+    most of exact search's top k at any useful nprobe."""
+    if not min_agreement or found is None or found["cosine"] >= min_agreement:
+        return
+    raise InvalidRequest(
+        f"ci: the towers' two views of an item disagree: mean cos(f_q(I), f_i(I)) is "
+        f"{found['cosine']:.3f} over the {found['items']:,} items with an item vector (at least "
+        f"{min_agreement:g} asked), and only {found['same_list']:.1%} of them have a query view "
+        "and an item vector that pick the same list. Lists formed in the query view would miss most "
+        "of what queries score. CI needs towers whose query tower reads an item as the item tower "
+        'does: trained to convergence, or with SymmAligner (model.kind = "sci", docs/sci.md). '
+        "Or index these towers by their item vectors (e.g. --backend faiss:HNSW32), or build anyway "
+        "with --backend ci:min_agreement=0."
+    )

@@ -15,8 +15,11 @@ Search: a query vector (the query tower's, as always) is routed to its `nprobe` 
 query view against query view, the way the lists were formed. The items of those lists are scored by
 the cross-tower score the model was trained on, <f_q(Q), f_i(I)>: exactly on the stored item vectors
 (`fine="flat"`, the default) or on their RQ decode c_k(i) + sum of codewords (`fine="rq"`, the
-compressed path of an IVF-RQ index). A row with fewer than k eligible candidates probes further lists,
-nearest first, until it has k (so k results come back whenever k items match the filter).
+compressed path of an IVF-RQ index), or, for an index built with `compress="pq4"`, on 4-bit PQ codes
+scanned by FAISS's fast-scan kernel whose best k x `refine` estimates are rescored exactly
+(`fine="pq4"`, then the default; `recindex.index.learned.compressed`). A row with fewer than k
+eligible candidates probes further lists, nearest first, until it has k (so k results come back
+whenever k items match the filter).
 
 Coarse id + fine codes are the item's coarse-to-fine semantic ID (`semantic_ids`).
 
@@ -34,7 +37,8 @@ refuses to build below `min_agreement` mean cos, naming what to do instead. The 
 default; the `ci` spec, which `recindex index build` reads, asks for CHECKED_AGREEMENT.
 
 Writes after the build: an item gets its list from its query view when the `query_views` given at build
-time cover its id, or when it comes through `add_with_views` (the service does this for items upserted
+time cover its id (and it keeps the vector it had: an upsert that replaces the vector is placed by the
+new one), or when it comes through `add_with_views` (the service does this for items upserted
 by content); otherwise from its item vector (the contract's `add` hands a backend one vector per item;
 routing a new item by its item view is sound to the degree the towers are aligned, which is what
 SymmAligner trains). Its fine codes come from the trained codebook.
@@ -43,8 +47,8 @@ This module decides only placement (the lists and codes of an item) and routing 
 probes, and the compressed score of `fine="rq"`); storage, filters, removal, batched rescoring and
 persistence are the learned-index base's (`recindex.index.learned`).
 
-The lists are scanned here, not in a FAISS IVF, because FAISS assigns an item to a list by the vector
-it stores, and CI assigns by one view while it stores and scores another.
+The lists are not a FAISS IVF (FAISS assigns an item to a list by the vector it stores, and CI assigns
+by one view while it stores and scores another); FAISS holds only their pq4 copy, filled by CI.
 """
 
 from __future__ import annotations
@@ -56,14 +60,17 @@ import faiss
 import numpy as np
 
 from recindex.errors import InvalidRequest
-from recindex.index.base import Metric, as_ids, as_matrix
-from recindex.index.learned import Column, Lists, PartitionedIndex, Route, number_codes
+from recindex.index.base import Metric, SearchResult, as_ids, as_matrix
+from recindex.index.learned import Column, Lists, PartitionedIndex, Route, number_codes, rescore_top_k
+from recindex.index.learned.candidates import probe_until_k
+from recindex.index.learned.compressed import CompressedPartitions
 from recindex.quant.codebook import assign_codes, fit_codebook
-from recindex.sci.alignment import list_agreement
+from recindex.sci.alignment import check_agreement, list_agreement
 
 COARSE = ("items", "items+queries")
 PLACE = ("query", "item")
-FINE = ("flat", "rq")
+FINE = ("flat", "rq", "pq4")
+COMPRESS = ("none", "pq4")
 MAX_LISTS = 1 << 16
 MAX_CODEWORDS = 1 << 12
 # The least mean cos(f_q(I), f_i(I)) a bundle's build accepts (the `min_agreement` of the `ci` spec; the
@@ -81,7 +88,8 @@ class CIIndex(PartitionedIndex):
     backend = "ci"
     # nprobe 32, as the FAISS IVF backend: 8 of Beauty's 128 lists find 72% of exact search's top 100
     # even on towers CI serves well, 32 find 92% (docs/sci.md).
-    default_search_params = {"nprobe": 32, "fine": "flat"}
+    # refine: with fine="pq4", the codes' best k * refine items are rescored exactly
+    default_search_params = {"nprobe": 32, "fine": "flat", "refine": 8}
 
     def __init__(
         self,
@@ -98,6 +106,7 @@ class CIIndex(PartitionedIndex):
         query_views: np.ndarray | None = None,
         logged_queries: np.ndarray | None = None,
         min_agreement: float = 0.0,
+        compress: str = "none",
         seed: int = 0,
     ):
         if metric not in ("ip", "cosine"):
@@ -116,6 +125,8 @@ class CIIndex(PartitionedIndex):
             raise InvalidRequest(f"coarse must be one of {', '.join(COARSE)}, got {coarse!r}")
         if place not in PLACE:
             raise InvalidRequest(f"place must be one of {', '.join(PLACE)}, got {place!r}")
+        if compress not in COMPRESS:
+            raise InvalidRequest(f"compress must be one of {', '.join(COMPRESS)}, got {compress!r}")
         if not isinstance(min_agreement, (int, float)) or not 0.0 <= min_agreement <= 1.0:
             raise InvalidRequest(
                 f"min_agreement must be a number in 0..1 (0: no check), got {min_agreement!r}"
@@ -126,7 +137,11 @@ class CIIndex(PartitionedIndex):
         }
         super().__init__(dim, metric, search_params, columns)
         self.nlist, self.levels, self.codewords, self.assign = nlist, levels, codewords, assign
-        self.coarse, self.place, self.seed = coarse, place, seed
+        self.coarse, self.place, self.seed, self.compress = coarse, place, seed, compress
+        self._compressed: CompressedPartitions | None = None  # the lists again, as 4-bit codes
+        self._saved_codes: dict | None = None  # their quantizer, read by `_restore`
+        if compress == "pq4" and "fine" not in (search_params or {}):
+            self.search_params = {**self.search_params, "fine": "pq4"}
         self.min_agreement = float(min_agreement)
         self.view_agreement: dict | None = None  # measured at the build (`list_agreement`), when it can be
         self.query_views = _views(query_views, dim, "query_views")
@@ -160,6 +175,10 @@ class CIIndex(PartitionedIndex):
         """(each item's routing view, whether it is a query view rather than the item vector itself)."""
         views = vectors.copy()
         known = ids < len(self.query_views)
+        # a build-time view stands for the item's vector then: a replaced vector places the item itself
+        slots = self.table.lookup(ids)
+        stored = slots >= 0
+        known[stored] &= (self.store.rows[slots[stored]] == vectors[stored]).all(axis=1)
         views[known] = self.query_views[ids[known]]
         for row, item in enumerate(ids.tolist()):
             if item in self._given_views:
@@ -183,31 +202,13 @@ class CIIndex(PartitionedIndex):
         self.view_agreement = (
             list_agreement(views[viewed], vectors[viewed], centroids) if viewed.any() else None
         )
-        self._check_agreement()
+        check_agreement(self.view_agreement, self.min_agreement)
         self.centroids, self.nlist = centroids, nlist
         if self.levels:
             first = self._nearest_lists(self._placing(views, vectors))[:, 0]
             residuals = vectors - self.centroids[first]
             codewords = min(self.codewords, len(residuals))
             self.codebook = fit_codebook(residuals[:, None, :], self.levels, codewords, seed=self.seed)
-
-    def _check_agreement(self) -> None:
-        """Refuse lists formed in a query view that does not stand for the item vectors queries score:
-        they hold the items a query resembles, not those it scores, and an index over them misses
-        most of exact search's top k at any useful nprobe."""
-        found = self.view_agreement
-        if not self.min_agreement or found is None or found["cosine"] >= self.min_agreement:
-            return
-        raise InvalidRequest(
-            f"ci: the towers' two views of an item disagree: mean cos(f_q(I), f_i(I)) is "
-            f"{found['cosine']:.3f} over the {found['items']:,} items with an item vector (at least "
-            f"{self.min_agreement:g} asked), and only {found['same_list']:.1%} of them have a query view "
-            "and an item vector that pick the same list. Lists formed in the query view would miss most "
-            "of what queries score. CI needs towers whose query tower reads an item as the item tower "
-            'does: trained to convergence, or with SymmAligner (model.kind = "sci", docs/sci.md). '
-            "Or index these towers by their item vectors (e.g. --backend faiss:HNSW32), or build anyway "
-            "with --backend ci:min_agreement=0."
-        )
 
     def _placing(self, views: np.ndarray, vectors: np.ndarray) -> np.ndarray:
         """The vectors that pick an item's lists: its query view, or with place="item" its item vector
@@ -236,12 +237,20 @@ class CIIndex(PartitionedIndex):
 
     def _place(self, slots, new, vectors, placement) -> None:
         lists, codes = placement
+        old = np.where(new[:, None], -1, self.store.columns["lists"][slots])
         self.store.columns["lists"][slots] = lists
         self.store.columns["codes"][slots] = codes
         self._lists = None
+        if self.compress == "pq4":
+            if self._compressed is None:
+                self._compressed = CompressedPartitions(self.dim, self.nlist, self._saved_codes)
+            self._compressed.placed(slots, vectors, lists, old)
 
     def _compacted(self, keep: np.ndarray) -> None:
         self._lists = None
+        if self._compressed is not None:
+            used, rows, lists = self.table.used, self.store.rows, self.store.columns["lists"]
+            self._compressed = self._compressed.rebuilt(np.arange(used), rows[:used], lists[:used])
 
     def lists(self) -> Lists:
         """The slots of each list (live or not: removed ones are masked at search time)."""
@@ -263,14 +272,27 @@ class CIIndex(PartitionedIndex):
         fine = params["fine"]
         if fine not in FINE:
             raise InvalidRequest(f"search parameter fine must be one of {', '.join(FINE)}, got {fine!r}")
+        if fine == "pq4" and self.compress != "pq4":
+            raise InvalidRequest("this ci index holds no 4-bit codes: build it with compress=pq4")
         if fine == "rq" and not self.levels:
             raise InvalidRequest("this ci index has no fine codes (levels=0): search it with fine=flat")
-        lists = self.lists()
+        own_copy = fine == "pq4" and eligible is None  # the pq4 scan reads its own copy of the lists
+        lists = None if own_copy else self.lists()
+        sizes = self._compressed.lists.sizes if own_copy else lists.eligible_sizes(eligible)
         coarse = queries @ self.centroids.T  # (Q, nlist)
-        order = np.argsort(-coarse, axis=1, kind="stable")
-        probes = _probed(order, lists.eligible_sizes(eligible), min(int(params["nprobe"]), self.nlist), k)
+        probes = probe_until_k(coarse, sizes, min(int(params["nprobe"]), self.nlist), k)
         score = self._rq_scorer(queries, coarse) if fine == "rq" else None
         return Route(probes, lists, score, overlapping=self.assign > 1)
+
+    def _rank(self, queries: np.ndarray, k: int, params: dict, eligible: np.ndarray | None) -> SearchResult:
+        if params["fine"] != "pq4":
+            return super()._rank(queries, k, params, eligible)
+        probes = self._route(queries, k, params, eligible).probes
+        shortlist = self._compressed.shortlist(queries, probes, k * params["refine"], eligible)
+        slots, scores = rescore_top_k(queries, self.store.rows, shortlist, k, overlapping=self.assign > 1)
+        sizes = self._compressed.lists.sizes
+        scored = np.where(probes >= 0, sizes[np.maximum(probes, 0)], 0).sum(1)  # codes scanned
+        return SearchResult(self.store.ids_of(slots), scores, scored)
 
     def _rq_scorer(self, queries: np.ndarray, coarse: np.ndarray):
         """Scores on the RQ decode, centroid + codewords, from per-query lookup tables."""
@@ -304,6 +326,8 @@ class CIIndex(PartitionedIndex):
         if self.centroids is not None:
             np.save(folder / "centroids.npy", self.centroids, allow_pickle=False)
         np.save(folder / "codebook.npy", self.codebook, allow_pickle=False)
+        if self._compressed is not None:
+            self._compressed.save(folder)
         return {
             "storage": "float32",  # what the exact backend's files record: these are its files too
             "nlist": self.nlist,
@@ -315,6 +339,7 @@ class CIIndex(PartitionedIndex):
             "seed": self.seed,
             "min_agreement": self.min_agreement,
             "view_agreement": self.view_agreement,
+            "compress": self.compress,
         }
 
     @classmethod
@@ -330,8 +355,10 @@ class CIIndex(PartitionedIndex):
             coarse=state["coarse"],
             place=state.get("place", "query"),  # indexes saved before the option placed by the query view
             min_agreement=state.get("min_agreement", 0.0),  # or checked nothing
+            compress=state.get("compress", "none"),  # indexes saved before the option held no codes
             seed=state["seed"],
         )
+        index._saved_codes = CompressedPartitions.saved_state(folder)
         index.view_agreement = state.get("view_agreement")
         if (folder / "centroids.npy").is_file():
             index.centroids = np.load(folder / "centroids.npy", allow_pickle=False)
@@ -351,17 +378,11 @@ class CIIndex(PartitionedIndex):
             raise InvalidRequest(f"{folder}/lists.npy names a list outside 0..{self.nlist - 1}")
         if used and self.levels and (codes.max() >= self.codebook.shape[2] or codes.min() < 0):
             raise InvalidRequest(f"{folder}/codes.npy names a codeword outside the codebook")
-
-
-def _probed(order: np.ndarray, sizes: np.ndarray, nprobe: int, k: int) -> np.ndarray:
-    """(Q, P) probes: each row's nprobe nearest lists, then further ones, nearest first, until they hold
-    k candidates (every list if they never do); -1 past a row's last list."""
-    held = np.cumsum(sizes[order], axis=1)
-    enough = np.minimum((held < k).sum(1) + 1, order.shape[1])  # lists needed to hold k
-    count = np.maximum(nprobe, enough)
-    probes = order[:, : int(count.max())].copy()
-    probes[np.arange(probes.shape[1])[None, :] >= count[:, None]] = -1
-    return probes
+        if self.compress == "pq4" and used:
+            if self._saved_codes is None:
+                raise InvalidRequest(f"{folder} holds no pq4_centroids.npy / pq4_references.npy")
+            self._compressed = CompressedPartitions(self.dim, self.nlist, self._saved_codes)
+            self._compressed.placed(np.arange(used), self.store.rows[:used], lists)
 
 
 def _views(views, dim: int, what: str) -> np.ndarray:

@@ -5,11 +5,14 @@ MFLI (`recindex.mfli.index`), URI (`recindex.uri.index`) and CI (`recindex.sci.i
 """
 
 from recindex.index.learned.base import PartitionedIndex, Route
-from recindex.index.learned.candidates import Lists, exact_top_k, rank
+from recindex.index.learned.candidates import Lists, exact_top_k, rank, rescore_top_k
 from recindex.index.learned.codes import number_codes
+from recindex.index.learned.fast_scan import FastScanLists
 from recindex.index.learned.store import Column, RowStore
 
 __all__ = [
+    "FastScanLists",
+    "rescore_top_k",
     "Column",
     "Lists",
     "PartitionedIndex",

@@ -13,7 +13,8 @@ which slots each partition holds; `rank` turns probes into each query's top k:
 3. each query keeps its best k, best first, equal scores in slot order (as exact search orders them).
 
 `exact_top_k` scores a set of slots exhaustively: the filtered fallback, where the probed partitions
-held fewer than k eligible items.
+held fewer than k eligible items. `rescore_top_k` is the exact refine of a shortlist that compressed
+codes picked (`fast_scan`): each row's candidates scored by the stored vectors, copies dropped, top k.
 """
 
 from __future__ import annotations
@@ -194,6 +195,21 @@ def _best(values: np.ndarray, members: np.ndarray, k: int) -> tuple[np.ndarray, 
     return slots, scores
 
 
+def rescore_top_k(
+    queries: np.ndarray, rows: np.ndarray, candidates: np.ndarray, k: int, *, overlapping: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's best k of its (n, D) candidate slots (-1: none) by exact inner product with `rows`:
+    (slots, scores), best first, equal scores in slot order, -1 / -inf past the candidates.
+    `overlapping`: a row may name a slot twice (lists that overlap); it then counts once."""
+    present = candidates >= 0
+    gathered = np.take(rows, np.where(present, candidates, 0), axis=0)  # (n, D, d)
+    values = np.einsum("nkd,nd->nk", gathered, queries)
+    if overlapping:
+        present &= _first_occurrences(candidates, present)
+    values[~present] = -np.inf
+    return _best(values, candidates, k)
+
+
 def exact_top_k(
     queries: np.ndarray, rows: np.ndarray, pool: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -212,3 +228,32 @@ def exact_top_k(
         slots[start : start + step, :take] = pool[positions]
         scores[start : start + step, :take] = best
     return slots, scores
+
+
+def probe_until_k(scores: np.ndarray, sizes: np.ndarray, nprobe: int, k: int) -> np.ndarray:
+    """(Q, P) probes from (Q, L) partition scores: each row's nprobe best partitions, then further ones,
+    best first, until they hold k candidates (every partition if they never do); -1 past a row's last.
+    Equal scores go to the lower partition number (a stable sort of the whole row)."""
+    n, total = scores.shape
+    take = min(total, 2 * nprobe + 8)
+    order = _best_first(scores, take) if take < total else np.argsort(-scores, axis=1, kind="stable")
+    held = np.cumsum(sizes[order], axis=1)
+    if take < total and (held[:, -1] < k).any():  # a row needs partitions past the ones sorted
+        order = np.argsort(-scores, axis=1, kind="stable")
+        held = np.cumsum(sizes[order], axis=1)
+    enough = np.minimum((held < k).sum(1) + 1, order.shape[1])  # partitions needed to hold k
+    count = np.maximum(nprobe, enough)
+    probes = order[:, : int(count.max())].copy()
+    probes[np.arange(probes.shape[1])[None, :] >= count[:, None]] = -1
+    return probes
+
+
+def _best_first(scores: np.ndarray, take: int) -> np.ndarray:
+    """The `take` best columns of each row, best first, equal scores by column (as a stable argsort of
+    the row would order them): argpartition reads the row once instead of sorting it."""
+    part = np.argpartition(-scores, take - 1, axis=1)[:, :take]
+    kth = np.take_along_axis(scores, part, axis=1).min(1, keepdims=True)
+    if ((scores >= kth).sum(1) > take).any():  # a tie at the boundary: only a full sort orders it
+        return np.argsort(-scores, axis=1, kind="stable")[:, :take]
+    values = np.take_along_axis(scores, part, axis=1)
+    return np.take_along_axis(part, np.lexsort((part, -values), axis=1), axis=1)

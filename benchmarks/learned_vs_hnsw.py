@@ -1,0 +1,312 @@
+"""The learned indexes with compressed lists against hnswlib, at 1M items, in one run.
+
+    python benchmarks/learned_vs_hnsw.py --quick                       # 50k items, about 2 minutes
+    python benchmarks/learned_vs_hnsw.py --items 1000000 --out runs/bench/learned   # about 15 minutes
+
+Data: the index benchmark's synthetic clustered unit vectors (bench_common.synthetic, d=64, seed 0),
+with 2 x --queries queries from the same distribution: the first half is the validation draw, the
+second the test draw. Ground truth: the exact top-100 by inner product. k = 100 everywhere; every
+search runs on one thread (BLAS, FAISS's OpenMP, hnswlib).
+
+Protocol, so that nothing is tuned on the figures reported:
+1. every method sweeps its search parameters on the validation queries: recall@100 of a batched call
+   and one-query-per-call q/s over --sweep-queries of them;
+2. for each target recall (0.95 and 0.99) each method's operating point is the fastest sweep point
+   that reached the target on validation;
+3. on the test queries, the chosen points of all methods are timed one query per call in alternating
+   blocks (bench_common.interleaved_single_queries: a slow phase of the shared machine hits every
+   method alike), --rounds passes; their test recall@100, p50/p99 and a batched call (all test queries
+   in one call, one thread) are reported, and the ratio of each learned index's q/s to hnswlib's.
+
+Methods: hnswlib M=32 efConstruction=200 (the peer; ef swept); MFLI with 4-bit PQ fast-scan lists and
+an exact refine (`mfli:...,storage=pq4`; leaves and refine swept); MFLI with float16 lists (the
+previous storage, for the same comparison); the build time of each (two threads). Writes results.json,
+results.md and frontier.png to --out.
+
+`--peer-cache DIR` keeps the built hnswlib graph between runs (its build takes minutes at 1M); the
+report then says the graph was loaded and gives the build time of the run that built it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import hnswlib
+import numpy as np
+from bench_common import (
+    BUILD_THREADS,
+    exact_top,
+    interleaved_single_queries,
+    log,
+    machine_info,
+    markdown_table,
+    recall_at,
+    single_queries,
+    synthetic,
+    threads,
+    timed,
+)
+
+from recindex.pipelines.indexes import make_index
+
+K = 100
+TARGETS = (0.95, 0.99)
+MFLI_SHAPE = "levels=2,codewords=128"
+
+
+@dataclass
+class Method:
+    name: str
+    sweep: list[dict]
+    one: object  # (query (1, d), params) -> anything
+    batch: object  # (queries, params) -> (n, k) ids
+    build_s: float
+    notes: str = ""
+    validation: list[dict] = field(default_factory=list)
+
+
+def hnsw_method(items: np.ndarray, cache: Path | None, quick: bool) -> Method:
+    n, dim = items.shape
+    index = hnswlib.Index(space="ip", dim=dim)
+    path = cache / f"hnswlib-M32-ef200-{n}.bin" if cache else None
+    notes = ""
+    if path and path.is_file():
+        index.load_index(str(path), max_elements=n)
+        build_s = json.loads(path.with_suffix(".json").read_text())["build_s"]
+        notes = f"graph loaded from {path}; build time of the run that built it"
+    else:
+        index.init_index(max_elements=n, M=32, ef_construction=200, random_seed=100)
+        build_s, _ = timed(lambda: index.add_items(items, np.arange(n), num_threads=BUILD_THREADS))
+        if path:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            index.save_index(str(path))
+            path.with_suffix(".json").write_text(json.dumps({"build_s": build_s}))
+    index.set_num_threads(1)
+
+    def one(q, params):
+        index.set_ef(params["ef"])  # hnswlib searches with max(ef, k)
+        return index.knn_query(q, k=K, num_threads=1)
+
+    def batch(q, params):
+        index.set_ef(params["ef"])
+        return index.knn_query(q, k=K, num_threads=1)[0].astype(np.int64)
+
+    efs = [100, 160, 256, 512] if quick else [64, 100, 128, 160, 192, 256, 384, 512, 768]
+    return Method("hnswlib M32", [{"ef": e} for e in efs], one, batch, build_s, notes)
+
+
+def learned_method(name: str, spec: str, items: np.ndarray, sweep: list[dict]) -> Method:
+    index = make_index(spec, items.shape[1])
+    with threads(BUILD_THREADS):
+        build_s, _ = timed(lambda: index.add(np.arange(len(items)), items))
+    defaults = index.search_params
+
+    def one(q, params):
+        index.search_params = params  # the serving path: parameters set on the index, none per call
+        return index.search(q, K)
+
+    def batch(q, params):
+        index.search_params = params
+        return index.search(q, K).ids
+
+    resolved = [{**defaults, **p} for p in sweep]
+    return Method(name, resolved, one, batch, build_s)
+
+
+def sweeps(quick: bool) -> tuple[list[dict], list[dict]]:
+    leaves = [32, 64, 128] if quick else [64, 96, 128, 192, 256, 384, 512]
+    pq4 = [{"leaves": leaf, "refine": r, "candidates": 10**7} for leaf in leaves for r in (4, 8, 16)]
+    fp16 = [{"leaves": leaf, "candidates": 10**7} for leaf in leaves]
+    return pq4, fp16
+
+
+def validate(method: Method, queries: np.ndarray, truth: np.ndarray, timed_queries: int) -> None:
+    for params in method.sweep:
+        recall = recall_at(method.batch(queries, params), truth)
+        timing = single_queries(lambda q, p=params: method.one(q, p), queries[:timed_queries], rounds=1)
+        method.validation.append({"params": params, "recall": recall, "qps": timing.qps})
+        log(f"  validation {method.name} {params}: recall {recall:.4f}, {timing.qps:,.0f} q/s")
+
+
+def chosen(method: Method, target: float) -> dict | None:
+    reaching = [row for row in method.validation if row["recall"] >= target]
+    return max(reaching, key=lambda row: row["qps"]) if reaching else None
+
+
+def test_at(target, methods, queries, truth, rounds: int, block: int) -> list[dict]:
+    picks = [(m, chosen(m, target)) for m in methods]
+    picks = [(m, row) for m, row in picks if row is not None]
+    fns = [lambda q, m=m, p=row["params"]: m.one(q, p) for m, row in picks]
+    timings = interleaved_single_queries(fns, queries, rounds, block)
+    out = []
+    for (method, row), timing in zip(picks, timings, strict=True):
+        params = row["params"]
+        batch_s, ids = timed(lambda m=method, p=params: m.batch(queries, p))
+        out.append(
+            {
+                "target": target,
+                "method": method.name,
+                "params": params,
+                "validation_recall": row["recall"],
+                "test_recall": recall_at(ids, truth),
+                "qps": timing.qps,
+                "p50_ms": timing.percentile_ms(50),
+                "p99_ms": timing.percentile_ms(99),
+                "batched_qps": len(queries) / batch_s,
+            }
+        )
+        log(f"  test@{target} {method.name}: {out[-1]}")
+    peer = next((r for r in out if r["method"].startswith("hnswlib")), None)
+    for row in out:
+        row["qps_vs_hnswlib"] = row["qps"] / peer["qps"] if peer else None
+        row["batched_vs_hnswlib"] = row["batched_qps"] / peer["batched_qps"] if peer else None
+    missing = [
+        m.name for m, row in zip(methods, [chosen(m, target) for m in methods], strict=True) if not row
+    ]
+    for name in missing:
+        out.append(
+            {"target": target, "method": name, "params": None, "note": "target not reached on validation"}
+        )
+    return out
+
+
+def report(result: dict) -> str:
+    headers = [
+        "target",
+        "method",
+        "chosen on validation",
+        "val. recall",
+        "test recall@100",
+        "q/s (1 per call)",
+        "vs hnswlib",
+        "p50 ms",
+        "p99 ms",
+        "batched q/s",
+        "vs hnswlib",
+    ]
+    rows = []
+    for r in result["test"]:
+        if r.get("params") is None:
+            rows.append(
+                [f"{r['target']}", r["method"], "not reached", "-", "-", "-", "-", "-", "-", "-", "-"]
+            )
+            continue
+        params = {k: v for k, v in r["params"].items() if k not in ("candidates", "beam")}
+        rows.append(
+            [
+                f"{r['target']}",
+                r["method"],
+                json.dumps(params),
+                f"{r['validation_recall']:.4f}",
+                f"{r['test_recall']:.4f}",
+                f"{r['qps']:,.0f}",
+                f"{r['qps_vs_hnswlib']:.2f}x",
+                f"{r['p50_ms']:.3f}",
+                f"{r['p99_ms']:.3f}",
+                f"{r['batched_qps']:,.0f}",
+                f"{r['batched_vs_hnswlib']:.2f}x",
+            ]
+        )
+    builds = markdown_table(
+        ["method", "build s (2 threads)", "notes"],
+        [[m, f"{b['build_s']:.1f}", b["notes"]] for m, b in result["builds"].items()],
+    )
+    return "\n\n".join(
+        [
+            f"# Learned indexes vs hnswlib at {result['items']:,} items (d=64, top-100, one thread)",
+            f"Command: `{result['command']}`; machine: {json.dumps(result['machine'])}",
+            markdown_table(headers, rows),
+            builds,
+        ]
+    )
+
+
+def plot(methods: list[Method], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for m in methods:
+        for label, rows in _series(m):
+            ax.plot([r["recall"] for r in rows], [r["qps"] for r in rows], marker="o", ms=3, label=label)
+    for target in TARGETS:
+        ax.axvline(target, color="grey", lw=0.5, ls="--")
+    ax.set_xlabel("recall@100 (validation queries)")
+    ax.set_ylabel("queries/s, one per call, one thread")
+    ax.set_yscale("log")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def _series(method: Method):
+    """One line per refine depth for the pq4 sweep, one line otherwise."""
+    groups: dict[str, list[dict]] = {}
+    for row in method.validation:
+        refine = row["params"].get("refine") if "pq4" in method.name else None
+        label = method.name + (f" refine {refine}" if refine else "")
+        groups.setdefault(label, []).append(row)
+    return [(label, sorted(rows, key=lambda r: r["recall"])) for label, rows in groups.items()]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--items", type=int, default=1_000_000)
+    parser.add_argument("--queries", type=int, default=1000, help="per draw (validation and test)")
+    parser.add_argument("--sweep-queries", type=int, default=300, help="validation queries timed per point")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--block", type=int, default=50)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--peer-cache", type=Path)
+    parser.add_argument("--out", type=Path, default=Path("runs/bench/learned"))
+    args = parser.parse_args()
+    if args.quick:
+        args.items, args.queries, args.sweep_queries, args.rounds = 50_000, 200, 100, 1
+    if not 1000 <= args.items <= 5_000_000 or not 100 <= args.queries <= 10_000:
+        parser.error("--items must be in 1,000..5,000,000 and --queries in 100..10,000")
+    started = time.time()
+    data = synthetic(args.items, 2 * args.queries)
+    items, validation, test = data.items, data.queries[: args.queries], data.queries[args.queries :]
+    log(f"{len(items):,} items; exact top-{K} of {2 * args.queries} queries")
+    truth_val, truth_test = exact_top(items, validation, K), exact_top(items, test, K)
+    pq4, fp16 = sweeps(args.quick)
+    methods = [hnsw_method(items, args.peer_cache, args.quick)]
+    methods.append(learned_method("mfli pq4", f"mfli:{MFLI_SHAPE},storage=pq4", items, pq4))
+    methods.append(learned_method("mfli fp16", f"mfli:{MFLI_SHAPE},storage=fp16", items, fp16))
+    for m in methods:
+        log(f"built {m.name} in {m.build_s:.1f} s {m.notes}")
+    with threads(1):
+        for m in methods:
+            validate(m, validation, truth_val, args.sweep_queries)
+        tested = [
+            row for t in TARGETS for row in test_at(t, methods, test, truth_test, args.rounds, args.block)
+        ]
+    result = {
+        "items": len(items),
+        "queries": args.queries,
+        "command": "python benchmarks/learned_vs_hnsw.py "
+        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False)),
+        "machine": machine_info(),
+        "builds": {m.name: {"build_s": m.build_s, "notes": m.notes} for m in methods},
+        "validation": {m.name: m.validation for m in methods},
+        "test": tested,
+        "wall_s": time.time() - started,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(result, indent=1, default=str))
+    text = report(result)
+    (args.out / "results.md").write_text(text + "\n")
+    plot(methods, args.out / "frontier.png")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""4-bit fast-scan codes kept in step with a partitioned index's placement, for a compressed scan.
+
+A partitioned index that records each slot's partitions in a store column (CI's `lists`) can hold
+its partitions a second time as 4-bit PQ codes (`fast_scan.FastScanLists`): a search then scans the
+probed partitions' codes in FAISS's fast-scan kernel and rescores only the best `depth` estimates with
+the float32 vectors (`candidates.rescore_top_k`). This class follows the placement: every placed slot
+is coded into its partitions (a moved one leaves its old ones first), and after a compaction or a
+load the codes are rebuilt from the rows and the column with the same quantizer, so the codes of an
+item never depend on when it arrived. Removed slots stay coded until a compaction, as they stay in the
+index's own lists: searches mask them (the eligible mask becomes the scan's selector).
+
+Files: `pq4_centroids.npy` and `pq4_references.npy` (the quantizer, `FastScanLists.state`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from recindex.index.learned.fast_scan import FastScanLists
+
+FILES = {"centroids": "pq4_centroids.npy", "references": "pq4_references.npy"}
+
+
+class CompressedPartitions:
+    def __init__(self, dim: int, partitions: int, state: dict[str, np.ndarray] | None = None):
+        self.dim, self.partitions = dim, partitions
+        self.lists = FastScanLists(dim, partitions)
+        if state is not None:
+            self.lists.restore(state)
+
+    def placed(
+        self, slots: np.ndarray, vectors: np.ndarray, partitions: np.ndarray, old: np.ndarray | None = None
+    ) -> None:
+        """Code placed slots into their (n, a) `partitions`; `old`: the (n, a) partitions they were in
+        before (-1 for new slots), which moved or re-embedded items leave first."""
+        if old is not None:
+            self.lists.remove(np.repeat(slots, old.shape[1]), old.reshape(-1))
+        if not self.lists.trained:
+            self.lists.train(vectors, partitions[:, 0])
+        width = partitions.shape[1]
+        flat, held = partitions.reshape(-1), np.repeat(slots, width)
+        rows = np.repeat(np.arange(len(slots)), width)
+        if width > 1:  # a slot named twice for one partition is held there once
+            _, first = np.unique(np.stack([held, flat]), axis=1, return_index=True)
+            flat, held, rows = flat[first], held[first], rows[first]
+        self.lists.add(held, vectors[rows], flat)
+
+    def rebuilt(self, slots: np.ndarray, vectors: np.ndarray, partitions: np.ndarray) -> CompressedPartitions:
+        """Codes of `slots` (every one the index holds) afresh with the same quantizer, e.g. after the
+        slots were renumbered."""
+        state = self.lists.state() if self.lists.trained else None
+        fresh = CompressedPartitions(self.dim, self.partitions, state)
+        if len(slots):
+            fresh.placed(slots, vectors, partitions)
+        return fresh
+
+    def shortlist(
+        self, queries: np.ndarray, probes: np.ndarray, depth: int, eligible: np.ndarray | None
+    ) -> np.ndarray:
+        """(n, depth) slots with the best estimates over each row's probed partitions (-1: none)."""
+        _, slots = self.lists.search(queries, depth, probes, eligible)
+        return slots
+
+    # ---- persistence -----------------------------------------------------------------------------
+
+    def save(self, folder: Path) -> None:
+        if self.lists.trained:
+            for name, values in self.lists.state().items():
+                np.save(folder / FILES[name], values, allow_pickle=False)
+
+    @staticmethod
+    def saved_state(folder: Path) -> dict[str, np.ndarray] | None:
+        if not all((folder / file).is_file() for file in FILES.values()):
+            return None
+        return {name: np.load(folder / file, allow_pickle=False) for name, file in FILES.items()}
