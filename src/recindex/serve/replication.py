@@ -17,10 +17,13 @@ The service code does not branch on which: it appends, syncs, waits and compacts
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Protocol
+
+from fastapi import FastAPI
 
 from recindex.serve.items import ItemWriter, LogGap
 from recindex.serve.replication_nats import JetStreamLog, is_stream_url
@@ -116,3 +119,18 @@ class LogFollower:
             logger.error("cannot apply the item log: %s", message)
         self.error = message
         self._stop.wait(ERROR_BACKOFF_SECONDS)
+
+
+def add_replication_route(app: FastAPI, writer: ItemWriter, follower: LogFollower | None) -> None:
+    """`GET /v1/replication`: which process answered, the last log record it applied and the follower's
+    error if it is stuck; open like /readyz (no items, no keys), for probes and lag dashboards."""
+
+    @app.get("/v1/replication", include_in_schema=False)
+    async def replication() -> dict:
+        return {
+            "process": os.getpid(),
+            "applied": writer.applied,
+            "log": "jetstream" if writer.log is not None and writer.log.name is None else "local",
+            "following": follower is not None,
+            "error": follower.error if follower is not None else None,
+        }

@@ -17,7 +17,7 @@ from recindex.serve.app import create_app
 from recindex.serve.items import ItemWriter
 from recindex.serve.recommender import Recommender, ServingVersion, set_query_device
 from recindex.serve.registry import BundleRegistry, load_version
-from recindex.serve.replication import ItemLog, LogFollower, open_log
+from recindex.serve.replication import ItemLog, LogFollower, add_replication_route, open_log
 from recindex.serve.settings import ServiceSettings, load_settings
 from recindex.serve.snapshots import Compactor, restore_snapshot
 from recindex.serve.state import ACTIVE_FILE, ServiceState
@@ -149,6 +149,7 @@ def _service_app(settings: ServiceSettings, lock: StateLock | None, worker: bool
     )
     app.state.state_lock = lock
     app.state.follower = follower
+    add_replication_route(app, writer, follower)
     return app
 
 
