@@ -64,7 +64,8 @@ class JetStreamCluster:
 
     def start(self) -> JetStreamCluster:
         ports = free_ports(3 * self.size)
-        clients, monitors, routes = ports[: self.size], ports[self.size : 2 * self.size], ports[2 * self.size :]
+        n = self.size
+        clients, monitors, routes = ports[:n], ports[n : 2 * n], ports[2 * n :]
         for i in range(self.size):
             name = f"n{i}"
             others = ", ".join(f"nats-route://127.0.0.1:{routes[j]}" for j in range(self.size) if j != i)
