@@ -80,12 +80,13 @@ def unit_vectors(n: int, dim: int, seed: int) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-def top_item(client: httpx.Client, base: str, vector) -> str | None:
+def finds(client: httpx.Client, base: str, vector, item_id: str, k: int = 100) -> bool:
+    """Whether the top `k` answers to `vector` name `item_id` (k above 1: HNSW may rank a random
+    vector, far from the catalogue's, below a few neighbours; visibility is what is measured)."""
     answer = client.post(
-        f"{base}/v1/recommend", json={"vector": list(map(float, vector)), "k": 1}, timeout=10
+        f"{base}/v1/recommend", json={"vector": list(map(float, vector)), "k": k}, timeout=10
     )
-    items = answer.json().get("items") or [{}]
-    return items[0].get("item_id")
+    return item_id in {item["item_id"] for item in answer.json().get("items", [])}
 
 
 def percentile(values: list[float], q: float) -> float:

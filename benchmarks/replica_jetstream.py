@@ -29,12 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from replica_common import (
     HEADERS,
     env,
+    finds,
     free_port,
     kill_9,
     percentile,
     serve_command,
     start,
-    top_item,
     unit_vectors,
 )
 from tests.service.jetstream_cluster import JetStreamCluster
@@ -105,8 +105,8 @@ def main() -> None:
             heads = [client.get(b + "/v1/replication").json()["applied"] for b in bases]
         per_replica = []
         for base in bases:
-            missing = sum(top_item(client, base, vectors[n]) != item for item, n in live.items())
-            resurrected = sum(top_item(client, base, vectors[int(i.split("-")[1])]) == i for i in deleted)
+            missing = sum(not finds(client, base, vectors[n], item) for item, n in live.items())
+            resurrected = sum(finds(client, base, vectors[int(i.split("-")[1])], i) for i in deleted)
             items = client.get(base + "/readyz").json()["items"]
             per_replica.append(
                 {"items": items, "missing_acknowledged_upserts": missing, "deleted_but_found": resurrected}

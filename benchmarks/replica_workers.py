@@ -29,12 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from replica_common import (
     HEADERS,
     env,
+    finds,
     free_port,
     kill_9,
     percentile,
     serve_command,
     start,
-    top_item,
     unit_vectors,
 )
 
@@ -64,7 +64,7 @@ def visibility(bundle: str, state: Path, writes: int) -> dict:
             seen = []
             for worker in (target, 1 - target):
                 deadline = time.perf_counter() + 5
-                while top_item(clients[worker], bases[worker], vector) != item["item_id"]:
+                while not finds(clients[worker], bases[worker], vector, item["item_id"]):
                     if time.perf_counter() > deadline:
                         missed += 1
                         break
