@@ -16,6 +16,7 @@ from uvicorn.supervisors import Multiprocess
 from recindex.cli.app import app, console, wal_app
 from recindex.serve.app import openapi_schema
 from recindex.serve.runtime import WORKER_SETTINGS_ENV, build_app, settings_for, uvicorn_logging
+from recindex.serve.state_lock import StateLock
 from recindex.serve.wal_repair import describe, repair_log
 
 SERVE_HELP = (
@@ -50,8 +51,9 @@ def serve(
         "--workers",
         min=1,
         max=64,
-        help="Processes serving reads. Above 1 each holds its own copy of the index, so the service is "
-        "read-only (writes and admin answer 503): scale reads this way, write through a single process.",
+        help="Processes serving the bundle. Each holds its own copy of the index; all of them take writes, "
+        "which go through the state folder's log in one order, and each applies every write (bundle "
+        "staging and promotion need one process).",
     ),
     access_log: bool = typer.Option(
         False, "--access-log", help="Print one line per request to stdout: client, request line, status."
@@ -65,9 +67,20 @@ def serve(
         console.print(f"serving {api.state.recommender.active.bundle_id} on http://{host}:{port}")
         uvicorn.run(api, host=host, port=port, **log_options)
         return
+    if settings.log is not None:
+        raise typer.BadParameter(
+            "with a JetStream log (log = nats://...) each process is one replica: start one per state_dir",
+            param_hint="--workers",
+        )
+    # The workers write the state folder's log together (each append under its flock); the folder's
+    # writer lock, which keeps a second service off it, is held here for all of them.
+    lock = None
+    if not settings.read_only:
+        lock = StateLock(settings.state_dir, f"recindex serve --workers {workers}").acquire()
     # uvicorn starts each worker by importing the app, so the settings travel in the environment.
-    os.environ[WORKER_SETTINGS_ENV] = settings.model_copy(update={"read_only": True}).model_dump_json()
-    console.print(f"serving reads with {workers} workers on http://{host}:{port} (read-only)")
+    os.environ[WORKER_SETTINGS_ENV] = settings.model_dump_json()
+    mode = "read-only" if settings.read_only else "all taking writes"
+    console.print(f"serving with {workers} workers on http://{host}:{port} ({mode})")
     config = uvicorn.Config(
         "recindex.serve.runtime:worker_app",
         factory=True,
@@ -79,7 +92,11 @@ def serve(
     # uvicorn binds a multi-worker socket without naming TCP as its protocol, so asyncio does not set
     # TCP_NODELAY on the connections it accepts, and each keep-alive answer waits ~40 ms on Nagle's
     # algorithm. Bind it here with the protocol named and the option set.
-    Multiprocess(config, sockets=[_listening_socket(host, port)]).run()
+    try:
+        Multiprocess(config, sockets=[_listening_socket(host, port)]).run()
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def _listening_socket(host: str, port: int):

@@ -308,7 +308,7 @@ def _response(version, answer, describe: bool, started: float) -> Response:
 def _registry(app: FastAPI) -> BundleRegistry:
     if app.state.registry is None:
         raise HTTPException(
-            503, "this service has no bundle management (read-only, or one of several workers)"
+            503, "this service has no bundle management (it is read-only: read_only = true)"
         )
     return app.state.registry
 
@@ -321,6 +321,6 @@ def openapi_schema() -> dict:
 def _writer(app: FastAPI) -> ItemWriter:
     if app.state.writer is None:
         raise HTTPException(
-            503, "this service is read-only (started without a write-ahead log, or as one of several workers)"
+            503, "this service is read-only (read_only = true): it follows the log that others write"
         )
     return app.state.writer

@@ -7,6 +7,10 @@ content. The change is appended to the write-ahead log and fsynced before it tou
 acknowledged change survives a crash: on start the service replays the log on top of the bundle.
 Writers take turns (one lock), so the log's order is the order the index saw.
 
+The log may be shared (see serve.replication): other processes append to it too, and this writer
+applies every record in the log's order, its own and theirs (`sync`, called by a follower thread and
+before applying its own record), so every process's index goes through the same states.
+
 New items get internal indices after the bundle's catalogue; `ServingVersion.raw_item_id` maps them
 back. They can be retrieved, filtered and deleted; a query history cannot name them yet (the sequence
 encoder only knows the catalogue it was trained on).
@@ -15,16 +19,25 @@ encoder only knows the catalogue it was trained on).
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from recindex.errors import InvalidRequest
+from recindex.errors import InvalidRequest, RecIndexError
 from recindex.index.attributes import AttributeStore
 from recindex.pipelines import content_query_views
 from recindex.serve.recommender import ServingVersion
 from recindex.serve.wal import WriteAheadLog, decode_vectors, encode_vectors
+
+OWN_RECORD_TIMEOUT_SECONDS = 30.0  # how long a write waits for the log to hand its record back
+_SKIPPED = object()
+
+
+class LogGap(RecIndexError):
+    """The log no longer holds records this process has not applied: compaction folded them into a
+    newer snapshot, which the process must load (see `LogFollower`)."""
 
 
 @dataclass
@@ -36,13 +49,15 @@ class ItemChange:
 
 
 class ItemWriter:
-    def __init__(self, version: ServingVersion, log: WriteAheadLog | None):
+    def __init__(self, version: ServingVersion, log: WriteAheadLog | None, applied: int = 0):
         self.version = version
         self.log = log
+        self.applied = applied  # the sequence number of the last log record `version` holds
         self.lock = threading.RLock()  # held by a promotion across the swap, so no write falls between
         # What changed since the bundle: kept so that a promotion can re-encode it with the new tower.
         self.added: dict[str, ItemChange] = {}
         self.deleted: set[str] = set()
+        self._pending: list[dict] = []  # records read from the log but not applied (one failed)
 
     def upsert(self, changes: list[ItemChange]) -> int:
         """Make the items durable, then searchable; returns the log sequence number."""
@@ -59,33 +74,105 @@ class ItemWriter:
             seq = self.log.append(
                 "upsert", **_upsert_record(self.version.bundle_id, raw_ids, vectors, attributes, features)
             )
-            self._apply_upsert(raw_ids, vectors, attributes, features)
+            if self._next_is(seq):  # nobody else wrote in between: apply what is at hand
+                self._apply_upsert(raw_ids, vectors, attributes, features)
+                self.applied = seq
+            else:
+                self.sync_through(seq)
             return seq
 
     def delete(self, raw_ids: list[str]) -> tuple[int, int]:
         """Remove items; returns (log sequence number, how many were present)."""
         with self.lock:
             seq = self.log.append("delete", bundle_id=self.version.bundle_id, item_ids=list(raw_ids))
-            return seq, self._apply_delete(raw_ids)
+            if self._next_is(seq):
+                present = self._apply_delete(raw_ids)
+                self.applied = seq
+            else:
+                present = self.sync_through(seq)
+            return seq, present
 
     def replay(self, after: int = 0) -> int:
         """Apply the logged changes after sequence `after` (on start); returns how many."""
-        return self.replay_records(self.log.records(after))
-
-    def replay_records(self, records) -> int:
-        count = 0
         with self.lock:
-            for record in records:
-                if record["op"] == "upsert":
-                    features = record.get("features") or [None] * len(record["item_ids"])
-                    vectors = decode_vectors(record["vectors"])
-                    self._apply_upsert(record["item_ids"], vectors, record["attributes"], features)
-                elif record["op"] == "delete":
-                    self._apply_delete(record["item_ids"])
-                else:  # a checkpoint left by compaction: nothing to apply
-                    continue
-                count += 1
-        return count
+            self.applied = max(self.applied, after)
+            return self.sync()
+
+    def sync(self) -> int:
+        """Apply the records the log holds beyond `applied` (appended by this process or another), in
+        the log's order; returns how many changes were applied."""
+        with self.lock:
+            return self._apply_records(self.log.read_new())[0]
+
+    def sync_through(self, seq: int, timeout: float = OWN_RECORD_TIMEOUT_SECONDS):
+        """Apply records until record `seq` is applied, waiting for the log to deliver them; returns
+        what applying `seq` returned (a delete: how many items were present)."""
+        deadline = time.monotonic() + timeout
+        result = None
+        with self.lock:
+            while self.applied < seq:
+                _, out = self._apply_records(self.log.read_new(), want=seq)
+                result = out if out is not _SKIPPED else result
+                if self.applied >= seq:
+                    break
+                if time.monotonic() > deadline:
+                    raise RecIndexError(
+                        f"the log acknowledged record {seq} but has not delivered it back in {timeout:.0f} s "
+                        f"(this process has applied up to {self.applied}); it is durable and will be applied"
+                    )
+                self.log.wait(0.05)
+        return result
+
+    def adopt(self, loaded: ItemWriter, applied: int) -> None:
+        """Serve the state `loaded` was restored with (a newer snapshot, through record `applied`),
+        keeping this writer's log and the records read from it but not applied yet."""
+        with self.lock:
+            self.version, self.added, self.deleted = loaded.version, loaded.added, loaded.deleted
+            self.applied = applied
+
+    def _next_is(self, seq: int) -> bool:
+        return seq == self.applied + 1 and not self._pending
+
+    def _apply_records(self, records: list[dict], want: int | None = None) -> tuple[int, object]:
+        records, self._pending = self._pending + records, []
+        count, result = 0, _SKIPPED
+        for position, record in enumerate(records):
+            try:
+                out = self._apply_record(record)
+            except Exception:
+                self._pending = records[position:]  # tried again by the next call
+                raise
+            if out is _SKIPPED:
+                continue
+            count += record["op"] != "checkpoint"
+            if record["seq"] == want:
+                result = out
+        return count, result
+
+    def _apply_record(self, record: dict):
+        seq, op = record["seq"], record["op"]
+        if seq <= self.applied:
+            return _SKIPPED  # in the snapshot already, or applied when it was written here
+        if op == "checkpoint" or seq != self.applied + 1:
+            raise LogGap(
+                f"log record {seq} follows record {self.applied} of this process: the records between "
+                f"were folded into a newer snapshot, which must be loaded"
+            )
+        if record.get("bundle_id") != self.version.bundle_id:
+            raise RecIndexError(
+                f"log record {seq} was made under bundle {record.get('bundle_id')!r}, not the served "
+                f"{self.version.bundle_id!r}: serve that bundle, or use another state_dir or log"
+            )
+        if op == "upsert":
+            features = record.get("features") or [None] * len(record["item_ids"])
+            vectors = decode_vectors(record["vectors"])
+            out = self._apply_upsert(record["item_ids"], vectors, record["attributes"], features)
+        elif op == "delete":
+            out = self._apply_delete(record["item_ids"])
+        else:
+            raise RecIndexError(f"log record {seq}: unknown operation {op!r}")
+        self.applied = seq
+        return out
 
     # ---- applying a change ------------------------------------------------------------------------
 
@@ -163,6 +250,7 @@ class ItemWriter:
         if deleted:
             scratch._apply_delete(deleted)
         self.version, self.added, self.deleted, self.log = staged, scratch.added, scratch.deleted, log
+        self.applied, self._pending = len(records) if log is not None else 0, []
         return {"carried": len(carried), "dropped": dropped, "deleted": len(deleted)}
 
     # ---- checks -----------------------------------------------------------------------------------

@@ -56,7 +56,16 @@ def gate_check(version: ServingVersion) -> SelfCheck:
 
 
 class BundleRegistry:
-    def __init__(self, recommender: Recommender, writer: ItemWriter, state_dir: Path, min_recall: float):
+    def __init__(
+        self,
+        recommender: Recommender,
+        writer: ItemWriter,
+        state_dir: Path,
+        min_recall: float,
+        *,
+        promotions: bool = True,
+    ):
+        self.promotions = promotions  # False where several processes apply one log (see `_refuse_shared`)
         self.recommender = recommender
         self.writer = writer
         self.state = ServiceState(state_dir)
@@ -66,6 +75,7 @@ class BundleRegistry:
         self.history: list[dict] = []
 
     def stage(self, bundle_path: str, index_name: str | None) -> ServingVersion:
+        self._refuse_shared()
         version = load_version(bundle_path, index_name)
         if version.bundle_id == self.recommender.active.bundle_id:
             raise PromotionRefused(f"bundle {version.bundle_id} is already being served")
@@ -74,6 +84,7 @@ class BundleRegistry:
         return version
 
     def promote(self, bundle_id: str, *, gate: bool = True) -> dict:
+        self._refuse_shared()
         version = self.staged.get(bundle_id)
         if version is None:
             raise PromotionRefused(f"no staged bundle {bundle_id!r}; stage it first (POST /v1/admin/bundles)")
@@ -108,9 +119,20 @@ class BundleRegistry:
         return {"active": version.bundle_id, "previous": old.bundle_id, "index_recall": recall, **carried}
 
     def rollback(self) -> dict:
+        self._refuse_shared()
         if self.previous is None or self.previous.bundle_id not in self.staged:
             raise PromotionRefused("there is no previous bundle to roll back to")
         return self.promote(self.previous.bundle_id, gate=False)
+
+    def _refuse_shared(self) -> None:
+        # A promotion here switches this process only; the other workers or replicas that apply the same
+        # log would go on with the old bundle, and records of two bundles would mix in one log.
+        if not self.promotions:
+            raise PromotionRefused(
+                "bundle staging, promotion and rollback need a single-process service: this one shares "
+                "its log with other workers or replicas. Stop them, run `recindex serve STATE_DIR` "
+                "(one worker), stage and promote there, then start the workers again (docs/service.md)"
+            )
 
     def describe(self) -> list[dict]:
         active = self.recommender.active

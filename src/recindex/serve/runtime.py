@@ -1,5 +1,5 @@
 """Assemble a running service from settings: the active bundle and its index, the snapshot and the
-replayed log, the app."""
+replayed log (followed, where other processes write it too: see serve.replication), the app."""
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ from recindex.serve.app import create_app
 from recindex.serve.items import ItemWriter
 from recindex.serve.recommender import Recommender, ServingVersion, set_query_device
 from recindex.serve.registry import BundleRegistry, load_version
+from recindex.serve.replication import ItemLog, LogFollower, add_replication_route, open_log
 from recindex.serve.settings import ServiceSettings, load_settings
 from recindex.serve.snapshots import Compactor, restore_snapshot
 from recindex.serve.state import ACTIVE_FILE, ServiceState
 from recindex.serve.state_lock import StateLock
-from recindex.serve.wal import WriteAheadLog
 
 WORKER_SETTINGS_ENV = "RECINDEX_WORKER_SETTINGS_JSON"  # how `serve --workers N` hands settings to workers
 
@@ -79,66 +79,102 @@ def limit_threads(threads: int) -> None:
         pass
 
 
-def build_app(settings: ServiceSettings) -> FastAPI:
-    """The app for `settings`. A writing service (not `read_only`) holds the state folder's writer
-    lock from here until its shutdown (or death), so that no second writer can interleave its log."""
+def build_app(settings: ServiceSettings, *, worker: bool = False) -> FastAPI:
+    """The app for `settings`. `worker`: one of the processes of `serve --workers N`, which all write
+    the state folder's log (the supervisor holds its writer lock for them). A service that writes on
+    its own (one process; one replica of a JetStream log) holds the state folder's writer lock from
+    here until its shutdown (or death), so that no second service can interleave its log."""
     limit_threads(settings.threads)
     set_query_device(settings.device)
-    if settings.read_only:  # a worker of several: replays the log, never writes it
-        version, writer, covered = load_active(settings)
-        state = ServiceState(settings.state_dir)
-        log = WriteAheadLog(state.log_path(state.read()))
-        _check_log_bundle(log, version)
-        writer.replay_records(log.records(covered))
-        return create_app(settings, Recommender(writer.version))
-    lock = StateLock(settings.state_dir).acquire()  # before reading anything another writer could change
+    if worker and settings.log is not None:
+        raise RecIndexError("with a JetStream log, run one process per replica (each its own state_dir)")
+    lock = None if (settings.read_only or worker) else StateLock(settings.state_dir).acquire()
     try:
-        return _writing_app(settings, lock)
+        return _service_app(settings, lock, worker)
     except BaseException:
-        lock.release()
+        if lock is not None:
+            lock.release()
         raise
 
 
-def _writing_app(settings: ServiceSettings, lock: StateLock) -> FastAPI:
-    version, writer, covered = load_active(settings)
+def _service_app(settings: ServiceSettings, lock: StateLock | None, worker: bool) -> FastAPI:
     state = ServiceState(settings.state_dir)
-    log = WriteAheadLog(state.log_path(state.read())).open()
-    _check_log_bundle(log, version)
-    writer.log = log
-    writer.replay(after=covered)
+    log = open_log(settings, state)
+    if not settings.read_only:
+        log.open()
+    try:
+        writer = load_following(settings, log)
+    except BaseException:
+        log.close()
+        raise
     recommender = Recommender(writer.version)
-    registry = BundleRegistry(recommender, writer, settings.state_dir, settings.min_index_recall)
-    compactor = Compactor(writer, state, settings.compact_every)  # also serves POST /v1/admin/compact
+    # Several processes apply one log: each follows what the others append (a lone writer needs not).
+    follows = settings.read_only or worker or settings.log is not None
+    follower = LogFollower(writer, lambda: reload_active(settings, writer, recommender)) if follows else None
+    writes = not settings.read_only
+    registry = None
+    if writes:
+        alone = not worker and settings.log is None
+        registry = BundleRegistry(
+            recommender, writer, settings.state_dir, settings.min_index_recall, promotions=alone
+        )
+    compactor = Compactor(writer, state, settings.compact_every) if writes else None  # also /v1/admin/compact
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
-        if settings.compact_every:
+        if follower is not None:
+            follower.start()
+        if compactor is not None and settings.compact_every:
             compactor.start()
         try:
             yield
         finally:
-            if settings.compact_every:
+            if compactor is not None and settings.compact_every:
                 compactor.stop()
+            if follower is not None:
+                follower.stop()
             log.close()
-            if writer.log is not None:  # a promotion's new log
+            if writer.log is not None and writer.log is not log:  # a promotion's new log
                 writer.log.close()
-            lock.release()
+            if lock is not None:
+                lock.release()
 
-    app = create_app(settings, recommender, writer, registry, compactor=compactor, lifespan=lifespan)
+    app = create_app(
+        settings,
+        recommender,
+        writer if writes else None,
+        registry,
+        compactor=compactor,
+        lifespan=lifespan,
+    )
     app.state.state_lock = lock
+    app.state.follower = follower
+    add_replication_route(app, writer, follower)
     return app
 
 
-def _check_log_bundle(log: WriteAheadLog, version: ServingVersion) -> None:
-    foreign = {r.get("bundle_id") for r in log.records()} - {version.bundle_id}
-    if foreign:
-        log.close()
-        raise RecIndexError(
-            f"{log.path} holds item changes made under bundle {sorted(foreign)[0]!r}, "
-            f"not {version.bundle_id!r}: serve that bundle, or use another state_dir"
-        )
+def load_following(settings: ServiceSettings, log: ItemLog) -> ItemWriter:
+    """The active version with every record the log holds applied: the snapshot (if any) is loaded
+    while no compaction can replace it, then the log is read from the sequence it covers."""
+    with log.loading():
+        version, writer, covered = load_active(settings)
+        writer.log, writer.applied = log, covered
+        log.start(after=covered)
+        writer.sync()
+    writer.sync_through(log.head())  # a remote log: wait until what it held at start is applied
+    return writer
+
+
+def reload_active(settings: ServiceSettings, writer: ItemWriter, recommender: Recommender) -> None:
+    """Load the state folder's current snapshot into a running writer (its log was compacted past
+    the records it had applied: see `LogGap`), and serve it."""
+    with writer.lock:
+        with writer.log.loading():
+            version, fresh, covered = load_active(settings)
+        writer.adopt(fresh, covered)
+        recommender.active = version
 
 
 def worker_app() -> FastAPI:
     """The app of one `serve --workers N` process (uvicorn imports it in each worker)."""
-    return build_app(ServiceSettings(**json.loads(os.environ[WORKER_SETTINGS_ENV])))
+    return build_app(ServiceSettings(**json.loads(os.environ[WORKER_SETTINGS_ENV])), worker=True)

@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from recindex.errors import RecIndexError
+from recindex.serve.replication_nats import parse_stream_url
 
 API_KEYS_FORM = 'comma-separated keys (k1,k2) or a JSON list (["k1","k2"])'
 ApiKey = Annotated[str, Field(min_length=1, max_length=1024)]
@@ -59,9 +60,25 @@ class ServiceSettings(BaseSettings):
         description="Where the query encoder runs: cpu, auto (a GPU when torch sees one), cuda or cuda:N. "
         "One query is a small pass: the CPU serves it well; a GPU pays off for heavy encoders.",
     )
-    read_only: bool = Field(
-        False, description="Serve reads only (set for each process of `serve --workers N`, N > 1)."
+    log: str | None = Field(
+        None,
+        description="The item log replicas share: unset for the state folder's write-ahead log (one "
+        "machine, `--workers N`), or a NATS JetStream stream, nats://host:port[,host:port]/STREAM"
+        "[?replicas=N], for replicas on several machines (one process each, each its own state_dir).",
     )
+    read_only: bool = Field(
+        False, description="Serve reads only: follow the log others write, answer writes with 503."
+    )
+
+    @field_validator("log")
+    @classmethod
+    def _stream_url(cls, value):
+        if value is not None:
+            try:
+                parse_stream_url(value)
+            except RecIndexError as error:
+                raise ValueError(str(error)) from None
+        return value
 
     @field_validator("api_keys", mode="before")
     @classmethod

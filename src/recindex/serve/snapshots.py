@@ -8,7 +8,9 @@ bundle, then the snapshot, then replays the log records after `seq`.
 
 Compaction (`compact`) writes a snapshot under a new name, makes it current through the state record
 (see serve.state), and only then truncates the log through `seq`. Writes wait while it runs (it holds
-the writers' lock, so the snapshot and `seq` agree); reads go on.
+the writers' lock, so the snapshot and `seq` agree); reads go on. With a log shared by several
+processes (`serve --workers N`) it also holds the log's exclusive lock: no process appends, and none
+loads the snapshot being replaced, until it is done; the first process to compact does it for all.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ def write_snapshot(writer: ItemWriter, folder: Path) -> Path:
             "format_version": FORMAT_VERSION,
             "kind": "recindex service snapshot",
             "bundle_id": version.bundle_id,
-            "seq": writer.log.last_seq if writer.log is not None else 0,
+            "seq": writer.applied,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "files": file_checksums(staging),
         }
@@ -112,32 +114,38 @@ def compact(writer: ItemWriter, state: ServiceState) -> dict:
     with writer.lock:
         if writer.log is None:
             return {"compacted": False, "reason": "no write-ahead log"}
-        record = state.read() or {
-            "bundle_id": writer.version.bundle_id,
-            **{"bundle": None, "index": None},
-            **writer.version.source,
-            "log": writer.log.path.name,
-            "snapshot": None,
-        }
-        seq = writer.log.last_seq
-        covered = (record.get("snapshot_seq") or 0) if record.get("snapshot") else 0
-        if seq <= covered:
-            return {"compacted": False, "reason": "nothing logged since the last snapshot", "seq": seq}
-        started = time.perf_counter()
-        name = f"{writer.version.bundle_id}-{seq:012d}"
-        write_snapshot(writer, state.folder / "snapshots" / name)
-        new_record = {**record, "snapshot": name, "snapshot_seq": seq, "log": writer.log.path.name}
-        state.write(new_record)  # the commit point: from here a restart starts from the new snapshot
-        remaining = writer.log.truncate_through(seq, bundle_id=writer.version.bundle_id)
-        state.discard(record, keep=new_record)
-        return {
-            "compacted": True,
-            "seq": seq,
-            "snapshot": name,
-            "items": len(writer.version.index),
-            "log_records_left": remaining,
-            "seconds": round(time.perf_counter() - started, 3),
-        }
+        with writer.log.exclusive():
+            writer.sync()  # what other processes appended: the snapshot holds every record through seq
+            return _compact_held(writer, state)
+
+
+def _compact_held(writer: ItemWriter, state: ServiceState) -> dict:
+    record = state.read() or {
+        "bundle_id": writer.version.bundle_id,
+        **{"bundle": None, "index": None},
+        **writer.version.source,
+        "log": writer.log.name,
+        "snapshot": None,
+    }
+    seq = writer.applied
+    covered = (record.get("snapshot_seq") or 0) if record.get("snapshot") else 0
+    if seq <= covered:
+        return {"compacted": False, "reason": "nothing logged since the last snapshot", "seq": seq}
+    started = time.perf_counter()
+    name = f"{writer.version.bundle_id}-{seq:012d}"
+    write_snapshot(writer, state.folder / "snapshots" / name)
+    new_record = {**record, "snapshot": name, "snapshot_seq": seq, "log": writer.log.name}
+    state.write(new_record)  # the commit point: from here a restart starts from the new snapshot
+    remaining = writer.log.truncate_through(seq, bundle_id=writer.version.bundle_id)
+    state.discard(record, keep=new_record)
+    return {
+        "compacted": True,
+        "seq": seq,
+        "snapshot": name,
+        "items": len(writer.version.index),
+        "log_records_left": remaining,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
 
 
 class Compactor:
@@ -155,7 +163,7 @@ class Compactor:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="recindex-compactor", daemon=True)
         self._log = writer.log
-        self._base = writer.log.last_seq if writer.log is not None else 0
+        self._base = writer.applied
 
     def start(self) -> Compactor:
         self._thread.start()
@@ -169,14 +177,13 @@ class Compactor:
         log = self.writer.log
         if log is not self._log:  # a promotion started a new log: count from its start
             self._log, self._base = log, 0
-        return log is not None and log.last_seq - self._base >= self.every_records
+        return log is not None and self.writer.applied - self._base >= self.every_records
 
     def run_once(self) -> dict:
         result = compact(self.writer, self.state)
         self.last = result
         self._log = self.writer.log
-        if self._log is not None:
-            self._base = self._log.last_seq
+        self._base = self.writer.applied
         return result
 
     def _run(self) -> None:

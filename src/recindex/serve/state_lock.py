@@ -2,8 +2,9 @@
 
 Two services writing one state folder interleave their log records (two records numbered 2, then a
 log that no longer opens), so the writing service, and `recindex wal repair`, take this lock first
-and refuse to start while another process holds it, naming that process. Read-only workers do not take
-it: they read the state once at start and never write.
+and refuse to start while another process holds it, naming that process. `serve --workers N` holds it
+once, in the supervising process, for its workers, which share the log through its own per-append
+lock (serve.wal). Read-only followers do not take it: they never write.
 
 The lock is `flock` on POSIX (Linux, macOS): the kernel drops it when the holder's last descriptor
 closes, which includes any death, `kill -9` too, so nothing is left to clean up. The file itself stays,
@@ -94,7 +95,7 @@ class StateLock:
         return StateLocked(
             f"{self.folder} is in use by {who}: one state folder takes one writing service. Stop that "
             f"process, give this one another state_dir (--settings or RECINDEX_STATE_DIR), or serve "
-            f"reads only with --workers N"
+            f"reads only beside it (RECINDEX_READ_ONLY=true: it follows the log that one writes)"
         )
 
     def _acquire_with_filelock(self) -> StateLock:

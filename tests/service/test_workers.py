@@ -1,0 +1,159 @@
+"""Several processes on one state folder (`serve --workers N`): every worker takes writes, appends go
+through the one log in one order, and every worker applies all of them, through compactions too."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from tests.service.test_serve_command import child_env, free_port, kill_9
+
+from recindex.serve.runtime import build_app
+from recindex.serve.settings import ServiceSettings
+from recindex.serve.state import ServiceState
+from recindex.serve.wal import WriteAheadLog
+
+DATASET = "synthetic:n_users=120,n_items=50,n_attributes=12,seed=6"
+KEY = {"X-API-Key": "k"}
+
+
+def unit(seed: int) -> list[float]:
+    vector = np.random.default_rng(seed).standard_normal(16)
+    return (vector / np.linalg.norm(vector)).tolist()
+
+
+def top_item(http, vector: list[float]) -> str:
+    return http.post("/v1/recommend", json={"vector": vector, "k": 1}).json()["items"][0]["item_id"]
+
+
+def eventually(check, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not seen within {seconds} s")
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def settings(tiny_bundle, tmp_path):
+    return ServiceSettings(
+        bundle=tiny_bundle(DATASET), api_keys=["k"], state_dir=tmp_path / "state", compact_every=0
+    )
+
+
+def workers(stack: ExitStack, settings: ServiceSettings, n: int) -> list[TestClient]:
+    return [
+        stack.enter_context(TestClient(build_app(settings, worker=True), raise_server_exceptions=False))
+        for _ in range(n)
+    ]
+
+
+def test_every_worker_takes_writes_and_sees_the_others(settings):
+    with ExitStack() as stack:
+        a, b = workers(stack, settings, 2)
+        put = a.put("/v1/items", json={"items": [{"item_id": "from-a", "vector": unit(1)}]}, headers=KEY)
+        assert put.status_code == 200, put.text
+        eventually(lambda: top_item(b, unit(1)) == "from-a")
+
+        # writes from both, interleaved: one numbering, and both end with the same items
+        sequences = []
+        for n in range(20):
+            http = (a, b)[n % 2]
+            item = {"item_id": f"i{n}", "vector": unit(100 + n)}
+            sequences.append(http.put("/v1/items", json={"items": [item]}, headers=KEY).json()["sequence"])
+        assert sorted(sequences) == list(range(2, 22))
+        gone = b.request("DELETE", "/v1/items", json={"item_ids": ["from-a", "i3"]}, headers=KEY)
+        assert gone.json()["items"] == 2
+        eventually(lambda: a.get("/readyz").json()["items"] == 50 + 19)
+        assert b.get("/readyz").json()["items"] == 50 + 19
+        for n in (0, 7, 19):
+            assert top_item(a, unit(100 + n)) == top_item(b, unit(100 + n)) == f"i{n}"
+        assert top_item(a, unit(1)) != "from-a"
+
+        # promotions switch one process only: refused, saying what to do instead
+        staged = a.post("/v1/admin/bundles", json={"bundle": str(settings.bundle)}, headers=KEY)
+        assert staged.status_code == 409 and "single-process" in staged.json()["detail"]
+
+
+def test_workers_follow_compactions_and_a_late_worker_starts_from_the_snapshot(settings):
+    with ExitStack() as stack:
+        a, b = workers(stack, settings, 2)
+        for n in range(3):
+            a.put("/v1/items", json={"items": [{"item_id": f"c{n}", "vector": unit(n)}]}, headers=KEY)
+        assert b.post("/v1/admin/compact", headers=KEY).json()["compacted"]  # b folds a's writes in too
+        log = WriteAheadLog(ServiceState(settings.state_dir).log_path(None))
+        assert [r["op"] for r in log.records()] == ["checkpoint"]
+        b.put("/v1/items", json={"items": [{"item_id": "after", "vector": unit(9)}]}, headers=KEY)
+        eventually(lambda: top_item(a, unit(9)) == "after")  # a follows the new file
+        (late,) = workers(stack, settings, 1)
+        assert late.get("/readyz").json()["items"] == 54
+        assert top_item(late, unit(1)) == "c1" and top_item(late, unit(9)) == "after"
+
+
+def test_a_worker_behind_two_compactions_loads_the_newer_snapshot(settings):
+    behind = build_app(settings, worker=True)  # loaded, but not following yet
+    with ExitStack() as stack:
+        (a,) = workers(stack, settings, 1)
+        for n in range(4):
+            a.put("/v1/items", json={"items": [{"item_id": f"g{n}", "vector": unit(n)}]}, headers=KEY)
+            a.post("/v1/admin/compact", headers=KEY)  # the log file is replaced each time
+        with TestClient(behind) as late:
+            eventually(lambda: late.get("/readyz").json()["items"] == 54)
+            assert top_item(late, unit(3)) == "g3"
+            assert behind.state.follower.error is None
+
+
+def test_serve_with_two_workers_takes_writes_and_both_answer_with_them(settings):
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "recindex.cli", "serve", str(settings.bundle), "--port", str(port)]
+        + ["--workers", "2"],
+        env=child_env(RECINDEX_STATE_DIR=str(settings.state_dir), RECINDEX_API_KEYS="k"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        pids: set[int] = set()
+        deadline = time.monotonic() + 120
+        while len(pids) < 2:  # both workers up: a new connection lands on either
+            assert process.poll() is None, process.stderr.read()[-2000:]
+            assert time.monotonic() < deadline, "two workers did not answer in 120 s"
+            try:
+                pids.add(httpx.get(base + "/v1/replication", timeout=2).json()["process"])
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        # a second service on the folder is refused while the workers hold it
+        second = subprocess.run(
+            [sys.executable, "-m", "recindex.cli", "serve", str(settings.bundle), "--port", str(free_port())],
+            env=child_env(RECINDEX_STATE_DIR=str(settings.state_dir)),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert second.returncode == 2 and "--workers 2" in second.stderr, second.stderr
+        for n in range(6):
+            item = {"item_id": f"w{n}", "vector": unit(200 + n)}
+            put = httpx.put(base + "/v1/items", json={"items": [item]}, headers=KEY)
+            assert put.status_code == 200, put.text
+        complete: set[int] = set()
+        deadline = time.monotonic() + 30
+        while complete != pids:
+            assert time.monotonic() < deadline, f"only workers {complete} of {pids} answer with all writes"
+            with httpx.Client() as client:  # a new connection each time: either worker may answer
+                process_id = client.get(base + "/v1/replication").json()["process"]
+                answers = [
+                    client.post(base + "/v1/recommend", json={"vector": unit(200 + n), "k": 1}).json()
+                    for n in range(6)
+                ]
+            if [a["items"][0]["item_id"] for a in answers] == [f"w{n}" for n in range(6)]:
+                complete.add(process_id)
+    finally:
+        kill_9(process)
