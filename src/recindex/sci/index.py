@@ -216,11 +216,15 @@ class CIIndex(PartitionedIndex):
         return vectors if self.place == "item" else views
 
     def _nearest_lists(self, views: np.ndarray) -> np.ndarray:
-        scores = views @ self.centroids.T
         take = min(self.assign, self.nlist)
-        part = np.argpartition(-scores, take - 1, axis=1)[:, :take]
-        order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1)
-        return np.take_along_axis(part, order, axis=1)
+        out = np.empty((len(views), take), np.int64)
+        step = max(1, (1 << 24) // self.nlist)  # rows per block: a 64 MB score matrix, not n x nlist
+        for start in range(0, len(views), step):
+            scores = views[start : start + step] @ self.centroids.T
+            part = np.argpartition(-scores, take - 1, axis=1)[:, :take]
+            order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1)
+            out[start : start + step] = np.take_along_axis(part, order, axis=1)
+        return out
 
     def _placement(self, ids: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         views, viewed = self._routing_views(ids, vectors)
