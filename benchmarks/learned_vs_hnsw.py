@@ -20,7 +20,9 @@ Protocol, so that nothing is tuned on the figures reported:
 
 Methods: hnswlib M=32 efConstruction=200 (the peer; ef swept); MFLI with 4-bit PQ fast-scan lists and
 an exact refine (`mfli:...,storage=pq4`; leaves and refine swept); MFLI with float16 lists (the
-previous storage, for the same comparison); the build time of each (two threads). Writes results.json,
+previous storage, for the same comparison); CI with fast-scan lists (`ci:compress=pq4`, nlist the power
+of two nearest 4 sqrt(n) as the index benchmark's IVF, no RQ codes; nprobe and refine swept); the
+build time of each (two threads). Writes results.json,
 results.md and frontier.png to --out.
 
 `--peer-cache DIR` keeps the built hnswlib graph between runs (its build takes minutes at 1M); the
@@ -117,11 +119,13 @@ def learned_method(name: str, spec: str, items: np.ndarray, sweep: list[dict]) -
     return Method(name, resolved, one, batch, build_s)
 
 
-def sweeps(quick: bool) -> tuple[list[dict], list[dict]]:
+def sweeps(quick: bool) -> tuple[list[dict], list[dict], list[dict]]:
     leaves = [32, 64, 128] if quick else [64, 96, 128, 192, 256, 384, 512]
     pq4 = [{"leaves": leaf, "refine": r, "candidates": 10**7} for leaf in leaves for r in (4, 8, 16)]
     fp16 = [{"leaves": leaf, "candidates": 10**7} for leaf in leaves]
-    return pq4, fp16
+    probes = [8, 16, 32] if quick else [16, 32, 48, 64, 96, 128, 192, 256]
+    ci = [{"nprobe": p, "refine": r} for p in probes for r in (4, 8, 16)]
+    return pq4, fp16, ci
 
 
 def validate(method: Method, queries: np.ndarray, truth: np.ndarray, timed_queries: int) -> None:
@@ -249,7 +253,7 @@ def _series(method: Method):
     """One line per refine depth for the pq4 sweep, one line otherwise."""
     groups: dict[str, list[dict]] = {}
     for row in method.validation:
-        refine = row["params"].get("refine") if "pq4" in method.name else None
+        refine = row["params"].get("refine")
         label = method.name + (f" refine {refine}" if refine else "")
         groups.setdefault(label, []).append(row)
     return [(label, sorted(rows, key=lambda r: r["recall"])) for label, rows in groups.items()]
@@ -277,10 +281,13 @@ def main() -> None:
     items, validation, test = data.items, data.queries[: args.queries], data.queries[args.queries :]
     log(f"{len(items):,} items; exact top-{K} of {2 * args.queries} queries")
     truth_val, truth_test = exact_top(items, validation, K), exact_top(items, test, K)
-    pq4, fp16 = sweeps(args.quick)
+    pq4, fp16, ci = sweeps(args.quick)
+    nlist = 2 ** round(np.log2(4 * np.sqrt(len(items))))
     methods = [hnsw_method(items, args.peer_cache, args.quick)]
     methods.append(learned_method("mfli pq4", f"mfli:{MFLI_SHAPE},storage=pq4", items, pq4))
     methods.append(learned_method("mfli fp16", f"mfli:{MFLI_SHAPE},storage=fp16", items, fp16))
+    ci_spec = f"ci:compress=pq4,nlist={nlist},levels=0,min_agreement=0"
+    methods.append(learned_method("ci pq4", ci_spec, items, ci))
     for m in methods:
         log(f"built {m.name} in {m.build_s:.1f} s {m.notes}")
     with threads(1):
