@@ -78,14 +78,18 @@ class RateTable:
     @classmethod
     def load(cls, path: Path = RATES_FILE) -> RateTable:
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            rates = {kind: _rates(builds) for kind, builds in data["builds"].items()}
-            return cls(data["machine"], data["command"], int(data["threads"]), rates)
+            return cls.from_data(json.loads(path.read_text(encoding="utf-8")))
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise InvalidRequest(
                 f"{path}: no usable table of build rates ({error}); write one with "
                 "benchmarks/plan_calibration.py"
             ) from None
+
+    @classmethod
+    def from_data(cls, data: dict) -> RateTable:
+        """The table as the calibration writes it: machine, command, threads and builds by kind."""
+        rates = {kind: _rates(builds) for kind, builds in data["builds"].items()}
+        return cls(data["machine"], data["command"], int(data["threads"]), rates)
 
     def estimate(self, kind: str, work: dict, scale: float = 1.0) -> Estimate | None:
         """Seconds for a build of `work` units (None: the table has no builds of this kind)."""

@@ -181,7 +181,7 @@ def _ivf_parts(ivf: faiss.IndexIVF, metric: str, on_disk: bool) -> list[Part]:
     parts.append(Part(_codes_name(ivf), per_item=code, fixed=padding, where=lists, serialized=not on_disk))
     parts.append(Part("list ids (int64)", per_item=8, where=lists, serialized=not on_disk))
     parts += _quantizer_parts(ivf, ivf.d)
-    if on_disk:  # the slots table: offset, size and capacity of each list (three size_t)
+    if on_disk:  # offset, size and capacity of each list (plus a record per free stretch of the file)
         parts.append(Part("on-disk list table", fixed=24 * ivf.nlist))
     # recindex gives IVF a hash-table direct map (FaissIndex._train): 16 bytes a pair when serialized.
     parts.append(Part("direct map (saved as pairs)", per_item=16, where="saved"))
