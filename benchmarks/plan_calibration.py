@@ -121,16 +121,23 @@ def main() -> None:
                 )
                 if seconds > args.max_build_seconds:
                     stopped.add(kind)
+                # after every build, so that an interrupted run keeps what it measured
+                write_table(args, builds, time.perf_counter() - started)
+    print(f"wrote {args.out} in {time.perf_counter() - started:.1f} s")
+
+
+def write_table(args, builds: dict, wall: float) -> None:
     table = {
         "machine": run_info(),
         "command": " ".join(["nice -n 19 python", *sys.argv]),
         "threads": 1,
-        "wall_seconds": round(time.perf_counter() - started, 1),
+        "wall_seconds": round(wall, 1),
         "data": f"standard normal vectors normalised to unit length, d={args.dim}, seed 0",
-        "builds": builds,
+        "builds": {kind: rows for kind, rows in builds.items() if rows},
     }
-    args.out.write_text(json.dumps(table, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {args.out} in {table['wall_seconds']} s")
+    partial = args.out.with_suffix(".partial")
+    partial.write_text(json.dumps(table, indent=2) + "\n", encoding="utf-8")
+    partial.replace(args.out)
 
 
 if __name__ == "__main__":
