@@ -51,7 +51,11 @@ def test_spec_strings_read_into_their_backends_typed_spec(text, expected):
         ("uri:k=3", "the uri backend takes no spec options"),
         ("sharded:x:exact", "sharded:N:INNER .*'sharded:x:exact'"),
         ("sharded:2:exact:int4", "storage: 'int4'"),
-        ("foo:bar", "unknown index backend 'foo'; choose one of exact, faiss, milvus, sharded, mfli, uri"),
+        (
+            "foo:bar",
+            "unknown index backend 'foo'; choose one of "
+            "exact, faiss, faiss_ondisk, milvus, sharded, mfli, uri",
+        ),
         ("", "non-empty string"),
     ],
 )

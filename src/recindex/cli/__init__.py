@@ -8,7 +8,7 @@ package registers every command on `app`.
 # isort: off
 # Imported in the order `recindex --help` lists the commands.
 from recindex.cli import train_commands, recommend_command, index_commands, embed_command
-from recindex.cli import serve_commands, data_commands, experiment_commands
+from recindex.cli import serve_commands, data_commands, experiment_commands, plan_command
 from recindex.cli.app import DATA_DIR_ORDER, app, main
 from recindex.cli.parsing import parse_assignments, parse_duration
 
@@ -24,6 +24,7 @@ __all__ = [
     "main",
     "parse_assignments",
     "parse_duration",
+    "plan_command",
     "recommend_command",
     "serve_commands",
     "train_commands",

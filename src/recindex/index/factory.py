@@ -6,6 +6,7 @@ Specs (the `--backend` of `recindex index build`):
     faiss:HNSW32               any FAISS index-factory string after the colon, e.g.
     faiss:IVF4096,Flat         faiss:IVF4096,PQ32x8,RFlat (PQ with an exact refine stage),
     faiss:OPQ16,IVF1024,PQ16   ...
+    faiss_ondisk:IVF4096,PQ16  an IVF index whose inverted lists live in a file (faiss_ondisk.py)
     milvus:HNSW                a Milvus index type (HNSW, IVF_FLAT, IVF_PQ, FLAT, AUTOINDEX, ...);
                                the server or Milvus Lite file comes from options["uri"]
     sharded:4:faiss:HNSW32     4 shards of the inner spec, by hash of item id
@@ -29,6 +30,7 @@ from recindex.errors import InvalidRequest
 from recindex.index.base import BaseIndex, Metric, read_index_manifest
 from recindex.index.exact_index import ExactIndex
 from recindex.index.faiss_index import FaissIndex
+from recindex.index.faiss_ondisk import OnDiskFaissIndex
 from recindex.index.sharded import ShardedIndex
 from recindex.index.specs import CORE_SPECS, IndexSpec, ShardedSpec, parse_spec
 
@@ -86,6 +88,7 @@ def _load_sharded(folder: Path, manifest: dict, backends: Backends) -> BaseIndex
 CORE_BACKENDS: dict[str, Backend] = {
     "exact": Backend("exact", CORE_SPECS["exact"], lambda: ExactIndex),
     "faiss": Backend("faiss", CORE_SPECS["faiss"], lambda: FaissIndex),
+    "faiss_ondisk": Backend("faiss_ondisk", CORE_SPECS["faiss_ondisk"], lambda: OnDiskFaissIndex),
     "milvus": Backend("milvus", CORE_SPECS["milvus"], _milvus_class, material=("token",)),
     "sharded": Backend("sharded", CORE_SPECS["sharded"], lambda: ShardedIndex, _make_sharded, _load_sharded),
 }

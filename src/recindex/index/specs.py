@@ -132,6 +132,15 @@ class FaissSpec(IndexSpec):
 
 
 @dataclass(frozen=True)
+class OnDiskFaissSpec(FaissSpec):
+    """A FAISS IVF index whose inverted lists live in a file (recindex.index.faiss_ondisk)."""
+
+    NAME: ClassVar[str] = "faiss_ondisk"
+    factory: str = "IVF1024,PQ16"  # an IVF factory string with plain lists: IVF4096,PQ16, IVF1024,Flat
+    work_dir: str | None = None  # where the lists file lives until it is saved (default: the temp folder)
+
+
+@dataclass(frozen=True)
 class MilvusSpec(IndexSpec):
     NAME: ClassVar[str] = "milvus"
     POSITIONAL: ClassVar[str | None] = "index_type"
@@ -169,7 +178,7 @@ class ShardedSpec(IndexSpec):
 
 
 CORE_SPECS: dict[str, type[IndexSpec]] = {
-    spec.NAME: spec for spec in (ExactSpec, FaissSpec, MilvusSpec, ShardedSpec)
+    spec.NAME: spec for spec in (ExactSpec, FaissSpec, OnDiskFaissSpec, MilvusSpec, ShardedSpec)
 }
 
 
