@@ -253,7 +253,7 @@ def _series(method: Method):
     """One line per refine depth for the pq4 sweep, one line otherwise."""
     groups: dict[str, list[dict]] = {}
     for row in method.validation:
-        refine = row["params"].get("refine")
+        refine = row["params"].get("refine") if "pq4" in method.name else None
         label = method.name + (f" refine {refine}" if refine else "")
         groups.setdefault(label, []).append(row)
     return [(label, sorted(rows, key=lambda r: r["recall"])) for label, rows in groups.items()]
