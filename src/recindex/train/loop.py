@@ -55,6 +55,8 @@ from recindex.train.distributed import (
     gather_batch,
     gather_ids,
     mean,
+    rank_seed,
+    share_weight,
 )
 from recindex.train.hard_negatives import mine_hard_negatives
 from recindex.train.negatives import (
@@ -142,8 +144,8 @@ class Trainer:
         if self.checkpoints is not None and self.checkpoints.resume:
             self._restore(optimizer, run)
             self.log(f"resuming at epoch {run.epoch}, after {run.position} of its batches (step {run.step})")
-        if self.distributed.active:
-            self._step = data_parallel(self.model, self._loss, self.device)
+        if (seed := rank_seed(self.distributed, config.seed, run.step)) is not None:
+            torch.manual_seed(seed)
         start = self._started = time.perf_counter() - run.elapsed
         deadline = start + config.max_seconds if config.max_seconds > 0 else math.inf
         steps = n_batches(examples, config.batch_size * self.distributed.world_size)
@@ -237,7 +239,6 @@ class Trainer:
         """The rest of an epoch (all of it unless resumed); its mean loss, or None when `deadline` passed
         before the end."""
         self.model.train()
-        compute = self._step if self._step is not None else self._loss
         context = self.distributed
         for batch in iterate_batches(
             examples,
@@ -249,26 +250,43 @@ class Trainer:
         ):
             if deadline < math.inf and agree(context, time.perf_counter() >= deadline, self.device):
                 return None
-            with autocast(self.config.precision, self.device):
-                loss = compute(batch.to(self.device))
-            if not torch.isfinite(loss):
-                raise RecIndexError(
-                    "training loss is not finite; lower train.lr or raise model.temperature and train again"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            if self.scaler is not None:
-                self.scaler.scale(loss).backward()
-                self.scaler.step(optimizer)
-                self.scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
-            run.total, run.count = run.total + loss.item(), run.count + 1
+            run.total, run.count = run.total + self.train_step(batch, optimizer), run.count + 1
             run.position, run.step = run.position + 1, run.step + 1
             bar.advance_batch(run.total / run.count)
             if self.checkpoints is not None and self.checkpoints.due(run.step) and context.main:
                 self._save(optimizer, run)
         return mean(context, run.total / max(run.count, 1), self.device)
+
+    def train_step(self, batch, optimizer) -> float:
+        """One optimizer step on this rank's share of a batch; the batch's loss.
+
+        Under torchrun the loss runs inside DistributedDataParallel, which averages the ranks' gradients
+        in backward."""
+        if self.distributed.active and self._step is None:
+            self._step = data_parallel(self.model, self._loss, self.device)  # after any resume's restore
+        compute = self._step if self._step is not None else self._loss
+        batch = batch.to(self.device)
+        with autocast(self.config.precision, self.device):
+            loss = compute(batch)
+        if self.distributed.active:
+            loss = loss * share_weight(self.distributed, self.positions(batch), self.device)
+        if not torch.isfinite(loss):
+            raise RecIndexError(
+                "training loss is not finite; lower train.lr or raise model.temperature and train again"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        return loss.item()
+
+    def positions(self, batch) -> int:
+        """The training examples in a batch, the unit its loss is a mean over: every real position."""
+        return int((batch.targets != self.model.n_items).sum())
 
     def _save(self, optimizer, run: RunState) -> None:
         run.elapsed = time.perf_counter() - self._started
