@@ -18,6 +18,7 @@ from recindex.data.splits import leave_one_out
 from recindex.data.synthetic import SyntheticConfig, generate
 from recindex.models.two_tower import TwoTowerModel
 from recindex.train.batches import Batch, iterate_batches, sequence_examples
+from recindex.train.checkpoint import Checkpoints
 from recindex.train.distributed import SINGLE, Distributed
 from recindex.train.loop import Trainer
 
@@ -32,17 +33,29 @@ CASES = {
 }
 
 
+def tiny_trainer(case: str, context: Distributed = SINGLE, checkpoints: Checkpoints | None = None) -> Trainer:
+    """The tiny model's trainer for `case`, its weights drawn from one seed, with a global batch of 64."""
+    torch.manual_seed(0)
+    data = generate(SyntheticConfig(n_users=300, n_items=120, n_clusters=6, n_attributes=20, seed=1))
+    model = TwoTowerModel.for_data(data, ModelConfig(dim=16, max_len=10, dropout=0.0))
+    per_rank = GLOBAL_BATCH // context.world_size
+    config = TrainConfig(batch_size=per_rank, threads=1, device="cpu", **CASES[case])
+    return Trainer(
+        model,
+        leave_one_out(data),
+        config,
+        EvalConfig(ks=(10,)),
+        progress=False,
+        distributed=context,
+        checkpoints=checkpoints,
+    )
+
+
 def step_gradients(case: str, context: Distributed = SINGLE, rows: slice | None = None):
     """(gradients by parameter name, positions held, loss) after one step of `case`; `rows` trains a
     single process on a part of the global batch (the users at those places of it)."""
-    torch.manual_seed(0)
-    data = generate(SyntheticConfig(n_users=300, n_items=120, n_clusters=6, n_attributes=20, seed=1))
-    split = leave_one_out(data)
-    model = TwoTowerModel.for_data(data, ModelConfig(dim=16, max_len=10, dropout=0.0))
-    config = TrainConfig(
-        batch_size=GLOBAL_BATCH // context.world_size, threads=1, device="cpu", **CASES[case]
-    )
-    trainer = Trainer(model, split, config, EvalConfig(ks=(10,)), progress=False, distributed=context)
+    trainer = tiny_trainer(case, context)
+    model, split, config = trainer.model, trainer.split, trainer.config
     examples = sequence_examples(split, model.shape.n_users, model.n_items, model.config.max_len)
     batch = next(
         iterate_batches(

@@ -91,3 +91,9 @@ def test_a_local_ddp_step_is_the_position_weighted_mean_of_its_shares_trained_ap
     assert not torch.allclose(
         zero["in_batch_local"]["gradients"]["item_tower.ids.weight"], gathered["item_tower.ids.weight"]
     )
+
+
+def test_rank_zero_decides_when_a_checkpoint_is_due_by_minutes(ranks):
+    """The ranks' clocks differ; rank 0's decides for both: due when a minute passed on rank 0's clock
+    (rank 1's says 30 s), not due when only rank 1's did."""
+    assert [rank["checkpoint_due"] for rank in ranks] == [[True, False], [True, False]]

@@ -51,7 +51,7 @@ class TrainRequest:
         if checkpoints and self.checkpoints is not None:
             raise RecIndexError(
                 f"model.kind = {family!r} does not write checkpoints or resume (two_tower, sci and mfli "
-                "do): set train.checkpoint_every = 0 and leave out --resume"
+                "do): set train.checkpoint_every and train.checkpoint_minutes to 0 and leave out --resume"
             )
 
 
