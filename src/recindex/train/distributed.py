@@ -107,17 +107,28 @@ class _TrainingStep(nn.Module):
         return self.compute(batch)
 
 
-def data_parallel(model: nn.Module, loss: Callable, device: torch.device) -> nn.Module:
+def data_parallel(
+    model: nn.Module, loss: Callable, device: torch.device, unused_parameters: bool = False
+) -> nn.Module:
     """`loss(batch)` wrapped in DistributedDataParallel over `model`'s parameters.
 
     Buffers are not synchronised at each forward (they are the catalogue's tokens and masks, the same on
     every rank). Every loss of the two-tower and SCI trainers reaches every parameter, so DDP is not
-    asked to search for unused ones (a graph traversal per step)."""
+    asked to search for unused ones (a graph traversal per step); `unused_parameters` asks it to, for a
+    model some of whose parameters a step may leave out (MFLI's codebook before its levels switch on)."""
     return DistributedDataParallel(
         _TrainingStep(model, loss),
         device_ids=[device.index] if device.type == "cuda" else None,
         forward_sync_buffers=False,
+        find_unused_parameters=unused_parameters,
     )
+
+
+def broadcast_(context: Distributed, tensor: torch.Tensor) -> None:
+    """Rank 0's values of `tensor`, in place on every rank (a result computed outside the steps, such as
+    a k-means fit, that every rank must hold the same)."""
+    if context.active:
+        dist.broadcast(tensor, 0)
 
 
 def _sizes(length: int, device: torch.device) -> list[int]:

@@ -125,6 +125,7 @@ class Trainer:
         self.hard: torch.Tensor | None = None
         self.scaler: torch.amp.GradScaler | None = None
         self._step: torch.nn.Module | None = None  # the loss under DistributedDataParallel
+        self.unused_parameters = False  # whether a step may leave parameters out (DDP must look for them)
         self._started = 0.0
 
     def fit(self) -> TrainResult:
@@ -265,7 +266,8 @@ class Trainer:
         Under torchrun the loss runs inside DistributedDataParallel, which averages the ranks' gradients
         in backward."""
         if self.distributed.active and self._step is None:
-            self._step = data_parallel(self.model, self._loss, self.device)  # after any resume's restore
+            # after any resume's restore: DDP starts every rank from rank 0's weights
+            self._step = data_parallel(self.model, self._loss, self.device, self.unused_parameters)
         compute = self._step if self._step is not None else self._loss
         batch = batch.to(self.device)
         with autocast(self.config.precision, self.device):
