@@ -115,5 +115,5 @@ def test_families_without_data_parallel_training_refuse_it(tmp_path, monkeypatch
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
     settings = [*tiny_settings("synthetic:n_users=60,n_items=30,seed=2"), 'model.kind="uri"']
-    with pytest.raises(RecIndexError, match="trains in one process; data-parallel training"):
+    with pytest.raises(RecIndexError, match="trains in one process: its decoder trains layer by layer"):
         run_experiment(load_config(None, settings), None, progress=False)

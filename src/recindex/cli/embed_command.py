@@ -42,6 +42,12 @@ def embed(
         "--shard-of",
         help="R/N: this process writes shards R, R+N, ... (default: torchrun's RANK/WORLD_SIZE, else 0/1).",
     ),
+    device: str = typer.Option(
+        "cpu",
+        "--device",
+        help="Where the item tower runs: cpu, cuda, cuda:N or auto (a GPU when torch sees one; under "
+        "torchrun each process takes its own, LOCAL_RANK).",
+    ),
     threads: int = typer.Option(0, "--threads", min=0, help="Torch threads (0: torch's default)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
@@ -64,6 +70,7 @@ def embed(
         shard_of=part,
         progress=not quiet,
         log=console.print,
+        device=device,
     )
     rate = result.rows_encoded / result.seconds if result.seconds else 0.0
     console.print(

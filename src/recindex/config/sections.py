@@ -69,6 +69,7 @@ class TrainConfig:
     # gradients flowing back), as one process with the global batch would; false: its own batch only
     gather_negatives: bool = True
     checkpoint_every: int = 0  # optimizer steps between checkpoints in the --out folder (0: none)
+    checkpoint_minutes: float = 0.0  # also one once this many minutes passed since the last (0: none)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ from recindex.train.request import Trained, TrainRequest
 def train(request: TrainRequest) -> Trained:
     """The facets and codebook around the towers, which start from `mfli.init_from` when it is set."""
     config = request.config
-    request.refuse("mfli", distributed=True)
     model = mfli_model(request.base, config.mfli)
     if request.load_start is not None:
         warm_start(model, request.load_start(), request.data, config.data, request.log)

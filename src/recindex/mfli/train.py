@@ -32,6 +32,7 @@ from recindex.mfli.model import MFLIModel
 from recindex.models.losses import sampled_softmax_loss
 from recindex.models.warm_start import load_towers
 from recindex.quant.codebook import fit_level
+from recindex.train.distributed import broadcast_
 from recindex.train.loop import Trainer, TrainResult
 
 QUANT_GRADIENTS = ("straight_through", "codebook")
@@ -76,6 +77,9 @@ class MFLITrainer(Trainer):
         self.activations: list[dict] = []
         self.keep_start = keep_start
         self.start: tuple[dict, dict, dict] | None = None  # the model before training (see `fit`)
+        # Under torchrun each rank's candidates are its own share's distinct positives (the estimate is
+        # fed per share), and the codebook takes no gradient before its first level switches on.
+        self.gathering, self.unused_parameters = False, True
 
     def fit(self) -> TrainResult:
         """The trainer's epochs, with the model as it starts measured on validation as epoch 0: a warm
@@ -128,6 +132,7 @@ class MFLITrainer(Trainer):
             residual = residuals[-1][0] - residuals[-1][1] if residuals else facets
             words = fit_level(residual.cpu().numpy(), model.codebook.shape[2], seed=self.config.seed + level)
             model.codebook.data[level] = torch.as_tensor(words).to(model.codebook.device)
+            broadcast_(self.distributed, model.codebook.data[level])  # rank 0's fit on every rank
             model.active_levels.fill_(level + 1)
         model.train(was_training)
 
@@ -186,7 +191,7 @@ class MFLITrainer(Trainer):
         real = batch.targets != model.n_items
         queries = model.query_facets(states[real])  # (P, F, d)
         positives = batch.targets[real]
-        self.frequency.update(positives)
+        self.update_frequency(positives)
         candidates, candidate_log_q = self._candidates(positives)
         # Every candidate is encoded once; a positive's vectors are its candidate's row.
         rows = torch.searchsorted(candidates, positives)

@@ -18,9 +18,9 @@ from recindex.errors import RecIndexError
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def resolve_device(setting: str, local_rank: int | None = None) -> torch.device:
-    """The torch device a `train.device` setting names; `local_rank` (torchrun's) picks the GPU of a
-    process when the setting leaves it open (auto, cuda)."""
+def resolve_device(setting: str, local_rank: int | None = None, name: str = "train.device") -> torch.device:
+    """The torch device a `train.device` setting (or another, called `name` in messages) names;
+    `local_rank` (torchrun's) picks the GPU of a process when the setting leaves it open (auto, cuda)."""
     setting = setting.strip().lower()
     if setting == "auto":
         setting = "cuda" if torch.cuda.is_available() else "cpu"
@@ -29,7 +29,7 @@ def resolve_device(setting: str, local_rank: int | None = None) -> torch.device:
     if setting == "cuda" or setting.startswith("cuda:"):
         if not torch.cuda.is_available():
             raise RecIndexError(
-                f"train.device = {setting!r}, but torch sees no GPU (torch {torch.__version__}); "
+                f"{name} = {setting!r}, but torch sees no GPU (torch {torch.__version__}); "
                 'use "cpu" or "auto"'
             )
         if setting == "cuda":
@@ -37,20 +37,20 @@ def resolve_device(setting: str, local_rank: int | None = None) -> torch.device:
         else:
             number = setting.split(":", 1)[1]
             if not number.isdigit():
-                raise RecIndexError(f"train.device = {setting!r}: expected cuda:N with N a GPU number")
+                raise RecIndexError(f"{name} = {setting!r}: expected cuda:N with N a GPU number")
             index = int(number)
             if local_rank is not None and index != local_rank:
                 raise RecIndexError(
-                    f"train.device = {setting!r} under torchrun: each process takes its own GPU "
+                    f"{name} = {setting!r} under torchrun: each process takes its own GPU "
                     f'(LOCAL_RANK {local_rank}); use "cuda" or "auto"'
                 )
         if index >= torch.cuda.device_count():
             raise RecIndexError(
-                f"train.device = {setting!r}: GPU {index} does not exist "
+                f"{name} = {setting!r}: GPU {index} does not exist "
                 f"(torch sees {torch.cuda.device_count()})"
             )
         return torch.device("cuda", index)
-    raise RecIndexError(f"train.device must be auto, cpu, cuda or cuda:N, got {setting!r}")
+    raise RecIndexError(f"{name} must be auto, cpu, cuda or cuda:N, got {setting!r}")
 
 
 def check_precision(precision: str, device: torch.device) -> None:

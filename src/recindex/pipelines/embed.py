@@ -5,6 +5,8 @@ Memory is bounded by one batch of rows (`batch_rows`: the Arrow batch, its token
 plus the shard being written (its vectors through a memory map, flushed when it ends; its ids and
 bundle indices in memory, 8-16 bytes a row), whatever the table's size.
 
+The item tower runs on `device` (the CPU by default; a GPU with `--device cuda`).
+
 Shard s covers rows s * shard_rows ... of the table; process `rank` of `world` writes the shards with
 s % world == rank (`--shard-of R/N`, or torchrun's RANK and WORLD_SIZE). Vectors depend on the item
 and the bundle only, not on the batch size or on which process encoded them.
@@ -21,6 +23,7 @@ from pathlib import Path
 from recindex.bundle import Bundle
 from recindex.data.item_table import open_item_table
 from recindex.errors import RecIndexError
+from recindex.models.devices import resolve_device
 from recindex.pipelines.embedding_shards import ShardFolder, ShardPlan
 from recindex.pipelines.item_encoder import ItemEncoder
 from recindex.progress import RateProgress
@@ -68,10 +71,18 @@ def embed_items(
     shard_of: tuple[int, int] = (0, 1),
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    device: str = "cpu",
 ) -> EmbedResult:
+    """`device`: cpu | cuda | cuda:N | auto, where the item tower runs (under torchrun, `cuda` and `auto`
+    take the process's own GPU, LOCAL_RANK). The CPU is the default: there the bundle's own items get
+    exactly the vectors of its item_embeddings.npy; a GPU's arithmetic differs in the last bits."""
     if not isinstance(batch_rows, int) or not 0 < batch_rows <= MAX_BATCH_ROWS:
         raise RecIndexError(f"batch size must be a whole number in 1..{MAX_BATCH_ROWS:,}, got {batch_rows!r}")
     rank, world = shard_of
+    local_rank = os.environ.get("LOCAL_RANK")
+    where = resolve_device(
+        device, int(local_rank) if local_rank and local_rank.isdigit() else None, "--device"
+    )
     table = open_item_table(Path(items))
     if table.n_rows == 0:
         raise RecIndexError(f"{items}: the item table has no rows")
@@ -93,7 +104,7 @@ def embed_items(
     todo = [shard for shard in mine if shard not in kept]
     if log and kept:
         log(f"kept {len(kept)} finished shard(s), checked against their sha256; {len(todo)} to write")
-    encoder = ItemEncoder(bundle)
+    encoder = ItemEncoder(bundle, where)
     total = sum(_size(plan, s) for s in mine)
     done = sum(_size(plan, s) for s in kept)
     started = time.perf_counter()

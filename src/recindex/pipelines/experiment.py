@@ -38,6 +38,7 @@ RESUMABLE_CHANGES = (
     "train.threads",
     "train.max_seconds",
     "train.checkpoint_every",
+    "train.checkpoint_minutes",
     "train.device",
     "data.data_dir",
 )
@@ -158,12 +159,16 @@ def _checkpoints(
             if unfinished
             else f"{out} already exists and is not empty; choose another --out or pass --overwrite"
         )
-    if config.train.checkpoint_every < 0:
-        raise RecIndexError(f"train.checkpoint_every must be >= 0 steps, got {config.train.checkpoint_every}")
-    if config.train.checkpoint_every == 0 and not resume:
+    every, minutes = config.train.checkpoint_every, config.train.checkpoint_minutes
+    if every < 0 or minutes < 0:
+        raise RecIndexError(
+            f"train.checkpoint_every (steps) and train.checkpoint_minutes must be >= 0, "
+            f"got {every} and {minutes}"
+        )
+    if every == 0 and minutes == 0 and not resume:
         return None
     settings = json.dumps(config.to_dict(), sort_keys=True)
-    return Checkpoints(out, config.train.checkpoint_every, resume, settings, RESUMABLE_CHANGES)
+    return Checkpoints(out, every, resume, settings, RESUMABLE_CHANGES, minutes=minutes)
 
 
 def evaluate_bundle(

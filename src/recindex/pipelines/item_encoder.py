@@ -22,6 +22,7 @@ from recindex.data.item_table import ItemRows
 from recindex.data.item_tokens import ItemTokens
 from recindex.data.tabular import INT_PATTERN
 from recindex.errors import RecIndexError
+from recindex.models.devices import model_device
 
 _CANONICAL_INT = re.compile(INT_PATTERN)
 
@@ -55,9 +56,12 @@ class CatalogueLookup:
 
 
 class ItemEncoder:
-    def __init__(self, bundle: Bundle):
+    def __init__(self, bundle: Bundle, device: torch.device | None = None):
+        """`device`: where the item tower runs (the bundle's model is moved there; None: where it is).
+        Vectors come back to the CPU as numpy arrays whatever the device."""
         self.bundle = bundle
-        self.model = bundle.model
+        self.model = bundle.model if device is None else bundle.model.to(device)
+        self.device = model_device(self.model)
         self.dim = int(bundle.manifest["embedding"]["dim"])
         self.lookup = CatalogueLookup(bundle.data.item_ids)
         features = bundle.data.item_features
@@ -73,7 +77,8 @@ class ItemEncoder:
         cold = np.flatnonzero(index < 0)
         with torch.no_grad():
             if len(known):
-                vectors[known] = self.model.item_vectors(torch.as_tensor(index[known])).numpy()
+                items = torch.as_tensor(index[known]).to(self.device)
+                vectors[known] = self.model.item_vectors(items).cpu().numpy()
             if len(cold):
                 vectors[cold] = self._content(rows, cold)
         self.cold += len(cold)
@@ -99,7 +104,7 @@ class ItemEncoder:
                 f"value its item tower knows (feature columns: {fields}; {len(empty):,} such items in this "
                 "batch), so it has nothing to be encoded from"
             )
-        return self.model.content_vectors(token_lists).numpy()
+        return self.model.content_vectors(token_lists).cpu().numpy()
 
 
 def _shown(ids: np.ndarray, row: int) -> str:

@@ -1,8 +1,10 @@
 """Checkpoints of a training run, so that a run killed at any moment continues where it stood.
 
 `train.checkpoint_every = N` writes `checkpoint.pt` into the run's `--out` folder after every N optimizer
-steps (steps, not minutes: a run's checkpoints then fall at the same points whatever the machine's
-speed, and a test can kill a run between two of them). A checkpoint holds everything the rest of the
+steps (a run's checkpoints then fall at the same points whatever the machine's speed, and a test can
+kill a run between two of them); `train.checkpoint_minutes = M` (also, or instead) after the first step
+that ends M minutes after the last checkpoint (or the start), on rank 0's clock under torchrun, which
+decides for every rank. A checkpoint holds everything the rest of the
 run depends on: the model, the optimizer (and fp16's gradient scaler), the trainer's state (the
 logQ frequency estimate, the mined hard negatives, a family's own, such as MFLI's switched-on levels),
 the early-stopping state (the best epoch's weights and metrics, the history, epochs without gain), the
@@ -26,6 +28,8 @@ import json
 import os
 import random
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,22 +62,38 @@ class RunState:
         self.epoch, self.position, self.total, self.count, self.epoch_rng = self.epoch + 1, 0, 0.0, 0, None
 
 
-@dataclass(frozen=True)
+@dataclass
 class Checkpoints:
     """Where a run's checkpoint is, how often it is written, and whether the run starts from it."""
 
     folder: Path
-    every: int = 0  # optimizer steps between checkpoints (0: none are written)
+    every: int = 0  # optimizer steps between checkpoints (0: none by steps)
     resume: bool = False
     settings: str = ""  # the run's settings (JSON), which a resumed run must repeat
     ignored: tuple[str, ...] = field(default=())  # settings a resumed run may change (threads, limits)
+    minutes: float = 0.0  # a checkpoint once this long has passed since the last (0: none by time)
+    clock: Callable[[], float] = time.monotonic  # seconds; a test gives its own
+    last: float | None = field(default=None, repr=False)  # the clock at the last checkpoint (or start)
 
     @property
     def path(self) -> Path:
         return self.folder / CHECKPOINT_NAME
 
     def due(self, step: int) -> bool:
+        """Due by steps: the same answer on every rank."""
         return self.every > 0 and step % self.every == 0
+
+    def time_due(self) -> bool:
+        """Due by minutes on this process's clock (under torchrun, rank 0's answer is the one taken)."""
+        if self.minutes <= 0:
+            return False
+        if self.last is None:
+            self.last = self.clock()
+        return self.clock() - self.last >= self.minutes * 60.0
+
+    def saved(self) -> None:
+        """A checkpoint was written (or the run started): the minutes count from now."""
+        self.last = self.clock()
 
     def save(self, payload: dict) -> None:
         """Write atomically: a temporary file in the same folder, flushed, then renamed over the last."""
@@ -93,7 +113,7 @@ class Checkpoints:
         if not self.path.is_file():
             raise RecIndexError(
                 f"--resume: {self.path} does not exist (no checkpoint was written: set "
-                "train.checkpoint_every to a number of steps when starting the run)"
+                "train.checkpoint_every (steps) or train.checkpoint_minutes when starting the run)"
             )
         try:
             payload = torch.load(self.path, map_location="cpu", weights_only=True)
@@ -160,3 +180,30 @@ def restore_run_state(run: RunState, payload: dict) -> None:
                 setattr(run.result, key, item)
         else:
             setattr(run, name, value)
+
+
+def trainer_payload(trainer, optimizer, run: RunState) -> dict:
+    """What a checkpoint holds of a `train.loop.Trainer` between two steps (see the module's text)."""
+    return {
+        "model": trainer.model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": trainer.scaler.state_dict() if trainer.scaler is not None else {},
+        "frequency": trainer.frequency.state(),
+        "hard": trainer.hard,
+        "run": run_state_payload(run),
+        "random": random_states(),
+        "trainer": trainer.checkpoint_state(),
+    }
+
+
+def restore_trainer(trainer, payload: dict, optimizer, run: RunState) -> None:
+    """Take back what `trainer_payload` gave: the trainer, its optimizer and the run's state."""
+    trainer.model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    if trainer.scaler is not None:
+        trainer.scaler.load_state_dict(payload["scaler"])
+    trainer.frequency.load(payload["frequency"])
+    trainer.hard = None if payload["hard"] is None else payload["hard"].to(trainer.device)
+    restore_run_state(run, payload["run"])
+    trainer.restore_checkpoint_state(payload["trainer"])
+    restore_random_states(payload["random"])

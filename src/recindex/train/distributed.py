@@ -5,7 +5,9 @@ LOCAL_RANK set; `from_environment` reads them, `start` joins the process group (
 the CPU). What the trainer does with them:
 - every rank draws the same global batches and trains on its share of each (`batches.iterate_batches`);
   `train.batch_size` is per rank, as in torch (the global batch is `batch_size * world_size`);
-- gradients are averaged by DistributedDataParallel, around the trainer's loss as its forward;
+- gradients are averaged by DistributedDataParallel, around the trainer's loss as its forward; each
+  rank's loss, a mean over its own positions, is first weighted by its share of the global batch's
+  positions (`share_weight`), so that the average is the gradient of the global batch's mean loss;
 - with `train.gather_negatives` the batch's positives are all-gathered, their vectors with
   `torch.distributed.nn` so that the gradient of every rank's loss flows back to the rank that encoded
   them: each rank's queries see the global batch's candidates, as one process would;
@@ -105,17 +107,28 @@ class _TrainingStep(nn.Module):
         return self.compute(batch)
 
 
-def data_parallel(model: nn.Module, loss: Callable, device: torch.device) -> nn.Module:
+def data_parallel(
+    model: nn.Module, loss: Callable, device: torch.device, unused_parameters: bool = False
+) -> nn.Module:
     """`loss(batch)` wrapped in DistributedDataParallel over `model`'s parameters.
 
     Buffers are not synchronised at each forward (they are the catalogue's tokens and masks, the same on
     every rank). Every loss of the two-tower and SCI trainers reaches every parameter, so DDP is not
-    asked to search for unused ones (a graph traversal per step)."""
+    asked to search for unused ones (a graph traversal per step); `unused_parameters` asks it to, for a
+    model some of whose parameters a step may leave out (MFLI's codebook before its levels switch on)."""
     return DistributedDataParallel(
         _TrainingStep(model, loss),
         device_ids=[device.index] if device.type == "cuda" else None,
         forward_sync_buffers=False,
+        find_unused_parameters=unused_parameters,
     )
+
+
+def broadcast_(context: Distributed, tensor: torch.Tensor) -> None:
+    """Rank 0's values of `tensor`, in place on every rank (a result computed outside the steps, such as
+    a k-means fit, that every rank must hold the same)."""
+    if context.active:
+        dist.broadcast(tensor, 0)
 
 
 def _sizes(length: int, device: torch.device) -> list[int]:
@@ -156,6 +169,33 @@ def gather_batch(ids: torch.Tensor, vectors: torch.Tensor) -> tuple[torch.Tensor
         torch.cat([part[:size] for part, size in zip(vector_parts, sizes, strict=True)]),
         sum(sizes[:rank]),
     )
+
+
+def share_weight(context: Distributed, positions: int, device: torch.device) -> float:
+    """The factor that makes a rank's mean loss its part of the global batch's mean: this rank's share
+    of the global batch's positions times the number of ranks.
+
+    A trainer's loss is a mean over the rank's own positions, and DDP averages the ranks' gradients:
+    unweighted, that is the global mean only when every rank holds as many positions, which sequences
+    of different lengths never guarantee (a rank's users are the longer of each pair, say). Weighted,
+    the gradients' average is the gradient of the global mean, as one process computes it."""
+    if not context.active:
+        return 1.0
+    total = torch.tensor([float(positions)], dtype=torch.float64, device=device)
+    dist.all_reduce(total)
+    return positions * context.world_size / max(float(total), 1.0)
+
+
+def rank_seed(context: Distributed, seed: int, step: int) -> int | None:
+    """A torch seed of this rank's own for dropout and the other per-batch draws (None on rank 0, which
+    keeps the run's stream, the one process's).
+
+    Every rank seeds torch with the run's seed (and a resumed run restores rank 0's state): left so, two
+    ranks whose shares of a batch have the same shape draw the same dropout masks, noise one process
+    would draw independently for each user."""
+    if context.rank == 0:
+        return None
+    return int(np.random.SeedSequence([seed, context.rank, step]).generate_state(1, np.uint64)[0] >> 1)
 
 
 def mean(context: Distributed, value: float, device: torch.device) -> float:

@@ -40,11 +40,9 @@ from recindex.train.checkpoint import (
     Checkpoints,
     RunState,
     generator_state,
-    random_states,
-    restore_random_states,
-    restore_run_state,
-    run_state_payload,
+    restore_trainer,
     set_generator_state,
+    trainer_payload,
 )
 from recindex.train.distributed import (
     SINGLE,
@@ -55,6 +53,8 @@ from recindex.train.distributed import (
     gather_batch,
     gather_ids,
     mean,
+    rank_seed,
+    share_weight,
 )
 from recindex.train.hard_negatives import mine_hard_negatives
 from recindex.train.negatives import (
@@ -125,6 +125,7 @@ class Trainer:
         self.hard: torch.Tensor | None = None
         self.scaler: torch.amp.GradScaler | None = None
         self._step: torch.nn.Module | None = None  # the loss under DistributedDataParallel
+        self.unused_parameters = False  # whether a step may leave parameters out (DDP must look for them)
         self._started = 0.0
 
     def fit(self) -> TrainResult:
@@ -140,11 +141,13 @@ class Trainer:
         run = RunState(TrainResult())
         result = run.result
         if self.checkpoints is not None and self.checkpoints.resume:
-            self._restore(optimizer, run)
+            restore_trainer(self, self.checkpoints.load(), optimizer, run)
             self.log(f"resuming at epoch {run.epoch}, after {run.position} of its batches (step {run.step})")
-        if self.distributed.active:
-            self._step = data_parallel(self.model, self._loss, self.device)
+        if (seed := rank_seed(self.distributed, config.seed, run.step)) is not None:
+            torch.manual_seed(seed)
         start = self._started = time.perf_counter() - run.elapsed
+        if self.checkpoints is not None:
+            self.checkpoints.saved()  # minutes are counted from here
         deadline = start + config.max_seconds if config.max_seconds > 0 else math.inf
         steps = n_batches(examples, config.batch_size * self.distributed.world_size)
         with TrainingProgress(config.epochs, steps, enabled=self.progress) as bar:
@@ -237,7 +240,6 @@ class Trainer:
         """The rest of an epoch (all of it unless resumed); its mean loss, or None when `deadline` passed
         before the end."""
         self.model.train()
-        compute = self._step if self._step is not None else self._loss
         context = self.distributed
         for batch in iterate_batches(
             examples,
@@ -249,53 +251,60 @@ class Trainer:
         ):
             if deadline < math.inf and agree(context, time.perf_counter() >= deadline, self.device):
                 return None
-            with autocast(self.config.precision, self.device):
-                loss = compute(batch.to(self.device))
-            if not torch.isfinite(loss):
-                raise RecIndexError(
-                    "training loss is not finite; lower train.lr or raise model.temperature and train again"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            if self.scaler is not None:
-                self.scaler.scale(loss).backward()
-                self.scaler.step(optimizer)
-                self.scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
-            run.total, run.count = run.total + loss.item(), run.count + 1
+            run.total, run.count = run.total + self.train_step(batch, optimizer), run.count + 1
             run.position, run.step = run.position + 1, run.step + 1
             bar.advance_batch(run.total / run.count)
-            if self.checkpoints is not None and self.checkpoints.due(run.step) and context.main:
-                self._save(optimizer, run)
+            if self.checkpoint_due(run.step):
+                if context.main:
+                    self._save(optimizer, run)
+                self.checkpoints.saved()
         return mean(context, run.total / max(run.count, 1), self.device)
+
+    def train_step(self, batch, optimizer) -> float:
+        """One optimizer step on this rank's share of a batch; the batch's loss.
+
+        Under torchrun the loss runs inside DistributedDataParallel, which averages the ranks' gradients
+        in backward."""
+        if self.distributed.active and self._step is None:
+            # after any resume's restore: DDP starts every rank from rank 0's weights
+            self._step = data_parallel(self.model, self._loss, self.device, self.unused_parameters)
+        compute = self._step if self._step is not None else self._loss
+        batch = batch.to(self.device)
+        with autocast(self.config.precision, self.device):
+            loss = compute(batch)
+        if self.distributed.active:
+            loss = loss * share_weight(self.distributed, self.positions(batch), self.device)
+        if not torch.isfinite(loss):
+            raise RecIndexError(
+                "training loss is not finite; lower train.lr or raise model.temperature and train again"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        return loss.item()
+
+    def positions(self, batch) -> int:
+        """The training examples in a batch, the unit its loss is a mean over: every real position."""
+        return int((batch.targets != self.model.n_items).sum())
 
     def _save(self, optimizer, run: RunState) -> None:
         run.elapsed = time.perf_counter() - self._started
-        self.checkpoints.save(
-            {
-                "model": self.model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scaler": self.scaler.state_dict() if self.scaler is not None else {},
-                "frequency": self.frequency.state(),
-                "hard": self.hard,
-                "run": run_state_payload(run),
-                "random": random_states(),
-                "trainer": self.checkpoint_state(),
-            }
-        )
+        self.checkpoints.save(trainer_payload(self, optimizer, run))
 
-    def _restore(self, optimizer, run: RunState) -> None:
-        payload = self.checkpoints.load()
-        self.model.load_state_dict(payload["model"])
-        optimizer.load_state_dict(payload["optimizer"])
-        if self.scaler is not None:
-            self.scaler.load_state_dict(payload["scaler"])
-        self.frequency.load(payload["frequency"])
-        self.hard = None if payload["hard"] is None else payload["hard"].to(self.device)
-        restore_run_state(run, payload["run"])
-        self.restore_checkpoint_state(payload["trainer"])
-        restore_random_states(payload["random"])
+    def checkpoint_due(self, step: int) -> bool:
+        """Whether a checkpoint is written after `step`: every `checkpoint_every` steps, or once
+        `checkpoint_minutes` have passed on rank 0's clock (it decides for every rank)."""
+        checkpoints = self.checkpoints
+        if checkpoints is None:
+            return False
+        if checkpoints.minutes <= 0:
+            return checkpoints.due(step)  # the same step on every rank: nothing to agree on
+        return agree(self.distributed, checkpoints.due(step) or checkpoints.time_due(), self.device)
 
     def _id_keep(self) -> torch.Tensor | None:
         rate = self.model.config.id_dropout

@@ -41,17 +41,19 @@ class TrainRequest:
             "checkpoints": self.checkpoints,
         }
 
-    def refuse(self, family: str, *, distributed: bool = False, checkpoints: bool = False) -> None:
-        """Refuse what `family` cannot do: train under torchrun, or write and resume checkpoints."""
+    def refuse(self, family: str, *, distributed: str = "", checkpoints: bool = False) -> None:
+        """Refuse what `family` cannot do: train under torchrun (`distributed`: why not), or write and
+        resume checkpoints."""
         if distributed and self.distributed.active:
             raise RecIndexError(
-                f"model.kind = {family!r} trains in one process; data-parallel training (torchrun) is "
-                f"available for two_tower and sci: run `recindex train` without torchrun"
+                f"model.kind = {family!r} trains in one process: {distributed}. Data-parallel training "
+                "(torchrun) is available for two_tower, sci and mfli; run `recindex train` without torchrun "
+                "(one process, train.threads for its cores; train.device = \"cuda\" on a GPU)"
             )
         if checkpoints and self.checkpoints is not None:
             raise RecIndexError(
                 f"model.kind = {family!r} does not write checkpoints or resume (two_tower, sci and mfli "
-                "do): set train.checkpoint_every = 0 and leave out --resume"
+                "do): set train.checkpoint_every and train.checkpoint_minutes to 0 and leave out --resume"
             )
 
 

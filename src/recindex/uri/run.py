@@ -48,7 +48,12 @@ def train(request: TrainRequest, fixed_codes: FixedCodes | None) -> Trained:
 def train_uri(request: TrainRequest, fixed_codes: FixedCodes | None) -> tuple[URIModel, dict]:
     """Train every part; returns the model and what to record of the training."""
     config, data, split, progress = request.config, request.data, request.split, request.progress
-    request.refuse("uri", distributed=True, checkpoints=True)
+    request.refuse(
+        "uri",
+        distributed="its decoder trains layer by layer in loops of its own, each layer ending in a balanced "
+        "assignment of every item, which ranks would each compute apart",
+        checkpoints=True,
+    )
     log = request.log or (lambda _: None)
     uri = config.uri
     # A fresh router, drawn after the composition root's base towers: the draws every URI run has made.
