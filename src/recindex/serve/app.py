@@ -24,11 +24,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from recindex.errors import InvalidRequest, RecIndexError
 from recindex.pipelines.recommend import find_user
 from recindex.serve.attributes import attribute_summary
+from recindex.serve.batching import Overloaded, RequestBatcher
 from recindex.serve.items import ItemChange, ItemWriter
 from recindex.serve.metrics import ServiceMetrics
 from recindex.serve.middleware import LimitAndMeasure
 from recindex.serve.monitor import RecallMonitor
-from recindex.serve.recommender import Recommender
+from recindex.serve.recommender import Recommender, RecommendQuery
 from recindex.serve.registry import BundleRegistry, PromotionRefused, version_row
 from recindex.serve.schemas import (
     AttributesPage,
@@ -98,6 +99,22 @@ def create_app(
 
     app.add_middleware(LimitAndMeasure, max_body_bytes=settings.max_body_bytes, observe=observe)
 
+    batcher = None
+    if settings.batch_window_ms > 0:  # coalesce concurrent recommend requests (serve.batching)
+        batcher = app.state.batcher = RequestBatcher(
+            lambda queries: app.state.recommender.answer(queries),
+            window_s=settings.batch_window_ms / 1000,
+            max_batch=settings.batch_max_size,
+            max_queue=settings.batch_queue_limit,
+            timeout_s=settings.batch_timeout_ms / 1000,
+            observe_batch=metrics.batch_size.observe,
+            observe_refusal=lambda reason: metrics.batch_refusals.labels(reason).inc(),
+        )
+
+    @app.exception_handler(Overloaded)
+    async def overloaded(_request: Request, error: Overloaded):
+        return JSONResponse({"detail": str(error)}, status_code=503, headers={"Retry-After": "1"})
+
     @app.exception_handler(PromotionRefused)
     async def refused(_request: Request, error: PromotionRefused):
         return JSONResponse({"detail": str(error)}, status_code=409)
@@ -141,17 +158,16 @@ def create_app(
         if body.vector is not None and not all(math.isfinite(x) for x in body.vector):
             raise InvalidRequest("vector must hold finite numbers")
         flt = body.filter.model_dump(exclude_none=True) if body.filter else None
-        version = app.state.recommender.active  # read once: encoder, index and ids all come from it
-        k = min(body.k, len(version.index))
-        answer = app.state.recommender.recommend(
-            user_id=body.user_id,
-            recent_items=body.recent_items,
-            vector=body.vector,
-            k=k,
-            filter=flt or None,
-            exclude_seen=body.exclude_seen,
-            version=version,
+        query = RecommendQuery(
+            body.user_id, body.recent_items, body.vector, body.k, flt or None, body.exclude_seen
         )
+        # One version answers the whole request (and the whole batch it joins): encoder, index and ids.
+        if batcher is None:
+            version, (answer,) = app.state.recommender.answer([query])
+            if isinstance(answer, Exception):
+                raise answer
+        else:
+            version, answer = await batcher.submit(query)
         if answer.fallback is not None:
             metrics.fallbacks.labels(answer.fallback).inc()
         elif flt is None and sampler.random() < settings.recall_sample_rate:
