@@ -2,6 +2,7 @@
 answers a whole batch, and the queue and the wait are bounded."""
 
 import asyncio
+import itertools
 
 import httpx
 import numpy as np
@@ -237,3 +238,18 @@ def test_http_refuses_with_503_and_a_message_when_the_queue_is_full(bundles):
     assert 200 in statuses and 503 in statuses, statuses
     refused = next(r for r in responses if r.status_code == 503)
     assert "overloaded" in refused.json()["detail"] and refused.headers["retry-after"] == "1"
+
+
+@pytest.mark.parametrize("backend", ["faiss:HNSW16", "faiss:Flat", "exact"])
+def test_history_masking_is_the_index_own_exclusion(bundles, backend):
+    """The service drops the history itself for FAISS indexes: the answers are the index's own."""
+    version = serving(bundles[0], backend)
+    recommender, data = Recommender(version), version.bundle.data
+    for user, k, flt in itertools.product(range(30), (5, 50), (None, {"deny_ids": list(range(0, 400, 5))})):
+        answer = recommender.recommend(user_id=str(data.user_ids[user]), k=k, filter=flt)
+        seen = data.sequence(user)
+        own = version.index.search(answer.query, k, filter=flt, exclude=[seen])
+        keep = own.ids[0] >= 0
+        assert np.array_equal(answer.ids, own.ids[0][keep]), (user, k, flt)
+        assert np.array_equal(answer.scores, own.scores[0][keep])
+        assert not np.isin(answer.ids, seen).any()

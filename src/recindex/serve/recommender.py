@@ -76,7 +76,7 @@ class ServingVersion:
     def raw_item_ids(self, indices: np.ndarray) -> list[str]:
         catalogue = self.bundle.data.item_ids
         if len(indices) and int(indices.max()) < len(catalogue):  # the usual case, in one step
-            return catalogue[indices].astype(str).tolist()
+            return list(map(str, catalogue[indices].tolist()))
         return [self.raw_item_id(int(i)) for i in indices]
 
     def item_vector(self, index: int) -> np.ndarray:
