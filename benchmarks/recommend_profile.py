@@ -6,7 +6,9 @@
 
 Steps (CPU time per request, `time.process_time` over --requests requests each, after a warm-up):
 - asgi: the whole app (middleware, routing, FastAPI's body reading and validation, the endpoint, the
-  response), called as uvicorn calls it, minus the HTTP parsing and socket work of the server
+  response), called as uvicorn calls it, minus the HTTP parsing and socket work of the server, one
+  request at a time; asgi_together: the same with --concurrency requests in flight at once (what
+  batching coalesces: compare RECINDEX batch_window_ms=0 and 1 with --env)
 - json: json.loads of the body; validate: RecommendRequest.model_validate of the parsed body
 - find_user: the user id to the bundle's user index
 - search: index.search of the (memoised) query vector for k + len(history) items, no exclusion
@@ -39,7 +41,18 @@ from recindex.serve.registry import load_version
 from recindex.serve.schemas import RecommendRequest
 from recindex.serve.settings import ServiceSettings
 
-STEPS = ("asgi", "json", "validate", "find_user", "search", "mask", "recommend", "response", "framework")
+STEPS = (
+    "asgi",
+    "asgi_together",
+    "json",
+    "validate",
+    "find_user",
+    "search",
+    "mask",
+    "recommend",
+    "response",
+    "framework",
+)
 
 
 def asgi_call(app, body: bytes):
@@ -96,10 +109,16 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="service settings")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=8,
+        help="requests in flight at once for the asgi_together step (batching's case)",
+    )
     parser.add_argument("--cprofile", action="store_true")
     args = parser.parse_args()
-    if not 0 < args.requests <= 200_000:
-        parser.error("--requests must be in 1..200000")
+    if not 0 < args.requests <= 200_000 or not 1 <= args.concurrency <= 1000:
+        parser.error("--requests must be in 1..200000 and --concurrency in 1..1000")
 
     torch.set_num_threads(1)
     settings = dict(item.split("=", 1) for item in args.env)
@@ -121,8 +140,17 @@ def main() -> None:
     def asgi(body):
         loop.run_until_complete(asgi_call(app, body)())
 
+    def asgi_together(bodies_at_once):  # --concurrency requests in flight at once (they can batch)
+        async def run():
+            await asyncio.gather(*(asgi_call(app, b)() for b in bodies_at_once))
+
+        loop.run_until_complete(run())
+
+    together = [bodies[i : i + args.concurrency] for i in range(0, len(bodies), args.concurrency)]
+
     steps = {
         "asgi": (asgi, bodies),
+        "asgi_together": (asgi_together, together),
         "json": (json.loads, bodies),
         "validate": (RecommendRequest.model_validate, parsed),
         "find_user": (lambda u: find_user(data, str(data.user_ids[u])), users),
@@ -134,7 +162,9 @@ def main() -> None:
     rounds = {name: [] for name in steps}
     for _ in range(3):  # interleaved rounds: a busy moment on a shared machine hits every step alike
         for name, (step, payloads) in steps.items():
-            rounds[name].append(per_request_ms(step, payloads, n))
+            repeats = n // args.concurrency if name == "asgi_together" else n
+            per_call = per_request_ms(step, payloads, repeats)
+            rounds[name].append(per_call / args.concurrency if name == "asgi_together" else per_call)
     ms = {name: float(np.median(values)) for name, values in rounds.items()}
     ms["mask"] = ms["search+mask"] - ms["search"]
     ms["framework"] = ms["asgi"] - ms["json"] - ms["validate"] - ms["recommend"] - ms["response"]

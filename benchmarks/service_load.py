@@ -33,6 +33,20 @@ sample), which is not recorded. The recommend figures are therefore those of war
 index search plus HTTP, JSON and validation, not the user tower. The `recent` endpoint runs the user
 tower on every request.
 
+Variants in one run: --batch-window-ms W (repeatable) starts a server per window (0: no batching of
+recommend requests; default: the service's default), and --src DIR (repeatable) a server per code
+tree (PYTHONPATH=DIR for the server: the code before and after a change), --rounds N repeats the list,
+alternating, so that a busy spell on a shared machine falls on every variant alike. Run it with
+PYTHONPATH=$PWD/src so that the servers run this checkout (the installed package may be another's).
+The bar's run (1M items, 2 workers, 1,000 req/s for 15 s, k=100, by user id), before and after, with
+and without batching:
+
+    git archive 46309c5 src | tar -x -C /tmp/before       # the code before the lean path and batching
+    PYTHONPATH=$PWD/src python benchmarks/service_load.py --bundle runs/bench/synthetic-1m \
+        --index faiss-HNSW32 --rate 1000 --seconds 15 --workers 2 --endpoints recommend,healthz \
+        --src /tmp/before/src --src src --batch-window-ms 0 --batch-window-ms 1 \
+        --out runs/bench/service_load_1m
+
 --server-env KEY=VALUE adds to the server's environment (e.g. RECINDEX_THREADS=2 to give each search
 more threads; the service's default is one thread per search, see ServiceSettings.threads). Where uvloop
 is installed the load generator runs on it (--client-loop); `recindex serve` runs on uvloop and
