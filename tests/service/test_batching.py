@@ -8,13 +8,13 @@ import httpx
 import numpy as np
 import pytest
 
-from recindex.errors import InvalidRequest
+from recindex.errors import InvalidRequest, RecIndexError
 from recindex.pipelines import load_bundle
 from recindex.pipelines.indexes import make_index
 from recindex.serve.app import create_app
 from recindex.serve.batching import Overloaded, RequestBatcher
 from recindex.serve.recommender import Recommender, RecommendQuery, ServingVersion
-from recindex.serve.settings import ServiceSettings
+from recindex.serve.settings import ServiceSettings, load_settings
 
 DATASET = "synthetic:n_users=200,n_items=400,seed=21"
 OTHER = "synthetic:n_users=200,n_items=400,seed=22"
@@ -253,3 +253,11 @@ def test_history_masking_is_the_index_own_exclusion(bundles, backend):
         assert np.array_equal(answer.ids, own.ids[0][keep]), (user, k, flt)
         assert np.array_equal(answer.scores, own.scores[0][keep])
         assert not np.isin(answer.ids, seen).any()
+
+
+def test_batch_settings_are_validated_with_a_clear_message():
+    with pytest.raises(RecIndexError, match="batch_queue_limit .* at least batch_max_size \\(64\\)"):
+        load_settings(batch_queue_limit=10)
+    with pytest.raises(RecIndexError, match="RECINDEX_BATCH_WINDOW_MS.*from 0 to 100"):
+        load_settings(batch_window_ms=500)
+    assert load_settings(batch_window_ms=0).batch_window_ms == 0
