@@ -33,6 +33,20 @@ sample), which is not recorded. The recommend figures are therefore those of war
 index search plus HTTP, JSON and validation, not the user tower. The `recent` endpoint runs the user
 tower on every request.
 
+Variants in one run: --batch-window-ms W (repeatable) starts a server per window (0: no batching of
+recommend requests; default: the service's default), and --src DIR (repeatable) a server per code
+tree (PYTHONPATH=DIR for the server: the code before and after a change), --rounds N repeats the list,
+alternating, so that a busy spell on a shared machine falls on every variant alike. Run it with
+PYTHONPATH=$PWD/src so that the servers run this checkout (the installed package may be another's).
+The bar's run (1M items, 2 workers, 1,000 req/s for 15 s, k=100, by user id), before and after, with
+and without batching:
+
+    git archive 46309c5 src | tar -x -C /tmp/before       # the code before the lean path and batching
+    PYTHONPATH=$PWD/src python benchmarks/service_load.py --bundle runs/bench/synthetic-1m \
+        --index faiss-HNSW32 --rate 1000 --seconds 15 --workers 2 --endpoints recommend,healthz \
+        --src /tmp/before/src --src src --batch-window-ms 0 --batch-window-ms 1 \
+        --out runs/bench/service_load_1m
+
 --server-env KEY=VALUE adds to the server's environment (e.g. RECINDEX_THREADS=2 to give each search
 more threads; the service's default is one thread per search, see ServiceSettings.threads). Where uvloop
 is installed the load generator runs on it (--client-loop); `recindex serve` runs on uvloop and
@@ -69,6 +83,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import itertools
 import json
 import os
 import random
@@ -598,6 +613,7 @@ COLUMNS = [
     ("items", "items", lambda r: f"{r['items']:,}"),
     ("backend", "backend", lambda r: str(r["backend"])),
     ("workers", "workers", lambda r: str(r["workers"])),
+    ("variant", "variant", lambda r: str(r.get("variant", "-"))),
     ("endpoint", "endpoint", lambda r: str(r["endpoint"])),
     ("mode", "mode", lambda r: str(r["mode"])),
     ("target_rps", "target/s", lambda r: f"{r['target_rps']:,.0f}" if r["target_rps"] else "max"),
@@ -669,7 +685,8 @@ def markdown(result: dict) -> str:
     lines += [f"| {Path(r['bundle']).name} | " + " | ".join(cells(r)) + " |" for r in result["rows"]]
     lines += ["", "## Servers", ""]
     lines += [
-        f"- {Path(s['bundle']).name} ({s['items']:,} items), {s['backend']}, {s['workers']} worker(s): "
+        f"- {Path(s['bundle']).name} ({s['items']:,} items), {s['backend']}, {s['workers']} worker(s), "
+        f"{s['variant']}: "
         f"ready in {s['startup_s']:.1f} s"
         + (
             f"; environment {' '.join(f'{k}={v}' for k, v in s['server_env'].items())}"
@@ -746,6 +763,22 @@ def parse_args() -> argparse.Namespace:
         default="auto",
         help="event loop of this load generator (auto: uvloop when installed)",
     )
+    parser.add_argument(
+        "--batch-window-ms",
+        type=float,
+        action="append",
+        help="RECINDEX_BATCH_WINDOW_MS of the server (repeatable: a server each; 0: no batching; "
+        "default: the service's default)",
+    )
+    parser.add_argument(
+        "--src",
+        action="append",
+        help="run the server from this source tree (PYTHONPATH; repeatable: a server each, e.g. the code "
+        "before and after a change, in one run)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="start every variant this many times, alternating"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/bench/service_load"))
     args = parser.parse_args()
@@ -760,6 +793,13 @@ def parse_args() -> argparse.Namespace:
         parser.error(f"--rate x --seconds must be positive and at most {MAX_REQUESTS:,} requests per run")
     if args.connections < 1 or args.max_connections < 1 or args.users < 1 or args.k < 1:
         parser.error("--connections, --max-connections, --users and -k must be positive")
+    if not 1 <= args.rounds <= 10:
+        parser.error("--rounds must be in 1..10")
+    if any(not 0 <= w <= 100 for w in args.batch_window_ms or []):
+        parser.error("--batch-window-ms must be in 0..100")
+    for src in args.src or []:
+        if not (Path(src) / "recindex" / "serve").is_dir():
+            parser.error(f"--src {src}: no recindex/serve package there (give a checkout's src folder)")
     if not 0 < args.drain <= 60:
         parser.error("--drain must be between 0 and 60 s")
     for bundle in args.bundle:
@@ -776,6 +816,25 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def variants(args) -> list[tuple[str, dict[str, str]]]:
+    """(label, server environment) of each server to start per bundle and index, in order: every code
+    tree of --src with every --batch-window-ms, the whole list --rounds times (alternating, so that a
+    busy spell on a shared machine falls on each variant alike)."""
+    out = []
+    for _ in range(args.rounds):
+        for src, window in itertools.product(args.src or [None], args.batch_window_ms or [None]):
+            env = dict(args.server_env)
+            label = []
+            if src is not None:
+                env["PYTHONPATH"] = str(Path(src).resolve())
+                label.append(f"src={src}")
+            if window is not None:
+                env["RECINDEX_BATCH_WINDOW_MS"] = f"{window:g}"
+                label.append(f"batch={window:g}ms")
+            out.append((" ".join(label) or "-", env))
+    return out
+
+
 def main() -> None:
     args = parse_args()
     if args.workers != 1 and not serve_has_workers():
@@ -788,24 +847,25 @@ def main() -> None:
         users, items = bundle_ids(bundle)
         sample = random.Random(args.seed).sample(users, min(args.users, len(users)))
         indexes = args.index or ["exact", *bundle_indexes(bundle)]
-        for index in indexes:
+        for index, (variant, server_env) in itertools.product(indexes, variants(args)):
             backend = "exact" if index == "exact" else index
-            log(f"{bundle} ({len(items):,} items), {backend}: starting the server")
+            log(f"{bundle} ({len(items):,} items), {backend}, {variant}: starting the server")
             server = start_server(
                 bundle,
                 None if index == "exact" else index,
                 args.workers,
-                args.server_env,
-                args.out / "logs" / f"{Path(bundle).name}-{backend}.stderr",
+                server_env,
+                args.out / "logs" / f"{Path(bundle).name}-{backend}-{len(servers)}.stderr",
             )
             servers.append(
                 {
                     "bundle": bundle,
                     "items": len(items),
                     "backend": backend,
+                    "variant": variant,
                     "workers": args.workers,
                     "startup_s": server.startup_s,
-                    "server_env": args.server_env,
+                    "server_env": server_env,
                 }
             )
             floor = None
@@ -822,6 +882,7 @@ def main() -> None:
                             "bundle": bundle,
                             "items": len(items),
                             "backend": backend,
+                            "variant": variant,
                             "workers": args.workers,
                             "endpoint": endpoint,
                             "path": ENDPOINTS[endpoint][1],

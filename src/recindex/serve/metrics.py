@@ -37,6 +37,18 @@ class ServiceMetrics:
         self.index_items.set_function(index_size)
         self.swaps = Gauge("recindex_swaps", "Promotions and rollbacks since start.", registry=self.registry)
         self.swaps.set_function(swaps)
+        self.batch_size = Histogram(
+            "recindex_recommend_batch_size",
+            "Recommend requests answered together in one batch (when batching is on).",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096),
+            registry=self.registry,
+        )
+        self.batch_refusals = Counter(
+            "recindex_recommend_refused",
+            "Recommend requests refused with 503 by the batcher, by reason (queue full, timeout).",
+            ["reason"],
+            registry=self.registry,
+        )
         self.online_recall = Histogram(
             "recindex_online_index_recall",
             "Index recall against exact search on a sample of live unfiltered requests.",

@@ -14,25 +14,34 @@ items' attributes, so it applies the very same filter language.
 
 from __future__ import annotations
 
-import copy
-import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
-import torch
 
 from recindex.bundle import Bundle
-from recindex.errors import InvalidRequest, RecIndexError
+from recindex.errors import InvalidRequest
 from recindex.index.base import BaseIndex
 from recindex.index.exact_index import ExactIndex
-from recindex.models.devices import resolve_device
-from recindex.models.two_tower import pad_sequences
 from recindex.pipelines.indexes import item_attributes
-from recindex.pipelines.recommend import describe_item, find_user
+from recindex.pipelines.recommend import describe_item
+from recindex.serve.answers import (
+    Recommendation,
+    RecommendQuery,
+    answer_queries,
+    popular_answer,
+)
+from recindex.serve.encoding import encode_history, set_query_device
 
-MAX_RECENT_ITEMS = 1_000
+__all__ = [
+    "RecommendQuery",
+    "Recommendation",
+    "Recommender",
+    "ServingVersion",
+    "encode_history",
+    "set_query_device",
+]
+
 MAX_TRIGGER_ITEMS = 100
-USER_CACHE_LIMIT = 200_000  # query vectors of known users kept per version (about 50 MB at d=64)
 
 
 @dataclass(frozen=True)
@@ -67,7 +76,7 @@ class ServingVersion:
     def raw_item_ids(self, indices: np.ndarray) -> list[str]:
         catalogue = self.bundle.data.item_ids
         if len(indices) and int(indices.max()) < len(catalogue):  # the usual case, in one step
-            return catalogue[indices].astype(str).tolist()
+            return list(map(str, catalogue[indices].tolist()))
         return [self.raw_item_id(int(i)) for i in indices]
 
     def item_vector(self, index: int) -> np.ndarray:
@@ -80,15 +89,6 @@ class ServingVersion:
         if changed is not None:
             return changed
         return describe_item(self.bundle.data, index)[1] if index < len(self.bundle.data.item_ids) else ""
-
-    def user_query(self, user: int) -> np.ndarray:
-        """The (1, d) query vector of a known user, from their history in the bundle (memoised)."""
-        vector = self.user_vectors.get(user)
-        if vector is None:
-            vector = encode_history(self.bundle, self.bundle.data.sequence(user), user)
-            if len(self.user_vectors) < USER_CACHE_LIMIT:
-                self.user_vectors[user] = vector
-        return vector
 
     @property
     def bundle_id(self) -> str:
@@ -117,16 +117,6 @@ class ServingVersion:
         return cls(bundle, index, popular, lookup, tokens, source=dict(source or {}))
 
 
-@dataclass(frozen=True)
-class Recommendation:
-    ids: np.ndarray  # internal item indices, best first
-    scores: np.ndarray
-    bundle_id: str
-    fallback: str | None  # why the popularity list answered, or None
-    query: np.ndarray | None = None  # (1, d) the query vector, when the index answered
-    seen: np.ndarray | None = None  # the history that was excluded
-
-
 class Recommender:
     def __init__(self, version: ServingVersion):
         self.active = version
@@ -144,28 +134,25 @@ class Recommender:
     ) -> Recommendation:
         """Top-k for one query. `version`: the version a caller already read (else the active one)."""
         version = version or self.active  # read once: the whole request uses this version
-        given = sum(x is not None for x in (user_id, recent_items, vector))
-        if given != 1:
-            raise InvalidRequest("give exactly one of user_id, recent_items or vector")
-        seen = np.zeros(0, np.int64)
-        if vector is not None:
-            with np.errstate(over="ignore"):  # beyond float32's range becomes inf, refused just below
-                query = np.asarray(vector, np.float32)[None, :]
-            if not np.isfinite(query).all():
-                raise InvalidRequest("vector must hold finite numbers within float32's range")
-        else:
-            if user_id is not None:
-                try:
-                    user = find_user(version.bundle.data, str(user_id))
-                except RecIndexError:  # an unknown user is a normal event for a service, not an error
-                    return self._popular(version, k, filter, seen, "unknown user")
-                history = version.bundle.data.sequence(user)
-                query = version.user_query(user)
-            else:
-                history = _item_indices(version.item_lookup, recent_items, len(version.bundle.data.item_ids))
-                query = encode_history(version.bundle, history, None)
-            seen = history if exclude_seen else seen
-        return self._search(version, query, k, filter, seen)
+        query = RecommendQuery(user_id, recent_items, vector, k, filter, exclude_seen)
+        (answer,) = self.answer_with(version, [query])
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def answer(
+        self, queries: list[RecommendQuery]
+    ) -> tuple[ServingVersion, list[Recommendation | Exception]]:
+        """The service's answers: the active version, read once, answers every query (k above its item
+        count is cut to that count). See `answer_with`."""
+        version = self.active
+        size = len(version.index)
+        queries = [q if q.k <= size else replace(q, k=size) for q in queries]
+        return version, self.answer_with(version, queries)
+
+    def answer_with(self, version: ServingVersion, queries: list[RecommendQuery]) -> list:
+        """One answer per query, in order: the one it gets alone, or its error (see answer_queries)."""
+        return answer_queries(version, queries)
 
     def similar(
         self,
@@ -242,28 +229,7 @@ class Recommender:
         return Recommendation(ids[keep], scores[keep], version.bundle_id, None, query, seen)
 
     def _popular(self, version, k, filter, seen, reason) -> Recommendation:  # noqa: A002
-        k = min(k, len(version.popular))
-        result = version.popular.search(
-            np.ones((1, 1), np.float32), k, filter=filter, exclude=[seen] if len(seen) else None
-        )
-        keep = result.ids[0] >= 0
-        return Recommendation(result.ids[0][keep], result.scores[0][keep], version.bundle_id, reason)
-
-
-def _item_indices(lookup: dict[str, int], raw_items: list, n_catalogue: int) -> np.ndarray:
-    if not isinstance(raw_items, list) or not raw_items:
-        raise InvalidRequest("recent_items must be a non-empty list of item ids")
-    if len(raw_items) > MAX_RECENT_ITEMS:
-        raise InvalidRequest(f"recent_items holds at most {MAX_RECENT_ITEMS:,} items")
-    unknown = [item for item in raw_items if str(item) not in lookup]
-    if unknown:
-        raise InvalidRequest(f"unknown items: {unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
-    indices = np.asarray([lookup[str(item)] for item in raw_items], np.int64)
-    if (indices >= n_catalogue).any():
-        raise InvalidRequest(
-            "recent_items may name only items of the bundle's catalogue, not items added since"
-        )
-    return indices
+        return popular_answer(version, k, filter, seen, reason)
 
 
 def online_recall(version: ServingVersion, answer: Recommendation) -> float | None:
@@ -281,35 +247,3 @@ def online_recall(version: ServingVersion, answer: Recommendation) -> float | No
     k = len(answer.ids)
     exact = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
     return len(np.intersect1d(exact, answer.ids)) / k
-
-
-# Where `encode_history` runs the query tower (`ServiceSettings.device`, process-wide like the threads).
-# Bundles stay on the CPU, where everything else reads them; on a GPU, each bundle's model gets one copy
-# there, made at its first query and dropped with the bundle.
-_query_device = torch.device("cpu")
-_on_device: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def set_query_device(setting: str) -> None:
-    global _query_device
-    _query_device = resolve_device(setting)
-    _on_device.clear()
-
-
-def _query_model(model: torch.nn.Module) -> torch.nn.Module:
-    if _query_device.type == "cpu":
-        return model
-    placed = _on_device.get(model)
-    if placed is None:
-        placed = _on_device[model] = copy.deepcopy(model).to(_query_device).eval()
-    return placed
-
-
-def encode_history(bundle: Bundle, history: np.ndarray, user: int | None) -> np.ndarray:
-    model = _query_model(bundle.model)
-    padded, lengths = pad_sequences([history], model.config.max_len, model.n_items)
-    device = _query_device
-    users = torch.tensor([user], device=device) if user is not None else None
-    sequences, lengths = torch.as_tensor(padded).to(device), torch.as_tensor(lengths).to(device)
-    with torch.inference_mode():
-        return model.user_vectors(sequences, lengths, users).cpu().numpy()

@@ -70,6 +70,29 @@ class ServiceSettings(BaseSettings):
         False, description="Serve reads only: follow the log others write, answer writes with 503."
     )
 
+    # Batching of concurrent POST /v1/recommend requests (serve.batching; docs/service.md).
+    batch_window_ms: float = Field(
+        1.0,
+        ge=0,
+        le=100,
+        description="How long the first of several concurrent recommend requests waits for others to "
+        "share its encoder pass and index search (0: no batching).",
+    )
+    batch_max_size: int = Field(64, ge=1, le=4096, description="Most recommend requests in one batch.")
+    batch_queue_limit: int = Field(
+        1024,
+        ge=1,
+        le=1_000_000,
+        description="Most recommend requests waiting for a batch; more are refused with 503 (at least "
+        "batch_max_size).",
+    )
+    batch_timeout_ms: float = Field(
+        1000.0,
+        ge=1,
+        le=600_000,
+        description="A recommend request still waiting for its batch this long is refused with 503.",
+    )
+
     @field_validator("log")
     @classmethod
     def _stream_url(cls, value):
@@ -92,6 +115,14 @@ class ServiceSettings(BaseSettings):
             except json.JSONDecodeError:
                 raise ValueError("not a JSON list") from None
         return [key.strip() for key in text.split(",") if key.strip()]
+
+    @field_validator("batch_queue_limit")
+    @classmethod
+    def _queue_holds_a_batch(cls, value, info):
+        size = info.data.get("batch_max_size")
+        if size is not None and value < size:
+            raise ValueError(f"it must be at least batch_max_size ({size})")
+        return value
 
 
 def load_settings(path: str | Path | None = None, **overrides) -> ServiceSettings:
