@@ -2,14 +2,16 @@
 
 Ids. FAISS labels are our slots (see slots.py). IVF indexes store caller-chosen labels and delete them,
 so there an upsert is `remove_ids` + `add_with_ids` under a fresh slot. Graph and flat indexes (HNSW,
-Flat, refine wrappers) number vectors in insertion order and HNSW cannot delete, so there a removed or
-replaced item becomes a tombstone: its slot is dead and an id selector hides it until `compact()`
-rebuilds the index from the live vectors.
+Flat, refine wrappers, and IVF fast-scan lists, see faiss_layers.Layers) number vectors in insertion
+order and cannot delete reliably, so there a removed or replaced item becomes a tombstone: its slot is
+dead and an id selector hides it until `compact()` rebuilds the index from the live vectors (for
+fast-scan lists without a refine stage, from the vectors their codes decode to).
 
 Filters. The attribute filter and the tombstones become a bitmap selector over slots, given to the
 layer that searches (IVF, HNSW, Flat). Where FAISS takes no selector (e.g. IndexPQ), the backend
 over-fetches and post-filters. Either way, when at most `exact_below` items match, those items are
-scored exactly instead (an approximate search of a tiny subset is all misses), and a row that still
+scored exactly instead (an approximate search of a tiny subset is all misses; by their codes where the
+index keeps no vectors), and a row that still
 comes back short of k is retried with wider search parameters, then scored exactly over the matching
 items: k results come back whenever k items match.
 
@@ -121,8 +123,9 @@ class FaissIndex(BaseIndex):
                 self.index.train(sample)
         except RuntimeError as error:
             raise InvalidRequest(f"FAISS could not train {self.factory!r}: {error}") from None
-        if self.layers.is_ivf:
-            # A hash-table direct map lets IVF reconstruct vectors by label (for exact fallbacks).
+        if self.layers.takes_ids and not self.layers.codes_only:
+            # A hash-table direct map lets IVF reconstruct vectors by label (for exact fallbacks). Under
+            # a refine stage the refine index gives them back; fast-scan lists cannot keep one.
             self.layers.core.set_direct_map_type(faiss.DirectMap.Hashtable)
 
     def _add(self, ids: np.ndarray, vectors: np.ndarray, attributes) -> None:
@@ -183,6 +186,8 @@ class FaissIndex(BaseIndex):
 
     def _reconstruct(self, slots: np.ndarray) -> np.ndarray:
         try:
+            if self.layers.codes_only:  # no direct map: decode every list (compact() only comes here)
+                return self.index.reconstruct_n(0, self.index.ntotal)[slots]
             return self.index.reconstruct_batch(slots.astype(np.int64))
         except RuntimeError as error:
             raise InvalidRequest(f"faiss:{self.factory} cannot give back stored vectors: {error}") from None
@@ -335,9 +340,11 @@ class FaissIndex(BaseIndex):
             exact = self._exact(queries[rows], k, slots)
             result.ids[rows], result.scores[rows] = exact.ids, exact.scores
             if result.scored is not None:
-                result.scored[rows] += len(slots)
+                result.scored[rows] += exact.scored
 
     def _exact(self, queries: np.ndarray, k: int, slots: np.ndarray) -> SearchResult:
+        if self.layers.codes_only:
+            return self._scan_codes(queries, k, slots)
         vectors = self._reconstruct(slots)
         scores = queries @ vectors.T
         if self.metric == "l2":
@@ -349,6 +356,21 @@ class FaissIndex(BaseIndex):
         ids[:, :take] = self.table.ids[slots[positions]]
         out[:, :take] = values
         return SearchResult(ids, out, np.full(len(queries), len(slots)))
+
+    def _scan_codes(self, queries: np.ndarray, k: int, slots: np.ndarray) -> SearchResult:
+        """`_exact` for an index that cannot give its vectors back: every list probed, the selector
+        keeping `slots`, so each of them is scored by its codes (as every search of this index is)."""
+        mask = np.zeros(self.table.used, bool)
+        mask[slots] = True
+        bitmap = np.packbits(mask, bitorder="little")
+        selector = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bitmap))
+        every_list = {"nprobe": self.layers.core.nlist}
+        search_params, keep = search_parameters(self.layers, every_list, k, selector)
+        distances, labels = self.index.search(queries, k, params=search_params)
+        del keep, bitmap
+        result = self._to_result(distances, labels, k, None)
+        # The scan scores every stored code; the selector only drops the others from the results.
+        return SearchResult(result.ids, result.scores, np.full(len(queries), self.index.ntotal))
 
     def _probe_selectors(self) -> bool:
         """Whether this FAISS structure accepts an id selector (some raise 'not implemented')."""

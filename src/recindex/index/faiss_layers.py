@@ -24,7 +24,13 @@ class Layers:
     is_ivf: bool
     is_hnsw: bool
     has_refine: bool
-    takes_ids: bool  # stores caller-chosen labels and can delete them (IVF, not under a refine stage)
+    # Stores caller-chosen labels and can delete them: IVF, not under a refine stage, and not fast-scan
+    # lists (4-bit codes packed in blocks), where an add after `remove_ids` stores a corrupt code
+    # (faiss 1.15.1), so removal there is by tombstone, as for graphs.
+    takes_ids: bool
+    # Vectors cannot be read back by label: IVF fast-scan lists with no refine stage keep no direct map
+    # (FAISS does not update one on add), so exact fallbacks scan their codes instead.
+    codes_only: bool
 
     def knobs(self) -> dict[str, int]:
         """The search parameters that apply to this structure, with their defaults."""
@@ -47,9 +53,10 @@ def layers_of(index: faiss.Index) -> Layers:
         node = faiss.downcast_index(inner)
     is_ivf = isinstance(node, faiss.IndexIVF)
     has_refine = any(isinstance(layer, faiss.IndexRefine) for layer in outer)
-    return Layers(
-        outer, node, is_ivf, isinstance(node, faiss.IndexHNSW), has_refine, is_ivf and not has_refine
-    )
+    codes_only = is_ivf and not has_refine and isinstance(node, faiss.IndexIVFFastScan)
+    takes_ids = is_ivf and not has_refine and not codes_only
+    return Layers(outer, node, is_ivf, isinstance(node, faiss.IndexHNSW), has_refine, takes_ids, codes_only)
+
 
 
 def search_parameters(layers: Layers, params: dict, k: int, selector=None):
@@ -61,19 +68,26 @@ def search_parameters(layers: Layers, params: dict, k: int, selector=None):
     keep = []
     if layers.is_ivf:
         core = faiss.SearchParametersIVF()
-        core.nprobe = int(params.get("nprobe", 32))
+        # Probing more lists than exist means all of them; FAISS clamps that itself except in IVF
+        # fast-scan by residual under inner product, which then returns garbage (faiss 1.15.1).
+        core.nprobe = min(int(params.get("nprobe", 32)), layers.core.nlist)
     elif layers.is_hnsw:
         core = faiss.SearchParametersHNSW()
         # FAISS does not raise ef to k by itself; below k a graph search returns poorer lists.
         core.efSearch = max(int(params.get("ef", 128)), k)
-    elif selector is None and not layers.outer:
-        return None, keep  # some indexes (e.g. IndexPQ) refuse any parameter object
+    elif selector is None:
+        # Without a selector a plain parameter object carries nothing, and some indexes (IndexPQ,
+        # IndexPQFastScan) refuse any, even under a refine stage.
+        core = None
     else:
         core = faiss.SearchParameters()
     if selector is not None:
         core.sel = selector
-    keep.append(core)
+    if core is not None:
+        keep.append(core)
     top = core
+    if top is None and not layers.outer:
+        return None, keep
     for layer in reversed(layers.outer):
         if isinstance(layer, faiss.IndexPreTransform):
             wrapper = faiss.SearchParametersPreTransform()
