@@ -107,12 +107,15 @@ def train(index: faiss.Index, layers: Layers, sample: np.ndarray) -> None:
     Beyond the coarse k-means (one large k-means, well parallelised), training runs many tiny k-means:
     one per PQ sub-quantizer, 16 or 256 centroids each. With two threads their OpenMP synchronisation
     cost up to 10x their work (measured 18 s of CPU for the PQ of IVF1024,PQ32x4fs on 65k vectors on a
-    loaded 2-core machine, 1.7 s with one thread). An IVF under a vector transform (OPQ) trains as one
-    call: its lists are clustered in the transformed space, known only once the transform is trained.
+    loaded 2-core machine, 1.7 s with one thread). Other indexes, and an IVF under a vector
+    transform (OPQ, whose lists live in the space the transform learns), train as one call on every
+    thread, as before.
     """
     core = layers.core
-    if layers.is_ivf and not any(isinstance(layer, faiss.IndexPreTransform) for layer in layers.outer):
-        core.train_q1(len(sample), faiss.swig_ptr(sample), False, core.metric_type)
+    if not layers.is_ivf or any(isinstance(layer, faiss.IndexPreTransform) for layer in layers.outer):
+        index.train(sample)
+        return
+    core.train_q1(len(sample), faiss.swig_ptr(sample), False, core.metric_type)
     before = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
     try:
