@@ -44,8 +44,8 @@ def default_specs(n: int, dim: int) -> list[str]:
         f"faiss:IVF{nlist},PQ32x8,RFlat",
         f"faiss:OPQ32,IVF{nlist},PQ32x8,RFlat",
         recommended_faiss(n, dim),
+        f"faiss:IVF{nlist},PQ{dim // 2}x4fsr,RFlat",
         f"faiss:IVF{nlist},PQ{dim // 2}x4fs,RFlat",
-        f"faiss:IVF{nlist},PQ{dim}x4fsr,RFlat",
         f"faiss:IVF{nlist},PQ{dim // 2}x4fsr",
         "faiss:HNSW32",
     ]

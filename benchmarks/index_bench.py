@@ -101,7 +101,7 @@ def specs_for(n: int, dim: int, args) -> list[tuple[str, list[dict]]]:
         (f"faiss:IVF{nlist},Flat", [{"nprobe": p} for p in nprobe]),
         (f"faiss:IVF{nlist},{pq},RFlat", pq_params),
         (recommended_faiss(n, dim), fs_params),
-        (f"faiss:IVF{nlist},PQ{dim}x4fsr,RFlat", fs_params),
+        (f"faiss:IVF{nlist},PQ{dim // 2}x4fsr,RFlat", fs_params),
     ]
     if not quick:
         specs.append((f"faiss:IVF{nlist},PQ{dim // 2}x4fs,RFlat", fs_params))

@@ -123,12 +123,10 @@ def test_fast_scan_round_trip_keeps_tombstones_and_answers(spec, tmp_path):
 
 
 def test_recommended_spec_follows_the_catalogue_and_builds():
-    assert recommended_faiss(1_000_000, 64) == "faiss:IVF4096,PQ32x4fsr,RFlat"
-    assert recommended_faiss(100_000, 64) == "faiss:IVF1024,PQ32x4fsr,RFlat"
+    assert recommended_faiss(1_000_000, 64) == "faiss:IVF4096,PQ64x4fsr,RFlat"
+    assert recommended_faiss(100_000, 64) == "faiss:IVF1024,PQ64x4fsr,RFlat"
     assert ivf_lists_for(N) == 64  # 39 training points per list cap it below 4 sqrt(n)
     index = filled(recommended_faiss(N, DIM), nprobe=16, k_factor=8)
     assert recall(index.search(QUERIES, 10).ids, 10) > 0.9
-    with pytest.raises(InvalidRequest, match="odd"):
-        recommended_faiss(N, 33)
     with pytest.raises(InvalidRequest, match="at least 39"):
         ivf_lists_for(10)

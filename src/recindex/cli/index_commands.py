@@ -32,7 +32,7 @@ def index_build(
     backend: str | None = typer.Option(
         None,
         "--backend",
-        help="exact, exact:int8, faiss:HNSW32, faiss:IVF1024,Flat, faiss:IVF4096,PQ32x4fsr,RFlat (recommended"
+        help="exact, exact:int8, faiss:HNSW32, faiss:IVF1024,Flat, faiss:IVF4096,PQ64x4fsr,RFlat (recommended"
         " at 1M items, d=64), milvus:HNSW, sharded:4:..., mfli, uri, ci:nlist=128 (default: the bundle "
         "config's [index])",
     ),
@@ -118,7 +118,7 @@ def _configured_spec(loaded):
         raise InvalidRequest(f"{loaded.path}/manifest.json [index]: {error}") from None
     if spec is None:
         items, dim = loaded.item_embeddings.shape
-        suggested = recommended_faiss(items, dim) if items >= 39 and dim % 2 == 0 else "faiss:HNSW32"
+        suggested = recommended_faiss(items, dim) if items >= 39 else "faiss:HNSW32"
         raise BundleError(
             f"{loaded.path}: its config has no [index] backend; pass --backend SPEC "
             f'(recommended for its {items:,} items: --backend {suggested}, docs/indexes.md), or train '

@@ -143,11 +143,9 @@ def ivf_lists_for(n_items: int) -> int:
 
 def recommended_faiss(n_items: int, dim: int) -> str:
     """The FAISS spec recommended for `n_items` vectors of `dim` dimensions (docs/indexes.md, "Which
-    index"): IVF lists of 4-bit PQ codes of the residuals, one code per 2 dimensions, scanned with SIMD
+    index"): IVF lists of 4-bit PQ codes of the residuals, one code per dimension, scanned with SIMD
     (fast-scan), and the best k x k_factor re-scored exactly from the stored float32 vectors."""
-    if dim % 2:
-        raise InvalidRequest(f"the recommended FAISS index codes pairs of dimensions; {dim} is odd")
-    return f"faiss:IVF{ivf_lists_for(n_items)},PQ{dim // 2}x4fsr,RFlat"
+    return f"faiss:IVF{ivf_lists_for(n_items)},PQ{dim}x4fsr,RFlat"
 
 
 @dataclass(frozen=True)
