@@ -1,11 +1,9 @@
 """The FAISS backend: any index-factory string, with upsert, remove and filters on top.
 
 Ids. FAISS labels are our slots (see slots.py). IVF indexes store caller-chosen labels and delete them,
-so there an upsert is `remove_ids` + `add_with_ids` under a fresh slot. Graph and flat indexes (HNSW,
-Flat, refine wrappers, and IVF fast-scan lists, see faiss_layers.Layers) number vectors in insertion
-order and cannot delete reliably, so there a removed or replaced item becomes a tombstone: its slot is
-dead and an id selector hides it until `compact()` rebuilds the index from the live vectors (for
-fast-scan lists without a refine stage, from the vectors their codes decode to).
+so there an upsert is `remove_ids` + `add_with_ids` under a fresh slot. Elsewhere (HNSW, Flat, refine
+wrappers, IVF fast-scan lists: faiss_layers.Layers) a removed or replaced item becomes a tombstone: its
+slot is dead and an id selector hides it until `compact()` rebuilds the index from the live vectors.
 
 Filters. The attribute filter and the tombstones become a bitmap selector over slots, given to the
 layer that searches (IVF, HNSW, Flat). Where FAISS takes no selector (e.g. IndexPQ), the backend
@@ -44,10 +42,12 @@ from recindex.index.base import (
 )
 from recindex.index.faiss_layers import (
     Layers,
+    accepts_selector,
     distances_computed,
     ivf_lists,
     layers_of,
     reset_stats,
+    scan_codes,
     search_parameters,
     small_sample_training,
     train,
@@ -92,7 +92,7 @@ class FaissIndex(BaseIndex):
         self._selectors_work: bool | None = None  # probed on first filtered search
         self._param_cache: dict = {}
         self._resolved: dict = {}
-        self.last_add_seconds: dict[str, float] = {}
+        self.last_add_seconds: dict[str, float] = {}  # training and adding: the last add, in seconds
 
     @property
     def capabilities(self) -> Capabilities:
@@ -132,8 +132,7 @@ class FaissIndex(BaseIndex):
             self.layers.core.set_direct_map_type(faiss.DirectMap.Hashtable)
 
     def _add(self, ids: np.ndarray, vectors: np.ndarray, attributes) -> None:
-        started = time.perf_counter()
-        trained = 0.0
+        started, trained = time.perf_counter(), 0.0
         if not self.index.is_trained:
             self._train(vectors)
             trained = time.perf_counter() - started
@@ -148,7 +147,6 @@ class FaissIndex(BaseIndex):
         else:
             assert self.index.ntotal == slots[0], "sequential labels out of step with slots"
             self.index.add(vectors)
-        # Where the time of the last add went (the build-time benchmark reports it per phase).
         self.last_add_seconds = {"train": trained, "add": time.perf_counter() - started - trained}
 
     def _drop_slots(self, slots: np.ndarray) -> None:
@@ -280,7 +278,7 @@ class FaissIndex(BaseIndex):
         fetch = k
         if mask is not None:
             if self._selectors_work is None:
-                self._selectors_work = self._probe_selectors()
+                self._selectors_work = accepts_selector(self.index, self.layers, self.search_params)
             if self._selectors_work:
                 bitmap = np.packbits(mask, bitorder="little")
                 selector = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bitmap))
@@ -351,8 +349,9 @@ class FaissIndex(BaseIndex):
                 result.scored[rows] += exact.scored
 
     def _exact(self, queries: np.ndarray, k: int, slots: np.ndarray) -> SearchResult:
-        if self.layers.codes_only:
-            return self._scan_codes(queries, k, slots)
+        if self.layers.codes_only:  # no vectors to read back: `slots` scored by their codes, all scanned
+            found = self._to_result(*scan_codes(self.index, self.layers, queries, k, slots), k, None)
+            return SearchResult(found.ids, found.scores, np.full(len(queries), self.index.ntotal))
         vectors = self._reconstruct(slots)
         scores = queries @ vectors.T
         if self.metric == "l2":
@@ -364,33 +363,6 @@ class FaissIndex(BaseIndex):
         ids[:, :take] = self.table.ids[slots[positions]]
         out[:, :take] = values
         return SearchResult(ids, out, np.full(len(queries), len(slots)))
-
-    def _scan_codes(self, queries: np.ndarray, k: int, slots: np.ndarray) -> SearchResult:
-        """`_exact` for an index that cannot give its vectors back: every list probed, the selector
-        keeping `slots`, so each of them is scored by its codes (as every search of this index is)."""
-        mask = np.zeros(self.table.used, bool)
-        mask[slots] = True
-        bitmap = np.packbits(mask, bitorder="little")
-        selector = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bitmap))
-        every_list = {"nprobe": self.layers.core.nlist}
-        search_params, keep = search_parameters(self.layers, every_list, k, selector)
-        distances, labels = self.index.search(queries, k, params=search_params)
-        del keep, bitmap
-        result = self._to_result(distances, labels, k, None)
-        # The scan scores every stored code; the selector only drops the others from the results.
-        return SearchResult(result.ids, result.scores, np.full(len(queries), self.index.ntotal))
-
-    def _probe_selectors(self) -> bool:
-        """Whether this FAISS structure accepts an id selector (some raise 'not implemented')."""
-        probe = np.zeros((1, self.dim), np.float32)
-        bitmap = np.ones((self.index.ntotal + 7) // 8, np.uint8)
-        selector = faiss.IDSelectorBitmap(self.index.ntotal, faiss.swig_ptr(bitmap))
-        search_params, keep = search_parameters(self.layers, self.search_params, 1, selector)
-        try:
-            self.index.search(probe, 1, params=search_params)
-        except RuntimeError:
-            return False
-        return True
 
     def partitions(self) -> Partitions:
         """An IVF index's lists, as buckets by item id (other FAISS structures have no partition)."""
@@ -426,4 +398,3 @@ class FaissIndex(BaseIndex):
                 f"{folder}: index.faiss holds {index.index.ntotal} vectors, the id table {index.table.used}"
             )
         return index
-

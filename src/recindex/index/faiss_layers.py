@@ -58,7 +58,6 @@ def layers_of(index: faiss.Index) -> Layers:
     return Layers(outer, node, is_ivf, isinstance(node, faiss.IndexHNSW), has_refine, takes_ids, codes_only)
 
 
-
 def search_parameters(layers: Layers, params: dict, k: int, selector=None):
     """A SearchParameters chain for one search; returns (top object, objects to keep alive).
 
@@ -99,6 +98,32 @@ def search_parameters(layers: Layers, params: dict, k: int, selector=None):
         keep.append(wrapper)
         top = wrapper
     return top, keep
+
+
+def accepts_selector(index: faiss.Index, layers: Layers, params: dict) -> bool:
+    """Whether this FAISS structure accepts an id selector (some raise 'not implemented')."""
+    probe = np.zeros((1, index.d), np.float32)
+    bitmap = np.ones((index.ntotal + 7) // 8, np.uint8)
+    selector = faiss.IDSelectorBitmap(index.ntotal, faiss.swig_ptr(bitmap))
+    search_params, keep = search_parameters(layers, params, 1, selector)
+    try:
+        index.search(probe, 1, params=search_params)
+    except RuntimeError:
+        return False
+    return True
+
+
+def scan_codes(index: faiss.Index, layers: Layers, queries: np.ndarray, k: int, slots: np.ndarray):
+    """(distances, labels) of the k best of `slots` (sequential labels) by their codes: every IVF list
+    probed under an id selector that keeps `slots`, for lists that cannot give their vectors back."""
+    mask = np.zeros(index.ntotal, bool)
+    mask[slots] = True
+    bitmap = np.packbits(mask, bitorder="little")
+    selector = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bitmap))
+    search_params, keep = search_parameters(layers, {"nprobe": layers.core.nlist}, k, selector)
+    distances, labels = index.search(queries, k, params=search_params)
+    del keep, bitmap  # alive until the search is over
+    return distances, labels
 
 
 def train(index: faiss.Index, layers: Layers, sample: np.ndarray) -> None:
