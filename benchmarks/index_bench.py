@@ -33,9 +33,11 @@ The sharded index fans each query out to 2 shard threads (each FAISS call given 
 "1T" row uses up to 2 cores. Writes results.json, results.md and recall_qps_<dataset>.png to --out.
 
 IVF uses 4096 lists at 1M and 1024 at 100k (the power of two nearest 4 sqrt(n); 256 for Beauty's 12k
-items). --quick runs 20k items, 200 queries, one round, two points per sweep, and uses PQ32x8np (no
-polysemous training) and no OPQ so that it finishes in well under a minute; the full run uses the factory
-strings as written above. A full run at 100k + 1M + Beauty takes about 25 minutes of both cores.
+items: recindex.index.specs.ivf_lists_for). The 4-bit PQ fast-scan specs (PQ..x4fs: codes of the vectors,
+PQ..x4fsr: of their residuals) sweep k_factor up to 8. --quick runs 20k items, 200 queries, one round,
+two points per sweep, and uses PQ32x8np (no polysemous training) and no OPQ so that it finishes in well
+under a minute; the full run uses the factory strings as written above. A full run at 100k + 1M + Beauty
+takes about 25 minutes of both cores.
 """
 
 from __future__ import annotations
@@ -73,25 +75,23 @@ from bench_common import (
 )
 
 from recindex.index.faiss_layers import distances_computed, reset_stats, search_parameters
+from recindex.index.specs import ivf_lists_for, recommended_faiss
 from recindex.pipelines.indexes import make_index
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def nlist_for(n: int) -> int:
-    """4096 lists at 1M, 1024 at 100k: the power of two nearest 4 sqrt(n), at most 4096, and small enough
-    that FAISS's k-means has its 39 training points per list (256 for the 12k items of Beauty)."""
-    return int(min(4096, 2 ** round(np.log2(4 * np.sqrt(n))), 2 ** int(np.log2(n / 39))))
-
-
-def specs_for(n: int, args) -> list[tuple[str, list[dict]]]:
-    """Our index specs at this size, each with its sweep of search parameters."""
-    nlist = nlist_for(n)
+def specs_for(n: int, dim: int, args) -> list[tuple[str, list[dict]]]:
+    """Our index specs at this size and dimension, each with its sweep of search parameters."""
+    nlist = ivf_lists_for(n)
     quick = args.quick
     ef = [100, 192] if quick else EF_SWEEP
     nprobe = [8, 32] if quick else [8, 16, 32, 64, 128]
     pq_sweep = [(16, 2), (32, 4)] if quick else [(p, f) for p in (16, 32, 64) for f in (2, 4)]
     pq_params = [{"nprobe": p, "k_factor": f} for p, f in pq_sweep]
+    # Fast-scan codes are cheap to scan and coarse (4 bits), so their sweep goes deeper into k_factor.
+    fs_sweep = [(16, 4), (32, 8)] if quick else [(p, f) for p in (16, 32, 64) for f in (2, 4, 8)]
+    fs_params = [{"nprobe": p, "k_factor": f} for p, f in fs_sweep]
     pq = "PQ32x8np" if quick else "PQ32x8"  # np: no polysemous training (see the report's notes)
     specs = [
         ("exact", [{}]),
@@ -100,7 +100,11 @@ def specs_for(n: int, args) -> list[tuple[str, list[dict]]]:
         ("faiss:HNSW32", [{"ef": e} for e in ef]),
         (f"faiss:IVF{nlist},Flat", [{"nprobe": p} for p in nprobe]),
         (f"faiss:IVF{nlist},{pq},RFlat", pq_params),
+        (recommended_faiss(n, dim), fs_params),
+        (f"faiss:IVF{nlist},PQ{dim // 2}x4fsr,RFlat", fs_params),
     ]
+    if not quick:
+        specs.append((f"faiss:IVF{nlist},PQ{dim // 2}x4fs,RFlat", fs_params))
     if n <= args.opq_max:
         specs.append((f"faiss:OPQ32,IVF{nlist},{pq},RFlat", pq_params))
     specs.append((f"sharded:2:faiss:IVF{nlist},Flat", [{"nprobe": p} for p in ([32] if quick else [32, 64])]))
@@ -285,7 +289,7 @@ def run_dataset(data: Dataset, args) -> dict:
     exact_single = None if n <= 200_000 else args.exact_queries
     rows: list[dict] = []
     builds: dict[str, float] = {}
-    for spec, sweep in specs_for(n, args):
+    for spec, sweep in specs_for(n, dim, args):
         log(f"  building ours {spec}")
         ours = build_ours(spec, sweep, data, exact_single)
         builds[ours.name] = ours.build_s

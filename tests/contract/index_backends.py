@@ -131,6 +131,35 @@ BACKENDS = [
         why="as IVF16,PQ12x4,RFlat, after a learned rotation",
     ),
     Backend(
+        "faiss:IVF16,PQ12x4fsr,RFlat",
+        spec("faiss:IVF16,PQ12x4fsr,RFlat"),
+        0.9,
+        why="4-bit PQ codes of the residuals, scanned in SIMD blocks (fast-scan), pick 4k candidates, "
+        "re-scored exactly",
+    ),
+    Backend(
+        "faiss:IVF16,PQ12x4fs,Refine(SQfp16)+k_factor=8",
+        spec("faiss:IVF16,PQ12x4fs,Refine(SQfp16)", k_factor=8),
+        0.85,
+        score_error=2e-3,
+        why="fast-scan codes of the vectors themselves (not residuals) pick 8k candidates, re-scored "
+        "from float16",
+    ),
+    Backend(
+        "faiss:PQ12x4fs,RFlat+k_factor=8",
+        spec("faiss:PQ12x4fs,RFlat", k_factor=8),
+        0.85,
+        why="every fast-scan code scanned (no lists; no id selector, so filters post-filter), 8k re-scored",
+    ),
+    Backend(
+        "faiss:IVF16,PQ24x4fsr",
+        spec("faiss:IVF16,PQ24x4fsr"),
+        0.75,
+        score_error=None,
+        why="12 bytes per vector and no refine: coarse by design; lists that delete but cannot give "
+        "vectors back (exact fallbacks scan every code under the selector)",
+    ),
+    Backend(
         "faiss:PQ12x4",
         spec("faiss:PQ12x4"),
         0.3,

@@ -14,6 +14,7 @@ from recindex.cli.present import index_list_table
 from recindex.errors import BundleError, InvalidRequest
 from recindex.eval.partition_report import facet_names, plot_bucket_sizes, quality_report
 from recindex.eval.report import codeword_use_line, partition_table
+from recindex.index.specs import recommended_faiss
 from recindex.pipelines import load_bundle
 from recindex.pipelines.indexes import (
     CheckSettings,
@@ -31,8 +32,9 @@ def index_build(
     backend: str | None = typer.Option(
         None,
         "--backend",
-        help="exact, exact:int8, faiss:HNSW32, faiss:IVF1024,Flat, milvus:HNSW, sharded:4:..., mfli, uri, "
-        "ci:nlist=128 (default: the bundle config's [index])",
+        help="exact, exact:int8, faiss:HNSW32, faiss:IVF1024,Flat, faiss:IVF4096,PQ64x4fsr,RFlat (recommended"
+        " at 1M items, d=64), milvus:HNSW, sharded:4:..., mfli, uri, ci:nlist=128 (default: the bundle "
+        "config's [index])",
     ),
     name: str | None = typer.Option(
         None, "--name", help="Index name inside the bundle (default: from the spec)."
@@ -115,9 +117,12 @@ def _configured_spec(loaded):
     except InvalidRequest as error:
         raise InvalidRequest(f"{loaded.path}/manifest.json [index]: {error}") from None
     if spec is None:
+        items, dim = loaded.item_embeddings.shape
+        suggested = recommended_faiss(items, dim) if items >= 39 else "faiss:HNSW32"
         raise BundleError(
             f"{loaded.path}: its config has no [index] backend; pass --backend SPEC "
-            '(e.g. --backend faiss:HNSW32), or train with [index] backend = "..."'
+            f'(recommended for its {items:,} items: --backend {suggested}, docs/indexes.md), or train '
+            'with [index] backend = "..."'
         )
     return spec
 

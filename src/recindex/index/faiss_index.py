@@ -1,15 +1,15 @@
 """The FAISS backend: any index-factory string, with upsert, remove and filters on top.
 
 Ids. FAISS labels are our slots (see slots.py). IVF indexes store caller-chosen labels and delete them,
-so there an upsert is `remove_ids` + `add_with_ids` under a fresh slot. Graph and flat indexes (HNSW,
-Flat, refine wrappers) number vectors in insertion order and HNSW cannot delete, so there a removed or
-replaced item becomes a tombstone: its slot is dead and an id selector hides it until `compact()`
-rebuilds the index from the live vectors.
+so there an upsert is `remove_ids` + `add_with_ids` under a fresh slot. Elsewhere (HNSW, Flat, refine
+wrappers, IVF fast-scan lists: faiss_layers.Layers) a removed or replaced item becomes a tombstone: its
+slot is dead and an id selector hides it until `compact()` rebuilds the index from the live vectors.
 
 Filters. The attribute filter and the tombstones become a bitmap selector over slots, given to the
 layer that searches (IVF, HNSW, Flat). Where FAISS takes no selector (e.g. IndexPQ), the backend
 over-fetches and post-filters. Either way, when at most `exact_below` items match, those items are
-scored exactly instead (an approximate search of a tiny subset is all misses), and a row that still
+scored exactly instead (an approximate search of a tiny subset is all misses; by their codes where the
+index keeps no vectors), and a row that still
 comes back short of k is retried with wider search parameters, then scored exactly over the matching
 items: k results come back whenever k items match.
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import re
 import threading
+import time
 from pathlib import Path
 
 import faiss
@@ -41,12 +42,15 @@ from recindex.index.base import (
 )
 from recindex.index.faiss_layers import (
     Layers,
+    accepts_selector,
     distances_computed,
     ivf_lists,
     layers_of,
     reset_stats,
+    scan_codes,
     search_parameters,
     small_sample_training,
+    train,
 )
 from recindex.index.filters import Filter
 from recindex.index.slots import SlotTable
@@ -88,6 +92,7 @@ class FaissIndex(BaseIndex):
         self._selectors_work: bool | None = None  # probed on first filtered search
         self._param_cache: dict = {}
         self._resolved: dict = {}
+        self.last_add_seconds: dict[str, float] = {}  # training and adding: the last add, in seconds
 
     @property
     def capabilities(self) -> Capabilities:
@@ -118,16 +123,19 @@ class FaissIndex(BaseIndex):
                 layer.do_polysemous_training = False
         try:
             with small_sample_training(self.index):
-                self.index.train(sample)
+                train(self.index, self.layers, sample)
         except RuntimeError as error:
             raise InvalidRequest(f"FAISS could not train {self.factory!r}: {error}") from None
-        if self.layers.is_ivf:
-            # A hash-table direct map lets IVF reconstruct vectors by label (for exact fallbacks).
+        if self.layers.takes_ids and not self.layers.codes_only:
+            # A hash-table direct map lets IVF reconstruct vectors by label (for exact fallbacks). Under
+            # a refine stage the refine index gives them back; fast-scan lists cannot keep one.
             self.layers.core.set_direct_map_type(faiss.DirectMap.Hashtable)
 
     def _add(self, ids: np.ndarray, vectors: np.ndarray, attributes) -> None:
+        started, trained = time.perf_counter(), 0.0
         if not self.index.is_trained:
             self._train(vectors)
+            trained = time.perf_counter() - started
         old = self.table.lookup(ids)
         old = old[old >= 0]
         # Validate attributes on a scratch store first, so a bad batch changes nothing.
@@ -139,6 +147,7 @@ class FaissIndex(BaseIndex):
         else:
             assert self.index.ntotal == slots[0], "sequential labels out of step with slots"
             self.index.add(vectors)
+        self.last_add_seconds = {"train": trained, "add": time.perf_counter() - started - trained}
 
     def _drop_slots(self, slots: np.ndarray) -> None:
         if not len(slots):
@@ -183,6 +192,8 @@ class FaissIndex(BaseIndex):
 
     def _reconstruct(self, slots: np.ndarray) -> np.ndarray:
         try:
+            if self.layers.codes_only:  # no direct map: decode every list (compact() only comes here)
+                return self.index.reconstruct_n(0, self.index.ntotal)[slots]
             return self.index.reconstruct_batch(slots.astype(np.int64))
         except RuntimeError as error:
             raise InvalidRequest(f"faiss:{self.factory} cannot give back stored vectors: {error}") from None
@@ -267,7 +278,7 @@ class FaissIndex(BaseIndex):
         fetch = k
         if mask is not None:
             if self._selectors_work is None:
-                self._selectors_work = self._probe_selectors()
+                self._selectors_work = accepts_selector(self.index, self.layers, self.search_params)
             if self._selectors_work:
                 bitmap = np.packbits(mask, bitorder="little")
                 selector = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bitmap))
@@ -335,9 +346,12 @@ class FaissIndex(BaseIndex):
             exact = self._exact(queries[rows], k, slots)
             result.ids[rows], result.scores[rows] = exact.ids, exact.scores
             if result.scored is not None:
-                result.scored[rows] += len(slots)
+                result.scored[rows] += exact.scored
 
     def _exact(self, queries: np.ndarray, k: int, slots: np.ndarray) -> SearchResult:
+        if self.layers.codes_only:  # no vectors to read back: `slots` scored by their codes, all scanned
+            found = self._to_result(*scan_codes(self.index, self.layers, queries, k, slots), k, None)
+            return SearchResult(found.ids, found.scores, np.full(len(queries), self.index.ntotal))
         vectors = self._reconstruct(slots)
         scores = queries @ vectors.T
         if self.metric == "l2":
@@ -349,18 +363,6 @@ class FaissIndex(BaseIndex):
         ids[:, :take] = self.table.ids[slots[positions]]
         out[:, :take] = values
         return SearchResult(ids, out, np.full(len(queries), len(slots)))
-
-    def _probe_selectors(self) -> bool:
-        """Whether this FAISS structure accepts an id selector (some raise 'not implemented')."""
-        probe = np.zeros((1, self.dim), np.float32)
-        bitmap = np.ones((self.index.ntotal + 7) // 8, np.uint8)
-        selector = faiss.IDSelectorBitmap(self.index.ntotal, faiss.swig_ptr(bitmap))
-        search_params, keep = search_parameters(self.layers, self.search_params, 1, selector)
-        try:
-            self.index.search(probe, 1, params=search_params)
-        except RuntimeError:
-            return False
-        return True
 
     def partitions(self) -> Partitions:
         """An IVF index's lists, as buckets by item id (other FAISS structures have no partition)."""
@@ -396,4 +398,3 @@ class FaissIndex(BaseIndex):
                 f"{folder}: index.faiss holds {index.index.ntotal} vectors, the id table {index.table.used}"
             )
         return index
-

@@ -24,7 +24,13 @@ class Layers:
     is_ivf: bool
     is_hnsw: bool
     has_refine: bool
-    takes_ids: bool  # stores caller-chosen labels and can delete them (IVF, not under a refine stage)
+    # Stores caller-chosen labels and can delete them: IVF, not under a refine stage, and not fast-scan
+    # lists (4-bit codes packed in blocks), where an add after `remove_ids` stores a corrupt code
+    # (faiss 1.15.1), so removal there is by tombstone, as for graphs.
+    takes_ids: bool
+    # Vectors cannot be read back by label: IVF fast-scan lists with no refine stage keep no direct map
+    # (FAISS does not update one on add), so exact fallbacks scan their codes instead.
+    codes_only: bool
 
     def knobs(self) -> dict[str, int]:
         """The search parameters that apply to this structure, with their defaults."""
@@ -47,9 +53,9 @@ def layers_of(index: faiss.Index) -> Layers:
         node = faiss.downcast_index(inner)
     is_ivf = isinstance(node, faiss.IndexIVF)
     has_refine = any(isinstance(layer, faiss.IndexRefine) for layer in outer)
-    return Layers(
-        outer, node, is_ivf, isinstance(node, faiss.IndexHNSW), has_refine, is_ivf and not has_refine
-    )
+    codes_only = is_ivf and not has_refine and isinstance(node, faiss.IndexIVFFastScan)
+    takes_ids = is_ivf and not has_refine and not codes_only
+    return Layers(outer, node, is_ivf, isinstance(node, faiss.IndexHNSW), has_refine, takes_ids, codes_only)
 
 
 def search_parameters(layers: Layers, params: dict, k: int, selector=None):
@@ -61,19 +67,26 @@ def search_parameters(layers: Layers, params: dict, k: int, selector=None):
     keep = []
     if layers.is_ivf:
         core = faiss.SearchParametersIVF()
-        core.nprobe = int(params.get("nprobe", 32))
+        # Probing more lists than exist means all of them; FAISS clamps that itself except in IVF
+        # fast-scan by residual under inner product, which then returns garbage (faiss 1.15.1).
+        core.nprobe = min(int(params.get("nprobe", 32)), layers.core.nlist)
     elif layers.is_hnsw:
         core = faiss.SearchParametersHNSW()
         # FAISS does not raise ef to k by itself; below k a graph search returns poorer lists.
         core.efSearch = max(int(params.get("ef", 128)), k)
-    elif selector is None and not layers.outer:
-        return None, keep  # some indexes (e.g. IndexPQ) refuse any parameter object
+    elif selector is None:
+        # Without a selector a plain parameter object carries nothing, and some indexes (IndexPQ,
+        # IndexPQFastScan) refuse any, even under a refine stage.
+        core = None
     else:
         core = faiss.SearchParameters()
     if selector is not None:
         core.sel = selector
-    keep.append(core)
+    if core is not None:
+        keep.append(core)
     top = core
+    if top is None and not layers.outer:
+        return None, keep
     for layer in reversed(layers.outer):
         if isinstance(layer, faiss.IndexPreTransform):
             wrapper = faiss.SearchParametersPreTransform()
@@ -85,6 +98,55 @@ def search_parameters(layers: Layers, params: dict, k: int, selector=None):
         keep.append(wrapper)
         top = wrapper
     return top, keep
+
+
+def accepts_selector(index: faiss.Index, layers: Layers, params: dict) -> bool:
+    """Whether this FAISS structure accepts an id selector (some raise 'not implemented')."""
+    probe = np.zeros((1, index.d), np.float32)
+    bitmap = np.ones((index.ntotal + 7) // 8, np.uint8)
+    selector = faiss.IDSelectorBitmap(index.ntotal, faiss.swig_ptr(bitmap))
+    search_params, keep = search_parameters(layers, params, 1, selector)
+    try:
+        index.search(probe, 1, params=search_params)
+    except RuntimeError:
+        return False
+    return True
+
+
+def scan_codes(index: faiss.Index, layers: Layers, queries: np.ndarray, k: int, slots: np.ndarray):
+    """(distances, labels) of the k best of `slots` (sequential labels) by their codes: every IVF list
+    probed under an id selector that keeps `slots`, for lists that cannot give their vectors back."""
+    mask = np.zeros(index.ntotal, bool)
+    mask[slots] = True
+    bitmap = np.packbits(mask, bitorder="little")
+    selector = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bitmap))
+    search_params, keep = search_parameters(layers, {"nprobe": layers.core.nlist}, k, selector)
+    distances, labels = index.search(queries, k, params=search_params)
+    del keep, bitmap  # alive until the search is over
+    return distances, labels
+
+
+def train(index: faiss.Index, layers: Layers, sample: np.ndarray) -> None:
+    """Train `index` on `sample`: the coarse quantizer of an IVF with every OpenMP thread, the rest with one.
+
+    Beyond the coarse k-means (one large k-means, well parallelised), training runs many tiny k-means:
+    one per PQ sub-quantizer, 16 or 256 centroids each. With two threads their OpenMP synchronisation
+    cost up to 10x their work (measured 18 s of CPU for the PQ of IVF1024,PQ32x4fs on 65k vectors on a
+    loaded 2-core machine, 1.7 s with one thread). Other indexes, and an IVF under a vector
+    transform (OPQ, whose lists live in the space the transform learns), train as one call on every
+    thread, as before.
+    """
+    core = layers.core
+    if not layers.is_ivf or any(isinstance(layer, faiss.IndexPreTransform) for layer in layers.outer):
+        index.train(sample)
+        return
+    core.train_q1(len(sample), faiss.swig_ptr(sample), False, core.metric_type)
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        index.train(sample)  # FAISS sees the trained coarse quantizer and leaves it as it is
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 @contextmanager

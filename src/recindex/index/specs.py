@@ -15,6 +15,7 @@ ef_construction, milvus's uri) come from build options or the `[index.NAME]` tab
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -129,6 +130,22 @@ class FaissSpec(IndexSpec):
     def check(self) -> None:
         if not self.factory:
             raise InvalidRequest("faiss needs a factory string, e.g. faiss:HNSW32 or faiss:IVF1024,Flat")
+
+
+def ivf_lists_for(n_items: int) -> int:
+    """Inverted lists for a catalogue of `n_items`: the power of two nearest 4 sqrt(n), at most 4,096,
+    and few enough that FAISS's k-means has its 39 training points per list (1,024 at 100k, 4,096 at
+    1M, 256 at 12k)."""
+    if n_items < 39:
+        raise InvalidRequest(f"an IVF index needs at least 39 items, got {n_items}")
+    return int(min(4096, 2 ** round(math.log2(4 * math.sqrt(n_items))), 2 ** int(math.log2(n_items / 39))))
+
+
+def recommended_faiss(n_items: int, dim: int) -> str:
+    """The FAISS spec recommended for `n_items` vectors of `dim` dimensions (docs/indexes.md, "Which
+    index"): IVF lists of 4-bit PQ codes of the residuals, one code per dimension, scanned with SIMD
+    (fast-scan), and the best k x k_factor re-scored exactly from the stored float32 vectors."""
+    return f"faiss:IVF{ivf_lists_for(n_items)},PQ{dim}x4fsr,RFlat"
 
 
 @dataclass(frozen=True)
