@@ -134,8 +134,12 @@ def _scaled(part: Part, count: int, share: int, n: int) -> Part:
     return Part(part.name, per_item, part.fixed * count, part.where, part.serialized)
 
 
-def faiss_parts(index: faiss.Index, metric: str = "ip", *, lists_on_disk: bool = False) -> list[Part]:
-    """The parts of a FAISS structure built by a factory string (outer wrappers first)."""
+def faiss_parts(
+    index: faiss.Index, metric: str = "ip", *, lists_on_disk: bool = False, direct_map: bool = True
+) -> list[Part]:
+    """The parts of a FAISS structure built by a factory string (outer wrappers first). `direct_map`:
+    whether an IVF inside gets recindex's hash-table direct map (not under a refine stage, which gives
+    vectors back itself, and never on fast-scan lists: FaissIndex._train)."""
     node = faiss.downcast_index(index)
     d = node.d
     if isinstance(node, faiss.IndexPreTransform):
@@ -145,10 +149,10 @@ def faiss_parts(index: faiss.Index, metric: str = "ip", *, lists_on_disk: bool =
             if isinstance(transform, faiss.LinearTransform):
                 matrix = 4 * transform.d_in * transform.d_out + 4 * transform.d_out
                 parts.append(Part(f"{type(transform).__name__} matrix", fixed=matrix))
-        return parts + faiss_parts(node.index, metric, lists_on_disk=lists_on_disk)
+        return parts + faiss_parts(node.index, metric, lists_on_disk=lists_on_disk, direct_map=direct_map)
     if isinstance(node, faiss.IndexRefine):
         refine = faiss_parts(node.refine_index, metric)
-        return faiss_parts(node.base_index, metric, lists_on_disk=lists_on_disk) + [
+        return faiss_parts(node.base_index, metric, lists_on_disk=lists_on_disk, direct_map=False) + [
             Part(f"refine {p.name}", p.per_item, p.fixed, p.where, p.serialized) for p in refine
         ]
     if isinstance(node, faiss.IndexHNSW):
@@ -158,7 +162,9 @@ def faiss_parts(index: faiss.Index, metric: str = "ip", *, lists_on_disk: bool =
         graph = Part(f"HNSW{m} links, levels and offsets", per_item=links + 4 + 8)
         return faiss_parts(node.storage, metric) + [graph]
     if isinstance(node, faiss.IndexIVF):
-        return _ivf_parts(node, metric, lists_on_disk)
+        return _ivf_parts(
+            node, metric, lists_on_disk, direct_map and not isinstance(node, faiss.IndexIVFFastScan)
+        )
     if isinstance(node, faiss.IndexFlatCodes | faiss.IndexPQFastScan):
         parts = [Part(_codes_name(node), per_item=node.code_size)]
         if isinstance(node, faiss.IndexPQFastScan):
@@ -167,7 +173,7 @@ def faiss_parts(index: faiss.Index, metric: str = "ip", *, lists_on_disk: bool =
     raise InvalidRequest(f"the planner has no formula for the FAISS structure {type(node).__name__}")
 
 
-def _ivf_parts(ivf: faiss.IndexIVF, metric: str, on_disk: bool) -> list[Part]:
+def _ivf_parts(ivf: faiss.IndexIVF, metric: str, on_disk: bool, direct_map: bool) -> list[Part]:
     parts = [
         Part(f"{p.name} (coarse quantizer)", fixed=p.fixed + p.per_item * ivf.nlist, serialized=p.serialized)
         for p in faiss_parts(ivf.quantizer, metric)
@@ -183,9 +189,9 @@ def _ivf_parts(ivf: faiss.IndexIVF, metric: str, on_disk: bool) -> list[Part]:
     parts += _quantizer_parts(ivf, ivf.d)
     if on_disk:  # offset, size and capacity of each list (plus a record per free stretch of the file)
         parts.append(Part("on-disk list table", fixed=24 * ivf.nlist))
-    # recindex gives IVF a hash-table direct map (FaissIndex._train): 16 bytes a pair when serialized.
-    parts.append(Part("direct map (saved as pairs)", per_item=16, where="saved"))
-    parts.append(Part("direct map (hash table in RAM)", per_item=HASH_ENTRY_BYTES, serialized=False))
+    if direct_map:  # recindex's hash-table direct map (FaissIndex._train): 16 bytes a pair when serialized
+        parts.append(Part("direct map (saved as pairs)", per_item=16, where="saved"))
+        parts.append(Part("direct map (hash table in RAM)", per_item=HASH_ENTRY_BYTES, serialized=False))
     if isinstance(ivf, faiss.IndexIVFPQ) and metric == "l2" and ivf.by_residual:
         table = 4.0 * ivf.nlist * ivf.pq.M * ivf.pq.ksub
         if table <= faiss.cvar.precomputed_table_max_bytes:  # FAISS skips a larger one
