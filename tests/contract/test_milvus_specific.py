@@ -1,4 +1,7 @@
-"""Milvus-only behaviour of MilvusIndex on Milvus Lite files (the shared contract: test_index_contract)."""
+"""Milvus-only behaviour of MilvusIndex (the shared contract: test_index_contract), on every place its
+items can live: a Milvus Lite file, the same file with the presence-field layout that servers without
+nullable fields get (features.Layout), a Milvus Lite server and a Milvus 2.3 standalone server
+(tests/milvus_servers.py; a case skips, saying why, where its server cannot start)."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +18,7 @@ import pytest
 pytest.importorskip("pymilvus", reason="the Milvus backend needs pymilvus (pip install pymilvus)")
 pytest.importorskip("milvus_lite", reason="Milvus Lite is not installed (pip install milvus-lite)")
 
+import recindex.index.milvus_index as milvus_index  # noqa: E402
 from recindex.errors import BundleError, InvalidRequest, RecIndexError  # noqa: E402
 from recindex.index.exact_index import ExactIndex  # noqa: E402
 from recindex.index.milvus.connection import collection_name  # noqa: E402
@@ -35,12 +40,26 @@ def data(seed: int = 0):
     return items, attributes, rng.standard_normal((8, DIM)).astype(np.float32)
 
 
+PLACES = ["lite-file", "lite-file-presence", "lite-server", "standalone"]
+
+
+@pytest.fixture(params=PLACES)
+def place(request, monkeypatch, tmp_path):
+    """(uri, lite) of where this case's collections live."""
+    if request.param == "lite-file-presence":  # as on a server without nullable fields
+        monkeypatch.setattr(milvus_index, "server_has_nullable", lambda version: False)
+    if request.param.startswith("lite-file"):
+        return str(tmp_path / "milvus.db"), True
+    return request.getfixturevalue("milvus_server")(request.param), False
+
+
 @pytest.fixture
-def open_index(tmp_path):
-    made = []
+def open_index(place):
+    made, (uri, _) = [], place
+    prefix = "" if uri.endswith(".db") else f"t{uuid.uuid4().hex[:10]}_"  # a server is shared by tests
 
     def make(metric="ip", index_type="FLAT", name="items", **options):
-        index = MilvusIndex(DIM, metric, index_type, uri=tmp_path / "milvus.db", collection=name, **options)
+        index = MilvusIndex(DIM, metric, index_type, uri=uri, collection=prefix + name, **options)
         made.append(index)
         return index
 
@@ -125,14 +144,14 @@ def test_short_filtered_rows_are_filled(open_index):
     assert np.mean([len(set(a) & set(b)) / 15 for a, b in zip(got.ids, expected, strict=True)]) >= 0.8
 
 
-def test_data_survives_a_restart(open_index, tmp_path):
+def test_data_survives_a_new_process(open_index, place, tmp_path):
     index, _, queries = both(open_index)
     index.remove([1, 2])
     before = index.search(queries, K, filter="price < 80")
     index.save(tmp_path / "saved")
     state = json.loads((tmp_path / "saved" / "manifest.json").read_text())["state"]
-    # The Lite file sits beside the saved folder, so it is recorded relative to it (movable together).
-    assert state["uri"] == "./milvus.db" and "token" not in json.dumps(state)
+    # A Lite file sits beside the saved folder, so it is recorded relative to it (movable together).
+    assert state["uri"] == ("./milvus.db" if place[1] else place[0]) and "token" not in json.dumps(state)
     index.close()  # a Lite file is open in one process at a time
     script = (
         "import json, sys, numpy as np\n"
@@ -178,3 +197,14 @@ def test_load_of_a_dropped_collection_is_a_bundle_error(open_index, tmp_path):
     index.client.drop_collection(index.collection)
     with pytest.raises(BundleError, match="not at"):
         load_index(tmp_path / "saved")
+
+
+def test_layout_follows_what_the_server_supports(open_index, place, request):
+    index, _, _ = both(open_index)
+    fields = {field["name"] for field in index.client.describe_collection(index.collection)["fields"]}
+    kind = request.node.callspec.params["place"]
+    nullable = kind in ("lite-file", "lite-server")  # the 2.3 standalone server has no nullable fields
+    assert index.layout.nullable is nullable
+    assert ("price__present" in fields) is not nullable and "category" in fields
+    with pytest.raises(InvalidRequest, match="reserved"):
+        open_index(name="other").add([1], np.ones((1, DIM)), attributes={"price__present": [True]})
