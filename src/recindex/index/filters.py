@@ -353,5 +353,6 @@ def _milvus_list(expr: Compare | Member, present: Callable[[str], str]) -> str:
         values = ", ".join(_milvus_value(v) for v in expr.values)
         test, negated = f"array_contains_any({name}, [{values}])", expr.negated
     if negated:  # "has values, none of them ...": an empty or null list matches neither form
-        return f"{present(name)} and array_length({name}) > 0 and not {test}"
+        # `!= 0`, not `> 0`: Milvus 2.3 servers compare array_length only with == and !=.
+        return f"{present(name)} and array_length({name}) != 0 and not {test}"
     return f"{present(name)} and {test}"

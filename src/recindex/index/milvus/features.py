@@ -51,8 +51,8 @@ class Layout:
         """A Milvus expression true where the item has a value for `attribute`."""
         if self.nullable:
             return f"{attribute} is not null"
-        if multi_valued:
-            return f"array_length({attribute}) > 0"
+        if multi_valued:  # `!= 0`: Milvus 2.3 compares array_length only with == and !=
+            return f"array_length({attribute}) != 0"
         return f"{attribute}{PRESENT_SUFFIX} == true"
 
 
