@@ -85,6 +85,7 @@ class MilvusProcess:
             raise ValueError(f"no Milvus server kind {kind!r}; choose one of {', '.join(KINDS)}")
         self.kind, self.folder, self.binaries = kind, folder, binaries
         self.uri: str | None = None
+        self.port = 0  # the loopback port the tests use; kept, so that a restarted server has the same uri
         self.process: subprocess.Popen | None = None
 
     def command(self) -> list[str]:
@@ -97,13 +98,14 @@ class MilvusProcess:
         supervise = [sys.executable, str(SUPERVISOR), "--owner", owner, "--ready", str(self.ready)]
         supervise += ["--log", str(self.folder / "server.log")]
         if self.kind == "lite-server":
-            port = free_port()
+            port = self.port or free_port()
             serve = [found, "server", "--data-dir", str(data), "--host", "127.0.0.1", "--port", str(port)]
             return [*supervise, "--port", str(port), "--", *serve]
         if self.binaries is not None and not (data / "bin").exists():
             data.mkdir(parents=True, exist_ok=True)
             (data / "bin").symlink_to(self.binaries, target_is_directory=True)
-        return [*supervise, "--isolate", "19530", "--", found, "--data", str(data)]
+        supervise += ["--port", str(self.port), "--isolate", "19530"]
+        return [*supervise, "--", found, "--data", str(data)]
 
     @property
     def ready(self) -> Path:
@@ -122,7 +124,8 @@ class MilvusProcess:
                 self.stop()
                 raise ServerUnavailable(f"the {self.kind} Milvus server did not start: {self.last_lines()}")
             time.sleep(0.2)
-        self.uri = f"http://127.0.0.1:{json.loads(self.ready.read_text())['port']}"
+        self.port = json.loads(self.ready.read_text())["port"]
+        self.uri = f"http://127.0.0.1:{self.port}"
         return self.uri
 
     def last_lines(self) -> str:
@@ -212,7 +215,7 @@ def unavailable(reason: str):
 def milvus_server():
     """milvus_server(kind) -> the uri of the run's Milvus server of that kind ("standalone",
     "lite-server"); the test skips, with the reason, where that server cannot start."""
-    pytest.importorskip("pymilvus", reason="the Milvus backend needs pymilvus (pip install 'recindex[milvus]')")
+    pytest.importorskip("pymilvus", reason="the Milvus backend needs pymilvus (pip install recindex[milvus])")
 
     def uri(kind: str) -> str:
         try:
