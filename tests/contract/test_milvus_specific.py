@@ -43,19 +43,27 @@ def data(seed: int = 0):
 PLACES = ["lite-file", "lite-file-presence", "lite-server", "standalone"]
 
 
-@pytest.fixture(params=PLACES)
-def place(request, monkeypatch, tmp_path):
-    """(uri, lite) of where this case's collections live."""
-    if request.param == "lite-file-presence":  # as on a server without nullable fields
-        monkeypatch.setattr(milvus_index, "server_has_nullable", lambda version: False)
-    if request.param.startswith("lite-file"):
-        return str(tmp_path / "milvus.db"), True
-    return request.getfixturevalue("milvus_server")(request.param), False
+@pytest.fixture(scope="module", params=PLACES)
+def place(request):
+    """(kind, the server's uri or None for a Lite file) of where this module's cases put collections;
+    module-scoped, so that a server's cases share the read-only index of `filled`."""
+    with pytest.MonkeyPatch.context() as patch:
+        if request.param == "lite-file-presence":  # as on a server without nullable fields
+            patch.setattr(milvus_index, "server_has_nullable", lambda version: False)
+        if request.param.startswith("lite-file"):
+            yield request.param, None
+        else:
+            yield request.param, request.getfixturevalue("milvus_server")(request.param)
 
 
 @pytest.fixture
-def open_index(place):
-    made, (uri, _) = [], place
+def uri(place, tmp_path) -> str:
+    return place[1] or str(tmp_path / "milvus.db")
+
+
+def opener(uri: str):
+    """make(metric, index_type, name, **options) -> a MilvusIndex at `uri`, and the indexes made."""
+    made = []
     prefix = "" if uri.endswith(".db") else f"t{uuid.uuid4().hex[:10]}_"  # a server is shared by tests
 
     def make(metric="ip", index_type="FLAT", name="items", **options):
@@ -63,7 +71,22 @@ def open_index(place):
         made.append(index)
         return index
 
+    return make, made
+
+
+@pytest.fixture
+def open_index(uri):
+    make, made = opener(uri)
     yield make
+    for index in made:
+        index.close()
+
+
+@pytest.fixture(scope="module")
+def filled(place, tmp_path_factory):
+    """(milvus, exact, queries) filled alike once per place, for the cases that only read."""
+    make, made = opener(place[1] or str(tmp_path_factory.mktemp("filled") / "milvus.db"))
+    yield both(make)
     for index in made:
         index.close()
 
@@ -112,8 +135,8 @@ def test_remove_counts_and_forgets(open_index):
         {"where": "price < 70", "allow_ids": list(range(0, N, 3)), "deny_ids": [0, 3, 6]},
     ],
 )
-def test_filters_match_the_exact_backend(open_index, where):
-    milvus, exact, queries = both(open_index)
+def test_filters_match_the_exact_backend(filled, where):
+    milvus, exact, queries = filled
     got, expected = milvus.search(queries, K, filter=where), exact.search(queries, K, filter=where)
     np.testing.assert_array_equal(got.ids, expected.ids)
     np.testing.assert_allclose(got.scores, expected.scores, rtol=1e-5, atol=1e-5)
@@ -144,14 +167,15 @@ def test_short_filtered_rows_are_filled(open_index):
     assert np.mean([len(set(a) & set(b)) / 15 for a, b in zip(got.ids, expected, strict=True)]) >= 0.8
 
 
-def test_data_survives_a_new_process(open_index, place, tmp_path):
+def test_data_survives_a_new_process(open_index, uri, tmp_path):
     index, _, queries = both(open_index)
     index.remove([1, 2])
     before = index.search(queries, K, filter="price < 80")
     index.save(tmp_path / "saved")
     state = json.loads((tmp_path / "saved" / "manifest.json").read_text())["state"]
     # A Lite file sits beside the saved folder, so it is recorded relative to it (movable together).
-    assert state["uri"] == ("./milvus.db" if place[1] else place[0]) and "token" not in json.dumps(state)
+    assert state["uri"] == ("./milvus.db" if uri.endswith(".db") else uri)
+    assert "token" not in json.dumps(state)
     index.close()  # a Lite file is open in one process at a time
     script = (
         "import json, sys, numpy as np\n"
@@ -164,7 +188,7 @@ def test_data_survives_a_new_process(open_index, place, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     arguments = [str(tmp_path / "saved"), json.dumps(queries.tolist())]
     run = subprocess.run(
-        [sys.executable, "-c", script, *arguments], capture_output=True, text=True, timeout=60, env=env
+        [sys.executable, "-c", script, *arguments], capture_output=True, text=True, timeout=240, env=env
     )
     assert run.returncode == 0, run.stderr[-2000:]
     after = json.loads(run.stdout.strip().splitlines()[-1])
@@ -199,11 +223,10 @@ def test_load_of_a_dropped_collection_is_a_bundle_error(open_index, tmp_path):
         load_index(tmp_path / "saved")
 
 
-def test_layout_follows_what_the_server_supports(open_index, place, request):
+def test_layout_follows_what_the_server_supports(open_index, place):
     index, _, _ = both(open_index)
     fields = {field["name"] for field in index.client.describe_collection(index.collection)["fields"]}
-    kind = request.node.callspec.params["place"]
-    nullable = kind in ("lite-file", "lite-server")  # the 2.3 standalone server has no nullable fields
+    nullable = place[0] in ("lite-file", "lite-server")  # the 2.3 standalone server has no nullable fields
     assert index.layout.nullable is nullable
     assert ("price__present" in fields) is not nullable and "category" in fields
     with pytest.raises(InvalidRequest, match="reserved"):
