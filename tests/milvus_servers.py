@@ -42,6 +42,7 @@ import pytest
 REGISTRY_ENV = "RECINDEX_TEST_MILVUS"  # the run's folder of shared servers, set by its first process
 OWNER_ENV = "RECINDEX_TEST_MILVUS_OWNER"  # that process's pid: servers stop when it is gone
 REQUIRE_ENV = "RECINDEX_REQUIRE_MILVUS_SERVERS"
+REGISTRY_PREFIX = "recindex-milvus-"
 SUPERVISOR = Path(__file__).with_name("milvus_supervisor.py")
 KINDS = {
     "standalone": ("milvus-server", "pip install milvus==2.3.5"),
@@ -226,10 +227,25 @@ def milvus_server():
     return uri
 
 
+def remove_stale_registries(parent: Path) -> None:
+    """Folders of runs whose first process is gone (killed before it could clean up: the servers
+    stopped with it, their data and unpacked binaries did not)."""
+    for folder in parent.glob(f"{REGISTRY_PREFIX}*"):
+        owner = folder / "owner"
+        try:
+            os.kill(int(owner.read_text()), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (OSError, ValueError):
+            continue  # another user's, or being written: not ours to judge
+
+
 def pytest_configure(config):
     if REGISTRY_ENV in os.environ:  # an xdist worker, or a run inside a run: the servers are the first's
         return
-    folder = Path(tempfile.mkdtemp(prefix="recindex-milvus-"))
+    remove_stale_registries(Path(tempfile.gettempdir()))
+    folder = Path(tempfile.mkdtemp(prefix=REGISTRY_PREFIX))
+    (folder / "owner").write_text(str(os.getpid()))
     os.environ[REGISTRY_ENV] = str(folder)
     os.environ[OWNER_ENV] = str(os.getpid())
     config.stash[_owner_key] = folder
