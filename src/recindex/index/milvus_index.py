@@ -27,6 +27,7 @@ On Milvus Lite, `save` and a search after 1,000 or more unindexed writes first w
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -76,6 +77,7 @@ class MilvusIndex(BaseIndex):
         self.schema: dict[str, str] | None = None  # attribute -> kind; None until the collection exists
         self.layout: Layout | None = None  # how missing values are stored; None until known
         self._read_level = READ  # CATCH_UP once after a load or a delete (features)
+        self._level_lock = threading.Lock()
         self._counts: dict[str, int] = {}  # filter expression ("" = all) -> live matches, until a write
         self._unindexed = 0  # rows written by this process since its last index build (Lite)
 
@@ -141,7 +143,8 @@ class MilvusIndex(BaseIndex):
         return self._counts[expr]
 
     def _next_read_level(self) -> str:
-        level, self._read_level = self._read_level, READ
+        with self._level_lock:  # searches may run in several threads: one of them takes the catch-up
+            level, self._read_level = self._read_level, READ
         return level
 
     def _server_layout(self) -> Layout:
