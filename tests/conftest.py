@@ -15,6 +15,9 @@ SHARED_DATA = Path(os.environ.get("RECINDEX_DATA_DIR", ROOT.parent / "shared" / 
 
 torch.set_num_threads(1)  # tests run in parallel workers; one thread each keeps them from fighting
 
+# milvus_server(kind): the run's Milvus standalone and Lite servers on loopback (tests/milvus_servers.py)
+pytest_plugins = ["milvus_servers"]
+
 
 def require_shared(folder: str) -> Path:
     path = SHARED_DATA / folder

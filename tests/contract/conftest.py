@@ -19,16 +19,17 @@ from recindex.index.base import BaseIndex
 class Subject:
     """One backend under test: makes its indexes, each in a folder of its own, and closes them."""
 
-    def __init__(self, backend: Backend, folders, bundle, items, attributes):
+    def __init__(self, backend: Backend, folders, bundle, items, attributes, uri=None):
         self.backend = backend
         self._folders = folders  # pytest's tmp_path_factory
         self._bundle = bundle
+        self._uri = uri  # the backend's server, where it runs on one
         self._items, self._attributes = items, attributes
         self.opened: list[BaseIndex] = []
 
     def make(self, dim: int, metric: str = "ip") -> BaseIndex:
         folder = self._folders.mktemp(re.sub(r"[^A-Za-z0-9]+", "-", self.backend.name))
-        return self.track(self.backend.make(dim, metric, Material(folder, self._bundle)))
+        return self.track(self.backend.make(dim, metric, Material(folder, self._bundle, self._uri)))
 
     def filled(self, metric: str = "ip") -> BaseIndex:
         """The suite's items, with their attributes where the backend declares it stores attributes."""
@@ -58,8 +59,9 @@ def backend(request) -> Backend:
 
 def _subject(request, backend, tmp_path_factory) -> Subject:
     bundle = request.getfixturevalue("family_bundle")(backend.family) if backend.family else None
+    uri = request.getfixturevalue("milvus_server")(backend.server) if backend.server else None
     module = request.module
-    return Subject(backend, tmp_path_factory, bundle, module.ITEMS, module.ATTRS)
+    return Subject(backend, tmp_path_factory, bundle, module.ITEMS, module.ATTRS, uri)
 
 
 @pytest.fixture

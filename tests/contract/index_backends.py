@@ -1,9 +1,11 @@
 """The backends the contract suite runs, each as a named factory with what it promises.
 
 A factory makes an empty index: `make(dim, metric, material) -> BaseIndex`. `material` is what the
-factory cannot invent: a folder for backends that keep files of their own (Milvus Lite), and for the
+factory cannot invent: a folder for backends that keep files of their own (Milvus Lite), for the
 learned indexes that serve a trained model, that model's bundle (URI's decoder weights, token sizes and
-codes; SCI's query views of the items), trained once per session by `family_bundle` in tests/conftest.py.
+codes; SCI's query views of the items), trained once per session by `family_bundle` in tests/conftest.py,
+and for a backend on a server (`Backend.server`), the uri of the run's server of that kind
+(tests/milvus_servers.py).
 
 Adding a backend to the suite is one entry in BACKENDS.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +31,7 @@ from recindex.uri.family import uri_options
 class Material:
     folder: Path  # this build's own folder
     bundle: Bundle | None = None  # the trained bundle of `Backend.family`, when it has one
+    uri: str | None = None  # the server of `Backend.server`, when it has one
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ class Backend:
     why: str = ""  # what the recall floor allows for, where it is below 1
     family: str | None = None  # the model family whose trained bundle the factory reads
     modules: tuple[str, ...] = ()  # optional engines it needs (the case skips, saying so, without them)
+    server: str | None = None  # the Milvus server it runs on (milvus_servers.KINDS); None: in process
 
     def missing(self) -> str | None:
         absent = [m for m in self.modules if importlib.util.find_spec(m) is None]
@@ -62,13 +67,35 @@ def spec(text: str, **params) -> Callable[[int, str, Material], BaseIndex]:
 
 
 def milvus(index_type: str, **params) -> Callable[[int, str, Material], BaseIndex]:
-    """A Milvus Lite file of the build's own."""
+    """A Milvus Lite file of the build's own, or on a server a collection of the build's own."""
 
     def make(dim, metric, material):
-        options = {"uri": str(material.folder / "milvus.db"), "collection": "contract"}
+        if material.uri is None:
+            options = {"uri": str(material.folder / "milvus.db"), "collection": "contract"}
+        else:  # the server is shared by every test of the run (and both workers)
+            options = {"uri": material.uri, "collection": f"contract_{uuid.uuid4().hex[:12]}"}
         return make_index(f"milvus:{index_type}", dim, metric, search_params=params or None, options=options)
 
     return make
+
+
+def milvus_backends(server: str | None) -> list[Backend]:
+    """The Milvus backends of the suite on a Milvus Lite file (server None), or on a server the HNSW one
+    alone: what a server changes (how missing values are stored, consistency) does not depend on the
+    index type, and FLAT on servers is in test_milvus_specific. One index type keeps the run short."""
+    at = f"@{server}" if server else ""
+    flat = [] if server else [Backend("milvus:FLAT", milvus("FLAT"), 1.0, modules=MILVUS)]
+    return [
+        *flat,
+        Backend(
+            f"milvus:HNSW+ef=128{at}",
+            milvus("HNSW", ef=128),
+            0.9,
+            why="a graph search",
+            modules=MILVUS,
+            server=server,
+        ),
+    ]
 
 
 def uri(beam: int | None = None) -> Callable[[int, str, Material], BaseIndex]:
@@ -181,8 +208,9 @@ BACKENDS = [
     ),
     Backend("sharded:3:exact", spec("sharded:3:exact"), 1.0),
     Backend("sharded:2:faiss:HNSW16", spec("sharded:2:faiss:HNSW16"), 0.95, why="as faiss:HNSW16"),
-    Backend("milvus:FLAT", milvus("FLAT"), 1.0, modules=MILVUS),
-    Backend("milvus:HNSW+ef=128", milvus("HNSW", ef=128), 0.9, why="a graph search", modules=MILVUS),
+    *milvus_backends(None),
+    *milvus_backends("lite-server"),
+    *milvus_backends("standalone"),
     Backend("mfli", spec("mfli"), 0.9, why="16 leaves of a 2-level codebook fitted on the first add"),
     Backend("mfli:facets=2,codewords=8", spec("mfli:facets=2,codewords=8"), 0.9, why="as mfli"),
     Backend("mfli:levels=3,codewords=8", spec("mfli:levels=3,codewords=8"), 0.9, why="as mfli"),

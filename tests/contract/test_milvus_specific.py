@@ -1,4 +1,7 @@
-"""Milvus-only behaviour of MilvusIndex on Milvus Lite files (the shared contract: test_index_contract)."""
+"""Milvus-only behaviour of MilvusIndex (the shared contract: test_index_contract), on every place its
+items can live: a Milvus Lite file, the same file with the presence-field layout that servers without
+nullable fields get (features.Layout), a Milvus Lite server and a Milvus 2.3 standalone server
+(tests/milvus_servers.py; a case skips, saying why, where its server cannot start)."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +18,7 @@ import pytest
 pytest.importorskip("pymilvus", reason="the Milvus backend needs pymilvus (pip install pymilvus)")
 pytest.importorskip("milvus_lite", reason="Milvus Lite is not installed (pip install milvus-lite)")
 
+import recindex.index.milvus_index as milvus_index  # noqa: E402
 from recindex.errors import BundleError, InvalidRequest, RecIndexError  # noqa: E402
 from recindex.index.exact_index import ExactIndex  # noqa: E402
 from recindex.index.milvus.connection import collection_name  # noqa: E402
@@ -35,16 +40,53 @@ def data(seed: int = 0):
     return items, attributes, rng.standard_normal((8, DIM)).astype(np.float32)
 
 
+PLACES = ["lite-file", "lite-file-presence", "lite-server", "standalone"]
+
+
+@pytest.fixture(scope="module", params=PLACES)
+def place(request):
+    """(kind, the server's uri or None for a Lite file) of where this module's cases put collections;
+    module-scoped, so that a server's cases share the read-only index of `filled`."""
+    with pytest.MonkeyPatch.context() as patch:
+        if request.param == "lite-file-presence":  # as on a server without nullable fields
+            patch.setattr(milvus_index, "server_has_nullable", lambda version: False)
+        if request.param.startswith("lite-file"):
+            yield request.param, None
+        else:
+            yield request.param, request.getfixturevalue("milvus_server")(request.param)
+
+
 @pytest.fixture
-def open_index(tmp_path):
+def uri(place, tmp_path) -> str:
+    return place[1] or str(tmp_path / "milvus.db")
+
+
+def opener(uri: str):
+    """make(metric, index_type, name, **options) -> a MilvusIndex at `uri`, and the indexes made."""
     made = []
+    prefix = "" if uri.endswith(".db") else f"t{uuid.uuid4().hex[:10]}_"  # a server is shared by tests
 
     def make(metric="ip", index_type="FLAT", name="items", **options):
-        index = MilvusIndex(DIM, metric, index_type, uri=tmp_path / "milvus.db", collection=name, **options)
+        index = MilvusIndex(DIM, metric, index_type, uri=uri, collection=prefix + name, **options)
         made.append(index)
         return index
 
+    return make, made
+
+
+@pytest.fixture
+def open_index(uri):
+    make, made = opener(uri)
     yield make
+    for index in made:
+        index.close()
+
+
+@pytest.fixture(scope="module")
+def filled(place, tmp_path_factory):
+    """(milvus, exact, queries) filled alike once per place, for the cases that only read."""
+    make, made = opener(place[1] or str(tmp_path_factory.mktemp("filled") / "milvus.db"))
+    yield both(make)
     for index in made:
         index.close()
 
@@ -93,8 +135,8 @@ def test_remove_counts_and_forgets(open_index):
         {"where": "price < 70", "allow_ids": list(range(0, N, 3)), "deny_ids": [0, 3, 6]},
     ],
 )
-def test_filters_match_the_exact_backend(open_index, where):
-    milvus, exact, queries = both(open_index)
+def test_filters_match_the_exact_backend(filled, where):
+    milvus, exact, queries = filled
     got, expected = milvus.search(queries, K, filter=where), exact.search(queries, K, filter=where)
     np.testing.assert_array_equal(got.ids, expected.ids)
     np.testing.assert_allclose(got.scores, expected.scores, rtol=1e-5, atol=1e-5)
@@ -125,14 +167,15 @@ def test_short_filtered_rows_are_filled(open_index):
     assert np.mean([len(set(a) & set(b)) / 15 for a, b in zip(got.ids, expected, strict=True)]) >= 0.8
 
 
-def test_data_survives_a_restart(open_index, tmp_path):
+def test_data_survives_a_new_process(open_index, uri, tmp_path):
     index, _, queries = both(open_index)
     index.remove([1, 2])
     before = index.search(queries, K, filter="price < 80")
     index.save(tmp_path / "saved")
     state = json.loads((tmp_path / "saved" / "manifest.json").read_text())["state"]
-    # The Lite file sits beside the saved folder, so it is recorded relative to it (movable together).
-    assert state["uri"] == "./milvus.db" and "token" not in json.dumps(state)
+    # A Lite file sits beside the saved folder, so it is recorded relative to it (movable together).
+    assert state["uri"] == ("./milvus.db" if uri.endswith(".db") else uri)
+    assert "token" not in json.dumps(state)
     index.close()  # a Lite file is open in one process at a time
     script = (
         "import json, sys, numpy as np\n"
@@ -145,7 +188,7 @@ def test_data_survives_a_restart(open_index, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     arguments = [str(tmp_path / "saved"), json.dumps(queries.tolist())]
     run = subprocess.run(
-        [sys.executable, "-c", script, *arguments], capture_output=True, text=True, timeout=60, env=env
+        [sys.executable, "-c", script, *arguments], capture_output=True, text=True, timeout=240, env=env
     )
     assert run.returncode == 0, run.stderr[-2000:]
     after = json.loads(run.stdout.strip().splitlines()[-1])
@@ -178,3 +221,13 @@ def test_load_of_a_dropped_collection_is_a_bundle_error(open_index, tmp_path):
     index.client.drop_collection(index.collection)
     with pytest.raises(BundleError, match="not at"):
         load_index(tmp_path / "saved")
+
+
+def test_layout_follows_what_the_server_supports(open_index, place):
+    index, _, _ = both(open_index)
+    fields = {field["name"] for field in index.client.describe_collection(index.collection)["fields"]}
+    nullable = place[0] in ("lite-file", "lite-server")  # the 2.3 standalone server has no nullable fields
+    assert index.layout.nullable is nullable
+    assert ("price__present" in fields) is not nullable and "category" in fields
+    with pytest.raises(InvalidRequest, match="reserved"):
+        open_index(name="other").add([1], np.ones((1, DIM)), attributes={"price__present": [True]})

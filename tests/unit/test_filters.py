@@ -182,7 +182,7 @@ def test_multi_valued_attributes_compile_to_milvus_array_functions():
     flt = make_filter('contains(genre, "A") or genre not in ["B", "C"] or brand == "x"')
     assert milvus_expression(flt, lists={"genre"}) == (
         '((genre is not null and array_contains(genre, "A")) or '
-        '(genre is not null and array_length(genre) > 0 and not array_contains_any(genre, ["B", "C"])) or '
+        '(genre is not null and array_length(genre) != 0 and not array_contains_any(genre, ["B", "C"])) or '
         '(brand is not null and brand == "x"))'
     )
 

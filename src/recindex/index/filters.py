@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import ast
 import json
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Union
 
@@ -291,14 +291,21 @@ def expression_mask(expr: Expr, store: AttributeStore, n: int) -> np.ndarray:
 # ---- compilation to a Milvus boolean expression ----------------------------------------------------
 
 
-def milvus_expression(flt: Filter | None, id_field: str = "id", lists: Collection[str] = ()) -> str:
+def milvus_expression(
+    flt: Filter | None,
+    id_field: str = "id",
+    lists: Collection[str] = (),
+    present: Callable[[str], str] | None = None,
+) -> str:
     """The same filter as a Milvus boolean expression ("" when there is nothing to filter); `lists`
-    names the multi-valued attributes (Milvus ARRAY fields)."""
+    names the multi-valued attributes (Milvus ARRAY fields); `present(attribute)` is the expression
+    true where the item has a value (default `attribute is not null`; a server without nullable fields
+    stores presence in a field of its own)."""
     if flt is None:
         return ""
     parts = []
     if flt.where is not None:
-        parts.append(_milvus(flt.where, frozenset(lists)))
+        parts.append(_milvus(flt.where, frozenset(lists), present or _not_null))
     if flt.allow_ids is not None:
         parts.append(f"{id_field} in {json.dumps(flt.allow_ids.tolist())}")
     if flt.deny_ids is not None and len(flt.deny_ids):
@@ -314,25 +321,29 @@ def _milvus_value(value: Value) -> str:
     return repr(float(value))
 
 
-def _milvus(expr: Expr, lists: frozenset[str]) -> str:
+def _not_null(attribute: str) -> str:
+    return f"{attribute} is not null"
+
+
+def _milvus(expr: Expr, lists: frozenset[str], present: Callable[[str], str]) -> str:
     # Milvus treats a missing (null) value as unknown, not false: `not (price > 10)` would drop items
-    # without a price and `brand not in [...]` would keep them. The null test makes each comparison
+    # without a price and `brand not in [...]` would keep them. The presence test makes each comparison
     # two-valued, which is what the mask evaluation above does.
     if isinstance(expr, Compare | Member) and expr.attribute in lists:
-        return _milvus_list(expr)
+        return _milvus_list(expr, present)
     if isinstance(expr, Compare):
-        return f"{expr.attribute} is not null and {expr.attribute} {expr.op} {_milvus_value(expr.value)}"
+        return f"{present(expr.attribute)} and {expr.attribute} {expr.op} {_milvus_value(expr.value)}"
     if isinstance(expr, Member):
         values = ", ".join(_milvus_value(v) for v in expr.values)
         operator = "not in" if expr.negated else "in"
-        return f"{expr.attribute} is not null and {expr.attribute} {operator} [{values}]"
+        return f"{present(expr.attribute)} and {expr.attribute} {operator} [{values}]"
     if isinstance(expr, Negation):
-        return f"not ({_milvus(expr.part, lists)})"
+        return f"not ({_milvus(expr.part, lists, present)})"
     joiner = " and " if isinstance(expr, AllOf) else " or "
-    return joiner.join(f"({_milvus(part, lists)})" for part in expr.parts)
+    return joiner.join(f"({_milvus(part, lists, present)})" for part in expr.parts)
 
 
-def _milvus_list(expr: Compare | Member) -> str:
+def _milvus_list(expr: Compare | Member, present: Callable[[str], str]) -> str:
     """A comparison on an ARRAY field, with the any-of semantics above (== and != only: lists hold
     strings, and the parser refuses an ordering on a string)."""
     name = expr.attribute
@@ -342,5 +353,6 @@ def _milvus_list(expr: Compare | Member) -> str:
         values = ", ".join(_milvus_value(v) for v in expr.values)
         test, negated = f"array_contains_any({name}, [{values}])", expr.negated
     if negated:  # "has values, none of them ...": an empty or null list matches neither form
-        return f"{name} is not null and array_length({name}) > 0 and not {test}"
-    return f"{name} is not null and {test}"
+        # `!= 0`, not `> 0`: Milvus 2.3 servers compare array_length only with == and !=.
+        return f"{present(name)} and array_length({name}) != 0 and not {test}"
+    return f"{present(name)} and {test}"

@@ -12,7 +12,13 @@ Milvus backend is used (see `index.factory`), and pymilvus only on first connect
 Persistence: `save` writes only the manifest (uri, collection, index settings, attribute schema). It
 points at live data, not a snapshot. The token is never written; a load reads RECINDEX_MILVUS_TOKEN.
 Counts (len, matches of a filter) are cached until this index writes: writes by other clients to the
-same collection are searched at once but counted only after this index's next write.
+same collection are searched once the server has applied them but counted only after this index's next
+write.
+
+Servers: what the server supports decides how missing attribute values are stored (nullable fields, or
+presence fields on servers without them), and reads are Session-consistent: a write is visible to this
+process's next read without Strong's per-read wait (`milvus.features` says why, and what other processes
+see).
 
 On Milvus Lite, `save` and a search after 1,000 or more unindexed writes first wait for the index build
 (`wait_for_index`), so results come from the index a restart reads back: the same before and after.
@@ -21,6 +27,7 @@ On Milvus Lite, `save` and a search after 1,000 or more unindexed writes first w
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -30,6 +37,7 @@ from recindex.errors import BundleError
 from recindex.index.base import BaseIndex, Capabilities, Metric, SearchResult
 from recindex.index.filters import Filter
 from recindex.index.milvus.connection import TOKEN_ENV, MilvusConnection
+from recindex.index.milvus.features import CATCH_UP, READ, Layout, server_has_nullable
 from recindex.index.milvus.schema import (
     ID,
     VECTOR,
@@ -67,6 +75,9 @@ class MilvusIndex(BaseIndex):
         self.field = vector_field(dim, metric, index_type, index_params)
         self.connection = MilvusConnection(uri, token, collection)
         self.schema: dict[str, str] | None = None  # attribute -> kind; None until the collection exists
+        self.layout: Layout | None = None  # how missing values are stored; None until known
+        self._read_level = READ  # CATCH_UP once after a load or a delete (features)
+        self._level_lock = threading.Lock()
         self._counts: dict[str, int] = {}  # filter expression ("" = all) -> live matches, until a write
         self._unindexed = 0  # rows written by this process since its last index build (Lite)
 
@@ -122,9 +133,25 @@ class MilvusIndex(BaseIndex):
             if len(self._counts) >= COUNT_CACHE:
                 self._counts.clear()
             with self.connection.errors("count"):
-                rows = self.client.query(self.collection, filter=expr, output_fields=["count(*)"])
+                rows = self.client.query(
+                    self.collection,
+                    filter=expr,
+                    output_fields=["count(*)"],
+                    consistency_level=self._next_read_level(),
+                )
             self._counts[expr] = int(rows[0]["count(*)"])
         return self._counts[expr]
+
+    def _next_read_level(self) -> str:
+        with self._level_lock:  # searches may run in several threads: one of them takes the catch-up
+            level, self._read_level = self._read_level, READ
+        return level
+
+    def _server_layout(self) -> Layout:
+        """The layout a new collection gets: nullable fields where the server has them."""
+        with self.connection.errors("server version"):
+            version = self.client.get_server_version()
+        return Layout(nullable=server_has_nullable(str(version)))
 
     # ---- writes ----------------------------------------------------------------------------------
 
@@ -132,12 +159,13 @@ class MilvusIndex(BaseIndex):
         columns = attribute_columns(attributes or {}, len(ids))
         if self.schema is None:
             schema = {name: kind for name, (kind, _) in columns.items()}
-            create_collection(self.connection, self.field, schema)
-            self.schema = schema
+            layout = self.layout or self._server_layout()
+            create_collection(self.connection, self.field, schema, layout)
+            self.schema, self.layout = schema, layout
         fit_columns(columns, self.schema)
         self._counts.clear()
         self._unindexed += len(ids)
-        for rows in upsert_batches(ids, vectors, columns, self.schema):
+        for rows in upsert_batches(ids, vectors, columns, self.schema, self.layout):
             with self.connection.errors("upsert"):
                 self.client.upsert(self.collection, rows)
 
@@ -150,11 +178,16 @@ class MilvusIndex(BaseIndex):
             batch = ids[start : start + ID_BATCH].tolist()
             with self.connection.errors("remove"):
                 present = self.client.query(
-                    self.collection, filter=f"{ID} in {batch}", output_fields=[ID], limit=len(batch)
+                    self.collection,
+                    filter=f"{ID} in {batch}",
+                    output_fields=[ID],
+                    limit=len(batch),
+                    consistency_level=self._next_read_level(),
                 )
                 found = [row[ID] for row in present]
                 if found:
                     self.client.delete(self.collection, ids=found)
+                    self._read_level = CATCH_UP  # a delete carries no Session timestamp (features)
             removed += len(found)
         return removed
 
@@ -168,10 +201,13 @@ class MilvusIndex(BaseIndex):
     # ---- search ----------------------------------------------------------------------------------
 
     def _search(self, queries: np.ndarray, k: int, flt: Filter | None, params: dict) -> SearchResult:
-        expr = expression(flt, self.schema)
+        expr = expression(flt, self.schema, self.layout or Layout(nullable=True))
         if self.lite and self._unindexed >= LITE_SYNC_ROWS:
             self.wait_for_index()
-        return search_collection(self.connection, self.field, queries, k, expr, params, self._matching)
+        level = self._next_read_level()
+        return search_collection(
+            self.connection, self.field, queries, k, expr, params, self._matching, level
+        )
 
     # ---- persistence -----------------------------------------------------------------------------
 
@@ -217,8 +253,10 @@ class MilvusIndex(BaseIndex):
         )
         try:
             if state.get("attributes") is not None:  # None: saved before the first add
-                open_collection(index.connection, index.dim, state["attributes"], folder)
+                layout = open_collection(index.connection, index.dim, state["attributes"], folder)
+                index.layout = layout or Layout(nullable=True)  # no attribute fields: either serves
                 index.schema = dict(state["attributes"])
+                index._read_level = CATCH_UP
         except BaseException:
             index.close()
             raise

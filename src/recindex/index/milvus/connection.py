@@ -28,6 +28,10 @@ from pathlib import Path
 from recindex.errors import InvalidRequest, RecIndexError
 
 TOKEN_ENV = "RECINDEX_MILVUS_TOKEN"
+# pymilvus pings every 10 s; a gRPC server with the library's default policy (the Milvus Lite server is
+# one) takes pings at most every 5 minutes while no data flows, and after three too soon answers
+# GOAWAY too_many_pings, which pymilvus does not always recover from. Milvus's own servers accept either.
+SERVER_GRPC_OPTIONS = {"grpc.keepalive_time_ms": 300_000}
 _lite_users: dict[str, int] = {}  # Lite file -> open connections in this process
 _lite_lock = threading.Lock()
 
@@ -82,8 +86,9 @@ class MilvusConnection:
                 if self.lite
                 else ""
             )
+            options = {} if self.lite else {"grpc_options": SERVER_GRPC_OPTIONS}
             with self.errors(f"connecting to {self.uri}", hint):
-                self._client = pymilvus.MilvusClient(uri=self.uri, token=self.token or "")
+                self._client = pymilvus.MilvusClient(uri=self.uri, token=self.token or "", **options)
             if self.lite:
                 with _lite_lock:
                     _lite_users[self.uri] = _lite_users.get(self.uri, 0) + 1

@@ -1,11 +1,13 @@
 """The layout of a Milvus index's collection: its fields, its vector index, and attribute values as
 Milvus stores them.
 
-A collection holds `id` (INT64 primary key), `vector` (FLOAT_VECTOR) and one nullable field per
-attribute (str -> VARCHAR(1024), num -> DOUBLE, bool -> BOOL, str_list -> ARRAY of VARCHAR(1024), at
-most 256 per item), a schema fixed by the first `add`: later adds may leave attributes out (null) but
-not bring new ones, and an upsert writes every attribute field (null where absent) because it replaces
-the whole item. Consistency is Strong, so a write is visible to the next search or count.
+A collection holds `id` (INT64 primary key), `vector` (FLOAT_VECTOR) and one field per attribute
+(str -> VARCHAR(1024), num -> DOUBLE, bool -> BOOL, str_list -> ARRAY of VARCHAR(1024), at most 256 per
+item), a schema fixed by the first `add`: later adds may leave attributes out (missing) but not bring
+new ones, and an upsert writes every attribute field (missing where absent) because it replaces the
+whole item. A missing value is null where the server has nullable fields, and otherwise a placeholder
+with `<attribute>__present` false (see `milvus.features`, which also says which consistency level each
+operation uses and why).
 
 The vector index is a Milvus index type (HNSW, IVF_FLAT, FLAT, AUTOINDEX, ...) with its build
 parameters; HNSW and IVF types start from the defaults in BUILD_DEFAULTS. Attribute names that Milvus
@@ -26,6 +28,7 @@ from recindex.errors import BundleError, InvalidRequest, RecIndexError
 from recindex.index.attribute_values import MAX_VALUES, NAME, value_set
 from recindex.index.attributes import MAX_ATTRIBUTES, MAX_STRING_CHARS, _kind_of
 from recindex.index.milvus.connection import MilvusConnection, load_pymilvus
+from recindex.index.milvus.features import PRESENT_SUFFIX, READ, Layout, layout_of_fields
 
 ID, VECTOR = "id", "vector"
 METRIC_NAMES = {"ip": "IP", "cosine": "COSINE", "l2": "L2"}
@@ -33,6 +36,8 @@ UPSERT_BATCH = 10_000  # rows per upsert call
 # Milvus expression keywords (any case) cannot name a field; id and vector are our own fields.
 RESERVED = {"and", "or", "not", "in", "like", "is", "null", "exists", "true", "false"}
 BUILD_DEFAULTS = {"HNSW": {"M": 16, "efConstruction": 200}, "IVF": {"nlist": 128}}
+# What a field without nullable support holds where the item has no value (its presence field says so).
+PLACEHOLDERS = {"str": "", "num": 0.0, "bool": False, "str_list": []}
 
 Columns = dict[str, tuple[str, list]]  # attribute -> (kind, values as Milvus takes them, None if missing)
 
@@ -64,7 +69,7 @@ def attribute_columns(attributes, n: int) -> Columns:
     for name, values in attributes.items():
         if not isinstance(name, str) or not NAME.match(name):
             raise InvalidRequest(f"attribute name {name!r} must be an identifier of at most 64 chars")
-        if name in (ID, VECTOR) or name.lower() in RESERVED:
+        if name in (ID, VECTOR) or name.lower() in RESERVED or name.endswith(PRESENT_SUFFIX):
             raise InvalidRequest(f"attribute name {name!r} is reserved in a Milvus collection; rename it")
         if isinstance(values, str | bytes) or len(values) != n:
             raise InvalidRequest(f"attribute {name!r} needs one value per item ({n})")
@@ -107,9 +112,10 @@ def convert(name: str, kind: str, values) -> list:
 
 
 def upsert_batches(
-    ids: np.ndarray, vectors: np.ndarray, columns: Columns, schema: dict[str, str]
+    ids: np.ndarray, vectors: np.ndarray, columns: Columns, schema: dict[str, str], layout: Layout
 ) -> Iterator[list[dict]]:
-    """The rows of one upsert call at a time, every attribute field of the schema in each row."""
+    """The rows of one upsert call at a time, every attribute field of the schema in each row (and,
+    without nullable fields, each scalar attribute's presence field)."""
     for start in range(0, len(ids), UPSERT_BATCH):
         rows = [
             {ID: int(item), VECTOR: vector}
@@ -119,16 +125,25 @@ def upsert_batches(
                 strict=True,
             )
         ]
-        # Every attribute field is written (None where absent): an upsert replaces the whole item.
-        for name in schema:
+        # Every attribute field is written (missing where absent): an upsert replaces the whole item.
+        for name, kind in schema.items():
             values = columns[name][1][start : start + UPSERT_BATCH] if name in columns else None
             for offset, row in enumerate(rows):
-                row[name] = None if values is None else values[offset]
+                value = None if values is None else values[offset]
+                if layout.nullable:
+                    row[name] = value
+                    continue
+                row[name] = PLACEHOLDERS[kind] if value is None else value
+                if kind != "str_list":  # an empty list says it has no values by itself
+                    row[name + PRESENT_SUFFIX] = value is not None
         yield rows
 
 
-def create_collection(connection: MilvusConnection, field: VectorField, schema: dict[str, str]) -> None:
-    """Create the collection with `schema`'s attribute fields and the vector index; refuse to reuse one."""
+def create_collection(
+    connection: MilvusConnection, field: VectorField, schema: dict[str, str], layout: Layout
+) -> None:
+    """Create the collection with `schema`'s attribute fields (in `layout`) and the vector index; refuse
+    to reuse one."""
     client, pymilvus = connection.client, load_pymilvus()
     with connection.errors("create collection"):
         if client.has_collection(connection.collection):
@@ -154,7 +169,12 @@ def create_collection(connection: MilvusConnection, field: VectorField, schema: 
                     "max_capacity": MAX_VALUES,
                     "max_length": MAX_STRING_CHARS,
                 }
-            fields.add_field(name, types[kind], nullable=True, **extra)
+            if layout.nullable:
+                fields.add_field(name, types[kind], nullable=True, **extra)
+                continue
+            fields.add_field(name, types[kind], **extra)
+            if kind != "list":
+                fields.add_field(name + PRESENT_SUFFIX, pymilvus.DataType.BOOL)
         index = client.prepare_index_params()
         index.add_index(
             field_name=VECTOR,
@@ -163,12 +183,15 @@ def create_collection(connection: MilvusConnection, field: VectorField, schema: 
             params=field.params,
         )
         client.create_collection(
-            connection.collection, schema=fields, index_params=index, consistency_level="Strong"
+            connection.collection, schema=fields, index_params=index, consistency_level=READ
         )
 
 
-def open_collection(connection: MilvusConnection, dim: int, schema: dict[str, str], folder: Path) -> None:
-    """Load a saved index's collection after checking it is the one its manifest (in `folder`) describes."""
+def open_collection(
+    connection: MilvusConnection, dim: int, schema: dict[str, str], folder: Path
+) -> Layout | None:
+    """Load a saved index's collection after checking it is the one its manifest (in `folder`)
+    describes; its layout, read from its fields (None: it has no attribute fields)."""
     with connection.errors("load"):
         client = connection.client
         if not client.has_collection(connection.collection):
@@ -184,3 +207,4 @@ def open_collection(connection: MilvusConnection, dim: int, schema: dict[str, st
                 f"manifest (vector dim {found}, fields {sorted(fields)})"
             )
         client.load_collection(connection.collection)
+    return layout_of_fields(list(fields.values()), schema)

@@ -7,7 +7,8 @@ distance, which Milvus (Lite included) reports squared, as the exact backend doe
 Filters: ours are two-valued (an item without an attribute fails every comparison on it, so
 `not (price > 5)` matches it), Milvus's three-valued (null stays null under `not`). Each comparison is
 compiled as `(attr is not null and <comparison>)`, never null, so the two agree (the compiler is
-`filters.milvus_expression`). On a multi-valued attribute (an ARRAY field) `==` and `in` become
+`filters.milvus_expression`); without nullable fields the presence test is the attribute's presence
+field instead (`milvus.features.Layout`). On a multi-valued attribute (an ARRAY field) `==` and `in` become
 `array_contains` / `array_contains_any`, any-of, as the filter language defines them. Operands are
 checked against the collection's attribute kinds here, so a bad filter gets the exact backend's error
 rather than Milvus's parse error.
@@ -27,6 +28,7 @@ from recindex.errors import InvalidRequest
 from recindex.index.base import SearchResult, top_k
 from recindex.index.filters import AllOf, AnyOf, Expr, Filter, Member, Negation, milvus_expression
 from recindex.index.milvus.connection import MilvusConnection
+from recindex.index.milvus.features import READ, Layout
 from recindex.index.milvus.schema import ID, METRIC_NAMES, VECTOR, VectorField
 
 QUERY_BATCH = 1_000  # queries per search call (Milvus caps nq)
@@ -35,14 +37,14 @@ RETRY_GROWTH = (4, 16)  # ef / nprobe multipliers tried on rows that came back s
 MAX_EF, MAX_NPROBE = 32_768, 65_536
 
 
-def expression(flt: Filter | None, schema: dict[str, str] | None) -> str:
-    """The filter as a Milvus expression (null-safe, see filters.py); "" for no filter."""
+def expression(flt: Filter | None, schema: dict[str, str] | None, layout: Layout) -> str:
+    """The filter as a Milvus expression (missing-value-safe, see filters.py); "" for no filter."""
     if flt is None:
         return ""
     if flt.where is not None:
         _check_operands(flt.where, schema or {})
-    lists = [name for name, kind in (schema or {}).items() if kind == "str_list"]
-    return milvus_expression(flt, ID, lists)
+    lists = {name for name, kind in (schema or {}).items() if kind == "str_list"}
+    return milvus_expression(flt, ID, lists, lambda name: layout.present(name, name in lists))
 
 
 def _check_operands(expr: Expr, schema: dict[str, str]) -> None:
@@ -87,12 +89,15 @@ def search_collection(
     expr: str,
     params: dict,
     matching: Callable[[str], int],
+    level: str,
 ) -> SearchResult:
-    """Top-k items per query among those matching `expr`; `matching(expr)` counts them."""
+    """Top-k items per query among those matching `expr`, read at consistency `level`;
+    `matching(expr)` counts them."""
     ids = np.full((len(queries), k), -1, np.int64)
     scores = np.full((len(queries), k), -np.inf, np.float32)
     every = np.arange(len(queries))
-    _search_rows(connection, field, queries, every, k, expr, ann_params(field, params, k, 1), ids, scores)
+    first = ann_params(field, params, k, 1)
+    _search_rows(connection, field, queries, every, k, expr, first, ids, scores, level)
     found = (ids >= 0).sum(axis=1)
     if (found < k).any():
         # Short rows are normal when fewer than k items match; only those below that count are retried.
@@ -103,7 +108,7 @@ def search_collection(
     return SearchResult(ids, scores, None)
 
 
-def _search_rows(connection, field, queries, rows, k, expr, ann, ids, scores) -> None:
+def _search_rows(connection, field, queries, rows, k, expr, ann, ids, scores, level=READ) -> None:
     """Search `queries[rows]`, writing each row's hits into ids/scores if it found more than before."""
     request = {"metric_type": METRIC_NAMES[field.metric], "params": ann}
     sign = -1.0 if field.metric == "l2" else 1.0  # Milvus reports L2 as a squared distance
@@ -118,6 +123,7 @@ def _search_rows(connection, field, queries, rows, k, expr, ann, ids, scores) ->
                 anns_field=VECTOR,
                 search_params=request,
                 output_fields=[ID],
+                consistency_level=level,
             )
         for row, row_hits in zip(batch.tolist(), hits, strict=True):
             if len(row_hits) <= (ids[row] >= 0).sum():
@@ -142,7 +148,11 @@ def _complete(connection, field, queries, short, k, expr, params, matches, ids, 
         return  # too many matches to fetch; a short row here means the index itself is the limit
     with connection.errors("query"):
         rows = connection.client.query(
-            connection.collection, filter=expr, output_fields=[ID, VECTOR], limit=QUERY_WINDOW
+            connection.collection,
+            filter=expr,
+            output_fields=[ID, VECTOR],
+            limit=QUERY_WINDOW,
+            consistency_level=READ,
         )
     if not rows:
         return
