@@ -9,6 +9,8 @@ import typer
 from recindex.cli.app import DATA_DIR, app, console, errors, experiment_app
 from recindex.errors import RecIndexError
 from recindex.experiments import RunOptions, load_spec, run, write_report
+from recindex.experiments.plan import plan
+from recindex.experiments.results_page import write_results_page
 from recindex.experiments.tracking import log_run, mlflow_module
 
 TRACKING = typer.Option(
@@ -40,8 +42,15 @@ def experiment_run(
     tracking: str | None = TRACKING,
     report: bool = typer.Option(True, "--report/--no-report", help="Write RUN_DIR/report when the run ends."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Check every cell's config and print the cells; train nothing."
+    ),
 ) -> None:
     """Train and evaluate every cell of an experiment per seed, then write its report."""
+    if dry_run:
+        for line in plan(file, seeds, str(data_dir) if data_dir else None).lines():
+            console.print(line, markup=False, highlight=False)
+        return
     if tracking is not None:
         mlflow_module()  # refused now, not after hours of training
     spec = load_spec(file)
@@ -78,6 +87,24 @@ def experiment_run(
     if summary.failed:
         details = "; ".join(f"{cell}: {error}" for cell, error in summary.failed.items())
         raise RecIndexError(f"{len(summary.failed)} cell(s) failed (see {out}/cells/*.error.txt): {details}")
+
+
+@experiment_app.command("results")
+def experiment_results(
+    run_dirs: list[Path] = typer.Argument(None, help="Finished run folders (none: list what is not run)."),
+    out: Path = typer.Option(Path("docs/results.md"), "--out", help="The page to write."),
+    experiments: Path = typer.Option(
+        Path("experiments"), "--experiments", help="The checked-in experiment files, to list those not run."
+    ),
+) -> None:
+    """One results page from finished run folders: each report's tables, verdicts and plots, where and
+    how each was run, and the experiments not run yet with their commands."""
+    run_dirs = list(run_dirs or [])
+    command = " ".join(
+        ["recindex", "experiment", "results", *map(str, run_dirs), "--out", str(out)]
+        + (["--experiments", str(experiments)] if experiments != Path("experiments") else [])
+    )
+    console.print(f"results page: {write_results_page(run_dirs, out, experiments, command)}")
 
 
 @app.command("report")

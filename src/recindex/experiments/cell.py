@@ -22,8 +22,14 @@ from recindex.eval.evaluate import evaluate_model
 from recindex.eval.index_eval import evaluate_index
 from recindex.experiments.cache import CellFiles, write_json_atomic, write_npz_atomic
 from recindex.experiments.matrix import Cell
+from recindex.experiments.measures import (
+    case_subsets,
+    partition_measures,
+    popularity_configuration,
+    subset_recalls,
+)
 from recindex.experiments.operating_points import choose, measure
-from recindex.experiments.spec import EXACT, IndexSweep
+from recindex.experiments.spec import EXACT, POPULARITY, IndexSweep
 from recindex.index.base import BaseIndex
 from recindex.index.item_attributes import item_attributes
 from recindex.pipelines import load_bundle, make_index, run_experiment
@@ -76,12 +82,23 @@ def run_cell(task: CellTask) -> dict[str, Any]:
             )
     bundle = load_bundle(files.bundle)
     train_seconds = time.perf_counter() - started
+    subsets = case_subsets(bundle)
+    ks = config.eval.ks
     configurations, ranks = [_exact(bundle)], {}
     ranks["c0"] = configurations[0]["ranks"]
     configurations[0]["ranks"] = "c0"  # the arrays go to the .npz file, their names stay here
+    configurations[0]["test"].update(subset_recalls(ranks["c0"], subsets, ks))
     operating: dict[str, Any] = {}
     for sweep in cell.indexes:
+        if sweep.spec == POPULARITY:  # a baseline, not an index: nothing to sweep
+            baseline = popularity_configuration(bundle, sweep.name)
+            name = f"c{len(configurations)}"
+            ranks[name] = baseline["ranks"]
+            baseline["test"].update(subset_recalls(ranks[name], subsets, ks))
+            configurations.append({**baseline, "ranks": name})
+            continue
         index = bundle_index(bundle, sweep.spec)
+        partitions = partition_measures(bundle, index)  # the same for every search setting
         points = measure(bundle, index, sweep)
         chosen = choose(points, sweep)
         operating[sweep.name] = {"points": [p.to_dict() for p in points], "chosen": [n for n, _ in chosen]}
@@ -97,8 +114,8 @@ def run_cell(task: CellTask) -> dict[str, Any]:
                     "spec": sweep.spec,
                     "params": points[number].params,
                     "valid": points[number].metrics,
-                    "test": test.index,
-                    "cost": test.cost,
+                    "test": {**test.index, **subset_recalls(test.ranks, subsets, ks)},
+                    "cost": {**test.cost, **partitions},
                     "reached": reached,
                     "ranks": name,
                 }

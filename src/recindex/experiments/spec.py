@@ -10,7 +10,8 @@
     [overrides.NAME]       set, families (the families it applies to; default: all)
     [indexes.NAME]         spec (as `recindex index build --backend`), families, sweep (param -> values),
                            params (fixed), choose (each | frontier | best | target), target,
-                           select_metric, cost (time | candidates), single_queries
+                           select_metric, cost (time | candidates), single_queries;
+                           spec = "popularity": the popularity baseline (no sweep)
     [[comparisons]]        name, a and b ({family, override, index, params}), metrics
 
 Settings tables (`set`) have the shape of a run config: `set.train.epochs = 5`.
@@ -29,6 +30,7 @@ from recindex.errors import RecIndexError
 Choose = Literal["each", "frontier", "best", "target"]
 Cost = Literal["time", "candidates"]
 EXACT = "exact"  # the index name of exact search over the bundle's vectors (always evaluated)
+POPULARITY = "popularity"  # the index spec of the popularity baseline (most popular training items)
 
 
 @dataclass(frozen=True)
@@ -302,6 +304,8 @@ def _indexes(path: Path, tables: dict, families: dict) -> dict[str, IndexSweep]:
         single = reader.get("single_queries", int, 0)
         if not 0 <= single <= 10_000:
             reader.fail(f"expected 0 to 10000, got {single}", "single_queries")
+        if table.get("spec") == POPULARITY and (sweep or table.get("params") or choose != "each"):
+            reader.fail("the popularity baseline has no search parameters to sweep, fix or choose", "spec")
         out[name] = IndexSweep(
             name,
             reader.get("spec", str, required=True),

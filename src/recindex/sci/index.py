@@ -6,7 +6,7 @@ Build (the first `add`):
    f_q(Q) too (`logged_queries`: one per training user). Each item goes to the list of its query view's
    nearest centroid (the `assign` nearest with multi-assignment). The default is the items alone (ours;
    the design notes suggested both): on Beauty's validation split adding the logged queries cut
-   routing consistency and Recall@10 (docs/sci.md, `benchmarks/sci_bars.py choices`);
+   routing consistency and Recall@10 (docs/sci.md, CI's variants on validation);
 2. fine: residual quantization in the *item view*: b_i - c_k(i) (the item vector minus its list's
    centroid; meaningful because SymmAligner put both views in one space), `levels` x `codewords`
    RQ-KMeans (our default 2 x 256, as the design notes suggest).
