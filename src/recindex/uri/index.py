@@ -186,27 +186,10 @@ class URIIndex(PartitionedIndex):
 
     def _route(self, queries: np.ndarray, k: int, params: dict, eligible: np.ndarray | None) -> Route:
         beam, _ = self._checked(params)
-        routers = queries[:, self.model_dim : 2 * self.model_dim]
-        leaves, _, tree, lists = self.leaves(routers, beam, self.leaf_layers)
-        return Route(self._widened(routers, _partition_numbers(tree, leaves), beam, k, tree, lists), lists)
-
-    def _widened(self, routers, probes: np.ndarray, beam: int, k: int, tree: TokenTree, lists: Lists):
-        """Rows whose beam found leaves holding fewer than k items search again with a doubled beam
-        until they hold k (or the beam holds every leaf), as CI probes further lists: a narrow beam
-        otherwise answers short once the history is dropped. Rows that hold k are left as they are."""
-        need = min(k, len(self))
-        held = np.where(probes >= 0, lists.sizes[np.maximum(probes, 0)], 0).sum(1)
-        short = np.flatnonzero(held < need)
-        while len(short) and beam < len(tree.leaf_keys):
-            beam *= 2
-            wider = _partition_numbers(tree, self.leaves(routers[short], beam, self.leaf_layers)[0])
-            if wider.shape[1] > probes.shape[1]:
-                probes = np.pad(probes, ((0, 0), (0, wider.shape[1] - probes.shape[1])), constant_values=-1)
-            probes[short] = -1
-            probes[short, : wider.shape[1]] = wider
-            held = np.where(wider >= 0, lists.sizes[np.maximum(wider, 0)], 0).sum(1)
-            short = short[held < need]
-        return probes
+        leaves, _, tree, lists = self.leaves(
+            queries[:, self.model_dim : 2 * self.model_dim], beam, self.leaf_layers
+        )
+        return Route(_partition_numbers(tree, leaves), lists)
 
     def _rank(self, queries: np.ndarray, k: int, params: dict, eligible: np.ndarray | None) -> SearchResult:
         beam, ranking = self._checked(params)
