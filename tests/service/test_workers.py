@@ -3,6 +3,8 @@ through the one log in one order, and every worker applies all of them, through 
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -12,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from tests.service.test_serve_command import child_env, free_port, kill_9
+from tests.service.test_serve_command import child_env, free_port
 
 from recindex.serve.runtime import build_app
 from recindex.serve.settings import ServiceSettings
@@ -118,6 +120,7 @@ def test_serve_with_two_workers_takes_writes_and_both_answer_with_them(settings)
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # its own process group: the workers are killed with it at the end
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -156,4 +159,6 @@ def test_serve_with_two_workers_takes_writes_and_both_answer_with_them(settings)
             if [a["items"][0]["item_id"] for a in answers] == [f"w{n}" for n in range(6)]:
                 complete.add(process_id)
     finally:
-        kill_9(process)
+        # kill -9 of the supervisor alone would leave its two workers running (and polling the log)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
