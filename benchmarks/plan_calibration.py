@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from recindex.index.build_time import RATES_FILE, ivf_train_size, work_units  # noqa: E402
 from recindex.index.factory import make_index  # noqa: E402
+from recindex.index.faiss_index import KMEANS_ITERATIONS  # noqa: E402
 from recindex.index.planning import ivf_nlist, pq_bytes  # noqa: E402
 
 BATCH = 100_000
@@ -131,6 +132,7 @@ def write_table(args, builds: dict, wall: float) -> None:
         "machine": run_info(),
         "command": " ".join(["nice -n 19 python", *sys.argv]),
         "threads": 1,
+        "kmeans_iterations": KMEANS_ITERATIONS,  # the IVF builds' coarse k-means (recindex's default)
         "wall_seconds": round(wall, 1),
         "data": f"standard normal vectors normalised to unit length, d={args.dim}, seed 0",
         "builds": {kind: rows for kind, rows in builds.items() if rows},

@@ -123,10 +123,22 @@ def test_fast_scan_round_trip_keeps_tombstones_and_answers(spec, tmp_path):
 
 
 def test_recommended_spec_follows_the_catalogue_and_builds():
-    assert recommended_faiss(1_000_000, 64) == "faiss:IVF4096,PQ64x4fsr,RFlat"
-    assert recommended_faiss(100_000, 64) == "faiss:IVF1024,PQ64x4fsr,RFlat"
+    assert recommended_faiss(1_000_000, 64) == "faiss:IVF2048,PQ64x4fsr,RFlat"
+    assert recommended_faiss(100_000, 64) == "faiss:IVF512,PQ64x4fsr,RFlat"
+    assert recommended_faiss(10_000_000, 32) == "faiss:IVF4096,PQ32x4fsr,RFlat"  # ivf_lists_for's cap
     assert ivf_lists_for(N) == 64  # 39 training points per list cap it below 4 sqrt(n)
     index = filled(recommended_faiss(N, DIM), nprobe=16, k_factor=8)
     assert recall(index.search(QUERIES, 10).ids, 10) > 0.9
     with pytest.raises(InvalidRequest, match="at least 39"):
         ivf_lists_for(10)
+
+
+def test_coarse_kmeans_runs_the_iterations_asked_for_and_saves_them(tmp_path):
+    index = make_index("faiss:IVF32,Flat", DIM, "ip", options={"kmeans_iterations": 3})
+    index.add(np.arange(N), ITEMS)
+    assert faiss.extract_index_ivf(index.index).cp.niter == 3
+    index.save(tmp_path / "ix")
+    assert load_index(tmp_path / "ix").kmeans_iterations == 3
+    assert faiss.extract_index_ivf(filled("faiss:IVF32,Flat").index).cp.niter == 10  # FAISS's: 25
+    with pytest.raises(InvalidRequest, match="kmeans_iterations"):
+        make_index("faiss:IVF32,Flat", DIM, "ip", options={"kmeans_iterations": 0}).add(np.arange(N), ITEMS)

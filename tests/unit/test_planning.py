@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+from dataclasses import replace
 import tracemalloc
 
 import faiss
@@ -131,9 +132,9 @@ def test_recommendation_moves_from_exact_to_milvus_as_the_catalogue_grows():
         return plan(items, 64, ram_gb=ram_gb).recommended
 
     assert chosen(100_000, 16) == "exact"
-    assert chosen(2_000_000, 16) == "faiss:HNSW32"
-    assert chosen(50_000_000, 64).startswith("faiss:IVF")
-    assert chosen(2_000_000, 1).startswith("faiss:IVF")  # HNSW does not fit
+    assert chosen(2_000_000, 16) == "faiss:IVF2048,PQ64x4fsr,RFlat"  # specs.recommended_faiss
+    assert chosen(50_000_000, 64) == "faiss:IVF32768,PQ16"  # beyond 10M: codes only (4 sqrt(n) lists)
+    assert chosen(2_000_000, 1) == "faiss:IVF4096,PQ16"  # the float vectors of a refine do not fit
     assert chosen(100_000_000, 25).startswith("faiss_ondisk:IVF")  # IVF-PQ does not fit in 75% of 25 GB
     assert chosen(100_000_000, 4) == "milvus"
 
@@ -186,11 +187,16 @@ def test_shipped_table_is_a_measurement_the_planner_reads():
     assert set(table.rates) >= {"exact", "hnsw", "ivf_pq", "ivf_pq_ondisk"}
     assert table.machine.get("cpu_count") and "plan_calibration.py" in table.command
     # larger catalogues take longer, and HNSW grows faster than linearly
-    small = plan(1_000_000, 64, ram_gb=64, rates=table).candidates[1].build
-    large = plan(10_000_000, 64, ram_gb=64, rates=table).candidates[1].build
+    small = plan(1_000_000, 64, ram_gb=64, rates=table).candidates[2].build
+    large = plan(10_000_000, 64, ram_gb=64, rates=table).candidates[2].build
     assert large.seconds > 10 * small.seconds
     assert work_units("hnsw", 10, 1)["add"] > 0 and ivf_nlist(10_000_000) == 16384
-    assert candidate_specs(10_000_000, 128)[2] == "faiss:IVF16384,PQ32"
+    assert candidate_specs(10_000_000, 128)[2] == "faiss:HNSW32"
+    assert candidate_specs(10_000_000, 128)[3] == "faiss:IVF16384,PQ32"
+    # an IVF's training scales with its k-means iterations from those of the table's builds
+    fewer = replace(table, kmeans_iterations=2 * table.kmeans_iterations)
+    trained = plan(1_000_000, 64, ram_gb=64, rates=table).candidates[1].build
+    assert plan(1_000_000, 64, ram_gb=64, rates=fewer).candidates[1].build.seconds < trained.seconds
 
 
 def test_cli_prints_a_table_and_json():
@@ -201,7 +207,7 @@ def test_cli_prints_a_table_and_json():
     printed = runner.invoke(app, ["plan", "--items", "10000000", "--dim", "128", "--ram", "64", "--json"])
     assert printed.exit_code == 0, printed.output
     data = json.loads(printed.output)
-    assert data["recommended"]["spec"] and len(data["candidates"]) == 4
+    assert data["recommended"]["spec"] and len(data["candidates"]) == 5
     assert data["build_rates"]["command"]
     refused = runner.invoke(app, ["plan", "--items", "-5", "--dim", "64"])
     assert refused.exit_code != 0

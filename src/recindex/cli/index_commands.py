@@ -32,7 +32,7 @@ def index_build(
     backend: str | None = typer.Option(
         None,
         "--backend",
-        help="exact, exact:int8, faiss:HNSW32, faiss:IVF1024,Flat, faiss:IVF4096,PQ64x4fsr,RFlat (recommended"
+        help="exact, exact:int8, faiss:HNSW32, faiss:IVF1024,Flat, faiss:IVF2048,PQ64x4fsr,RFlat (recommended"
         " at 1M items, d=64), milvus:HNSW, sharded:4:..., mfli, uri, ci:nlist=128 (default: the bundle "
         "config's [index])",
     ),

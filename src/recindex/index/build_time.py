@@ -74,6 +74,9 @@ class RateTable:
     command: str
     threads: int
     rates: dict[str, Rates]
+    # Lloyd iterations of the calibration builds' coarse k-means: an IVF's training work scales with
+    # them (tables written before recindex chose 10 were measured with FAISS's 25).
+    kmeans_iterations: int = 25
 
     @classmethod
     def load(cls, path: Path = RATES_FILE) -> RateTable:
@@ -89,7 +92,8 @@ class RateTable:
     def from_data(cls, data: dict) -> RateTable:
         """The table as the calibration writes it: machine, command, threads and builds by kind."""
         rates = {kind: _rates(builds) for kind, builds in data["builds"].items()}
-        return cls(data["machine"], data["command"], int(data["threads"]), rates)
+        iterations = int(data.get("kmeans_iterations", 25))
+        return cls(data["machine"], data["command"], int(data["threads"]), rates, iterations)
 
     def estimate(self, kind: str, work: dict, scale: float = 1.0) -> Estimate | None:
         """Seconds for a build of `work` units (None: the table has no builds of this kind)."""

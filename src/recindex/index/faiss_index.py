@@ -14,7 +14,8 @@ comes back short of k is retried with wider search parameters, then scored exact
 items: k results come back whenever k items match.
 
 Training. IVF and PQ need training: the first `add` trains on a seeded sample of its vectors
-(`train_size`, default max(50,000, 64 x nlist)), so the first add must carry enough vectors.
+(`train_size`, default max(50,000, 64 x nlist)), so the first add must carry enough vectors. The
+coarse k-means runs `kmeans_iterations` iterations (10; FAISS's own default is 25).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from recindex.index.faiss_layers import (
     reset_stats,
     scan_codes,
     search_parameters,
+    prepare_training,
     small_sample_training,
     train,
 )
@@ -58,6 +60,7 @@ from recindex.index.slots import SlotTable
 _COUNTERS = threading.Lock()
 EXACT_FALLBACK_LIMIT = 200_000  # largest matching set a short row is scored over exactly
 WIDEN_TRIES = 3
+KMEANS_ITERATIONS = 10  # Lloyd iterations of an IVF's coarse k-means (faiss_layers.set_kmeans_iterations)
 
 
 class FaissIndex(BaseIndex):
@@ -71,6 +74,7 @@ class FaissIndex(BaseIndex):
         *,
         ef_construction: int = 200,
         train_size: int | None = None,
+        kmeans_iterations: int = KMEANS_ITERATIONS,
         search_params=None,
     ):
         self.factory = factory
@@ -88,6 +92,7 @@ class FaissIndex(BaseIndex):
             self.layers.core.hnsw.efConstruction = int(ef_construction)
         self.ef_construction = int(ef_construction)
         self.train_size = train_size
+        self.kmeans_iterations = int(kmeans_iterations)  # checked when training starts
         self.table = SlotTable()
         self._selectors_work: bool | None = None  # probed on first filtered search
         self._param_cache: dict = {}
@@ -116,11 +121,7 @@ class FaissIndex(BaseIndex):
         sample = vectors
         if len(vectors) > size:
             sample = vectors[np.sort(np.random.default_rng(0).choice(len(vectors), size, replace=False))]
-        for layer in (self.layers.core, *self.layers.outer):
-            if hasattr(layer, "do_polysemous_training"):
-                # Polysemous codes only serve polysemous search, which we never run; training them
-                # was most of the build time of IVF-PQ.
-                layer.do_polysemous_training = False
+        prepare_training(self.index, self.layers, self.kmeans_iterations)
         try:
             with small_sample_training(self.index):
                 train(self.index, self.layers, sample)
@@ -176,14 +177,7 @@ class FaissIndex(BaseIndex):
         vectors = self._reconstruct(live)
         ids = self.table.ids[live].copy()
         attributes = self.table.attributes.rows(live)
-        fresh = FaissIndex(
-            self.dim,
-            self.metric,
-            self.factory,
-            ef_construction=self.ef_construction,
-            train_size=self.train_size,
-            search_params=self.search_params,
-        )
+        fresh = FaissIndex(self.dim, self.metric, search_params=self.search_params, **self._settings())
         fresh.index = faiss.clone_index(self.index)
         fresh.index.reset()
         fresh.layers = layers_of(fresh.index)
@@ -374,10 +368,15 @@ class FaissIndex(BaseIndex):
     def _save(self, folder: Path) -> dict:
         self.table.save(folder)
         faiss.write_index(self.index, str(folder / "index.faiss"))
+        return self._settings()
+
+    def _settings(self) -> dict:
+        """The constructor's settings, as saved in the manifest's state."""
         return {
             "factory": self.factory,
             "ef_construction": self.ef_construction,
             "train_size": self.train_size,
+            "kmeans_iterations": self.kmeans_iterations,
         }
 
     @classmethod
@@ -389,6 +388,7 @@ class FaissIndex(BaseIndex):
             state["factory"],
             ef_construction=state["ef_construction"],
             train_size=state["train_size"],
+            kmeans_iterations=state.get("kmeans_iterations", 25),  # saved before the setting: FAISS's
         )
         index.index = faiss.read_index(str(folder / "index.faiss"))
         index.layers = layers_of(index.index)

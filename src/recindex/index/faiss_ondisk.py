@@ -31,7 +31,7 @@ import faiss
 
 from recindex.errors import InvalidRequest
 from recindex.index.base import Metric
-from recindex.index.faiss_index import FaissIndex
+from recindex.index.faiss_index import KMEANS_ITERATIONS, FaissIndex
 from recindex.index.faiss_layers import layers_of
 from recindex.index.slots import SlotTable
 
@@ -50,6 +50,7 @@ class OnDiskFaissIndex(FaissIndex):
         *,
         ef_construction: int = 200,
         train_size: int | None = None,
+        kmeans_iterations: int = KMEANS_ITERATIONS,
         work_dir: str | None = None,
         search_params=None,
     ):
@@ -59,6 +60,7 @@ class OnDiskFaissIndex(FaissIndex):
             factory,
             ef_construction=ef_construction,
             train_size=train_size,
+            kmeans_iterations=kmeans_iterations,
             search_params=search_params,
         )
         self.work_dir = work_dir
@@ -169,6 +171,7 @@ class OnDiskFaissIndex(FaissIndex):
             state["factory"],
             ef_construction=state["ef_construction"],
             train_size=state["train_size"],
+            kmeans_iterations=state.get("kmeans_iterations", 25),
         )
         if not (folder / state.get("lists", LISTS_FILE)).is_file():
             raise InvalidRequest(f"{folder}: the on-disk lists file {LISTS_FILE} is missing")

@@ -4,13 +4,16 @@ which one to use (`recindex plan`).
 Candidates, in the order they are preferred when they fit:
 
     exact                       while a query's scan of every vector stays small (EXACT_MAX_SCAN)
-    faiss:HNSW32                up to 10M items: the best recall per query time, vectors in RAM
-    faiss:IVF{nlist},PQ{m}      beyond 10M items (or when HNSW does not fit): m bytes a vector
+    faiss:IVF{lists},PQ{d}x4fsr,RFlat  up to 10M items (`specs.recommended_faiss`): 4-bit codes
+                                scanned with SIMD, the best re-scored from float vectors in RAM; builds
+                                in seconds where a graph takes minutes, at HNSW's recall per query time
+    faiss:HNSW32                sized for comparison, never chosen: its build at 1M is minutes
+    faiss:IVF{nlist},PQ{m}      beyond 10M items (or when the float vectors do not fit): m bytes a vector
     faiss_ondisk:IVF{nlist},PQ{m}  when even IVF-PQ does not fit in RAM: the lists in a file
     milvus                      when nothing fits one machine: a Milvus cluster spreads the items
 
 "Fits" means the index's RAM is at most FIT_FRACTION of the RAM given: the process also holds the
-model, query buffers and the service. nlist is the power of two nearest 4 x sqrt(n) (FAISS's
+model, query buffers and the service. For IVF-PQ, nlist is the power of two nearest 4 x sqrt(n) (FAISS's
 guideline is 4 to 16 x sqrt(n)); m is d/4 bytes (4 dimensions a byte), or the largest divisor of d
 below that. Sizes come from `footprint` (the structures' formulas), build times from `build_time`
 (a measured table, extrapolated).
@@ -37,10 +40,11 @@ from recindex.index.faiss_index import FaissIndex
 from recindex.index.faiss_ondisk import OnDiskFaissIndex
 from recindex.index.footprint import Footprint, index_footprint
 from recindex.index.sharded import ShardedIndex
+from recindex.index.specs import recommended_faiss
 
 MAX_ITEMS = 100_000_000_000  # 1e11: beyond any one catalogue; refuses typos such as an extra zero run
 EXACT_MAX_SCAN = 32_000_000  # floats a query scans with exact search (500k x 64): a few ms per query
-HNSW_MAX_ITEMS = 10_000_000  # beyond it, PQ (graph build time and RAM grow past what one machine wants)
+FLOAT_MAX_ITEMS = 10_000_000  # beyond it, PQ codes only (float vectors' RAM grows past what one machine wants)
 FIT_FRACTION = 0.75
 
 
@@ -54,7 +58,13 @@ def pq_bytes(dim: int) -> int:
 
 def candidate_specs(n: int, dim: int) -> list[str]:
     nlist, m = ivf_nlist(n), pq_bytes(dim)
-    return ["exact", "faiss:HNSW32", f"faiss:IVF{nlist},PQ{m}", f"faiss_ondisk:IVF{nlist},PQ{m}"]
+    return [
+        "exact",
+        recommended_faiss(n, dim),
+        "faiss:HNSW32",
+        f"faiss:IVF{nlist},PQ{m}",
+        f"faiss_ondisk:IVF{nlist},PQ{m}",
+    ]
 
 
 def available_ram() -> tuple[int, str]:
@@ -180,7 +190,7 @@ def _build_estimate(index, n: int, rates: RateTable | None) -> Estimate | None:
         ivf = layers.core
         pq = getattr(ivf, "pq", None)
         ksub = pq.ksub if pq is not None else 0
-        train = ivf_train_size(ivf.nlist, n, index.train_size)
+        train = ivf_train_size(ivf.nlist, n, index.train_size) * index.kmeans_iterations / rates.kmeans_iterations
         work = work_units("ivf_pq", n, index.dim, nlist=ivf.nlist, ksub=ksub, train=train)
         kind = "ivf_pq_ondisk" if isinstance(index, OnDiskFaissIndex) else "ivf_pq"
         return rates.estimate(kind, work)
@@ -203,17 +213,23 @@ def plan(
     attributes = attributes or []
     ram, source = (int(ram_gb * 1e9), "--ram") if ram_gb is not None else available_ram()
     sized = [size(spec, items, dim, ram, rates, attributes) for spec in candidate_specs(items, dim)]
-    exact, hnsw, ivfpq, ondisk = sized
+    exact, fast_scan, _hnsw, ivfpq, ondisk = sized
     budget = f"{FIT_FRACTION:.0%} of {gb(ram)} RAM"
     if exact.fits and items * dim <= EXACT_MAX_SCAN:
         chosen, reason = exact, f"{items:,} x {dim} floats: a scan of every vector costs a query little"
-    elif hnsw.fits and items <= HNSW_MAX_ITEMS:
-        chosen, reason = hnsw, f"up to 10M items a graph gives the best recall per query; it fits ({budget})"
+    elif fast_scan.fits and items <= FLOAT_MAX_ITEMS:
+        chosen, reason = (
+            fast_scan,
+            (
+                "up to 10M items: 4-bit codes scanned with SIMD and the best re-scored exactly give a "
+                f"graph's recall per query time, and build in a fraction of a graph's time; it fits ({budget})"
+            ),
+        )
     elif ivfpq.fits:
         chosen, reason = (
             ivfpq,
             (
-                f"{ivfpq.spec.split(',')[1]} codes: {_why_not_float(hnsw, items, budget)}; "
+                f"{ivfpq.spec.split(',')[1]} codes: {_why_not_float(fast_scan, items, budget)}; "
                 f"IVF-PQ fits in {gb(ivfpq.footprint.ram())} (fast-scan PQ at 4 bits halves the codes again)"
             ),
         )
@@ -242,11 +258,12 @@ def plan(
     )
 
 
-def _why_not_float(hnsw: Sized, items: int, budget: str) -> str:
-    if items > HNSW_MAX_ITEMS and hnsw.fits:
-        hnsw_ram = gb(hnsw.footprint.ram())
-        return f"beyond 10M items PQ keeps RAM and build time down (HNSW32 would take {hnsw_ram})"
-    return f"HNSW32 would need {gb(hnsw.footprint.ram())}, over {budget}"
+def _why_not_float(fast_scan: Sized, items: int, budget: str) -> str:
+    """Why the recommended spec, which keeps every float vector in RAM for its refine, is not chosen."""
+    ram = gb(fast_scan.footprint.ram())
+    if items > FLOAT_MAX_ITEMS and fast_scan.fits:
+        return f"beyond 10M items PQ keeps RAM and build time down (float vectors for a refine: {ram})"
+    return f"with float vectors for a refine the index would need {ram}, over {budget}"
 
 
 def gb(nbytes: float) -> str:
