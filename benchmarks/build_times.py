@@ -29,7 +29,7 @@ from recindex.pipelines.indexes import make_index
 
 # Measured builds not repeated by default (seconds, where, when): HNSW at 1M takes minutes.
 NOT_REMEASURED = {
-    "faiss:HNSW32": "185 s at 1M (issue 21), 296 s at 1M with 2 threads (design/peer-baselines.md)",
+    "faiss:HNSW32": "421 s at 1M with 2 threads on the loaded machine (2026-12-01, docs/indexes.md)",
 }
 HNSW_SKIP_ABOVE = 200_000
 
