@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 
 import httpx
 import numpy as np
@@ -111,7 +111,7 @@ def test_a_worker_behind_two_compactions_loads_the_newer_snapshot(settings):
             assert behind.state.follower.error is None
 
 
-def test_serve_with_two_workers_takes_writes_and_both_answer_with_them(settings):
+def test_serve_with_two_workers_takes_writes_both_answer_and_both_end_with_the_supervisor(settings):
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "recindex.cli", "serve", str(settings.bundle), "--port", str(port)]
@@ -158,7 +158,41 @@ def test_serve_with_two_workers_takes_writes_and_both_answer_with_them(settings)
                 ]
             if [a["items"][0]["item_id"] for a in answers] == [f"w{n}" for n in range(6)]:
                 complete.add(process_id)
-    finally:
-        # kill -9 of the supervisor alone would leave its two workers running (and polling the log)
-        os.killpg(process.pid, signal.SIGKILL)
+
+        # kill -9 of the supervisor alone: its workers end too, and the port stops answering
+        process.kill()
         process.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while any(running(pid) for pid in pids) or answers_on(base):
+            assert time.monotonic() < deadline, (
+                f"workers {[pid for pid in pids if running(pid)]} outlived their supervisor by 15 s"
+            )
+            time.sleep(0.1)
+    finally:
+        # whatever failed above, leave no worker behind (they are in the supervisor's process group)
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+def running(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie (an orphan's reaper may be slow to reap it)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+
+def answers_on(base: str) -> bool:
+    try:
+        httpx.get(base + "/readyz", timeout=1)
+    except httpx.HTTPError:
+        return False
+    return True
