@@ -11,35 +11,15 @@ import time
 from contextlib import ExitStack, suppress
 
 import httpx
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from tests.service.replica_helpers import DATASET, KEY, eventually, top_item, unit
 from tests.service.test_serve_command import child_env, free_port
 
 from recindex.serve.runtime import build_app
 from recindex.serve.settings import ServiceSettings
 from recindex.serve.state import ServiceState
 from recindex.serve.wal import WriteAheadLog
-
-DATASET = "synthetic:n_users=120,n_items=50,n_attributes=12,seed=6"
-KEY = {"X-API-Key": "k"}
-
-
-def unit(seed: int) -> list[float]:
-    vector = np.random.default_rng(seed).standard_normal(16)
-    return (vector / np.linalg.norm(vector)).tolist()
-
-
-def top_item(http, vector: list[float]) -> str:
-    return http.post("/v1/recommend", json={"vector": vector, "k": 1}).json()["items"][0]["item_id"]
-
-
-def eventually(check, seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not seen within {seconds} s")
-        time.sleep(0.01)
 
 
 @pytest.fixture
