@@ -1,13 +1,27 @@
-"""What the replica benchmarks share: servers on loopback ports, unit vectors, writes and look-ups."""
+"""What the replica benchmarks share: their command line and scratch folder, the report they print,
+servers on loopback ports, unit vectors, writes and look-ups.
+
+    args = parser(__doc__, writes=400).parse_args()
+    with scratch("replica-x-") as folder:
+        started = time.perf_counter()
+        ...
+        print_report(report, started)
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -16,6 +30,36 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "bench-key"
 HEADERS = {"X-API-Key": KEY}
+MAX_WRITES = 5000  # a bound on --writes: a run stays minutes, not hours
+
+
+def parser(doc: str, writes: int) -> argparse.ArgumentParser:
+    """The options every replica benchmark takes (--bundle, --writes); a script adds its own."""
+    options = argparse.ArgumentParser(description=doc.splitlines()[0])
+    options.add_argument("--bundle", required=True, help="the bundle to serve (served with faiss-HNSW32)")
+    options.add_argument("--writes", type=int, default=writes, help=f"writes to send (at most {MAX_WRITES})")
+    return options
+
+
+def writes_wanted(args: argparse.Namespace) -> int:
+    if args.writes < 1:
+        raise SystemExit(f"--writes must be at least 1, got {args.writes}")
+    return min(args.writes, MAX_WRITES)
+
+
+@contextmanager
+def scratch(prefix: str) -> Iterator[Path]:
+    """A temporary folder for the run's state folders, removed at the end whatever happens."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def print_report(report: dict, started: float) -> None:
+    """The run's report as JSON on stdout, with its wall time since `started` (time.perf_counter)."""
+    print(json.dumps({**report, "wall_seconds": round(time.perf_counter() - started, 1)}, indent=2))
 
 
 def free_port() -> int:

@@ -14,11 +14,7 @@ and the same item count. Needs nats-server and nats-py. Bounded: --writes writes
 
 from __future__ import annotations
 
-import argparse
-import json
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,21 +28,25 @@ from replica_common import (
     finds,
     free_port,
     kill_9,
+    parser,
     percentile,
+    print_report,
+    scratch,
     serve_command,
     start,
     unit_vectors,
+    writes_wanted,
 )
 from tests.service.jetstream_cluster import JetStreamCluster
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bundle", required=True)
-    parser.add_argument("--writes", type=int, default=400)
-    args = parser.parse_args()
-    writes = min(args.writes, 5000)
-    folder = Path(tempfile.mkdtemp(prefix="replica-jetstream-"))
+    args = parser(__doc__, writes=400).parse_args()
+    with scratch("replica-jetstream-") as folder:
+        run(args.bundle, writes_wanted(args), folder)
+
+
+def run(bundle: str, writes: int, folder: Path) -> None:
     (folder / "nats").mkdir()
     cluster = JetStreamCluster(folder / "nats").start()
     url = cluster.url("items", replicas=3)
@@ -57,7 +57,7 @@ def main() -> None:
         environment = env(
             RECINDEX_STATE_DIR=str(folder / f"replica-{i}"), RECINDEX_LOG=url, RECINDEX_COMPACT_EVERY="100"
         )
-        return start(serve_command(args.bundle, ports[i]), environment, ports[i])
+        return start(serve_command(bundle, ports[i]), environment, ports[i])
 
     started = time.perf_counter()
     processes = [replica(i) for i in range(3)]
@@ -126,14 +126,12 @@ def main() -> None:
                 "max": round(1000 * max(latencies), 1),
             },
             "events": events,
-            "wall_seconds": round(time.perf_counter() - started, 1),
         }
-        print(json.dumps(report, indent=2))
+        print_report(report, started)
     finally:
         for process in processes:
             kill_9(process)
         cluster.stop()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

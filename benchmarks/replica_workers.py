@@ -14,11 +14,8 @@
 
 from __future__ import annotations
 
-import argparse
 import json
-import shutil
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -32,10 +29,14 @@ from replica_common import (
     finds,
     free_port,
     kill_9,
+    parser,
     percentile,
+    print_report,
+    scratch,
     serve_command,
     start,
     unit_vectors,
+    writes_wanted,
 )
 
 WORKER = (
@@ -127,23 +128,17 @@ def throughput(bundle: str, folder: Path, workers: int, seconds: float, clients:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bundle", required=True)
-    parser.add_argument("--writes", type=int, default=300)
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--clients", type=int, default=8)
-    args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="replica-workers-"))
-    started = time.perf_counter()
-    try:
-        report = {"visibility": visibility(args.bundle, folder / "state-vis", min(args.writes, 5000))}
+    options = parser(__doc__, writes=300)
+    options.add_argument("--seconds", type=float, default=10.0, help="per throughput phase (at most 60)")
+    options.add_argument("--clients", type=int, default=8, help="concurrent clients in the throughput phases")
+    args = options.parse_args()
+    with scratch("replica-workers-") as folder:
+        started = time.perf_counter()
+        report = {"visibility": visibility(args.bundle, folder / "state-vis", writes_wanted(args))}
         report["throughput"] = [
             throughput(args.bundle, folder, n, min(args.seconds, 60), args.clients) for n in (1, 2)
         ]
-        report["wall_seconds"] = round(time.perf_counter() - started, 1)
-        print(json.dumps(report, indent=2))
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        print_report(report, started)
 
 
 if __name__ == "__main__":

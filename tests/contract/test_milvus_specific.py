@@ -177,9 +177,11 @@ def test_data_survives_a_new_process(open_index, uri, tmp_path):
     assert state["uri"] == ("./milvus.db" if uri.endswith(".db") else uri)
     assert "token" not in json.dumps(state)
     index.close()  # a Lite file is open in one process at a time
+    # The core backends' loader (Milvus is one of them): the new process needs no torch, the costly part
+    # of starting it when it imports the composition root (pipelines) whose loader adds the learned ones.
     script = (
         "import json, sys, numpy as np\n"
-        "from recindex.pipelines.indexes import load_index\n"
+        "from recindex.index.factory import load_index\n"
         "index = load_index(sys.argv[1])\n"
         "result = index.search(np.array(json.loads(sys.argv[2]), np.float32), 10, filter='price < 80')\n"
         "print(json.dumps({'n': len(index), 'ids': result.ids.tolist(), 'scores': result.scores.tolist()}))\n"

@@ -242,7 +242,8 @@ def test_http_refuses_with_503_and_a_message_when_the_queue_is_full(bundles):
 
 @pytest.mark.parametrize("backend", ["faiss:HNSW16", "faiss:Flat", "exact"])
 def test_history_masking_is_the_index_own_exclusion(bundles, backend):
-    """The service drops the history itself for FAISS indexes: the answers are the index's own."""
+    """The service's answers are the index's own history masking (`exclude=`; FAISS masks around its
+    lean path the same way, in the index)."""
     version = serving(bundles[0], backend)
     recommender, data = Recommender(version), version.bundle.data
     for user, k, flt in itertools.product(range(30), (5, 50), (None, {"deny_ids": list(range(0, 400, 5))})):

@@ -5,13 +5,12 @@ starts late catches up from its snapshot plus the stream, and the stream's leade
 from __future__ import annotations
 
 import shutil
-import time
 from contextlib import ExitStack
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from tests.service.jetstream_cluster import JetStreamCluster
+from tests.service.replica_helpers import DATASET, KEY, eventually, top_item, unit
 
 from recindex.errors import RecIndexError
 from recindex.serve.replication_nats import parse_stream_url
@@ -23,25 +22,7 @@ pytestmark = pytest.mark.skipif(
 )
 pytest.importorskip("nats", reason="nats-py is not installed (pip install 'recindex[replicas]')")
 
-DATASET = "synthetic:n_users=120,n_items=50,n_attributes=12,seed=6"
-KEY = {"X-API-Key": "k"}
-
-
-def unit(seed: int) -> list[float]:
-    vector = np.random.default_rng(seed).standard_normal(16)
-    return (vector / np.linalg.norm(vector)).tolist()
-
-
-def top_item(http, vector: list[float]) -> str:
-    return http.post("/v1/recommend", json={"vector": vector, "k": 1}).json()["items"][0]["item_id"]
-
-
-def eventually(check, seconds: float = 20.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not seen within {seconds} s")
-        time.sleep(0.02)
+STREAM_SECONDS = 20.0  # a replica applies what the stream delivers: after a leader dies, an election first
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +54,7 @@ def test_any_replica_takes_writes_and_late_replicas_catch_up(cluster, base, tmp_
         gone = replicas[2].request("DELETE", "/v1/items", json={"item_ids": ["j4"]}, headers=KEY)
         assert gone.json()["items"] == 1
         for http in replicas:
-            eventually(lambda http=http: http.get("/readyz").json()["items"] == 58)
+            eventually(lambda http=http: http.get("/readyz").json()["items"] == 58, STREAM_SECONDS)
             assert top_item(http, unit(0)) == "j0" and top_item(http, unit(8)) == "j8"
             assert top_item(http, unit(4)) != "j4"
         assert replicas[1].post("/v1/admin/compact", headers=KEY).json()["seq"] == 10
@@ -105,7 +86,7 @@ def test_no_acknowledged_write_is_lost_when_the_stream_leader_dies(cluster, base
                 acknowledged.append(n)
         assert len(acknowledged) == 40, "writes fail only if no quorum is left"
         for http in replicas:
-            eventually(lambda http=http: http.get("/readyz").json()["items"] == 90)
+            eventually(lambda http=http: http.get("/readyz").json()["items"] == 90, STREAM_SECONDS)
             assert all(top_item(http, unit(1000 + n)) == f"k{n}" for n in acknowledged)
         leader.start()  # back for the other tests of the module
         cluster.wait_ready()

@@ -8,38 +8,19 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 
 import httpx
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from tests.service.replica_helpers import DATASET, KEY, eventually, top_item, unit
 from tests.service.test_serve_command import child_env, free_port
 
 from recindex.serve.runtime import build_app
 from recindex.serve.settings import ServiceSettings
 from recindex.serve.state import ServiceState
+from recindex.serve.state_lock import StateLocked
 from recindex.serve.wal import WriteAheadLog
-
-DATASET = "synthetic:n_users=120,n_items=50,n_attributes=12,seed=6"
-KEY = {"X-API-Key": "k"}
-
-
-def unit(seed: int) -> list[float]:
-    vector = np.random.default_rng(seed).standard_normal(16)
-    return (vector / np.linalg.norm(vector)).tolist()
-
-
-def top_item(http, vector: list[float]) -> str:
-    return http.post("/v1/recommend", json={"vector": vector, "k": 1}).json()["items"][0]["item_id"]
-
-
-def eventually(check, seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not seen within {seconds} s")
-        time.sleep(0.01)
 
 
 @pytest.fixture
@@ -111,7 +92,7 @@ def test_a_worker_behind_two_compactions_loads_the_newer_snapshot(settings):
             assert behind.state.follower.error is None
 
 
-def test_serve_with_two_workers_takes_writes_and_both_answer_with_them(settings):
+def test_serve_with_two_workers_takes_writes_both_answer_and_both_end_with_the_supervisor(settings):
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "recindex.cli", "serve", str(settings.bundle), "--port", str(port)]
@@ -133,15 +114,10 @@ def test_serve_with_two_workers_takes_writes_and_both_answer_with_them(settings)
                 pids.add(httpx.get(base + "/v1/replication", timeout=2).json()["process"])
             except httpx.HTTPError:
                 time.sleep(0.2)
-        # a second service on the folder is refused while the workers hold it
-        second = subprocess.run(
-            [sys.executable, "-m", "recindex.cli", "serve", str(settings.bundle), "--port", str(free_port())],
-            env=child_env(RECINDEX_STATE_DIR=str(settings.state_dir)),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert second.returncode == 2 and "--workers 2" in second.stderr, second.stderr
+        # a second service on the folder is refused while the workers hold it, naming them (in process:
+        # how `recindex serve` words the refusal and exits with 2 is test_serve_command's check)
+        with pytest.raises(StateLocked, match="--workers 2"):
+            build_app(settings)
         for n in range(6):
             item = {"item_id": f"w{n}", "vector": unit(200 + n)}
             put = httpx.put(base + "/v1/items", json={"items": [item]}, headers=KEY)
@@ -158,7 +134,41 @@ def test_serve_with_two_workers_takes_writes_and_both_answer_with_them(settings)
                 ]
             if [a["items"][0]["item_id"] for a in answers] == [f"w{n}" for n in range(6)]:
                 complete.add(process_id)
-    finally:
-        # kill -9 of the supervisor alone would leave its two workers running (and polling the log)
-        os.killpg(process.pid, signal.SIGKILL)
+
+        # kill -9 of the supervisor alone: its workers end too, and the port stops answering
+        process.kill()
         process.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while any(running(pid) for pid in pids) or answers_on(base):
+            assert time.monotonic() < deadline, (
+                f"workers {[pid for pid in pids if running(pid)]} outlived their supervisor by 15 s"
+            )
+            time.sleep(0.1)
+    finally:
+        # whatever failed above, leave no worker behind (they are in the supervisor's process group)
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+def running(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie (an orphan's reaper may be slow to reap it)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+
+def answers_on(base: str) -> bool:
+    try:
+        httpx.get(base + "/readyz", timeout=1)
+    except httpx.HTTPError:
+        return False
+    return True

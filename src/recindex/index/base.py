@@ -30,6 +30,7 @@ import numpy as np
 
 from recindex.artifacts import file_checksums, read_manifest_json, staged_directory, verify_checksums
 from recindex.errors import BundleError, InvalidRequest
+from recindex.index.exclusions import drop_excluded, excluded_fetch
 from recindex.index.filters import Filter, as_filter
 
 Metric = Literal["ip", "cosine", "l2"]
@@ -159,22 +160,6 @@ def as_exclusions(exclude, n_queries: int) -> list[np.ndarray] | None:
     return [as_ids(row, "exclude") for row in exclude]
 
 
-def drop_excluded(result: SearchResult, exclude: list[np.ndarray], k: int) -> SearchResult:
-    """Remove each row's excluded ids and keep the best k of what is left (order preserved)."""
-    keep = np.ones(result.ids.shape, bool)
-    for row, ids in enumerate(exclude):
-        if len(ids):
-            keep[row] = ~np.isin(result.ids[row], ids)
-    keep &= result.ids >= 0
-    order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
-    ids = np.take_along_axis(result.ids, order, axis=1)
-    scores = np.take_along_axis(result.scores, order, axis=1)
-    kept = np.take_along_axis(keep, order, axis=1)
-    ids[~kept] = -1
-    scores[~kept] = -np.inf
-    return SearchResult(ids, scores, result.scored)
-
-
 class BaseIndex(ABC):
     """Shared validation and persistence; subclasses implement `_add`, `_remove`, `_search`, ..."""
 
@@ -184,6 +169,8 @@ class BaseIndex(ABC):
     # Fill SearchResult.scored where counting costs something (FAISS's global counters); evaluation
     # turns it on, serving leaves it off.
     count_candidates: bool = False
+    # Whether `_lean` has a shortcut for plain queries (FAISS: the serving hot loop).
+    lean_path: ClassVar[bool] = False
 
     def __init__(self, dim: int, metric: Metric = "ip", search_params: Mapping[str, Any] | None = None):
         if not isinstance(dim, int) or not 0 < dim <= MAX_DIM:
@@ -241,6 +228,10 @@ class BaseIndex(ABC):
         exclude=None,
     ) -> SearchResult:
         """Top-k items per query, best first. `exclude`: per-query ids to leave out (history)."""
+        if filter is None and self.lean_path:
+            found = self._lean_excluding(queries, k, params, exclude)
+            if found is not None:
+                return found
         queries = as_matrix(queries, self.dim, "queries")
         if len(queries) > MAX_QUERIES:
             raise InvalidRequest(f"{len(queries):,} queries in one call; at most {MAX_QUERIES:,}")
@@ -258,12 +249,31 @@ class BaseIndex(ABC):
         if not exclusions:
             with self._guard:
                 return self._search(queries, int(k), flt, resolved)
-        # Fetching k + (longest exclusion list) and dropping the excluded leaves at least k results
-        # whenever the backend returns full lists, so history masking never shortens a list.
-        fetch = min(size, int(k) + max(len(row) for row in exclusions))
         with self._guard:
-            found = self._search(queries, fetch, flt, resolved)
+            found = self._search(queries, excluded_fetch(k, exclusions, size), flt, resolved)
         return drop_excluded(found, exclusions, int(k))
+
+    def _lean(self, queries, k, params) -> SearchResult | None:
+        """A backend's shortcut for plain queries (no filter, no exclusion) on input not checked yet,
+        where `lean_path` says it has one: the result, or None where the checked path must answer
+        (which also words every error)."""
+        return None
+
+    def _lean_excluding(self, queries, k, params, exclude) -> SearchResult | None:
+        """`_lean`, with the exclusions masked as the checked path masks them (same fetch, same drop)."""
+        if exclude is None:
+            return self._lean(queries, k, params)
+        if type(queries) is not np.ndarray or type(k) is not int or k < 1:
+            return None
+        try:
+            exclusions = as_exclusions(exclude, len(queries))
+        except (InvalidRequest, TypeError):  # the checked path explains it, after the queries' checks
+            return None
+        if not exclusions:
+            return self._lean(queries, k, params)
+        fetch = excluded_fetch(k, exclusions, len(self))
+        found = self._lean(queries, fetch, params) if fetch >= k else None  # else k is beyond the index
+        return None if found is None else drop_excluded(found, exclusions, k)
 
     # ---- beyond the core, where `capabilities` says so --------------------------------------------
 

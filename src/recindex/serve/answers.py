@@ -135,19 +135,11 @@ def _search_group(version, group: list[_Resolved]):
         for r in group:
             yield from _search_group(version, [r])
         return
-    first, index = group[0], version.index
+    first = group[0]
     vectors = first.vector if len(group) == 1 else np.concatenate([r.vector for r in group])
-    # A FAISS index excludes a history as BaseIndex.search does: it fetches k + len(history) items and
-    # drops the history's. Asking it for those items and dropping them here is the same answer, and
-    # lets the fetch take FAISS's lean path; the drop below costs a few microseconds per query.
-    masks_here = len(first.seen) > 0 and isinstance(index, FaissIndex)
+    exclude = [r.seen for r in group] if len(first.seen) else None  # the index masks the history
     try:
-        if masks_here:
-            fetch = min(len(index), first.k + len(first.seen))
-            result = index.search(vectors, fetch, filter=first.filter)
-        else:
-            exclude = [r.seen for r in group] if len(first.seen) else None
-            result = index.search(vectors, first.k, filter=first.filter, exclude=exclude)
+        result = version.index.search(vectors, first.k, filter=first.filter, exclude=exclude)
     except Exception as error:
         if len(group) > 1:  # whose fault? each query alone says
             for r in group:
@@ -161,22 +153,12 @@ def _search_group(version, group: list[_Resolved]):
     for row, r in enumerate(group):
         ids, scores = result.ids[row], result.scores[row]
         keep = ids >= 0
-        if masks_here:  # the first k items outside the history, in the index's order
-            keep &= ~_in_sorted(ids, np.sort(r.seen))
-            ids, scores, keep = ids[keep][: r.k], scores[keep][: r.k], keep[keep][: r.k]
         if keep.all():
             yield r, Recommendation(ids, scores, version.bundle_id, None, r.vector, r.seen)
         elif keep.any():
             yield r, Recommendation(ids[keep], scores[keep], version.bundle_id, None, r.vector, r.seen)
         else:
             yield r, _fallback(version, r, "no results after filtering")
-
-
-def _in_sorted(ids: np.ndarray, sorted_ids: np.ndarray) -> np.ndarray:
-    """Which of `ids` are in `sorted_ids` (np.isin's answer; a binary search is cheaper for a short
-    history than isin's sort of both arrays)."""
-    at = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
-    return sorted_ids[at] == ids
 
 
 def _fallback(version, r: _Resolved, reason: str) -> Recommendation | Exception:

@@ -15,6 +15,7 @@ from recindex.errors import RecIndexError
 from recindex.pipelines import load_bundle
 from recindex.serve.app import create_app
 from recindex.serve.items import ItemWriter
+from recindex.serve.parent_watch import end_with_supervisor
 from recindex.serve.recommender import Recommender, ServingVersion, set_query_device
 from recindex.serve.registry import BundleRegistry, load_version
 from recindex.serve.replication import ItemLog, LogFollower, add_replication_route, open_log
@@ -176,5 +177,7 @@ def reload_active(settings: ServiceSettings, writer: ItemWriter, recommender: Re
 
 
 def worker_app() -> FastAPI:
-    """The app of one `serve --workers N` process (uvicorn imports it in each worker)."""
+    """The app of one `serve --workers N` process (uvicorn imports it in each worker). The worker ends
+    when its supervisor dies, even by SIGKILL (see serve.parent_watch)."""
+    end_with_supervisor()
     return build_app(ServiceSettings(**json.loads(os.environ[WORKER_SETTINGS_ENV])), worker=True)
