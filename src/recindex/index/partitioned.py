@@ -19,6 +19,7 @@ counts them), so a report shows what a pinned request saves.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -75,6 +76,10 @@ class PartitionedIndex(ShardedIndex):
             for key, s in zip(self.keys, self.shards, strict=True)
         }
 
+    def pool_workers(self) -> int:
+        """One thread per core: partitions come and go with the data, and a pinned request searches few."""
+        return max(1, os.cpu_count() or 1)
+
     def _partitions_for(self, keys: Iterable[PartitionKey]) -> np.ndarray:
         """The partition number of each key, making partitions for keys not seen before."""
         keys = list(keys)
@@ -89,8 +94,6 @@ class PartitionedIndex(ShardedIndex):
             self.keys.append(key)
             self.shards.append(self._make_partition())
             self._known.append(set())
-        if new:
-            self.close()  # the thread pool is sized by the partition count: the next search makes it anew
         return np.fromiter((self._number[key] for key in keys), np.int64, len(keys))
 
     def _checked_attributes(self, attributes, n: int) -> tuple[dict[str, list], dict[str, str]]:
@@ -157,16 +160,17 @@ class PartitionedIndex(ShardedIndex):
             known = ", ".join(sorted(self._kinds)) or "none"
             raise InvalidRequest(f"filter uses unknown attribute {unknown[0]!r} (this index has: {known})")
         keys = pinned_keys(flt.where if flt is not None else None, self.by)
-        chosen = (
-            range(len(self.shards))
-            if keys is None
-            else sorted(self._number[key] for key in keys if key in self._number)
-        )
         jobs = []
-        for number in chosen:
-            asked = filter_for_partition(flt, self._known[number])
-            if asked is not False:  # False: no item of this partition can match
-                jobs.append((self.shards[number], asked))
+        with self._guard:  # an add may be making partitions; the searches themselves run unguarded
+            chosen = (
+                range(len(self.shards))
+                if keys is None
+                else sorted(self._number[key] for key in keys if key in self._number)
+            )
+            for number in chosen:
+                asked = filter_for_partition(flt, self._known[number])
+                if asked is not False:  # False: no item of this partition can match
+                    jobs.append((self.shards[number], asked))
         return self.fan_out(jobs, queries, int(k), params, exclude)
 
     def _save(self, folder: Path) -> dict:

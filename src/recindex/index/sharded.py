@@ -90,11 +90,12 @@ class ShardedIndex(BaseIndex):
         if not jobs:  # every chosen shard is empty: nothing is eligible
             return SearchResult.empty(1 if queries.ndim == 1 else len(queries), k)
         if self._pool is None:
+            workers = self.pool_workers()
             self._pool = ThreadPoolExecutor(
-                max_workers=len(self.shards),
+                max_workers=workers,
                 thread_name_prefix="shard",
                 initializer=_limit_openmp,
-                initargs=(max(1, (os.cpu_count() or 1) // len(self.shards)),),
+                initargs=(max(1, (os.cpu_count() or 1) // workers),),
             )
         for shard in self.shards:
             shard.count_candidates = self.count_candidates
@@ -113,6 +114,10 @@ class ShardedIndex(BaseIndex):
             else [own[0].search(queries, own[1], filter=own[2], params=params, exclude=exclude)]
         )
         return merge([f.result() for f in futures] + mine, k)
+
+    def pool_workers(self) -> int:
+        """Threads of the search pool: one per shard."""
+        return len(self.shards)
 
     def _search(self, queries: np.ndarray, k: int, flt: Filter | None, params: dict) -> SearchResult:
         raise NotImplementedError  # `search` is overridden

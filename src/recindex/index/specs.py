@@ -167,6 +167,7 @@ class MilvusSpec(IndexSpec):
     uri: str = "recindex_milvus.db"  # a server (http://milvus:19530) or a Milvus Lite file
     collection: str = "recindex_items"
     index_params: dict[str, Any] | None = None  # Milvus build parameters, e.g. {M = 16}
+    partition_key: str = ""  # an attribute that becomes the collection's partition key (milvus.partition_key)
 
 
 @dataclass(frozen=True)
