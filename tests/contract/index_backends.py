@@ -208,6 +208,14 @@ BACKENDS = [
     ),
     Backend("sharded:3:exact", spec("sharded:3:exact"), 1.0),
     Backend("sharded:2:faiss:HNSW16", spec("sharded:2:faiss:HNSW16"), 0.95, why="as faiss:HNSW16"),
+    # Partitions by the suite's `category` (7 values): its filter pins two of them.
+    Backend("sharded:by=category:exact", spec("sharded:by=category:exact"), 1.0),
+    Backend(
+        "sharded:by=category:faiss:HNSW16",
+        spec("sharded:by=category:faiss:HNSW16"),
+        0.95,
+        why="as faiss:HNSW16",
+    ),
     *milvus_backends(None),
     *milvus_backends("lite-server"),
     *milvus_backends("standalone"),

@@ -10,6 +10,9 @@ Specs (the `--backend` of `recindex index build`):
     milvus:HNSW                a Milvus index type (HNSW, IVF_FLAT, IVF_PQ, FLAT, AUTOINDEX, ...);
                                the server or Milvus Lite file comes from options["uri"]
     sharded:4:faiss:HNSW32     4 shards of the inner spec, by hash of item id
+    sharded:by=region:faiss:HNSW32
+                               one partition of the inner spec per value of the item attribute
+                               `region` (index/partitioned.py)
 
 A spec string is read into its backend's typed spec (`recindex.index.specs`); build options are more
 values of that spec's fields, or material a backend takes from elsewhere (a trained model's parts).
@@ -31,6 +34,7 @@ from recindex.index.base import BaseIndex, Metric, read_index_manifest
 from recindex.index.exact_index import ExactIndex
 from recindex.index.faiss_index import FaissIndex
 from recindex.index.faiss_ondisk import OnDiskFaissIndex
+from recindex.index.partitioned import PartitionedIndex
 from recindex.index.sharded import ShardedIndex
 from recindex.index.specs import CORE_SPECS, IndexSpec, ShardedSpec, parse_spec
 
@@ -63,6 +67,8 @@ def _milvus_class() -> type[BaseIndex]:
 
 
 def _make_sharded(spec: ShardedSpec, dim, metric, search_params, options, backends) -> BaseIndex:
+    if spec.by:
+        return _partitioned(spec.by, spec.inner, dim, metric, search_params, options, backends)
     shards = [
         make_index(
             spec.inner,
@@ -77,10 +83,30 @@ def _make_sharded(spec: ShardedSpec, dim, metric, search_params, options, backen
     return ShardedIndex(shards, spec=spec.inner)
 
 
+def _partitioned(by, inner, dim, metric, search_params, options, backends) -> PartitionedIndex:
+    def make_partition() -> BaseIndex:
+        return make_index(inner, dim, metric, search_params=search_params, options=options, backends=backends)
+
+    return PartitionedIndex(by, make_partition, spec=inner, options=options)
+
+
 def _load_sharded(folder: Path, manifest: dict, backends: Backends) -> BaseIndex:
     state = manifest["state"]
     shards = [load_index(folder / f"shard_{n}", backends) for n in range(state["shards"])]
-    index = ShardedIndex(shards, state["spec"])
+    if state.get("by"):
+        first = shards[0]
+        index = _partitioned(
+            state["by"],
+            state["spec"],
+            first.dim,
+            first.metric,
+            first.search_params,
+            state["options"],
+            backends,
+        )
+        index.restore(shards, state, folder)
+    else:
+        index = ShardedIndex(shards, state["spec"])
     index.search_params = index.resolve_params(manifest.get("search_params"))
     return index
 

@@ -38,6 +38,7 @@ from recindex.index.base import BaseIndex, Capabilities, Metric, SearchResult
 from recindex.index.filters import Filter
 from recindex.index.milvus.connection import TOKEN_ENV, MilvusConnection
 from recindex.index.milvus.features import CATCH_UP, READ, Layout, server_has_nullable
+from recindex.index.milvus.partition_key import check_partition_key_name, check_partition_values, check_server
 from recindex.index.milvus.schema import (
     ID,
     VECTOR,
@@ -69,9 +70,12 @@ class MilvusIndex(BaseIndex):
         token: str | None = None,
         collection: str = "recindex_items",
         index_params: dict[str, Any] | None = None,
+        partition_key: str = "",
         search_params=None,
     ):
         super().__init__(dim, metric, search_params)
+        check_partition_key_name(partition_key)
+        self.partition_key = partition_key  # the attribute that is the collection's partition key
         self.field = vector_field(dim, metric, index_type, index_params)
         self.connection = MilvusConnection(uri, token, collection)
         self.schema: dict[str, str] | None = None  # attribute -> kind; None until the collection exists
@@ -151,16 +155,18 @@ class MilvusIndex(BaseIndex):
         """The layout a new collection gets: nullable fields where the server has them."""
         with self.connection.errors("server version"):
             version = self.client.get_server_version()
+        check_server(self.partition_key, str(version), self.uri)
         return Layout(nullable=server_has_nullable(str(version)))
 
     # ---- writes ----------------------------------------------------------------------------------
 
     def _add(self, ids: np.ndarray, vectors: np.ndarray, attributes) -> None:
         columns = attribute_columns(attributes or {}, len(ids))
+        check_partition_values(self.partition_key, columns, len(ids))
         if self.schema is None:
             schema = {name: kind for name, (kind, _) in columns.items()}
             layout = self.layout or self._server_layout()
-            create_collection(self.connection, self.field, schema, layout)
+            create_collection(self.connection, self.field, schema, layout, self.partition_key)
             self.schema, self.layout = schema, layout
         fit_columns(columns, self.schema)
         self._counts.clear()
@@ -205,9 +211,7 @@ class MilvusIndex(BaseIndex):
         if self.lite and self._unindexed >= LITE_SYNC_ROWS:
             self.wait_for_index()
         level = self._next_read_level()
-        return search_collection(
-            self.connection, self.field, queries, k, expr, params, self._matching, level
-        )
+        return search_collection(self.connection, self.field, queries, k, expr, params, self._matching, level)
 
     # ---- persistence -----------------------------------------------------------------------------
 
@@ -231,6 +235,7 @@ class MilvusIndex(BaseIndex):
             "index_type": self.index_type,
             "index_params": self.index_params,
             "attributes": self.schema,  # None: the collection is created by the first add
+            "partition_key": self.partition_key,
         }
 
     @classmethod
@@ -250,6 +255,7 @@ class MilvusIndex(BaseIndex):
             token=os.environ.get(TOKEN_ENV),
             collection=state["collection"],
             index_params=state.get("index_params"),
+            partition_key=state.get("partition_key", ""),
         )
         try:
             if state.get("attributes") is not None:  # None: saved before the first add

@@ -81,14 +81,21 @@ class ShardedIndex(BaseIndex):
     def search(self, queries, k: int, *, filter=None, params=None, exclude=None) -> SearchResult:  # noqa: A002
         # Exclusion is handed to every shard (each over-fetches for it), so it bypasses the base class's.
         check_k(k, len(self))
-        queries = np.asarray(queries, np.float32)
-        jobs = [(s, min(int(k), len(s))) for s in self.shards if len(s)]
+        jobs = [(shard, filter) for shard in self.shards]
+        return self.fan_out(jobs, np.asarray(queries, np.float32), int(k), params, exclude)
+
+    def fan_out(self, jobs: list[tuple[BaseIndex, object]], queries: np.ndarray, k: int, params, exclude):
+        """The merged top k of (shard, its filter) pairs whose shard holds items, searched in parallel."""
+        jobs = [(s, min(k, len(s)), flt) for s, flt in jobs if len(s)]
+        if not jobs:  # every chosen shard is empty: nothing is eligible
+            return SearchResult.empty(1 if queries.ndim == 1 else len(queries), k)
         if self._pool is None:
+            workers = self.pool_workers()
             self._pool = ThreadPoolExecutor(
-                max_workers=len(self.shards),
+                max_workers=workers,
                 thread_name_prefix="shard",
                 initializer=_limit_openmp,
-                initargs=(max(1, (os.cpu_count() or 1) // len(self.shards)),),
+                initargs=(max(1, (os.cpu_count() or 1) // workers),),
             )
         for shard in self.shards:
             shard.count_candidates = self.count_candidates
@@ -98,15 +105,19 @@ class ShardedIndex(BaseIndex):
         single = queries.ndim == 1 or len(queries) == 1
         pooled, own = (jobs[:-1], jobs[-1]) if single else (jobs, None)
         futures = [
-            self._pool.submit(s.search, queries, kk, filter=filter, params=params, exclude=exclude)
-            for s, kk in pooled
+            self._pool.submit(s.search, queries, kk, filter=flt, params=params, exclude=exclude)
+            for s, kk, flt in pooled
         ]
         mine = (
             []
             if own is None
-            else [own[0].search(queries, own[1], filter=filter, params=params, exclude=exclude)]
+            else [own[0].search(queries, own[1], filter=own[2], params=params, exclude=exclude)]
         )
-        return merge([f.result() for f in futures] + mine, int(k))
+        return merge([f.result() for f in futures] + mine, k)
+
+    def pool_workers(self) -> int:
+        """Threads of the search pool: one per shard."""
+        return len(self.shards)
 
     def _search(self, queries: np.ndarray, k: int, flt: Filter | None, params: dict) -> SearchResult:
         raise NotImplementedError  # `search` is overridden

@@ -5,7 +5,8 @@ A spec string is `NAME` or `NAME:REST`. What REST means is the spec class's gram
     exact:float16              one field (POSITIONAL) takes the whole text: exact's storage, faiss's
     faiss:IVF1024,Flat         factory string, milvus's index type
     ci:nlist=128,levels=2      key=value pairs over the spec's fields (the learned backends)
-    sharded:4:faiss:HNSW32     the shard count, then the inner spec (ShardedSpec's own grammar)
+    sharded:4:faiss:HNSW32     the shard count, then the inner spec (ShardedSpec's own grammar);
+    sharded:by=region:exact    or the partition attribute, then the inner spec
 
 Values are read through the fields' types (the run config's `coerce_value`): a wrong value or an
 unknown key is refused, naming the allowed ones. Fields a string cannot carry (faiss's
@@ -23,6 +24,7 @@ from typing import Any, ClassVar, Literal, get_args, get_origin, get_type_hints
 
 from recindex.config import IndexConfig, coerce_value
 from recindex.errors import InvalidRequest, RecIndexError
+from recindex.index.attribute_values import NAME
 
 SpecTable = Mapping[str, type["IndexSpec"]]  # backend name -> its spec class
 
@@ -178,28 +180,47 @@ class MilvusSpec(IndexSpec):
     uri: str = "recindex_milvus.db"  # a server (http://milvus:19530) or a Milvus Lite file
     collection: str = "recindex_items"
     index_params: dict[str, Any] | None = None  # Milvus build parameters, e.g. {M = 16}
+    partition_key: str = ""  # an attribute that becomes the collection's partition key (milvus.partition_key)
 
 
 @dataclass(frozen=True)
 class ShardedSpec(IndexSpec):
+    """`sharded:N:INNER`: N shards by hash of the item id; `sharded:by=ATTRIBUTE:INNER`: one partition
+    per value of an item attribute (recindex.index.partitioned)."""
+
     NAME: ClassVar[str] = "sharded"
     shards: int = 0
     inner: str = ""  # the spec of every shard
+    by: str = ""  # the partition attribute; "" when shards are by hash
 
     @classmethod
     def from_text(cls, rest: str, where: str, base: IndexSpec | None = None) -> IndexSpec:
         if not rest:
             return base if base is not None else cls()
-        count, _, inner = rest.partition(":")
-        if not count.isdigit() or not inner:
-            expected = "sharded:N:INNER (e.g. sharded:4:faiss:HNSW32)"
+        head, _, inner = rest.partition(":")
+        if head.startswith("by=") and inner:
+            return cls.from_values({"by": head.removeprefix("by="), "inner": inner, "shards": 0}, where, base)
+        if not head.isdigit() or not inner:
+            expected = "sharded:N:INNER or sharded:by=ATTRIBUTE:INNER (e.g. sharded:4:faiss:HNSW32)"
             raise InvalidRequest(f"sharded spec is {expected}, got {where}")
-        return cls.from_values({"shards": int(count), "inner": inner}, where, base)
+        return cls.from_values({"shards": int(head), "inner": inner, "by": ""}, where, base)
 
     def text(self) -> str:
-        return f"sharded:{self.shards}:{self.inner}"
+        return f"sharded:by={self.by}:{self.inner}" if self.by else f"sharded:{self.shards}:{self.inner}"
 
     def check(self) -> None:
+        if self.by:
+            if not NAME.match(self.by) or self.shards:
+                raise InvalidRequest(
+                    f"a partitioned spec names one attribute (an identifier) and no shard count, got "
+                    f"by={self.by!r}, shards={self.shards}"
+                )
+            if not self.inner or self.inner.split(":")[0] in ("milvus", "sharded"):
+                raise InvalidRequest(
+                    f"partitions hold an in-process index (exact, faiss, ...), got {self.inner!r}; "
+                    "a Milvus collection partitions itself: milvus with partition_key=ATTRIBUTE"
+                )
+            return
         if self.shards < 1 or not self.inner:
             raise InvalidRequest(f"sharded needs shards >= 1 and an inner spec, got {self.text()!r}")
 

@@ -71,7 +71,8 @@ def layout_of_fields(fields: list[dict], attributes: dict[str, str]) -> Layout |
     names = {field["name"]: field for field in fields}
     if any(name + PRESENT_SUFFIX in names for name in attributes):
         return Layout(nullable=False)
-    known = [names[name] for name in attributes if name in names]
+    # A partition key field is never nullable, whatever the layout: it does not tell.
+    known = [names[name] for name in attributes if name in names and not names[name].get("is_partition_key")]
     if not known:
         return None
     return Layout(nullable=any(field.get("nullable") for field in known))

@@ -29,6 +29,7 @@ from recindex.index.attribute_values import MAX_VALUES, NAME, value_set
 from recindex.index.attributes import MAX_ATTRIBUTES, MAX_STRING_CHARS, _kind_of
 from recindex.index.milvus.connection import MilvusConnection, load_pymilvus
 from recindex.index.milvus.features import PRESENT_SUFFIX, READ, Layout, layout_of_fields
+from recindex.index.milvus.partition_key import field_options
 
 ID, VECTOR = "id", "vector"
 METRIC_NAMES = {"ip": "IP", "cosine": "COSINE", "l2": "L2"}
@@ -140,7 +141,11 @@ def upsert_batches(
 
 
 def create_collection(
-    connection: MilvusConnection, field: VectorField, schema: dict[str, str], layout: Layout
+    connection: MilvusConnection,
+    field: VectorField,
+    schema: dict[str, str],
+    layout: Layout,
+    partition_key: str = "",
 ) -> None:
     """Create the collection with `schema`'s attribute fields (in `layout`) and the vector index; refuse
     to reuse one."""
@@ -164,13 +169,17 @@ def create_collection(
         for name, kind in schema.items():
             extra = {"max_length": MAX_STRING_CHARS} if kind == "str" else {}
             if kind == "str_list":
-                kind, extra = "list", {
-                    "element_type": pymilvus.DataType.VARCHAR,
-                    "max_capacity": MAX_VALUES,
-                    "max_length": MAX_STRING_CHARS,
-                }
-            if layout.nullable:
-                fields.add_field(name, types[kind], nullable=True, **extra)
+                kind, extra = (
+                    "list",
+                    {
+                        "element_type": pymilvus.DataType.VARCHAR,
+                        "max_capacity": MAX_VALUES,
+                        "max_length": MAX_STRING_CHARS,
+                    },
+                )
+            extra.update(field_options(name, partition_key))
+            if layout.nullable:  # a partition key is never null: every item has a value
+                fields.add_field(name, types[kind], nullable=name != partition_key, **extra)
                 continue
             fields.add_field(name, types[kind], **extra)
             if kind != "list":
