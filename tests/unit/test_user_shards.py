@@ -6,9 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from tests.unit.test_parquet_dir import log_table, write_parts
+from typer.testing import CliRunner
 
+from recindex.cli import app
+from recindex.data import registry
 from recindex.data.parquet_dir import load_parquet_dir
 from recindex.data.user_shards import partition
 from recindex.errors import RecIndexError
@@ -64,3 +68,18 @@ def test_the_scratch_folder_goes_with_the_shards_and_a_full_one_is_refused(tmp_p
         partition(folder, 0)
     with partition(folder, 10) as shards, pytest.raises(RecIndexError, match="shard 99 does not exist"):
         shards.read(99)
+
+
+def test_stats_of_a_folder_stream_it_and_read_as_the_single_file(tmp_path: Path, monkeypatch) -> None:
+    table = log_table(n_rows=1000)
+    pq.write_table(table, tmp_path / "log.parquet")
+    folder = write_parts(table, tmp_path / "log", parts=3)
+    single = CliRunner().invoke(app, ["data", "stats", str(tmp_path / "log.parquet")])
+
+    def whole(*_, **__):
+        raise AssertionError("the folder was loaded whole")
+
+    monkeypatch.setattr(registry, "load_parquet_dir", whole)
+    streamed = CliRunner().invoke(app, ["data", "stats", str(folder)])
+    assert streamed.exit_code == 0, streamed.output
+    assert streamed.output.splitlines()[1:] == single.output.splitlines()[1:]  # all but the title (name)

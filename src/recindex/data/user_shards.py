@@ -27,7 +27,7 @@ import numpy as np
 
 from recindex.data.interactions import Interactions, ItemFeatures, UserFeatures, fingerprint_of
 from recindex.data.parquet_dir import CodeStream
-from recindex.data.parquet_source import BATCH_ROWS
+from recindex.data.parquet_source import BATCH_ROWS, parquet_files
 from recindex.data.tabular import NUMERIC_BUCKETS
 from recindex.errors import RecIndexError
 
@@ -133,6 +133,11 @@ class UserShards:
     def _check(self, shard: int) -> None:
         if not 0 <= shard < self.n_shards:
             raise RecIndexError(f"shard {shard} does not exist: the data has shards 0 to {self.n_shards - 1}")
+
+
+def is_parquet_folder(path: Path) -> bool:
+    """Whether `path` is a folder the registry reads as Parquet files (not a MovieLens folder)."""
+    return path.is_dir() and not (path / "u.data").exists() and bool(parquet_files(path))
 
 
 def partition(

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from recindex.config import ExperimentConfig
 from recindex.data.interactions import Interactions
-from recindex.data.parquet_source import PARQUET_SUFFIXES, parquet_files
-from recindex.data.user_shards import UserShards, partition
+from recindex.data.parquet_source import PARQUET_SUFFIXES
+from recindex.data.user_shards import UserShards, is_parquet_folder, partition
 from recindex.errors import RecIndexError
 from recindex.train.distributed import Distributed
 from recindex.train.shard_batches import ShardedExamples
@@ -39,7 +39,7 @@ def open_sharded(config: ExperimentConfig, context: Distributed) -> ShardedData:
     if not isinstance(shard_users, int) or isinstance(shard_users, bool) or shard_users < 1:
         raise RecIndexError(f"data.shard_users must be a whole number >= 0 (0: off), got {shard_users!r}")
     path = Path(data_config.dataset)
-    if not (path.is_dir() and parquet_files(path)) and not (
+    if not is_parquet_folder(path) and not (
         path.is_file() and path.suffix.lower() in PARQUET_SUFFIXES
     ):
         raise RecIndexError(
