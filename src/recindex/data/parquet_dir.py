@@ -9,6 +9,9 @@ those codes, 16 bytes per interaction, sorted at the end into the per-user seque
 in the id maps. The result is the same `Interactions`, fingerprint included, as the single-file loader
 (`data.tabular`) gives for the concatenated files.
 
+The pass is `CodeStream`, which `data.user_shards` shares to write the same codes into shards of users
+on disk instead of memory.
+
 `shard=(rank, world)` keeps the sequences of users `rank, rank + world, ...` only (the other users'
 are empty): each of `world` processes then holds a share of the interactions, with the global id maps,
 so that item and user numbers agree across them. Every process still reads all files once.
