@@ -4,12 +4,16 @@ epoch, in another order); what the shard path cannot do is refused."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
+from tests.integration.test_distributed_training import _environment
 
 from recindex.config import load_config
 from recindex.data.parquet_dir import load_parquet_dir
@@ -17,6 +21,8 @@ from recindex.data.synthetic import SyntheticConfig, generate
 from recindex.errors import RecIndexError
 from recindex.pipelines import load_bundle
 from recindex.pipelines.experiment import run_experiment
+
+WORKER = Path(__file__).with_name("sharded_ddp_worker.py")
 
 
 def synthetic_folder(folder: Path, parts: int = 3) -> Path:
@@ -35,7 +41,7 @@ def synthetic_folder(folder: Path, parts: int = 3) -> Path:
     return folder
 
 
-def _settings(folder: Path, shard_users: int) -> list[str]:
+def run_settings(folder: Path, shard_users: int) -> list[str]:
     return [
         f'data.dataset="{folder}"',
         f"data.shard_users={shard_users}",
@@ -56,7 +62,7 @@ def runs(tmp_path_factory) -> tuple[Path, dict, dict]:
     results = {}
     for shard_users in (0, 50):
         result = run_experiment(
-            load_config(None, _settings(folder, shard_users)), root / f"b{shard_users}", progress=False
+            load_config(None, run_settings(folder, shard_users)), root / f"b{shard_users}", progress=False
         )
         results[shard_users] = result
     return folder, results, root
@@ -83,18 +89,45 @@ def test_a_folder_trains_through_user_shards_to_the_in_memory_result(runs) -> No
 @pytest.mark.parametrize(
     ("setting", "message"),
     [
-        ('model.kind="sci"', "trains model.kind = 'two_tower' only"),
+        ('model.kind="mfli"', "trains model.kind = 'two_tower' only"),
         ('data.split="temporal"', "splits each shard's users leave-one-out"),
         ("data.shard_users=-1", "data.shard_users must be a whole number >= 0"),
     ],
 )
 def test_what_the_shard_path_cannot_do_is_refused(runs, setting: str, message: str) -> None:
     folder = runs[0]
-    config = load_config(None, [*_settings(folder, 50), setting])
+    config = load_config(None, [*run_settings(folder, 50), setting])
     with pytest.raises(RecIndexError, match=message):
         run_experiment(config, None, progress=False)
 
 
 def test_other_data_is_refused(tmp_path: Path) -> None:
     with pytest.raises(RecIndexError, match="reads a Parquet file or folder of Parquet files"):
-        run_experiment(load_config(None, _settings(Path("synthetic"), 50)), None, progress=False)
+        run_experiment(load_config(None, run_settings(Path("synthetic"), 50)), None, progress=False)
+
+
+def test_two_ranks_train_on_their_own_shards_in_step(runs, tmp_path: Path) -> None:
+    """Two gloo ranks, each drawing batches from its own shards only: they take as many steps per epoch
+    (else the gradient all-reduce would hang), hold the same weights after every step, and log the same
+    history; rank 0 writes the bundle of the folder's data."""
+    folder = runs[0]
+    environment = _environment({"WORLD_SIZE": "2"})
+    ranks = [
+        subprocess.Popen(
+            [sys.executable, str(WORKER), str(folder), str(tmp_path)],
+            env={**environment, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in range(2)
+    ]
+    for rank in ranks:
+        _, errors = rank.communicate(timeout=600)
+        assert rank.returncode == 0, errors[-3000:]
+    zero, one = (torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in range(2))
+    assert zero["history"] == one["history"] and len(zero["history"]) == 2
+    assert zero["valid"] == one["valid"]
+    for name, weight in zero["weights"].items():
+        assert torch.equal(weight, one["weights"][name]), name
+    bundle = load_bundle(tmp_path / "bundle")
+    assert bundle.manifest["dataset"]["fingerprint"] == load_parquet_dir(folder).fingerprint()
