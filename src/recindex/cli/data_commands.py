@@ -8,9 +8,10 @@ from pathlib import Path
 import typer
 
 from recindex.cli.app import DATA_DIR, DATA_DIR_ORDER, console, data_app
-from recindex.cli.present import dataset_table
+from recindex.cli.present import dataset_table, shards_table
 from recindex.data.download import download
 from recindex.data.registry import load_dataset
+from recindex.data.user_shards import is_parquet_folder, partition
 
 
 @data_app.command("stats")
@@ -18,7 +19,11 @@ def data_stats(
     dataset: str = typer.Argument(..., help="A name (beauty, ml-100k, synthetic, ...) or a path."),
     data_dir: Path | None = DATA_DIR,
 ) -> None:
-    """Counts, sequence lengths and features of a dataset."""
+    """Counts, sequence lengths and features of a dataset (a folder of Parquet files is streamed)."""
+    if is_parquet_folder(Path(dataset)):  # read in user shards on disk: never whole in memory
+        with partition(Path(dataset)) as shards:
+            console.print(shards_table(shards))
+        return
     console.print(dataset_table(load_dataset(dataset, data_dir)))
 
 

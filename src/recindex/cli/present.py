@@ -10,31 +10,46 @@ from rich.table import Table
 
 from recindex.bundle import Bundle
 from recindex.data.interactions import Interactions
+from recindex.data.user_shards import UserShards
 from recindex.eval.index_eval import IndexEvaluation
 from recindex.pipelines.recommend import describe_item
 
 
 def dataset_table(data: Interactions) -> Table:
-    lengths = data.lengths()
-    counts = data.item_counts()
+    has_time = data.timestamps is not None
+    return summary_table(data, data.lengths(), data.item_counts(), has_time, data.fingerprint())
+
+
+def shards_table(shards: UserShards) -> Table:
+    """`dataset_table` of a dataset read in user shards (`recindex data stats` of a Parquet folder)."""
+    return summary_table(
+        shards.skeleton, shards.user_lengths, shards.item_counts, shards.has_time, shards.fingerprint()
+    )
+
+
+def summary_table(
+    data: Interactions, lengths: np.ndarray, counts: np.ndarray, has_time: bool, fingerprint: str
+) -> Table:
+    """The stats of a dataset: its name, id maps and features from `data`, the rest as given."""
+    n_users, n_items, n_interactions = len(lengths), len(counts), int(lengths.sum())
     table = Table(title=f"dataset {data.name}", show_header=False)
     rows = [
-        ("users", f"{data.n_users:,}"),
-        ("items", f"{data.n_items:,}"),
-        ("interactions", f"{data.n_interactions:,}"),
-        ("density", f"{data.n_interactions / max(1, data.n_users * data.n_items):.6f}"),
+        ("users", f"{n_users:,}"),
+        ("items", f"{n_items:,}"),
+        ("interactions", f"{n_interactions:,}"),
+        ("density", f"{n_interactions / max(1, n_users * n_items):.6f}"),
         (
             "sequence length min / median / mean / max",
             f"{lengths.min()} / {int(np.median(lengths))} / {lengths.mean():.2f} / {lengths.max()}",
         ),
         ("item count min / median / max", f"{counts.min()} / {int(np.median(counts))} / {counts.max()}"),
-        ("timestamps", "yes" if data.timestamps is not None else "no"),
+        ("timestamps", "yes" if has_time else "no"),
         ("item feature tokens", f"{data.item_features.n_tokens:,}" if data.item_features else "none"),
         (
             "user feature fields",
             ", ".join(sorted(data.user_features.codes)) if data.user_features else "none",
         ),
-        ("fingerprint", data.fingerprint()[:16]),
+        ("fingerprint", fingerprint[:16]),
     ]
     for key, value in rows:
         table.add_row(key, value)

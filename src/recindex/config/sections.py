@@ -20,6 +20,9 @@ class DataConfig:
     cold_share: float = 0.1
     split_seed: int = 0
     numeric_buckets: int = 8  # quantile buckets of a table's numeric feature columns (0: a token per value)
+    # > 0: a Parquet dataset is partitioned on disk into shards of this many users, and training draws its
+    # batches one shard at a time (docs/data.md, "Training in user shards"); 0: every example in memory
+    shard_users: int = 0
 
 
 ModelKind = Literal["two_tower", "mfli", "uri", "sci"]

@@ -10,6 +10,7 @@ Sequences are stored in CSR form (`offsets`, `items`), the form every consumer n
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -115,26 +116,8 @@ class Interactions:
 
         Two loads of the same data give the same fingerprint whatever file format they came from.
         """
-        digest = hashlib.sha256()
-        for ids in (self.user_ids, self.item_ids):
-            digest.update("\x1f".join(map(str, ids.tolist())).encode())
-            digest.update(b"\x1e")
-        for array in (self.offsets, self.items):
-            digest.update(np.ascontiguousarray(array, dtype=np.int64).tobytes())
-        if self.timestamps is not None:
-            digest.update(np.ascontiguousarray(self.timestamps, dtype=np.int64).tobytes())
-        if self.item_features is not None:
-            digest.update(np.ascontiguousarray(self.item_features.offsets, np.int64).tobytes())
-            digest.update(np.ascontiguousarray(self.item_features.tokens, np.int64).tobytes())
-            digest.update("\x1f".join(self.item_features.names).encode())
-            for key in sorted(self.item_features.numeric):  # nothing added without numeric fields
-                digest.update(key.encode())
-                digest.update(np.ascontiguousarray(self.item_features.numeric[key], np.float64).tobytes())
-        if self.user_features is not None:
-            for key in sorted(self.user_features.codes):
-                digest.update(key.encode())
-                digest.update(np.ascontiguousarray(self.user_features.codes[key], np.int64).tobytes())
-        return digest.hexdigest()
+        stamps = None if self.timestamps is None else [self.timestamps]
+        return fingerprint_of(self, self.offsets, [self.items], stamps)
 
     @staticmethod
     def from_sequences(
@@ -191,6 +174,39 @@ class Interactions:
             timestamps=None if timestamps is None else np.asarray(timestamps, np.int64)[order],
             **kwargs,
         )
+
+
+def fingerprint_of(
+    data: Interactions,
+    offsets: np.ndarray,
+    item_parts: Iterable[np.ndarray],
+    stamp_parts: Iterable[np.ndarray] | None,
+) -> str:
+    """`Interactions.fingerprint` of sequences given in consecutive parts (in user order): the ids and
+    features of `data`, `offsets`, then every part of the items, then every part of the timestamps
+    (None: no timestamps). A dataset read shard by shard (`data.user_shards`) hashes its shards one at a
+    time and gets the fingerprint the whole dataset has."""
+    digest = hashlib.sha256()
+    for ids in (data.user_ids, data.item_ids):
+        digest.update("\x1f".join(map(str, ids.tolist())).encode())
+        digest.update(b"\x1e")
+    digest.update(np.ascontiguousarray(offsets, dtype=np.int64).tobytes())
+    for part in item_parts:
+        digest.update(np.ascontiguousarray(part, dtype=np.int64).tobytes())
+    for part in stamp_parts or ():
+        digest.update(np.ascontiguousarray(part, dtype=np.int64).tobytes())
+    if data.item_features is not None:
+        digest.update(np.ascontiguousarray(data.item_features.offsets, np.int64).tobytes())
+        digest.update(np.ascontiguousarray(data.item_features.tokens, np.int64).tobytes())
+        digest.update("\x1f".join(data.item_features.names).encode())
+        for key in sorted(data.item_features.numeric):  # nothing added without numeric fields
+            digest.update(key.encode())
+            digest.update(np.ascontiguousarray(data.item_features.numeric[key], np.float64).tobytes())
+    if data.user_features is not None:
+        for key in sorted(data.user_features.codes):
+            digest.update(key.encode())
+            digest.update(np.ascontiguousarray(data.user_features.codes[key], np.int64).tobytes())
+    return digest.hexdigest()
 
 
 def _first_appearance_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

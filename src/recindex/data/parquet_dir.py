@@ -9,6 +9,9 @@ those codes, 16 bytes per interaction, sorted at the end into the per-user seque
 in the id maps. The result is the same `Interactions`, fingerprint included, as the single-file loader
 (`data.tabular`) gives for the concatenated files.
 
+The pass is `CodeStream`, which `data.user_shards` shares to write the same codes into shards of users
+on disk instead of memory.
+
 `shard=(rank, world)` keeps the sequences of users `rank, rank + world, ...` only (the other users'
 are empty): each of `world` processes then holds a share of the interactions, with the global id maps,
 so that item and user numbers agree across them. Every process still reads all files once.
@@ -17,14 +20,15 @@ so that item and user numbers agree across them. Every process still reads all f
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recindex.data.interactions import Interactions
-from recindex.data.parquet_source import BATCH_ROWS, ParquetSource, Rows, open_parquet
+from recindex.data.interactions import Interactions, ItemFeatures, UserFeatures
+from recindex.data.parquet_source import BATCH_ROWS, Rows, open_parquet
 from recindex.data.table_features import cell_text, item_features_of, user_features_of
 from recindex.data.tabular import INT_PATTERN, NUMERIC_BUCKETS, TableRows, timestamps_of
 from recindex.errors import DataFormatError, RecIndexError
@@ -102,6 +106,65 @@ class FirstValues:
         return [self.values.get(i) for i in range(n)]
 
 
+class CodeStream:
+    """One streaming pass over a Parquet file or folder: `batches()` yields each batch's user and item
+    codes (int64, numbered by the id maps as they first appear) and timestamps (int64, or None); once it
+    is spent, `users` and `items` are the id maps and `item_features()` / `user_features()` the
+    features of each entity's first value. The one reader of `load_parquet_dir` and `data.user_shards`,
+    so that both number ids alike."""
+
+    def __init__(self, path: Path, numeric_buckets: int = NUMERIC_BUCKETS, batch_rows: int = BATCH_ROWS):
+        if not isinstance(numeric_buckets, int) or numeric_buckets < 0:
+            raise RecIndexError(
+                f"numeric_buckets must be a whole number >= 0 (0: off), got {numeric_buckets!r}"
+            )
+        self.numeric_buckets, self.batch_rows = numeric_buckets, batch_rows
+        self.source = source = open_parquet(Path(path), ("user", "item"), "interactions")
+        if source.n_rows == 0:
+            raise DataFormatError(source.path, None, "at least one row of data", "no rows")
+        names = source.columns
+        self.item_fields = [n for n in names if n.startswith("item_") and len(n) > len("item_")]
+        self.user_fields = [n for n in names if n.startswith("user_") and len(n) > len("user_")]
+        known = ("user", "item", "timestamp", *self.item_fields, *self.user_fields)
+        ignored = [n for n in names if n not in known]
+        if ignored:
+            warnings.warn(
+                f"{source.path}: ignoring column(s) {', '.join(ignored)} (only user, item, timestamp, "
+                "item_<field> and user_<field> are used)",
+                stacklevel=3,
+            )
+        self.has_time = "timestamp" in names
+        self.users, self.items = IdMap("user"), IdMap("item")
+        self.firsts = {column: FirstValues() for column in (*self.item_fields, *self.user_fields)}
+        self.name = source.path.name if source.path.is_dir() else source.path.stem
+
+    def batches(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+        time = ["timestamp"] if self.has_time else []
+        read = ["user", "item", *time, *self.item_fields, *self.user_fields]
+        for rows in self.source.batches(read, batch_rows=self.batch_rows):
+            user, item = self.users.encode(rows), self.items.encode(rows)
+            for column, first in self.firsts.items():
+                first.update(item if column.startswith("item_") else user, rows.table.column(column))
+            stamp = None
+            if self.has_time:
+                stamp = timestamps_of(TableRows(rows.file, rows.table, None, rows.first_row))
+            yield user, item, stamp
+
+    def item_features(self) -> ItemFeatures | None:
+        if not self.item_fields:
+            return None
+        n = len(self.items)
+        first = {c[len("item_") :]: self.firsts[c].as_list(n) for c in self.item_fields}
+        return item_features_of(first, n, self.numeric_buckets)
+
+    def user_features(self) -> UserFeatures | None:
+        if not self.user_fields:
+            return None
+        n = len(self.users)
+        first = {c[len("user_") :]: self.firsts[c].as_list(n) for c in self.user_fields}
+        return user_features_of(first, self.numeric_buckets)
+
+
 def load_parquet_dir(
     path: Path,
     numeric_buckets: int = NUMERIC_BUCKETS,
@@ -110,56 +173,27 @@ def load_parquet_dir(
     batch_rows: int = BATCH_ROWS,
 ) -> Interactions:
     """The interactions of a Parquet file or folder (columns as in docs/data.md), streamed in batches."""
-    if not isinstance(numeric_buckets, int) or numeric_buckets < 0:
-        raise RecIndexError(f"numeric_buckets must be a whole number >= 0 (0: off), got {numeric_buckets!r}")
     rank, world = _check_shard(shard)
-    source = open_parquet(Path(path), ("user", "item"), "interactions")
-    if source.n_rows == 0:
-        raise DataFormatError(source.path, None, "at least one row of data", "no rows")
-    names = source.columns
-    item_fields = [n for n in names if n.startswith("item_") and len(n) > len("item_")]
-    user_fields = [n for n in names if n.startswith("user_") and len(n) > len("user_")]
-    ignored = [n for n in names if n not in ("user", "item", "timestamp", *item_fields, *user_fields)]
-    if ignored:
-        warnings.warn(
-            f"{source.path}: ignoring column(s) {', '.join(ignored)} (only user, item, timestamp, "
-            "item_<field> and user_<field> are used)",
-            stacklevel=2,
-        )
-    has_time = "timestamp" in names
-    users, items = IdMap("user"), IdMap("item")
-    firsts = {column: FirstValues() for column in (*item_fields, *user_fields)}
+    stream = CodeStream(path, numeric_buckets, batch_rows)
     user_codes, item_codes, stamps = [], [], []
-    read = ["user", "item", *(["timestamp"] if has_time else []), *item_fields, *user_fields]
-    for rows in source.batches(read, batch_rows=batch_rows):
-        user, item = users.encode(rows), items.encode(rows)
-        for column, first in firsts.items():
-            first.update(item if column.startswith("item_") else user, rows.table.column(column))
-        stamp = timestamps_of(TableRows(rows.file, rows.table, None, rows.first_row)) if has_time else None
+    for user, item, stamp in stream.batches():
         keep = slice(None) if world == 1 else user % world == rank
         user_codes.append(_int32(user[keep], "users"))
         item_codes.append(_int32(item[keep], "items"))
         if stamp is not None:
             stamps.append(stamp[keep])
-    item_features = user_features = None
-    if item_fields:
-        first = {c[len("item_") :]: firsts[c].as_list(len(items)) for c in item_fields}
-        item_features = item_features_of(first, len(items), numeric_buckets)
-    if user_fields:
-        first = {c[len("user_") :]: firsts[c].as_list(len(users)) for c in user_fields}
-        user_features = user_features_of(first, numeric_buckets)
     offsets, sequence_items, sequence_stamps = _sequences(
-        user_codes, item_codes, stamps if has_time else None, len(users)
+        user_codes, item_codes, stamps if stream.has_time else None, len(stream.users)
     )
     return Interactions(
-        user_ids=users.ids(),
-        item_ids=items.ids(),
+        user_ids=stream.users.ids(),
+        item_ids=stream.items.ids(),
         offsets=offsets,
         items=sequence_items,
         timestamps=sequence_stamps,
-        item_features=item_features,
-        user_features=user_features,
-        name=_name(source),
+        item_features=stream.item_features(),
+        user_features=stream.user_features(),
+        name=stream.name,
     )
 
 
@@ -199,7 +233,3 @@ def _sequences(
     if times is not None:
         times = times[order]
     return offsets, items, times
-
-
-def _name(source: ParquetSource) -> str:
-    return source.path.name if source.path.is_dir() else source.path.stem

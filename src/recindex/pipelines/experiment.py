@@ -26,6 +26,7 @@ from recindex.eval.evaluate import evaluate_split
 from recindex.models.devices import resolve_device
 from recindex.models.two_tower import TwoTowerModel
 from recindex.pipelines.families import family_of_config, start_loader
+from recindex.pipelines.sharded_data import ShardedData, open_sharded
 from recindex.train import distributed
 from recindex.train.checkpoint import CHECKPOINT_NAME, Checkpoints
 from recindex.train.distributed import CaseShards, Distributed
@@ -88,10 +89,16 @@ def _run(
     overwrite: bool,
     data: Interactions | None,
 ) -> ExperimentResult:
-    family = family_of_config(config)
-    load_start = start_loader(config, family)
     if not context.main:  # one rank reports
         progress, log = False, None
+    if config.data.shard_users:
+        if data is not None:
+            raise RecIndexError("data.shard_users reads data.dataset from disk: pass no data to the run")
+        sharded = open_sharded(config, context)
+        try:
+            return _run_on(config, out, context, checkpoints, progress, log, overwrite, sharded.data, sharded)
+        finally:
+            sharded.close()
     data = (
         data
         if data is not None
@@ -99,10 +106,27 @@ def _run(
             config.data.dataset, config.data.data_dir, numeric_buckets=config.data.numeric_buckets
         )
     )
+    return _run_on(config, out, context, checkpoints, progress, log, overwrite, data, None)
+
+
+def _run_on(
+    config: ExperimentConfig,
+    out: Path | None,
+    context: Distributed,
+    checkpoints: Checkpoints | None,
+    progress: bool,
+    log: Callable[[str], None] | None,
+    overwrite: bool,
+    data: Interactions,
+    sharded: ShardedData | None,
+) -> ExperimentResult:
+    family = family_of_config(config)
+    load_start = start_loader(config, family)
     split = split_for(config.data, data)
     seed_everything(config.train.seed, config.train.threads)  # weight initialisation is part of the run
     base = TwoTowerModel.for_data(data, config.model)
     request = TrainRequest(config, data, split, base, load_start, progress, log, context, checkpoints)
+    request.sharded = sharded.batches if sharded is not None else None
     trained = family.train(request)
     model, training = trained.model, trained.training
     started = time.perf_counter()

@@ -64,6 +64,7 @@ from recindex.train.negatives import (
     loss_from,
     sampler_from,
 )
+from recindex.train.shard_batches import ShardedExamples
 
 
 @dataclass
@@ -86,7 +87,7 @@ class Trainer:
     def __init__(
         self,
         model: TwoTowerModel,
-        split: Split,
+        split: Split | None,
         train: TrainConfig,
         evaluation: EvalConfig,
         *,
@@ -96,9 +97,12 @@ class Trainer:
         log: Callable[[str], None] | None = None,
         distributed: Distributed = SINGLE,
         checkpoints: Checkpoints | None = None,
+        sharded: ShardedExamples | None = None,
     ):
         """`negatives` and `loss` default to what `train` describes (train.negatives, train.loss).
-        `distributed`: this process's rank under torchrun; `checkpoints`: where to write and read them."""
+        `distributed`: this process's rank under torchrun; `checkpoints`: where to write and read them;
+        `sharded`: draw the batches shard by shard from user shards (else from the split, in memory); with
+        it, `split` may be None for training steps alone (`fit` validates on the split)."""
         if train.negatives not in ("in_batch", "mixed", "full"):
             raise RecIndexError(f"train.negatives must be in_batch, mixed or full, got {train.negatives!r}")
         if train.loss not in ("infonce", "hinge"):
@@ -107,15 +111,19 @@ class Trainer:
         self.negatives = negatives or sampler_from(train)
         self.loss = loss or loss_from(train, model.temperature)
         self.progress, self.log = progress, log or (lambda _: None)
-        self.distributed, self.checkpoints = distributed, checkpoints
+        self.distributed, self.checkpoints, self.sharded = distributed, checkpoints, sharded
+        if sharded is not None and train.hard_negatives:
+            raise RecIndexError("hard negatives are mined over every user at once: not with data.shard_users")
         self.gathering = distributed.active and train.gather_negatives
         self.device = resolve_device(train.device, distributed.local_rank if distributed.active else None)
         check_precision(train.precision, self.device)
         model.to(self.device)
         n_items = model.n_items
-        trained = split.train_item_mask(n_items)
+        self.item_counts = (
+            np.bincount(split.train_items, minlength=n_items) if split else sharded.training_item_counts()
+        )
+        trained = self.item_counts > 0  # the split's train_item_mask
         model.set_trained_items(trained)
-        self.item_counts = np.bincount(split.train_items, minlength=n_items)
         # Candidates are drawn only from items with training data: held-out cold items stay unseen.
         pool = torch.as_tensor(np.flatnonzero(trained))
         self.pool_position = torch.full((n_items + 1,), -1, dtype=torch.long)
@@ -130,11 +138,14 @@ class Trainer:
 
     def fit(self) -> TrainResult:
         config = self.config
+        if self.split is None:
+            raise RecIndexError("Trainer.fit validates on the split: give the trainer one")
         rng = seed_everything(config.seed, config.threads)
-        examples = sequence_examples(
-            self.split, self.model.shape.n_users, self.model.n_items, self.model.config.max_len
-        )
-        if not len(examples.users):
+        sharded, model = self.sharded, self.model
+        examples = None
+        if sharded is None:
+            examples = sequence_examples(self.split, model.shape.n_users, model.n_items, model.config.max_len)
+        if not (sharded.n_users if sharded else len(examples.users)):
             raise RecIndexError("no user has two or more training items: nothing to train on")
         optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.scaler = gradient_scaler(config.precision, self.device)
@@ -149,7 +160,11 @@ class Trainer:
         if self.checkpoints is not None:
             self.checkpoints.saved()  # minutes are counted from here
         deadline = start + config.max_seconds if config.max_seconds > 0 else math.inf
-        steps = n_batches(examples, config.batch_size * self.distributed.world_size)
+        steps = (
+            sharded.n_batches(config.batch_size)
+            if sharded
+            else n_batches(examples, config.batch_size * self.distributed.world_size)
+        )
         with TrainingProgress(config.epochs, steps, enabled=self.progress) as bar:
             while (epoch := run.epoch) <= config.epochs:
                 if run.epoch_rng is None:  # a new epoch (a resumed one was prepared before it stopped)
@@ -235,20 +250,20 @@ class Trainer:
         """Take back what `checkpoint_state` gave."""
 
     def _train_epoch(
-        self, examples: SequenceExamples, optimizer, rng, bar, deadline: float, run: RunState
+        self, examples: SequenceExamples | None, optimizer, rng, bar, deadline: float, run: RunState
     ) -> float | None:
         """The rest of an epoch (all of it unless resumed); its mean loss, or None when `deadline` passed
         before the end."""
         self.model.train()
-        context = self.distributed
-        for batch in iterate_batches(
-            examples,
-            self.config.batch_size,
-            rng,
-            rank=context.rank,
-            world_size=context.world_size,
-            skip=run.position,
-        ):
+        context, size = self.distributed, self.config.batch_size
+        batches = (
+            self.sharded.epoch(size, rng, run.position)
+            if self.sharded
+            else iterate_batches(
+                examples, size, rng, rank=context.rank, world_size=context.world_size, skip=run.position
+            )
+        )
+        for batch in batches:
             if deadline < math.inf and agree(context, time.perf_counter() >= deadline, self.device):
                 return None
             run.total, run.count = run.total + self.train_step(batch, optimizer), run.count + 1

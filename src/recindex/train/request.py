@@ -14,6 +14,7 @@ from recindex.models.two_tower import TwoTowerModel
 from recindex.train.checkpoint import Checkpoints
 from recindex.train.distributed import SINGLE, Distributed
 from recindex.train.loop import TrainResult
+from recindex.train.shard_batches import ShardedExamples
 
 
 @dataclass
@@ -31,6 +32,7 @@ class TrainRequest:
     log: Callable[[str], None] | None = None
     distributed: Distributed = SINGLE  # this process's rank under torchrun
     checkpoints: Checkpoints | None = None  # where checkpoints go, and whether the run resumes from one
+    sharded: ShardedExamples | None = None  # batches drawn from user shards (data.shard_users)
 
     def trainer_options(self) -> dict:
         """The keyword arguments every `Trainer` of the run takes from the request."""
@@ -39,6 +41,7 @@ class TrainRequest:
             "log": self.log,
             "distributed": self.distributed,
             "checkpoints": self.checkpoints,
+            **({"sharded": self.sharded} if self.sharded is not None else {}),
         }
 
     def refuse(self, family: str, *, distributed: str = "", checkpoints: bool = False) -> None:
