@@ -250,3 +250,12 @@ def test_a_beam_short_of_k_itself_is_filled_from_the_leaves_a_wider_beam_adds():
         best = added[np.argsort(-(QUERIES[row, :D] @ RANKER_ITEMS[added].T), kind="stable")]
         np.testing.assert_array_equal(result.ids[row, kept:], best[: 25 - kept])
         assert result.scored[row] == own_scored[row] + len(added)
+
+
+def test_a_short_row_scores_only_the_further_leaves_it_needs():
+    index = build(beam=1)
+    result = index.search(QUERIES, 100)  # a third of the catalogue from a beam of one leaf
+    largest = int(np.bincount(CODES[:, 0] * K + CODES[:, 1]).max())
+    assert (result.ids >= 0).all() and all(len(np.unique(row)) == 100 for row in result.ids)
+    # the leaves are added best first until they hold the places left: the last one overshoots
+    assert (result.scored >= 100).all() and (result.scored < 100 + largest).all()

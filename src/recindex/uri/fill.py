@@ -53,20 +53,45 @@ def fill_short_rows(
     short = np.flatnonzero((result.ids >= 0).sum(1) < need)
     visited = scored_leaves[short]
     n_leaves = len(lists.sizes)
+    sizes = lists.eligible_sizes(eligible)
+    leaf_of = _leaf_of_slots(lists, excluded)
     width = beam
     while len(short):
-        everything = 2 * width >= n_leaves or 2 * width > max_width
-        if everything:  # the last resort: every leaf not scored yet
+        width = min(2 * width, n_leaves)
+        last = width > max_width  # the last resort: every leaf not scored yet, in no particular order
+        if last:
             probes = np.broadcast_to(np.arange(n_leaves), (len(short), n_leaves))
         else:
-            width *= 2
             probes = find_leaves(short, width)
         probes = np.where(_already_in(probes, visited, n_leaves), -1, probes)
-        _append(result, short, need, probes, lists, scorer_of(short), ids_of, eligible, excluded)
-        if everything:
+        missing = need[short] - (result.ids[short] >= 0).sum(1)
+        if not last:  # the new leaves in the decoder's order, as many as the missing places take
+            held = sizes[np.maximum(probes, 0)] * (probes >= 0)
+            if excluded:
+                held -= _excluded_per_leaf(probes, [leaf_of[excluded[row]] for row in short])
+            probes = np.where(np.cumsum(held, 1) - held < missing[:, None], probes, -1)
+        _append(result, short, missing, probes, lists, scorer_of(short), ids_of, eligible, excluded)
+        if last or width == n_leaves:  # every leaf is reached: the rows are as full as they can be
             return
         still = (result.ids[short] >= 0).sum(1) < need[short]
         short, visited = short[still], np.concatenate([visited, probes], 1)[still]
+
+
+def _leaf_of_slots(lists: Lists, excluded: list[np.ndarray] | None) -> np.ndarray:
+    """The leaf of each slot the leaves hold (-1: none), up to the largest slot named."""
+    top = max([int(lists.members.max(initial=-1))] + [int(row.max(initial=-1)) for row in excluded or []])
+    leaf_of = np.full(top + 1, -1, np.int64)
+    leaf_of[lists.members] = np.repeat(np.arange(len(lists.sizes)), lists.sizes)
+    return leaf_of
+
+
+def _excluded_per_leaf(probes: np.ndarray, excluded_leaves: list[np.ndarray]) -> np.ndarray:
+    """(rows, P) how many of each row's excluded items lie in each of its probed leaves."""
+    counts = np.zeros(probes.shape, np.int64)
+    for row, leaves in enumerate(excluded_leaves):
+        if len(leaves):
+            counts[row] = (probes[row][:, None] == leaves[None, :]).sum(1) * (probes[row] >= 0)
+    return counts
 
 
 def _already_in(probes: np.ndarray, visited: np.ndarray, n_leaves: int) -> np.ndarray:
@@ -76,10 +101,9 @@ def _already_in(probes: np.ndarray, visited: np.ndarray, n_leaves: int) -> np.nd
     return (probes >= 0) & np.isin(rows * n_leaves + probes, seen)
 
 
-def _append(result, short, need, probes, lists, score, ids_of, eligible, excluded) -> None:
+def _append(result, short, missing, probes, lists, score, ids_of, eligible, excluded) -> None:
     """Score the `short` rows' new leaves and put their best items after the row's own, in order."""
     found = (result.ids[short] >= 0).sum(1)
-    missing = need[short] - found
     longest = max((len(excluded[row]) for row in short), default=0) if excluded else 0
     slots, scores, scored = rank(probes, lists, int(missing.max()) + longest, score, eligible=eligible)
     if result.scored is not None:
