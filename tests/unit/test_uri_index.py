@@ -259,3 +259,16 @@ def test_a_short_row_scores_only_the_further_leaves_it_needs():
     assert (result.ids >= 0).all() and all(len(np.unique(row)) == 100 for row in result.ids)
     # the leaves are added best first until they hold the places left: the last one overshoots
     assert (result.scored >= 100).all() and (result.scored < 100 + largest).all()
+
+
+def test_past_the_widest_beam_every_leaf_left_is_scored_at_once(monkeypatch):
+    monkeypatch.setattr("recindex.uri.index.MAX_BEAM", 1)  # no wider beam is allowed: the last resort
+    index = build(beam=1)
+    result = index.search(QUERIES, 40)
+    _, held, _ = beam_only(index, QUERIES, 40, [np.zeros(0, np.int64)] * len(QUERIES))
+    assert (result.scored == N).all()
+    for row in range(len(QUERIES)):
+        kept = len(held[row])
+        rest = np.setdiff1d(np.arange(N), held[row])
+        best = rest[np.argsort(-(QUERIES[row, :D] @ RANKER_ITEMS[rest].T), kind="stable")]
+        np.testing.assert_array_equal(result.ids[row, kept:], best[: 40 - kept])
