@@ -22,15 +22,7 @@ from recindex.pipelines.indexes import load_index, make_index
 N, DIM, K = 2000, 24, 10
 
 # (check, backend) -> the defect the check finds.
-URI_SHORT_ROUTE = (
-    "URIIndex scores only the items of the beam's leaves: with nothing masked, a narrow beam whose leaves "
-    "hold fewer than k + the history's length comes back short once the history is dropped. Widening "
-    "such beams changes what URI's figures measure (its candidates; see docs/uri.md), so it is left as "
-    "a decision"
-)
-KNOWN_DEFECTS: dict[tuple[str, str], str] = {
-    ("exclusion_masks_history_and_keeps_k", "uri+beam=2"): URI_SHORT_ROUTE,
-}
+KNOWN_DEFECTS: dict[tuple[str, str], str] = {}
 
 
 def clustered(n: int, seed: int) -> np.ndarray:

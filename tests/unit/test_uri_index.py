@@ -12,9 +12,12 @@ import pytest
 import torch
 
 from recindex.errors import InvalidRequest
+from recindex.index.base import SearchResult, drop_excluded
+from recindex.index.learned import rank
 from recindex.pipelines.indexes import load_index, make_index
 from recindex.quant.semantic_ids import build_semantic_ids
 from recindex.uri.decoder import TokenDecoder
+from recindex.uri.index import _partition_numbers
 from recindex.uri.train import with_item_token
 
 D, N, K = 8, 300, 4  # model dim, items, tokens per layer
@@ -197,3 +200,75 @@ def test_a_filter_that_empties_the_beams_leaves_falls_back_to_every_matching_ite
     found = index.search(QUERIES, 5, filter={"allow_ids": allowed.tolist()})
     expected = allowed[exact_top(QUERIES, 5, ITEMS[allowed])]
     np.testing.assert_array_equal(found.ids, expected)
+
+
+def beam_only(index, queries: np.ndarray, k: int, history: list[np.ndarray]):
+    """What the beam's leaves alone answer (URI before short rows were filled): the ranker's top
+    k + longest history over the beam's leaves, the history then dropped; and the leaves' items."""
+    leaves, _, tree, lists = index.leaves(queries[:, D : 2 * D], index.search_params["beam"], 2)
+    probes = _partition_numbers(tree, leaves)
+    fetch = k + max(len(row) for row in history)
+    slots, scores, scored = rank(probes, lists, fetch, index.exact_scorer(queries))
+    found = drop_excluded(SearchResult(index.store.ids_of(slots), scores), history, k)
+    held = [index.store.ids_of(lists.expand(probes[i : i + 1])[0]) for i in range(len(queries))]
+    return found, held, scored
+
+
+def test_rows_a_narrow_beam_leaves_short_keep_its_answers_first_and_are_filled():
+    index = build(beam=2)  # 2 of 16 leaves: about 38 of 300 items
+    first = index.search(QUERIES, 40).ids
+    history = [row[row >= 0][: 3 * i] for i, row in enumerate(first)]  # up to 33 of the beam's items
+    before, held, beam_scored = beam_only(index, QUERIES, 10, history)
+    short = (before.ids < 0).any(1)
+    assert short.any() and not short.all()
+    result = index.search(QUERIES, 10, exclude=history)
+    # rows the beam filled: its answers, bit for bit, and nothing more scored
+    np.testing.assert_array_equal(result.ids[~short], before.ids[~short])
+    np.testing.assert_array_equal(result.scores[~short], before.scores[~short])
+    np.testing.assert_array_equal(result.scored[~short], beam_scored[~short])
+    for row in np.flatnonzero(short):
+        ids, kept = result.ids[row], int((before.ids[row] >= 0).sum())
+        assert (ids >= 0).all() and len(np.unique(ids)) == 10 and not np.isin(ids, history[row]).any()
+        np.testing.assert_array_equal(ids[:kept], before.ids[row, :kept])  # the beam's answers first
+        assert not np.isin(ids[kept:], held[row]).any()  # then items of further leaves
+        np.testing.assert_allclose(result.scores[row], QUERIES[row, :D] @ RANKER_ITEMS[ids].T, rtol=1e-5)
+        assert result.scored[row] > beam_scored[row]  # the fill's items count as candidates
+
+
+def test_a_beam_short_of_k_itself_is_filled_from_the_leaves_a_wider_beam_adds():
+    index = build(beam=1)  # one leaf: about 19 items
+    result = index.search(QUERIES, 25)
+    own, held, own_scored = beam_only(index, QUERIES, 25, [np.zeros(0, np.int64)] * len(QUERIES))
+    leaves, _, tree, lists = index.leaves(QUERIES[:, D : 2 * D], 2, 2)  # the beam doubled
+    wider = _partition_numbers(tree, leaves)
+    for row in range(len(QUERIES)):
+        kept = len(held[row])
+        assert kept < 25 and (result.ids[row] >= 0).all()
+        np.testing.assert_array_equal(result.ids[row, :kept], own.ids[row, :kept])
+        added = index.store.ids_of(lists.expand(wider[row : row + 1])[0])
+        added = added[~np.isin(added, held[row])]  # the leaf the doubled beam adds
+        best = added[np.argsort(-(QUERIES[row, :D] @ RANKER_ITEMS[added].T), kind="stable")]
+        np.testing.assert_array_equal(result.ids[row, kept:], best[: 25 - kept])
+        assert result.scored[row] == own_scored[row] + len(added)
+
+
+def test_a_short_row_scores_only_the_further_leaves_it_needs():
+    index = build(beam=1)
+    result = index.search(QUERIES, 100)  # a third of the catalogue from a beam of one leaf
+    largest = int(np.bincount(CODES[:, 0] * K + CODES[:, 1]).max())
+    assert (result.ids >= 0).all() and all(len(np.unique(row)) == 100 for row in result.ids)
+    # the leaves are added best first until they hold the places left: the last one overshoots
+    assert (result.scored >= 100).all() and (result.scored < 100 + largest).all()
+
+
+def test_past_the_widest_beam_every_leaf_left_is_scored_at_once(monkeypatch):
+    monkeypatch.setattr("recindex.uri.index.MAX_BEAM", 1)  # no wider beam is allowed: the last resort
+    index = build(beam=1)
+    result = index.search(QUERIES, 40)
+    _, held, _ = beam_only(index, QUERIES, 40, [np.zeros(0, np.int64)] * len(QUERIES))
+    assert (result.scored == N).all()
+    for row in range(len(QUERIES)):
+        kept = len(held[row])
+        rest = np.setdiff1d(np.arange(N), held[row])
+        best = rest[np.argsort(-(QUERIES[row, :D] @ RANKER_ITEMS[rest].T), kind="stable")]
+        np.testing.assert_array_equal(result.ids[row, kept:], best[: 40 - kept])

@@ -246,12 +246,19 @@ class BaseIndex(ABC):
         )
         flt = as_filter(filter)
         exclusions = as_exclusions(exclude, len(queries))
-        if not exclusions:
-            with self._guard:
-                return self._search(queries, int(k), flt, resolved)
         with self._guard:
-            found = self._search(queries, excluded_fetch(k, exclusions, size), flt, resolved)
-        return drop_excluded(found, exclusions, int(k))
+            if not exclusions:
+                return self._search(queries, int(k), flt, resolved)
+            return self._search_excluding(queries, int(k), flt, resolved, exclusions)
+
+    def _search_excluding(
+        self, queries: np.ndarray, k: int, flt: Filter | None, params: dict, exclusions: list[np.ndarray]
+    ) -> SearchResult:
+        """`_search` with each row's `exclusions` left out. Fetching k + (longest exclusion list) and
+        dropping the excluded leaves at least k results whenever the backend returns full lists, so
+        history masking never shortens a list; a backend whose lists can be short fills them here."""
+        found = self._search(queries, excluded_fetch(k, exclusions, len(self)), flt, params)
+        return drop_excluded(found, exclusions, k)
 
     def _lean(self, queries, k, params) -> SearchResult | None:
         """A backend's shortcut for plain queries (no filter, no exclusion) on input not checked yet,

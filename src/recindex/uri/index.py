@@ -25,10 +25,11 @@ import numpy as np
 import torch
 
 from recindex.errors import InvalidRequest
-from recindex.index.base import Metric, SearchResult
+from recindex.index.base import Metric, SearchResult, drop_excluded
 from recindex.index.filters import Filter
 from recindex.index.learned import Column, Lists, PartitionedIndex, Route, number_codes, rank
 from recindex.uri.decoder import TokenDecoder
+from recindex.uri.fill import fill_short_rows
 from recindex.uri.token_tree import TokenTree, beam_search
 
 MAX_BEAM = 1024
@@ -190,6 +191,61 @@ class URIIndex(PartitionedIndex):
             queries[:, self.model_dim : 2 * self.model_dim], beam, self.leaf_layers
         )
         return Route(_partition_numbers(tree, leaves), lists)
+
+    def _search(self, queries: np.ndarray, k: int, flt: Filter | None, params: dict) -> SearchResult:
+        if params["rank"] == "decoder":
+            return super()._search(queries, k, flt, params)
+        return self._search_excluding(queries, k, flt, params, [])
+
+    def _search_excluding(
+        self, queries: np.ndarray, k: int, flt: Filter | None, params: dict, exclusions: list[np.ndarray]
+    ) -> SearchResult:
+        """The ranker scores the items of the beam's leaves. A row that a filter or removed items leave
+        short is scored over every eligible item (the learned-index base's fallback); a row the leaves
+        leave short on their own (a narrow beam, once the history is dropped) keeps the beam's answers
+        first and is filled from further leaves (`recindex.uri.fill`)."""
+        beam, ranking = self._checked(params)
+        if ranking == "decoder":
+            return super()._search_excluding(queries, k, flt, params, exclusions)
+        eligible = self.eligible(flt)
+        fetch = min(len(self), k + max((len(row) for row in exclusions), default=0))
+        routers = queries[:, self.model_dim : 2 * self.model_dim]
+        leaves, _, tree, lists = self.leaves(routers, beam, self.leaf_layers)
+        scored_leaves = _partition_numbers(tree, leaves)
+        score = self.exact_scorer(queries)
+        slots, scores, scored = rank(scored_leaves, lists, fetch, score, eligible=eligible)
+        result = SearchResult(self.store.ids_of(slots), scores, scored)
+        if eligible is not None:  # a filter or removed items: short rows are scored over every match
+            self._fill_short_rows(queries, fetch, eligible, result)
+        if exclusions:
+            result = drop_excluded(result, exclusions, k)
+        excluded = [self._excluded_slots(row, eligible) for row in exclusions]
+        available = len(self) if eligible is None else int(eligible.sum())
+        need = np.minimum(k, available - np.array([len(row) for row in excluded] or 0))
+
+        def find_leaves(rows: np.ndarray, width: int) -> np.ndarray:
+            return _partition_numbers(tree, self.leaves(routers[rows], width, self.leaf_layers)[0])
+
+        fill_short_rows(
+            result,
+            np.broadcast_to(need, len(queries)),
+            scored_leaves,
+            beam,
+            find_leaves,
+            lists,
+            lambda rows: self.exact_scorer(queries[rows]),
+            self.store.ids_of,
+            eligible=eligible,
+            excluded=excluded,
+            max_width=MAX_BEAM,
+        )
+        return result
+
+    def _excluded_slots(self, ids: np.ndarray, eligible: np.ndarray | None) -> np.ndarray:
+        """The slots of a row's excluded ids that it could otherwise return."""
+        slots = self.table.lookup(np.unique(ids))
+        slots = slots[slots >= 0]
+        return slots if eligible is None else slots[eligible[slots]]
 
     def _rank(self, queries: np.ndarray, k: int, params: dict, eligible: np.ndarray | None) -> SearchResult:
         beam, ranking = self._checked(params)

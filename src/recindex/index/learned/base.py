@@ -174,8 +174,8 @@ class PartitionedIndex(BaseIndex):
     def _fill_short_rows(self, queries, k: int, eligible: np.ndarray, result: SearchResult) -> None:
         """A selective filter or removed items can leave the walked partitions short of k eligible
         items: score every eligible item for those queries instead. (A route that is short on its own,
-        with nothing masked, stays short: filling it exactly would change what a learned index's
-        figures measure; see KNOWN_DEFECTS in the contract suite.)"""
+        with nothing masked, is the subclass's to fill: scoring every item would change what a learned
+        index's figures measure; URI fills it from further leaves, after the beam's answers.)"""
         short = np.flatnonzero((result.ids >= 0).sum(1) < min(k, int(eligible.sum())))
         if not len(short):
             return
