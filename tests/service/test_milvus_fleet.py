@@ -172,3 +172,13 @@ def test_a_collection_whose_version_tag_disagrees_is_not_served(fleet, bundles):
     fleet_side.versions.record(wrong, bundle_id="someone-else", bundle=str(bundles[1].path), index=name)
     with pytest.raises(Exception, match="not serving a mixed version"):
         fleet_side.load(wrong)
+
+
+def test_a_replica_started_after_a_promotion_serves_the_version_the_alias_names(fleet, bundles):
+    (a,), collections, name = fleet(1)
+    second = bundles[1].bundle_id
+    a.post("/v1/admin/bundles", json={"bundle": str(bundles[1].path), "index": name}, headers=KEY)
+    assert a.post(f"/v1/admin/bundles/{second}/promote", headers=KEY).status_code == 200
+    (late,), _, _ = fleet(1)  # its command line names the first bundle; the alias names the second
+    ready = late.get("/readyz").json()
+    assert (ready["bundle_id"], ready["collection"]) == (second, collections[second])

@@ -106,9 +106,11 @@ class Fleet:
         version.index.read_level = self.settings.fleet_consistency
         return replace(version, resolve_names=self.items.names)
 
-    def adopt(self, version: ServingVersion, records) -> None:
-        """Make `version` (holding `records`) the one this replica answers and writes with."""
-        absorb(version, records)
+    def adopt(self, version: ServingVersion, records, *, absorbed: bool = False) -> None:
+        """Make `version` (holding `records`; `absorbed`: already applied to it) the one this replica
+        answers and writes with."""
+        if not absorbed:
+            absorb(version, records)
         old = self.writer.version
         self.writer.version = version
         self.recommender.active = version  # one reference: a request sees the old or the new, whole
@@ -126,10 +128,10 @@ class Fleet:
         """One look at the alias and at records written since the last look."""
         live = self.live()
         if live is not None and live != self.writer.version.index.collection:
-            with self.writer.lock:
-                if live != self.live():  # moved again meanwhile: the next poll follows
-                    return
-                self.follow(live)
+            with self.writer.lock:  # a promotion of this replica's own may have been under way: read again
+                live = self.live()
+                if live is not None and live != self.writer.version.index.collection:
+                    self.follow(live)
             return
         records = self.items.changed_since(self.mark - SYNC_MARGIN_MS)
         fresh = [r for r in records if self.seen.get(r.raw_id, -2) < r.changed_ms]
@@ -200,12 +202,14 @@ class FleetRegistry:
             old = self.recommender.active
             record_version(fleet.versions, version)  # before the alias can name its collection
             started = now_ms()
-            carried = absorb(version, fleet.items.everything(), write_index=True)
+            records = fleet.items.everything()
+            carried = absorb(version, records, write_index=True)
             fleet.versions.point(collection_of(version))  # the fleet's switch
             # Writes acknowledged by replicas that had not seen the switch yet, and not in the carry:
             late = fleet.items.changed_since(started - CARRY_MARGIN_MS, "Strong")
             absorb(version, late, write_index=True)
-            fleet.adopt(version, fleet.items.everything())
+            latest = {r.raw_id: r for r in records} | {r.raw_id: r for r in late}
+            fleet.adopt(version, list(latest.values()), absorbed=True)
         self._log("promoted" if gate else "rolled back", old.bundle_id, version.bundle_id)
         recall = None if check is None else check.recall_at_k
         return {
