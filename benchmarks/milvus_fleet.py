@@ -183,6 +183,9 @@ def main() -> None:
     parser.add_argument(
         "--consistency", default="Strong", choices=["Strong", "Bounded", "Session", "Eventually"]
     )
+    parser.add_argument(
+        "--ready-seconds", type=float, default=900.0, help="how long a replica may take to start"
+    )
     parser.add_argument("--kill-replica", action="store_true", help="kill -9 one replica mid-run, restart it")
     args = parser.parse_args()
     started = time.perf_counter()
@@ -193,8 +196,10 @@ def main() -> None:
     ports = [free_port() for _ in range(args.replicas)]
     bases = [f"http://127.0.0.1:{port}" for port in ports]
     commands = [serve(args.bundle, index, port, fleet, args.consistency) for port in ports]
-    pairs = zip(commands, ports, strict=True)
-    processes = [start(command, environment, port) for (command, environment), port in pairs]
+    with ThreadPoolExecutor(len(ports)) as pool:  # at once: on a busy machine each start takes minutes
+        processes = list(
+            pool.map(lambda i: start(*commands[i], ports[i], args.ready_seconds), range(len(ports)))
+        )
     try:
         users = [str(u) for u in load_bundle(args.bundle).data.user_ids[: args.users].tolist()]
         dim = int(load_bundle(args.bundle).item_embeddings.shape[1])
@@ -227,7 +232,7 @@ def main() -> None:
                 victim = len(bases) - 1
                 run.down.add(bases[victim])
                 kill_9(processes[victim])
-                processes[victim] = start(*commands[victim], ports[victim])
+                processes[victim] = start(*commands[victim], ports[victim], args.ready_seconds)
                 run.down.discard(bases[victim])
                 killed = True
             time.sleep(max(0.0, t0 + step * (2 * swap + 2) - time.perf_counter()))
