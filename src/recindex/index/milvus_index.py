@@ -80,7 +80,10 @@ class MilvusIndex(BaseIndex):
         self.connection = MilvusConnection(uri, token, collection)
         self.schema: dict[str, str] | None = None  # attribute -> kind; None until the collection exists
         self.layout: Layout | None = None  # how missing values are stored; None until known
-        self._read_level = READ  # CATCH_UP once after a load or a delete (features)
+        # Reads' consistency: Session, or what the caller sets (a fleet of replicas may read at Strong
+        # to see each other's writes at once); CATCH_UP once after a load or a delete (features).
+        self.read_level = READ
+        self._read_level = READ
         self._level_lock = threading.Lock()
         self._counts: dict[str, int] = {}  # filter expression ("" = all) -> live matches, until a write
         self._unindexed = 0  # rows written by this process since its last index build (Lite)
@@ -148,8 +151,8 @@ class MilvusIndex(BaseIndex):
 
     def _next_read_level(self) -> str:
         with self._level_lock:  # searches may run in several threads: one of them takes the catch-up
-            level, self._read_level = self._read_level, READ
-        return level
+            level, self._read_level = self._read_level, self.read_level
+        return level if level == CATCH_UP else self.read_level
 
     def _server_layout(self) -> Layout:
         """The layout a new collection gets: nullable fields where the server has them."""

@@ -157,7 +157,13 @@ def create_app(
     @app.get("/readyz")
     async def readyz() -> dict:
         version = app.state.recommender.active
-        return {"status": "ready", "bundle_id": version.bundle_id, "items": len(version.index)}
+        collection = getattr(version.index, "collection", None)
+        return {
+            "status": "ready",
+            "bundle_id": version.bundle_id,
+            "collection": collection,
+            "items": len(version.index),
+        }
 
     @app.post("/v1/recommend", response_model=RecommendResponse, dependencies=[Depends(require_read_key)])
     async def recommend(body: RecommendRequest) -> Response:
@@ -333,6 +339,7 @@ def _response(version, answer, describe: bool, started: float) -> Response:
     body = {
         "items": items,
         "bundle_id": answer.bundle_id,
+        "collection": getattr(version.index, "collection", None),
         "fallback": answer.fallback,
         "took_ms": (time.perf_counter() - started) * 1000,
     }

@@ -14,12 +14,13 @@ items' attributes, so it applies the very same filter language.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from recindex.bundle import Bundle
-from recindex.errors import InvalidRequest
+from recindex.errors import InvalidRequest, RecIndexError
 from recindex.index.base import BaseIndex
 from recindex.index.exact_index import ExactIndex
 from recindex.pipelines.indexes import item_attributes
@@ -60,6 +61,10 @@ class ServingVersion:
     # A known user's query vector depends only on the bundle (its model and its histories), so it is
     # computed once per version and reused: the encoder is the costliest step of a warm request.
     user_vectors: dict[int, np.ndarray] = field(default_factory=dict)
+    # Items whose internal index was not given in order but chosen elsewhere (a fleet's hashed ids, see
+    # serve.fleet), by internal index; `resolve_names` names those this process has not seen yet.
+    named_items: dict[int, str] = field(default_factory=dict)
+    resolve_names: Callable[[list[int]], dict[int, str]] | None = None
 
     def internal_id(self, raw: str, create: bool = False) -> int | None:
         """The internal index of a raw item id; with `create`, a new one for an unknown id."""
@@ -71,12 +76,24 @@ class ServingVersion:
 
     def raw_item_id(self, index: int) -> str:
         catalogue = self.bundle.data.item_ids
-        return str(catalogue[index]) if index < len(catalogue) else self.new_items[index - len(catalogue)]
+        if index < len(catalogue):
+            return str(catalogue[index])
+        if index - len(catalogue) < len(self.new_items) and index not in self.named_items:
+            return self.new_items[index - len(catalogue)]
+        if index not in self.named_items and self.resolve_names is not None:
+            self.named_items.update(self.resolve_names([index]))
+        if index not in self.named_items:
+            raise RecIndexError(f"item {index} of bundle {self.bundle_id} has no raw id on record")
+        return self.named_items[index]
 
     def raw_item_ids(self, indices: np.ndarray) -> list[str]:
         catalogue = self.bundle.data.item_ids
         if len(indices) and int(indices.max()) < len(catalogue):  # the usual case, in one step
             return list(map(str, catalogue[indices].tolist()))
+        unnamed = [int(i) for i in indices if i >= len(catalogue) + len(self.new_items)]
+        unnamed = [i for i in unnamed if i not in self.named_items]
+        if unnamed and self.resolve_names is not None:  # one look-up for all of them
+            self.named_items.update(self.resolve_names(unnamed))
         return [self.raw_item_id(int(i)) for i in indices]
 
     def item_vector(self, index: int) -> np.ndarray:

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from recindex.errors import RecIndexError
 from recindex.pipelines import load_bundle
 from recindex.serve.app import create_app
+from recindex.serve.fleet import build_fleet_app
 from recindex.serve.items import ItemWriter
 from recindex.serve.parent_watch import end_with_supervisor
 from recindex.serve.recommender import Recommender, ServingVersion, set_query_device
@@ -87,6 +88,10 @@ def build_app(settings: ServiceSettings, *, worker: bool = False) -> FastAPI:
     here until its shutdown (or death), so that no second service can interleave its log."""
     limit_threads(settings.threads)
     set_query_device(settings.device)
+    if settings.fleet is not None:  # one replica of a fleet over Milvus: no log, no state folder
+        if worker or settings.log is not None or settings.read_only:
+            raise RecIndexError("a fleet replica (fleet = NAME) runs as one process, with no log setting")
+        return build_fleet_app(settings)
     if worker and settings.log is not None:
         raise RecIndexError("with a JetStream log, run one process per replica (each its own state_dir)")
     lock = None if (settings.read_only or worker) else StateLock(settings.state_dir).acquire()

@@ -68,6 +68,9 @@ class ScoredItem(BaseModel):
 class RecommendResponse(BaseModel):
     items: list[ScoredItem]
     bundle_id: str
+    collection: str | None = Field(
+        None, description="The Milvus collection searched (Milvus-backed indexes; names the version)."
+    )
     fallback: str | None = Field(None, description="Why the popularity list answered, if it did.")
     took_ms: float = Field(description="Time the service spent on the request.")
 

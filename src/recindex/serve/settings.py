@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import tomllib
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
@@ -68,6 +68,25 @@ class ServiceSettings(BaseSettings):
     )
     read_only: bool = Field(
         False, description="Serve reads only: follow the log others write, answer writes with 503."
+    )
+    # Replicas over one Milvus server or cluster (serve.fleet; docs/scale.md, "Replicas over Milvus").
+    fleet: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Serve a Milvus-backed bundle as one replica of this fleet: the name of the Milvus "
+        "alias that names the live bundle version's collection (writes and promotions go through Milvus; "
+        "no log, no state folder).",
+    )
+    fleet_consistency: Literal["Strong", "Bounded", "Session", "Eventually"] = Field(
+        "Strong",
+        description="Consistency of a fleet replica's searches: Strong finds every replica's acknowledged "
+        "writes at the next query (it waits for the server's next time tick); Session finds this "
+        "replica's own at once and the others' within a tick or so.",
+    )
+    fleet_poll_ms: float = Field(
+        200.0, ge=10, le=60_000, description="How often a fleet replica checks the alias and item records."
     )
 
     # Batching of concurrent POST /v1/recommend requests (serve.batching; docs/service.md).

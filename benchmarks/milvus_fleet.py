@@ -1,0 +1,290 @@
+"""Three `recindex serve` replicas over one Milvus server (a fleet, serve.fleet), on loopback: one client
+writing, four reading, fleet-wide promotions and rollbacks; what every replica sees.
+
+    python benchmarks/milvus_fleet.py --uri http://127.0.0.1:19530 \
+        --bundle runs/bench/fleet-20k-s1 --other runs/bench/fleet-20k-s2 --seconds 60 --swaps 5
+
+Both bundles are indexed into collections of this run on the server (milvus:HNSW), so the server needs
+nothing beforehand; both bundles must hold the same users. The replicas share nothing but the server
+and the bundle folders. The writer PUTs a new item (a random unit vector) to the replicas in turn and,
+once acknowledged, queries every replica until each finds it: upsert-to-visible-everywhere. Readers
+ask for random users at random replicas; an answer is mis-versioned when its collection is not its
+bundle's, or its catalogue items do not come from its bundle's own ranking for that user (fewer than
+half of them in that bundle's top 1,000, measured before the run). --swaps times, the other bundle is
+staged and promoted through one replica and rolled back through another. With --kill-replica, one
+replica is killed (kill -9) mid-run and started again. At the end every acknowledged upsert is looked
+for at every replica.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from replica_common import (  # noqa: E402
+    HEADERS,
+    ROOT,
+    env,
+    finds,
+    free_port,
+    kill_9,
+    percentile,
+    start,
+    unit_vectors,
+)
+
+sys.path.insert(0, str(ROOT / "src"))
+from recindex.pipelines import load_bundle  # noqa: E402
+from recindex.pipelines.indexes import build_bundle_index  # noqa: E402
+
+VISIBLE_WITHIN_S = 10.0
+
+
+def index_bundles(paths: list[str], uri: str, tag: str) -> tuple[str, dict[str, str]]:
+    """Index both bundles on the server under this run's names; (index name, bundle id -> collection)."""
+    name, collections = f"milvus-fleet-{tag}", {}
+    for letter, path in zip("ab", paths, strict=True):
+        bundle = load_bundle(path)
+        options = {"uri": uri, "collection": f"fleetbench_{tag}_{letter}"}
+        built = build_bundle_index(bundle, "milvus:HNSW", name, options=options)
+        built.index.close()
+        collections[bundle.bundle_id] = options["collection"]
+    return name, collections
+
+
+def serve(bundle: str, index: str, port: int, fleet: str, consistency: str):
+    command = [sys.executable, "-m", "recindex.cli", "serve", bundle, "--index", index, "--port", str(port)]
+    environment = env(
+        RECINDEX_FLEET=fleet, RECINDEX_MIN_INDEX_RECALL="0", RECINDEX_FLEET_CONSISTENCY=consistency
+    )
+    return command, environment
+
+
+def ranking(base: str, users: list[str], k: int) -> dict[str, set[str]]:
+    """Each user's top `k` from the version `base` serves now."""
+
+    def top(user: str) -> set[str]:
+        with httpx.Client(timeout=30) as http:
+            answer = http.post(f"{base}/v1/recommend", json={"user_id": user, "k": k}).json()
+        return {item["item_id"] for item in answer["items"]}
+
+    with ThreadPoolExecutor(8) as pool:
+        return dict(zip(users, pool.map(top, users), strict=True))
+
+
+class Run:
+    def __init__(self, bases: list[str], collections: dict[str, str], expected: dict, users: list[str]):
+        self.bases, self.collections, self.expected, self.users = bases, collections, expected, users
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.reads = self.failed = self.misversioned = 0
+        self.down: set[str] = set()  # replicas being restarted: failures there are counted apart
+        self.failed_down = 0
+        self.acked: list[tuple[str, np.ndarray]] = []
+        self.visible_ms: list[float] = []
+        self.not_visible = 0
+        self.write_failures = 0
+
+    def read(self, seed: int) -> None:
+        rng = random.Random(seed)
+        with httpx.Client(timeout=10) as http:
+            while not self.stop.is_set():
+                base, user = rng.choice(self.bases), rng.choice(self.users)
+                try:
+                    answer = http.post(f"{base}/v1/recommend", json={"user_id": user, "k": 10})
+                    ok = answer.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                with self.lock:
+                    self.reads += 1
+                    if not ok:
+                        if base in self.down:
+                            self.failed_down += 1
+                        else:
+                            self.failed += 1
+                        continue
+                    body = answer.json()
+                    if self._misversioned(body, user):
+                        self.misversioned += 1
+
+    def _misversioned(self, body: dict, user: str) -> bool:
+        bundle = body["bundle_id"]
+        if self.collections.get(bundle) != body.get("collection"):
+            return True
+        items = [i["item_id"] for i in body["items"] if not i["item_id"].startswith("fleetw-")]
+        if body.get("fallback") or not items:
+            return False
+        return sum(item in self.expected[bundle][user] for item in items) < len(items) / 2
+
+    def write(self, dim: int) -> None:
+        n = 0
+        with httpx.Client(timeout=30) as http:
+            while not self.stop.is_set():
+                vector = unit_vectors(1, dim, 10_000 + n)[0]
+                item = f"fleetw-{n}"
+                base = self.bases[n % len(self.bases)]
+                n += 1
+                body = {"items": [{"item_id": item, "vector": vector.tolist()}]}
+                try:
+                    put = http.put(f"{base}/v1/items", json=body, headers=HEADERS)
+                except httpx.HTTPError:
+                    put = None
+                if put is None or put.status_code != 200:
+                    self.write_failures += 1
+                    time.sleep(0.2)
+                    continue
+                acked = time.perf_counter()
+                self.acked.append((item, vector))
+                pending = [b for b in self.bases if b not in self.down]
+                while pending and time.perf_counter() - acked < VISIBLE_WITHIN_S:
+                    pending = [b for b in pending if not self._finds(http, b, vector, item)]
+                if pending:
+                    self.not_visible += 1
+                else:
+                    self.visible_ms.append((time.perf_counter() - acked) * 1000)
+
+    @staticmethod
+    def _finds(http, base, vector, item) -> bool:
+        try:
+            return finds(http, base, vector, item, k=10)
+        except (httpx.HTTPError, ValueError):
+            return False
+
+
+def admin(base: str, path: str, body: dict | None = None) -> dict:
+    answer = httpx.post(f"{base}{path}", json=body, headers=HEADERS, timeout=600)
+    if answer.status_code != 200:
+        raise RuntimeError(f"{path} on {base}: {answer.status_code} {answer.text[:300]}")
+    return answer.json()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--uri", required=True, help="the Milvus server, http://127.0.0.1:PORT")
+    parser.add_argument("--bundle", required=True)
+    parser.add_argument("--other", required=True)
+    parser.add_argument("--replicas", type=int, default=3)
+    parser.add_argument("--readers", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--swaps", type=int, default=5, help="promotions, each followed by a rollback")
+    parser.add_argument("--users", type=int, default=200)
+    parser.add_argument(
+        "--consistency", default="Strong", choices=["Strong", "Bounded", "Session", "Eventually"]
+    )
+    parser.add_argument(
+        "--ready-seconds", type=float, default=900.0, help="how long a replica may take to start"
+    )
+    parser.add_argument("--kill-replica", action="store_true", help="kill -9 one replica mid-run, restart it")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    tag = uuid.uuid4().hex[:8]
+    index, collections = index_bundles([args.bundle, args.other], args.uri, tag)
+    first, second = list(collections)
+    fleet = f"fleetbench_{tag}"
+    ports = [free_port() for _ in range(args.replicas)]
+    bases = [f"http://127.0.0.1:{port}" for port in ports]
+    commands = [serve(args.bundle, index, port, fleet, args.consistency) for port in ports]
+    with ThreadPoolExecutor(len(ports)) as pool:  # at once: on a busy machine each start takes minutes
+        processes = list(
+            pool.map(lambda i: start(*commands[i], ports[i], args.ready_seconds), range(len(ports)))
+        )
+    try:
+        users = [str(u) for u in load_bundle(args.bundle).data.user_ids[: args.users].tolist()]
+        dim = int(load_bundle(args.bundle).item_embeddings.shape[1])
+        print(f"indexed and started in {time.perf_counter() - started:.0f} s", flush=True)
+        expected = {first: ranking(bases[0], users, 1000)}
+        admin(bases[0], "/v1/admin/bundles", {"bundle": str(Path(args.other).resolve()), "index": index})
+        admin(bases[0], f"/v1/admin/bundles/{second}/promote")
+        expected[second] = ranking(bases[0], users, 1000)
+        admin(bases[0], "/v1/admin/rollback")
+        run = Run(bases, collections, expected, users)
+        threads = [threading.Thread(target=run.read, args=(seed,)) for seed in range(args.readers)]
+        threads.append(threading.Thread(target=run.write, args=(dim,)))
+        for thread in threads:
+            thread.start()
+        t0 = time.perf_counter()
+        step = args.seconds / (2 * args.swaps + 1)
+        swaps, killed = [], False
+        for swap in range(args.swaps):
+            time.sleep(max(0.0, t0 + step * (2 * swap + 1) - time.perf_counter()))
+            via = bases[swap % len(bases)]
+            if second not in {
+                row["bundle_id"]
+                for row in httpx.get(f"{via}/v1/admin/bundles", headers=HEADERS).json()["bundles"]
+            }:
+                admin(via, "/v1/admin/bundles", {"bundle": str(Path(args.other).resolve()), "index": index})
+            took = time.perf_counter()
+            admin(via, f"/v1/admin/bundles/{second}/promote")
+            swaps.append(("promote", time.perf_counter() - took))
+            if args.kill_replica and not killed and swap == args.swaps // 2:
+                victim = len(bases) - 1
+                run.down.add(bases[victim])
+                kill_9(processes[victim])
+                processes[victim] = start(*commands[victim], ports[victim], args.ready_seconds)
+                run.down.discard(bases[victim])
+                killed = True
+            time.sleep(max(0.0, t0 + step * (2 * swap + 2) - time.perf_counter()))
+            back = bases[(swap + 1) % len(bases)]
+            took = time.perf_counter()
+            admin(back, "/v1/admin/rollback")
+            swaps.append(("rollback", time.perf_counter() - took))
+        time.sleep(max(0.0, t0 + args.seconds - time.perf_counter()))
+        run.stop.set()
+        for thread in threads:
+            thread.join()
+        lost = final_check(bases, run.acked)
+        report(args, run, swaps, lost, time.perf_counter() - started)
+    finally:
+        for process in processes:
+            kill_9(process)
+
+
+def final_check(bases: list[str], acked: list) -> int:
+    """Acknowledged upserts some replica does not find at the end."""
+
+    def missing(entry) -> bool:
+        item, vector = entry
+        with httpx.Client(timeout=30) as http:
+            return not all(Run._finds(http, base, vector, item) for base in bases)
+
+    with ThreadPoolExecutor(8) as pool:
+        return sum(pool.map(missing, acked))
+
+
+def report(args, run: Run, swaps: list, lost: int, wall: float) -> None:
+    promote = [s for kind, s in swaps if kind == "promote"]
+    rollback = [s for kind, s in swaps if kind == "rollback"]
+    print(
+        f"replicas {args.replicas}, readers {args.readers}, {args.seconds:.0f} s, "
+        f"consistency {args.consistency}"
+    )
+    print(f"reads {run.reads}, failed {run.failed} (+{run.failed_down} at a replica being restarted)")
+    print(f"mis-versioned answers {run.misversioned}")
+    print(f"upserts acknowledged {len(run.acked)}, failed {run.write_failures}")
+    print(
+        f"acknowledged upserts not found by every replica within {VISIBLE_WITHIN_S:.0f} s: {run.not_visible}"
+    )
+    print(f"acknowledged upserts missing at some replica at the end: {lost}")
+    print(
+        f"upsert-to-visible-everywhere ms p50 {percentile(run.visible_ms, 50):.1f} "
+        f"p99 {percentile(run.visible_ms, 99):.1f}"
+    )
+    for kind, took in (("promotions", promote), ("rollbacks", rollback)):
+        print(f"{kind} {len(took)}: s p50 {percentile(took, 50):.2f}, max {max(took, default=0):.2f}")
+    print(f"kill -9 of a replica mid-run: {'yes' if args.kill_replica else 'no'}; wall {wall:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
