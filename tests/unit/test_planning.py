@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import ctypes
 import json
-from dataclasses import replace
 import tracemalloc
+from dataclasses import replace
 
 import faiss
 import numpy as np

@@ -47,10 +47,10 @@ from recindex.index.faiss_layers import (
     distances_computed,
     ivf_lists,
     layers_of,
+    prepare_training,
     reset_stats,
     scan_codes,
     search_parameters,
-    prepare_training,
     small_sample_training,
     train,
 )

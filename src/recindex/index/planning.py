@@ -44,7 +44,7 @@ from recindex.index.specs import recommended_faiss
 
 MAX_ITEMS = 100_000_000_000  # 1e11: beyond any one catalogue; refuses typos such as an extra zero run
 EXACT_MAX_SCAN = 32_000_000  # floats a query scans with exact search (500k x 64): a few ms per query
-FLOAT_MAX_ITEMS = 10_000_000  # beyond it, PQ codes only (float vectors' RAM grows past what one machine wants)
+FLOAT_MAX_ITEMS = 10_000_000  # beyond it, PQ codes only (float vectors' RAM outgrows one machine)
 FIT_FRACTION = 0.75
 
 
@@ -190,7 +190,8 @@ def _build_estimate(index, n: int, rates: RateTable | None) -> Estimate | None:
         ivf = layers.core
         pq = getattr(ivf, "pq", None)
         ksub = pq.ksub if pq is not None else 0
-        train = ivf_train_size(ivf.nlist, n, index.train_size) * index.kmeans_iterations / rates.kmeans_iterations
+        train = ivf_train_size(ivf.nlist, n, index.train_size)
+        train *= index.kmeans_iterations / rates.kmeans_iterations
         work = work_units("ivf_pq", n, index.dim, nlist=ivf.nlist, ksub=ksub, train=train)
         kind = "ivf_pq_ondisk" if isinstance(index, OnDiskFaissIndex) else "ivf_pq"
         return rates.estimate(kind, work)
@@ -222,7 +223,8 @@ def plan(
             fast_scan,
             (
                 "up to 10M items: 4-bit codes scanned with SIMD and the best re-scored exactly give a "
-                f"graph's recall per query time, and build in a fraction of a graph's time; it fits ({budget})"
+                "graph's recall per query time, and build in a fraction of a graph's time; "
+                f"it fits ({budget})"
             ),
         )
     elif ivfpq.fits:
