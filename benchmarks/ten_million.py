@@ -19,8 +19,8 @@ an interrupted run resumes at the step it stopped in):
   through recindex's Milvus backend (milvus:IVF_PQ by default), its index built by the server, recall@100
   and q/s, the server's RSS and data size;
 - service: `recindex serve` over HTTP (benchmarks/service_load.py, open loop): a synthetic bundle of
-  --service-items items trained here, its index the recommended spec (`recindex index build` without
-  --backend), /v1/recommend p50/p99 at --service-rate req/s.
+  --service-items items trained here, its index the recommended spec (`recindex index build --backend
+  recommended_faiss(n, d) --param nprobe=..., k_factor=4`), /v1/recommend p50/p99 at --service-rate req/s.
 
 Guards: every step stops when --deadline (HH:MM, UTC today) passes or available memory drops below 3 GB,
 and records what it measured with "partial": true. WORK is outside the repository (it holds GBs).
@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy as np  # noqa: E402
 from bench_common import log  # noqa: E402 (benchmarks/ is not a package)
 from machine import run_info  # noqa: E402
 from ten_million_milvus import milvus_step  # noqa: E402
@@ -52,6 +53,8 @@ from ten_million_steps import (  # noqa: E402
     record,
     write_record,
 )
+
+from recindex.index.specs import recommended_faiss  # noqa: E402
 
 STEPS = ("data", "faiss", "milvus", "service")
 SERVICE_DATASET = "synthetic:n_users=20000,n_items={n}"
@@ -80,7 +83,11 @@ def service_step(work: Path, args, guards: Guards) -> dict:
     indexes = bundle / "indexes"
     if not indexes.is_dir() or not any(indexes.iterdir()):
         guards.check("service index")
-        subprocess.run(recindex("index", "build", str(bundle), "--overwrite"), env=env, check=True)
+        dim = np.load(bundle / "item_embeddings.npy", mmap_mode="r").shape[1]
+        spec = recommended_faiss(args.service_items, dim)
+        command = recindex("index", "build", str(bundle), "--backend", spec)
+        command += ["--param", f"nprobe={args.service_nprobe}", "--param", "k_factor=4", "--overwrite"]
+        subprocess.run(command, env=env, check=True)
     name = sorted(p.name for p in indexes.iterdir() if p.is_dir())[0]
     guards.check("service load")
     out = work / "service" / "load"
@@ -127,6 +134,7 @@ def main() -> None:
     parser.add_argument("--milvus-insert-until", help="HH:MM UTC: stop inserting then, search what is in")
     parser.add_argument("--milvus-nprobe", default="16,64")
     parser.add_argument("--service-items", type=int, default=100_000)
+    parser.add_argument("--service-nprobe", type=int, default=64, help="the service index's nprobe")
     parser.add_argument("--service-rate", type=float, default=200.0)
     parser.add_argument("--service-seconds", type=float, default=15.0)
     args = parser.parse_args()
