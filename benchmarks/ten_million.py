@@ -132,6 +132,7 @@ def main() -> None:
     parser.add_argument("--milvus-m", type=int, default=32, help="IVF_PQ sub-quantizers (8 bits each)")
     parser.add_argument("--milvus-batch", type=int, default=50_000)
     parser.add_argument("--milvus-insert-until", help="HH:MM UTC: stop inserting then, search what is in")
+    parser.add_argument("--milvus-index-wait", type=float, default=1800.0, help="seconds, then search")
     parser.add_argument("--milvus-nprobe", default="16,64")
     parser.add_argument("--service-items", type=int, default=100_000)
     parser.add_argument("--service-nprobe", type=int, default=64, help="the service index's nprobe")
