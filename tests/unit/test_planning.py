@@ -211,3 +211,12 @@ def test_cli_prints_a_table_and_json():
     assert data["build_rates"]["command"]
     refused = runner.invoke(app, ["plan", "--items", "-5", "--dim", "64"])
     assert refused.exit_code != 0
+
+
+def test_a_build_peaks_at_the_index_plus_one_float_copy_of_the_vectors():
+    # the caller's vectors, or a growing FAISS buffer and the copy an add makes of it (docs/scale.md)
+    sized = plan(10_000_000, 64, ram_gb=24).candidates[1]
+    assert sized.footprint.build_peak() == pytest.approx(sized.footprint.ram() + 10_000_000 * 64 * 4)
+    assert sized.as_dict()["build_peak_ram_bytes"] == sized.footprint.build_peak()
+    sharded = index_footprint(make_index("sharded:4:faiss:IVF64,PQ8", DIM), 100_000)
+    assert sharded.build_peak() - sharded.ram() == pytest.approx(100_000 * DIM * 4)

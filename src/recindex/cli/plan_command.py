@@ -46,7 +46,7 @@ def print_plan(result: Plan) -> None:
         title=f"{result.items:,} items x {result.dim} dims; RAM {gb(result.ram)} ({result.ram_source}), "
         f"an index fits in {FIT_FRACTION:.0%} of it"
     )
-    for column in ("backend", "bytes/item", "RAM", "on disk", "build (est.)", "fits"):
+    for column in ("backend", "bytes/item", "RAM", "peak (build)", "on disk", "build (est.)", "fits"):
         table.add_column(column, justify="left" if column == "backend" else "right")
     rows = [*result.candidates, *([result.requested] if result.requested else [])]
     for sized in rows:
@@ -57,12 +57,13 @@ def print_plan(result: Plan) -> None:
             name,
             f"{sized.footprint.ram_per_item():,.1f}",
             gb(sized.footprint.ram()),
+            gb(sized.footprint.build_peak()),
             gb(sized.footprint.disk()) if sized.footprint.disk() else "-",
             _build(sized),
             "yes" if sized.fits else "no",
         )
     if result.recommended == "milvus":
-        table.add_row("[bold]milvus (a cluster) *[/]", "-", "on the servers", "-", "-", "-")
+        table.add_row("[bold]milvus (a cluster) *[/]", "-", "on the servers", "-", "-", "-", "-")
     console.print(table)
     console.print(f"[bold]recommended:[/] {escape(result.recommended)}: {escape(result.reason)}")
     shown = result.requested or next((c for c in result.candidates if c.spec == result.recommended), None)

@@ -50,9 +50,18 @@ class Part:
 class Footprint:
     parts: list[Part]
     n: int
+    dim: int = 0  # of the vectors a build takes in (float32)
 
     def ram(self) -> float:
         return sum(p.total(self.n) for p in self.parts if p.where == "ram")
+
+    def build_peak(self) -> float:
+        """RAM at the peak of a build: the index plus one more float32 copy of the vectors. A build
+        holds the caller's vectors while the index copies them in, and FAISS's growing buffers (the
+        vectors of a refine stage or a Flat storage, in one `std::vector`) hold their old and new
+        capacity at once while an add grows them: at 10M x 64 in batches of 1M, 2 GB over the index as
+        the add from 8M to 9M items copied 8M vectors (docs/scale.md, "10M items")."""
+        return self.ram() + 4.0 * self.dim * self.n
 
     def disk(self) -> float:
         """Bytes of the on-disk lists (what the kernel pages in as searches probe them)."""
@@ -110,7 +119,7 @@ def index_footprint(index: BaseIndex, n: int, attributes: list[str] | None = Non
         count = len(index.shards)
         share = math.ceil(n / count)
         inner = index_footprint(index.shards[0], share, attributes)
-        return Footprint([_scaled(p, count, share, n) for p in inner.parts], n)
+        return Footprint([_scaled(p, count, share, n) for p in inner.parts], n, index.dim)
     if isinstance(index, ExactIndex):
         width = {"float32": 4, "float16": 2, "int8": 1}[index.storage] * index.dim
         parts = [Part(f"vectors ({index.storage})", per_item=width, serialized=False)]
@@ -118,11 +127,11 @@ def index_footprint(index: BaseIndex, n: int, attributes: list[str] | None = Non
             parts.append(Part("int8 scale", fixed=4 * index.dim, serialized=False))
         if index.metric == "l2":
             parts.append(Part("squared norms", per_item=4, serialized=False))
-        return Footprint([*parts, *id_table_parts(n), *extra], n)
+        return Footprint([*parts, *id_table_parts(n), *extra], n, index.dim)
     if isinstance(index, FaissIndex):
         on_disk = isinstance(index, OnDiskFaissIndex)
         parts = faiss_parts(index.index, index.metric, lists_on_disk=on_disk)
-        return Footprint([*parts, *id_table_parts(n), *extra], n)
+        return Footprint([*parts, *id_table_parts(n), *extra], n, index.dim)
     raise InvalidRequest(
         f"the planner sizes in-process backends (exact, faiss, faiss_ondisk, sharded), not {index.backend}"
     )

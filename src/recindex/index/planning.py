@@ -100,6 +100,7 @@ class Sized:
             "spec": self.spec,
             "ram_bytes": self.footprint.ram(),
             "ram_bytes_per_item": self.footprint.ram_per_item(),
+            "build_peak_ram_bytes": self.footprint.build_peak(),
             "disk_bytes": self.footprint.disk(),
             "fits": self.fits,
             "build_seconds": build,
