@@ -94,6 +94,8 @@ class Run:
         self.visible_ms: list[float] = []
         self.not_visible = 0
         self.write_failures = 0
+        self.write_failures_down = 0  # PUTs sent to a replica being restarted
+        self.causes: list[str] = []  # the first failures outside a restart, for the report
 
     def read(self, seed: int) -> None:
         rng = random.Random(seed)
@@ -102,9 +104,9 @@ class Run:
                 base, user = rng.choice(self.bases), rng.choice(self.users)
                 try:
                     answer = http.post(f"{base}/v1/recommend", json={"user_id": user, "k": 10})
-                    ok = answer.status_code == 200
-                except httpx.HTTPError:
-                    ok = False
+                    ok, cause = answer.status_code == 200, f"{answer.status_code} {answer.text[:200]}"
+                except httpx.HTTPError as error:
+                    ok, cause = False, repr(error)
                 with self.lock:
                     self.reads += 1
                     if not ok:
@@ -112,6 +114,7 @@ class Run:
                             self.failed_down += 1
                         else:
                             self.failed += 1
+                            self._cause(f"read at {base}: {cause}")
                         continue
                     body = answer.json()
                     if self._misversioned(body, user):
@@ -137,10 +140,16 @@ class Run:
                 body = {"items": [{"item_id": item, "vector": vector.tolist()}]}
                 try:
                     put = http.put(f"{base}/v1/items", json=body, headers=HEADERS)
-                except httpx.HTTPError:
-                    put = None
+                    cause = f"{put.status_code} {put.text[:200]}"
+                except httpx.HTTPError as error:
+                    put, cause = None, repr(error)
                 if put is None or put.status_code != 200:
-                    self.write_failures += 1
+                    with self.lock:
+                        if base in self.down:
+                            self.write_failures_down += 1
+                        else:
+                            self.write_failures += 1
+                            self._cause(f"upsert at {base}: {cause}")
                     time.sleep(0.2)
                     continue
                 acked = time.perf_counter()
@@ -152,6 +161,10 @@ class Run:
                     self.not_visible += 1
                 else:
                     self.visible_ms.append((time.perf_counter() - acked) * 1000)
+
+    def _cause(self, text: str) -> None:
+        if len(self.causes) < 10:
+            self.causes.append(text)
 
     @staticmethod
     def _finds(http, base, vector, item) -> bool:
@@ -272,7 +285,12 @@ def report(args, run: Run, swaps: list, lost: int, wall: float) -> None:
     )
     print(f"reads {run.reads}, failed {run.failed} (+{run.failed_down} at a replica being restarted)")
     print(f"mis-versioned answers {run.misversioned}")
-    print(f"upserts acknowledged {len(run.acked)}, failed {run.write_failures}")
+    print(
+        f"upserts acknowledged {len(run.acked)}, failed {run.write_failures} "
+        f"(+{run.write_failures_down} at a replica being restarted)"
+    )
+    for cause in run.causes:
+        print(f"  failed: {cause}")
     print(
         f"acknowledged upserts not found by every replica within {VISIBLE_WITHIN_S:.0f} s: {run.not_visible}"
     )
