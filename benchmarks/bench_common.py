@@ -129,28 +129,39 @@ class Dataset:
     meta: dict = field(default_factory=dict)
 
 
-def synthetic(n: int, n_queries: int, dim: int = 64, seed: int = 0) -> Dataset:
-    """Clustered unit vectors: a Zipf-weighted Gaussian mixture in a rank-16 subspace plus full-rank noise.
-
-    Seeded: the basis, the centres, their popularity, the items and the queries all come from one
-    `default_rng(seed)` drawn in that order, so a size's items do not depend on the number of queries.
-    """
+def synthetic_drawer(dim: int, seed: int) -> Callable[[np.ndarray], None]:
+    """`synthetic()`'s generator: a function that fills any (m, dim) float32 array (a memory map too)
+    with the next m clustered unit vectors of the seeded stream."""
     rng = np.random.default_rng(seed)
     basis, _ = np.linalg.qr(rng.standard_normal((dim, SUBSPACE_RANK)))  # (d, r) orthonormal columns
     centres = rng.standard_normal((CENTRES, SUBSPACE_RANK)) / np.sqrt(SUBSPACE_RANK)
     popularity = 1.0 / np.arange(1, CENTRES + 1)  # Zipf, exponent 1, over a random order of centres
     popularity = (popularity / popularity.sum())[rng.permutation(CENTRES)]
 
-    def draw(m: int) -> np.ndarray:
-        out = np.empty((m, dim), np.float32)
-        for start in range(0, m, 100_000):  # in chunks, to bound the float64 temporaries
-            size = min(100_000, m - start)
+    def draw_into(out: np.ndarray) -> None:
+        for start in range(0, len(out), 100_000):  # in chunks, to bound the float64 temporaries
+            size = min(100_000, len(out) - start)
             which = rng.choice(CENTRES, size, p=popularity)
             z = centres[which] + WITHIN_CENTRE * rng.standard_normal((size, SUBSPACE_RANK)) / np.sqrt(
                 SUBSPACE_RANK
             )
             x = z @ basis.T + FULL_RANK_NOISE * rng.standard_normal((size, dim)) / np.sqrt(dim)
             out[start : start + size] = x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    return draw_into
+
+
+def synthetic(n: int, n_queries: int, dim: int = 64, seed: int = 0) -> Dataset:
+    """Clustered unit vectors: a Zipf-weighted Gaussian mixture in a rank-16 subspace plus full-rank noise.
+
+    Seeded: the basis, the centres, their popularity, the items and the queries all come from one
+    `default_rng(seed)` drawn in that order, so a size's items do not depend on the number of queries.
+    """
+    draw_into = synthetic_drawer(dim, seed)
+
+    def draw(m: int) -> np.ndarray:
+        out = np.empty((m, dim), np.float32)
+        draw_into(out)
         return out
 
     items = draw(n)

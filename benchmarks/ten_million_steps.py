@@ -16,12 +16,11 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-from bench_common import CENTRES, FULL_RANK_NOISE, SUBSPACE_RANK, WITHIN_CENTRE, log, recall_at
+from bench_common import log, recall_at, synthetic_drawer
 
 ROOT = Path(__file__).resolve().parent.parent
 K = 100
 DIM = 64
-CHUNK = 100_000  # rows drawn (and ground-truth rows scored) at a time: bounds the temporaries
 TRUTH_BLOCK = 1_000_000  # rows of items scored exactly at a time (256 MB)
 MIN_FREE_BYTES = 3 * 1024**3  # stop when the machine's available memory drops below this
 
@@ -84,28 +83,6 @@ def write_record(work: Path, step: str, result: dict) -> dict:
 # ---- data -------------------------------------------------------------------------------------------
 
 
-def make_draw(seed: int):
-    """`synthetic()`'s generator (bench_common: clustered unit vectors, Zipf-weighted centres in a rank-16
-    subspace plus full-rank noise), drawing into any array, so 10M rows go to a memory map in chunks."""
-    rng = np.random.default_rng(seed)
-    basis, _ = np.linalg.qr(rng.standard_normal((DIM, SUBSPACE_RANK)))
-    centres = rng.standard_normal((CENTRES, SUBSPACE_RANK)) / np.sqrt(SUBSPACE_RANK)
-    popularity = 1.0 / np.arange(1, CENTRES + 1)
-    popularity = (popularity / popularity.sum())[rng.permutation(CENTRES)]
-
-    def draw(out: np.ndarray) -> None:
-        for start in range(0, len(out), CHUNK):
-            size = min(CHUNK, len(out) - start)
-            which = rng.choice(CENTRES, size, p=popularity)
-            z = centres[which] + WITHIN_CENTRE * rng.standard_normal((size, SUBSPACE_RANK)) / np.sqrt(
-                SUBSPACE_RANK
-            )
-            x = z @ basis.T + FULL_RANK_NOISE * rng.standard_normal((size, DIM)) / np.sqrt(DIM)
-            out[start : start + size] = x / np.linalg.norm(x, axis=1, keepdims=True)
-
-    return draw
-
-
 def exact_truth(items: np.ndarray, queries: np.ndarray, k: int, guards: Guards) -> np.ndarray:
     """Each query's k best items by inner product, in one pass over `items` (a memory map) by blocks:
     FAISS's exact search of each block, merged into one result heap per query."""
@@ -126,7 +103,7 @@ def make_data(work: Path, n_items: int, n_queries: int, seed: int, guards: Guard
     started = time.perf_counter()
     partial = work / "items.partial.npy"
     items = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(n_items, DIM))
-    draw = make_draw(seed)
+    draw = synthetic_drawer(DIM, seed)  # bench_common.synthetic()'s stream, into the memory map
     for start in range(0, n_items, 1_000_000):
         guards.check("generating items")
         draw(items[start : start + 1_000_000])
@@ -272,10 +249,18 @@ def faiss_child(work: Path, batch: int, nprobes: list[int], k_factor: int) -> No
         rows = buffer[: min(batch, n - start)]
         read(start, rows)
         index.add(np.arange(start, start + len(rows), dtype=np.int64), rows)
-        trace.append({"items": start + len(rows), "s": time.perf_counter() - started,
-                      "rss_bytes": _status_bytes("VmRSS"), "peak_rss_bytes": _status_bytes("VmHWM")})
-        log(f"FAISS: {start + len(rows):,} of {n:,} added ({trace[-1]['s']:.0f} s, "
-            f"RSS {trace[-1]['rss_bytes'] / 1e9:.2f} GB, peak {trace[-1]['peak_rss_bytes'] / 1e9:.2f} GB)")
+        trace.append(
+            {
+                "items": start + len(rows),
+                "s": time.perf_counter() - started,
+                "rss_bytes": _status_bytes("VmRSS"),
+                "peak_rss_bytes": _status_bytes("VmHWM"),
+            }
+        )
+        log(
+            f"FAISS: {start + len(rows):,} of {n:,} added ({trace[-1]['s']:.0f} s, "
+            f"RSS {trace[-1]['rss_bytes'] / 1e9:.2f} GB, peak {trace[-1]['peak_rss_bytes'] / 1e9:.2f} GB)"
+        )
     build_s = time.perf_counter() - started
     del buffer, rows
     rss_after_build = _status_bytes("VmRSS")
@@ -292,12 +277,23 @@ def faiss_child(work: Path, batch: int, nprobes: list[int], k_factor: int) -> No
         found = index.search(queries, K, params=params).ids
         qps, p50 = single_query_qps(lambda q, p=params: index.search(q, K, params=p), queries)
         recall = recall_at(found, truth)
-        sweep.append({"nprobe": nprobe, "k_factor": k_factor, "recall": recall, "qps_1t": qps,
-                      "p50_ms_1t": p50})
+        sweep.append(
+            {"nprobe": nprobe, "k_factor": k_factor, "recall": recall, "qps_1t": qps, "p50_ms_1t": p50}
+        )
         log(f"FAISS nprobe {nprobe}: recall@100 {sweep[-1]['recall']:.4f}, {qps:,.0f} q/s")
-    result = {"spec": spec, "items": n, "batch": batch, "build_s": build_s, "save_s": save_s,
-              "disk_bytes": disk, "rss_before_add_bytes": baseline, "rss_after_build_bytes": rss_after_build,
-              "peak_rss_after_build_bytes": hwm_after_build, "sweep": sweep, "trace": trace}
+    result = {
+        "spec": spec,
+        "items": n,
+        "batch": batch,
+        "build_s": build_s,
+        "save_s": save_s,
+        "disk_bytes": disk,
+        "rss_before_add_bytes": baseline,
+        "rss_after_build_bytes": rss_after_build,
+        "peak_rss_after_build_bytes": hwm_after_build,
+        "sweep": sweep,
+        "trace": trace,
+    }
     (work / "faiss-child.json").write_text(json.dumps(result, indent=2))
 
 
