@@ -25,7 +25,7 @@ import numpy as np
 
 from recindex.errors import InvalidRequest
 from recindex.index.milvus.item_table import ItemRecord, fleet_item_id, now_ms
-from recindex.serve.items import ItemChange, ItemWriter, describe_change
+from recindex.serve.items import ItemChange, ItemWriter, attribute_columns, describe_change
 from recindex.serve.recommender import ServingVersion
 
 MAX_SWITCHES_PER_WRITE = 3  # promotions a single write follows before giving up (each one loads a bundle)
@@ -80,7 +80,7 @@ def absorb(version: ServingVersion, records: list[ItemRecord], *, write_index: b
         changes = [ItemChange(r.raw_id, r.features, r.vector, r.attributes) for r in fits]
         vectors = scratch._vectors(changes)
         raw_ids = [r.raw_id for r in fits]
-        attributes = _columns([r.attributes for r in fits])
+        attributes = attribute_columns([r.attributes for r in fits])
         ids = register(version, raw_ids)
         if write_index:
             version.index.add(ids, vectors, attributes=attributes or None)
@@ -108,15 +108,8 @@ class FleetWriter(ItemWriter):
         self.fleet = fleet
 
     def upsert(self, changes: list[ItemChange]) -> int:
-        if not changes:
-            raise InvalidRequest("no items to upsert")
         with self.lock:
-            raw_ids = [c.item_id for c in changes]
-            if len(set(raw_ids)) != len(raw_ids):
-                raise InvalidRequest("an item id repeats within one request")
-            attributes = _columns([c.attributes for c in changes])
-            self._check_attributes(attributes, len(changes))
-            vectors = self._vectors(changes)
+            _, _, vectors = self._checked(changes)
             stamp = now_ms()
             records = [
                 ItemRecord(
@@ -155,8 +148,3 @@ class FleetWriter(ItemWriter):
             return False
         self.fleet.follow(live)
         return True
-
-
-def _columns(rows: list[dict]) -> dict[str, list]:
-    names = sorted({name for row in rows for name in row})
-    return {name: [row.get(name) for row in rows] for name in names}

@@ -61,15 +61,8 @@ class ItemWriter:
 
     def upsert(self, changes: list[ItemChange]) -> int:
         """Make the items durable, then searchable; returns the log sequence number."""
-        if not changes:
-            raise InvalidRequest("no items to upsert")
         with self.lock:
-            raw_ids = [c.item_id for c in changes]
-            if len(set(raw_ids)) != len(raw_ids):
-                raise InvalidRequest("an item id repeats within one request")
-            attributes = _columns([c.attributes for c in changes])
-            self._check_attributes(attributes, len(changes))
-            vectors = self._vectors(changes)  # the costly part (encoding) after the cheap checks
+            raw_ids, attributes, vectors = self._checked(changes)
             features = [c.features for c in changes]
             seq = self.log.append(
                 "upsert", **_upsert_record(self.version.bundle_id, raw_ids, vectors, attributes, features)
@@ -232,7 +225,7 @@ class ItemWriter:
         dropped = len(self.added) - len(carried)
         vectors = scratch._vectors(carried) if carried else np.zeros((0, staged.index.dim), np.float32)
         raw_ids = [c.item_id for c in carried]
-        attributes = _columns([c.attributes for c in carried])
+        attributes = attribute_columns([c.attributes for c in carried])
         features = [c.features for c in carried]
         deleted = sorted(r for r in self.deleted if r in staged.item_lookup)
         records = []
@@ -303,6 +296,18 @@ class ItemWriter:
             )
         return tokens
 
+    def _checked(self, changes: list[ItemChange]) -> tuple[list[str], dict[str, list], np.ndarray]:
+        """An upsert's raw ids, attribute columns and vectors, refused before anything is written when
+        an id repeats or an attribute does not fit; the vectors (the costly part, encoding) come last."""
+        if not changes:
+            raise InvalidRequest("no items to upsert")
+        raw_ids = [c.item_id for c in changes]
+        if len(set(raw_ids)) != len(raw_ids):
+            raise InvalidRequest("an item id repeats within one request")
+        attributes = attribute_columns([c.attributes for c in changes])
+        self._check_attributes(attributes, len(changes))
+        return raw_ids, attributes, self._vectors(changes)
+
     def _check_attributes(self, attributes: dict, n: int) -> None:
         # The index validates kinds and names; trying them on a scratch store keeps a bad request
         # out of the log.
@@ -325,7 +330,7 @@ def describe_change(change: ItemChange) -> str:
     return ", ".join((change.features or []) + named)[:300]
 
 
-def _columns(rows: list[dict]) -> dict[str, list]:
+def attribute_columns(rows: list[dict]) -> dict[str, list]:
     """Per-item attribute dicts -> name -> one value per item (None where an item lacks it)."""
     names = sorted({name for row in rows for name in row})
     return {name: [row.get(name) for row in rows] for name in names}
