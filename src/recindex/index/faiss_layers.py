@@ -188,8 +188,8 @@ def prepare_training(index: faiss.Index, layers: Layers, kmeans_iterations: int)
 
     Polysemous codes only serve polysemous search, which recindex never runs; training them was most of
     the build time of IVF-PQ. FAISS runs 25 k-means iterations by default; the coarse k-means is most
-    of an IVF build (at 1M items and 4,096 lists, 63 of 79 s of CPU on one thread), and after 10
-    iterations its lists give the same recall@100 (docs/indexes.md, "Build times").
+    of an IVF build, and after 10 iterations its lists give the same recall@100 (measured in
+    docs/indexes.md, "Build times").
     """
     if int(kmeans_iterations) < 1:
         raise InvalidRequest(f"kmeans_iterations must be at least 1, got {kmeans_iterations}")
