@@ -29,6 +29,7 @@ TEXT = 65_535  # the longest VARCHAR Milvus accepts
 KEY_CHARS = 255
 PLACEHOLDER = "_placeholder"  # Milvus 2.3 needs a vector field (indexed, to load); these tables search none
 PLACEHOLDER_VECTOR = [0.0, 0.0]
+CREATOR_WAIT_S = 30.0  # how long a replica waits for the one creating a shared table to index it
 
 
 def create_table(connection: MilvusConnection, key: str, fields: dict[str, str]) -> None:
@@ -57,7 +58,22 @@ def create_table(connection: MilvusConnection, key: str, fields: dict[str, str])
             except load_pymilvus().MilvusException:
                 if not client.has_collection(name):  # not a replica that created it first
                     raise
-        client.load_collection(name)
+        load_once_indexed(client, name)
+
+
+def load_once_indexed(client, name: str, wait_s: float = CREATOR_WAIT_S) -> None:
+    """Load `name`, waiting up to `wait_s` for its index: a replica that found the table created by
+    another one may get there between that one's create and its create_index (Milvus's create with
+    index params is three calls), and Milvus refuses to load a collection without an index."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            client.load_collection(name)
+            return
+        except load_pymilvus().MilvusException:
+            if client.list_indexes(name) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
 
 
 class FleetVersions:
