@@ -171,6 +171,9 @@ class BaseIndex(ABC):
     count_candidates: bool = False
     # Whether `_lean` has a shortcut for plain queries (FAISS: the serving hot loop).
     lean_path: ClassVar[bool] = False
+    # Whether a search waits on another process (a server): the service then runs it in a worker
+    # thread, so that the wait does not hold its event loop (in-process searches stay on the loop).
+    waits_on_server: ClassVar[bool] = False
 
     def __init__(self, dim: int, metric: Metric = "ip", search_params: Mapping[str, Any] | None = None):
         if not isinstance(dim, int) or not 0 < dim <= MAX_DIM:

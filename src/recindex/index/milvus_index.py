@@ -59,6 +59,7 @@ COUNT_CACHE = 256  # filter expressions whose match counts are kept
 class MilvusIndex(BaseIndex):
     backend = "milvus"
     default_search_params: ClassVar[dict[str, Any]] = {"ef": 64, "nprobe": 16}
+    waits_on_server = True  # Lite too: its engine is a server process of its own
 
     def __init__(
         self,

@@ -8,11 +8,13 @@ should produce a 500.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import math
 import pathlib
 import random
 import time
+from functools import partial
 
 import numpy as np
 import orjson
@@ -84,7 +86,8 @@ def create_app(
 
     # Read endpoints and the key checks are `async def`: their work is short and CPU-bound, and running
     # it on the event loop saves the hop to a worker thread and back, which costs more than an HNSW
-    # search. Writes (an fsync each) and admin calls (loading bundles) stay in worker threads.
+    # search; searches that wait on a server (index.waits_on_server) go to a worker thread instead.
+    # Writes (an fsync each) and admin calls (loading bundles) stay in worker threads.
     async def require_key(x_api_key: str | None = Header(None)) -> None:
         """Write endpoints need one of the configured keys; with none configured, writes are closed."""
         if not settings.api_keys:
@@ -118,6 +121,7 @@ def create_app(
             timeout_s=settings.batch_timeout_ms / 1000,
             observe_batch=metrics.batch_size.observe,
             observe_refusal=lambda reason: metrics.batch_refusals.labels(reason).inc(),
+            in_thread=lambda: app.state.recommender.active.index.waits_on_server,
         )
 
     @app.exception_handler(Overloaded)
@@ -178,7 +182,11 @@ def create_app(
         )
         # One version answers the whole request (and the whole batch it joins): encoder, index and ids.
         if batcher is None:
-            version, (answer,) = app.state.recommender.answer([query])
+            answer_now = app.state.recommender.answer
+            if app.state.recommender.active.index.waits_on_server:  # a server's wait, not CPU work
+                version, (answer,) = await asyncio.to_thread(answer_now, [query])
+            else:
+                version, (answer,) = answer_now([query])
             if isinstance(answer, Exception):
                 raise answer
         else:
@@ -196,13 +204,15 @@ def create_app(
             raise InvalidRequest(f"k={body.k} is above this service's limit of {settings.max_k}")
         flt = body.filter.model_dump(exclude_none=True) if body.filter else None
         version = app.state.recommender.active
-        answer = app.state.recommender.similar(
+        similar = partial(
+            app.state.recommender.similar,
             body.item_ids,
             k=min(body.k, len(version.index)),
             filter=flt or None,
             exclude_triggers=body.exclude_triggers,
             version=version,
         )
+        answer = await asyncio.to_thread(similar) if version.index.waits_on_server else similar()
         if answer.fallback is not None:
             metrics.fallbacks.labels(answer.fallback).inc()
         return _response(version, answer, body.describe, started)

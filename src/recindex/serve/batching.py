@@ -5,15 +5,17 @@
     version, answer = await batcher.submit(RecommendQuery(user_id="42", k=100))
 
 The first request to arrive opens a window (`window_s`); every request that arrives before it closes
-joins the batch, which is then answered in one call of `answer` on the event loop: one read of the
+joins the batch, which is then answered in one call of `answer`: one read of the
 active version for the whole batch (so a promotion never splits one), one query-tower pass, one index
 search per group of queries that can share it (see `Recommender.answer_with`). A batch that reaches
 `max_batch` is answered at once. Each request gets the answer it would get alone, or its own error.
+The call runs on the event loop (in-process searches: CPU work, shorter than a hop to a thread), or,
+where `in_thread()` says so (an index that waits on a server), in a worker thread, so that the loop
+takes and batches other requests meanwhile and several batches can be in flight at once.
 
 Bounds: at most `max_queue` requests wait at any time (another is refused with `Overloaded`, answered
 503, rather than queued without limit); a request still waiting `timeout_s` after it arrived is
-refused the same way rather than answered late. Work that has started is not interrupted: it is CPU
-work on the event loop, as unbatched requests' work is.
+refused the same way rather than answered late. Work that has started is not interrupted.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 
 class Overloaded(Exception):
@@ -45,8 +48,10 @@ class RequestBatcher:
         timeout_s: float,
         observe_batch: Callable[[int], None] | None = None,
         observe_refusal: Callable[[str], None] | None = None,
+        in_thread: Callable[[], bool] = lambda: False,
     ):
-        """`answer(queries) -> (version, answers)`: one answer (or exception) per query, in order."""
+        """`answer(queries) -> (version, answers)`: one answer (or exception) per query, in order;
+        `in_thread()`, asked at each batch: whether to call it in a worker thread."""
         if window_s <= 0 or max_batch < 1 or max_queue < max_batch or timeout_s <= 0:
             raise ValueError(
                 "batching needs window_s > 0, max_batch >= 1, max_queue >= max_batch and timeout_s > 0, "
@@ -61,6 +66,7 @@ class RequestBatcher:
         )
         self.observe_batch = observe_batch or (lambda size: None)
         self.observe_refusal = observe_refusal or (lambda reason: None)
+        self.in_thread = in_thread
         self._late = (
             f"the service is overloaded: the request waited over {timeout_s * 1000:g} ms for its batch "
             "(batch_timeout_ms)"
@@ -116,10 +122,25 @@ class RequestBatcher:
         if not live:
             return
         self.observe_batch(len(live))
+        queries = [w.query for w in live]
+        if self.in_thread():
+            work = asyncio.get_running_loop().run_in_executor(None, self._answered, queries)
+            work.add_done_callback(partial(self._deliver, live))
+            return
+        self._deliver_result(live, self._answered(queries))
+
+    def _answered(self, queries: list) -> tuple[object, list]:
         try:
-            version, answers = self.answer([w.query for w in live])
+            return self.answer(queries)
         except Exception as error:  # not one query's fault (answer() keeps those apart): all fail alike
-            version, answers = None, [error] * len(live)
+            return None, [error] * len(queries)
+
+    def _deliver(self, live: list[_Waiting], work: asyncio.Future) -> None:
+        self._deliver_result(live, work.result())  # _answered returns errors, it does not raise them
+
+    @staticmethod
+    def _deliver_result(live: list[_Waiting], result: tuple[object, list]) -> None:
+        version, answers = result
         for waiting, answer in zip(live, answers, strict=True):
             if not waiting.future.done():
                 waiting.future.set_result((version, answer))
