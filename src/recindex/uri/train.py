@@ -33,6 +33,9 @@ Choices of ours:
   index from 0.0910 to 0.1039;
 - `start_from = "kmeans"`: each layer first learns balanced k-means tokens of the items under each
   parent for `start_epochs`, then URI's losses take over (see docs/uri.md for the validation figures).
+
+Under torchrun (`ranks`, a `uri.ranks.DecoderRanks`) each process trains on its share of every global
+batch, DDP averages the gradients, and the assignment and the k-means start are rank 0's, broadcast.
 """
 
 from __future__ import annotations
