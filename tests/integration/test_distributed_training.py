@@ -103,17 +103,3 @@ def test_torchrun_trains_and_rank_zero_alone_writes_the_bundle(tmp_path):
     assert abs(metrics["test"]["recall@10"] - single.test["recall@10"]) <= 0.05
     assert metrics["training"]["epochs_run"] == single.training.epochs_run
 
-
-def test_families_without_data_parallel_training_refuse_it(tmp_path, monkeypatch):
-    from recindex.config import load_config
-    from recindex.errors import RecIndexError
-    from recindex.pipelines.experiment import run_experiment
-    from recindex.train import distributed
-
-    # the process group is not joined: the refusal comes before any collective
-    monkeypatch.setattr(distributed, "start", lambda context, device: None)
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv("RANK", "0")
-    settings = [*tiny_settings("synthetic:n_users=60,n_items=30,seed=2"), 'model.kind="uri"']
-    with pytest.raises(RecIndexError, match="trains in one process: its decoder trains layer by layer"):
-        run_experiment(load_config(None, settings), None, progress=False)

@@ -22,6 +22,7 @@ the CPU). What the trainer does with them:
 
 from __future__ import annotations
 
+import gc
 import os
 import warnings
 from collections.abc import Callable
@@ -85,7 +86,13 @@ def start(context: Distributed, device: torch.device) -> None:
 
 
 def stop(context: Distributed) -> None:
+    """Leave the process group. The DDP wrappers of finished trainers hold the group (their reducers do)
+    and are kept alive by a reference cycle (a wrapper's forward is its trainer's loss), so they are
+    collected first: left to a later collection, the group's gloo threads went down at whatever moment
+    it came (after the other ranks had exited, or during the interpreter's shutdown), and a rank aborted
+    now and then ("terminate called without an active exception")."""
     if context.active and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 

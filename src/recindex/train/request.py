@@ -44,15 +44,8 @@ class TrainRequest:
             **({"sharded": self.sharded} if self.sharded is not None else {}),
         }
 
-    def refuse(self, family: str, *, distributed: str = "", checkpoints: bool = False) -> None:
-        """Refuse what `family` cannot do: train under torchrun (`distributed`: why not), or write and
-        resume checkpoints."""
-        if distributed and self.distributed.active:
-            raise RecIndexError(
-                f"model.kind = {family!r} trains in one process: {distributed}. Data-parallel training "
-                "(torchrun) is available for two_tower, sci and mfli; run `recindex train` without torchrun "
-                "(one process, train.threads for its cores; train.device = \"cuda\" on a GPU)"
-            )
+    def refuse(self, family: str, *, checkpoints: bool = False) -> None:
+        """Refuse what `family` cannot do: write and resume checkpoints."""
         if checkpoints and self.checkpoints is not None:
             raise RecIndexError(
                 f"model.kind = {family!r} does not write checkpoints or resume (two_tower, sci and mfli "

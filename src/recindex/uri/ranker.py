@@ -62,7 +62,10 @@ class RankerTrainer(Trainer):
         self.uri = uri
         codes = model.item_codes.cpu().numpy()[:, : uri.layers]  # the leaves (not a two-stage item token)
         self.siblings = SiblingSampler(codes, model.decoder.sizes[: uri.layers], self.pool.cpu().numpy())
-        self.sampling = np.random.default_rng(train.seed + 1)
+        # under torchrun each rank draws its own siblings (rank 0 those of one process): on one seed, two
+        # ranks would draw the same negatives for their different positives
+        rank = self.distributed.rank
+        self.sampling = np.random.default_rng(train.seed + 1 if rank == 0 else [train.seed + 1, rank])
 
     def _loss(self, batch) -> torch.Tensor:
         model = self.model

@@ -27,6 +27,7 @@ from recindex.train.loop import Trainer, TrainResult
 from recindex.train.request import Trained, TrainRequest
 from recindex.uri.model import URIModel, uri_model
 from recindex.uri.ranker import RankerTrainer, ranker_train_config
+from recindex.uri.ranks import DecoderRanks
 from recindex.uri.train import DecoderTrainer, with_item_token
 
 # (router towers) -> (N, layers) tokens of a fixed index, for a two-stage baseline
@@ -48,13 +49,10 @@ def train(request: TrainRequest, fixed_codes: FixedCodes | None) -> Trained:
 def train_uri(request: TrainRequest, fixed_codes: FixedCodes | None) -> tuple[URIModel, dict]:
     """Train every part; returns the model and what to record of the training."""
     config, data, split, progress = request.config, request.data, request.split, request.progress
-    request.refuse(
-        "uri",
-        distributed="its decoder trains layer by layer in loops of its own, each layer ending in a balanced "
-        "assignment of every item, which ranks would each compute apart",
-        checkpoints=True,
-    )
+    request.refuse("uri", checkpoints=True)
     log = request.log or (lambda _: None)
+    context = request.distributed  # under torchrun: every part below trains data-parallel
+    device = resolve_device(config.train.device, context.local_rank if context.active else None)
     uri = config.uri
     # A fresh router, drawn after the composition root's base towers: the draws every URI run has made.
     router = TwoTowerModel.for_data(data, config.model)
@@ -64,12 +62,17 @@ def train_uri(request: TrainRequest, fixed_codes: FixedCodes | None) -> tuple[UR
         router.set_trained_items(split.train_item_mask(data.n_items))
     else:
         log("encoders: training a two-tower model first (set uri.init_from to reuse one)")
-        towers = Trainer(router, split, config.train, config.eval, progress=progress, log=log).fit()
+        towers = Trainer(
+            router, split, config.train, config.eval, progress=progress, log=log, distributed=context
+        ).fit()
         record["encoders"] = {"best_epoch": towers.best_epoch, "seconds": towers.seconds}
     router.eval()
-    codes, sizes = index_codes(uri, router, fixed_codes) if fixed_codes is not None else (None, None)
-    model = uri_model(router, uri, sizes).to(resolve_device(config.train.device))
-    decoder = DecoderTrainer(model, split, uri, seed=config.train.seed, progress=progress, log=log)
+    ranks = DecoderRanks(context, device)
+    codes, sizes = index_codes(uri, router, fixed_codes, ranks) if fixed_codes is not None else (None, None)
+    model = uri_model(router, uri, sizes).to(device)
+    decoder = DecoderTrainer(
+        model, split, uri, seed=config.train.seed, progress=progress, log=log, ranks=ranks
+    )
     if codes is None:
         log(f"URI: learning a {uri.layers}-layer index of {uri.k} tokens per layer")
         trained = decoder.fit_uri()
@@ -82,7 +85,7 @@ def train_uri(request: TrainRequest, fixed_codes: FixedCodes | None) -> tuple[UR
     if uri.ranker_epochs > 0:
         ranker_config = ranker_train_config(config.train, uri)
         ranker = RankerTrainer(
-            model, split, ranker_config, config.eval, uri, progress=progress, log=log
+            model, split, ranker_config, config.eval, uri, progress=progress, log=log, distributed=context
         ).fit()
         record["ranker"] = {
             "best_epoch": ranker.best_epoch,
@@ -94,7 +97,7 @@ def train_uri(request: TrainRequest, fixed_codes: FixedCodes | None) -> tuple[UR
     return model, record
 
 
-def index_codes(uri, router: TwoTowerModel, fixed_codes: FixedCodes):
+def index_codes(uri, router: TwoTowerModel, fixed_codes: FixedCodes, ranks: DecoderRanks):
     """(N, L[+1]) codes of a two-stage index and the decoder's token sizes."""
     codes = fixed_codes(router)
     if codes.shape[1] != uri.layers or codes.max() >= uri.k:
@@ -102,6 +105,10 @@ def index_codes(uri, router: TwoTowerModel, fixed_codes: FixedCodes):
             f"{uri.index}: its index has {codes.shape[1]} layers of up to {int(codes.max()) + 1} tokens; "
             f"this run asks for uri.layers={uri.layers}, uri.k={uri.k}"
         )
+    # Under torchrun every rank fits the index (so its random draws stay one process's) and rank 0's
+    # codes replace the others': a fit need not be bit-identical across processes, and the ranks must
+    # learn one index. The item token below is then computed alike everywhere.
+    codes = ranks.agreed(codes)
     sizes = [uri.k] * uri.layers
     if uri.generate_items:
         codes, width = with_item_token(codes, uri.k)

@@ -33,6 +33,9 @@ Choices of ours:
   index from 0.0910 to 0.1039;
 - `start_from = "kmeans"`: each layer first learns balanced k-means tokens of the items under each
   parent for `start_epochs`, then URI's losses take over (see docs/uri.md for the validation figures).
+
+Under torchrun (`ranks`, a `uri.ranks.DecoderRanks`) each process trains on its share of every global
+batch, DDP averages the gradients, and the assignment and the k-means start are rank 0's, broadcast.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import torch
@@ -54,8 +58,9 @@ from recindex.quant.semantic_ids import METHODS as FIXED_INDEXES
 from recindex.quant.semantic_ids import kmeans_within
 from recindex.train.batches import sequence_examples
 from recindex.train.loop import TrainResult
-from recindex.uri.losses import balance_loss, commitment_loss, e_step_loss, m_step_loss
+from recindex.uri.losses import commitment_loss, e_step_loss, m_step_loss
 from recindex.uri.model import URIModel
+from recindex.uri.ranks import DecoderRanks, StepResult
 
 
 @dataclass
@@ -103,12 +108,15 @@ class DecoderTrainer:
         seed: int = 0,
         progress: bool = True,
         log: Callable[[str], None] | None = None,
+        ranks: DecoderRanks | None = None,
     ):
+        """`ranks`: this process's place under torchrun (see `uri.ranks`); one process without it."""
         self.model, self.split, self.config = model, split, config
         self.seed, self.progress, self.log = seed, progress, log or (lambda _: None)
         trained = split.train_item_mask(model.n_items)
         model.set_trained_items(trained)
         self.device = model.item_codes.device  # the decoder trains where the model is (train.device)
+        self.ranks = ranks or DecoderRanks(device=self.device)
         self.pool = torch.as_tensor(np.flatnonzero(trained)).to(self.device)
         self.examples = query_examples(model, split)
         self.parameters = list(model.decoder.parameters()) + list(model.item_ids.parameters())
@@ -124,7 +132,7 @@ class DecoderTrainer:
         if config.start_from not in ("", "kmeans"):
             raise RecIndexError(f"uri.start_from must be empty or 'kmeans', got {config.start_from!r}")
         for layer in range(model.decoder.layers):
-            steps = -(-len(self.examples.targets) // config.batch_size)
+            steps = self._steps()
             start_epochs = config.start_epochs if config.start_from else 0
             with TrainingProgress(start_epochs + config.layer_epochs, steps, enabled=self.progress) as bar:
                 start_tokens = self.start_tokens(layer) if start_epochs else None
@@ -136,7 +144,8 @@ class DecoderTrainer:
                     result.history.append(record)
                     bar.end_epoch({"epoch": epoch, "loss": record["loss"]})
                     self.log(_format(record))
-            tokens = self.assign(layer)
+            # rank 0's assignment on every rank (see `uri.ranks` for why not each rank's own)
+            tokens = self.ranks.from_rank_zero(partial(self.assign, layer), model.n_items)
             model.item_codes[:, layer] = torch.as_tensor(tokens).to(self.device)
             self.log(
                 f"layer {layer + 1} assigned: {len(np.unique(tokens))} of "
@@ -154,14 +163,31 @@ class DecoderTrainer:
         return result
 
     def start_tokens(self, layer: int) -> torch.Tensor:
-        """Balanced k-means tokens of the router item vectors under each parent the decoder assigned."""
-        with torch.no_grad():
-            vectors = self.model.router.item_vectors().cpu().numpy()
-        parents = prefix_numbers(self.model.item_codes[:, :layer].cpu().numpy(), self.model.decoder.sizes)
-        tokens = kmeans_within(
-            vectors, parents, self.model.decoder.sizes[layer], self.seed + layer, balanced=True
-        )
-        return torch.as_tensor(tokens).to(self.device)
+        """Balanced k-means tokens of the router item vectors under each parent the decoder assigned
+        (rank 0's fit, on every rank)."""
+
+        def fit() -> np.ndarray:
+            with torch.no_grad():
+                vectors = self.model.router.item_vectors().cpu().numpy()
+            codes = self.model.item_codes[:, :layer].cpu().numpy()
+            parents = prefix_numbers(codes, self.model.decoder.sizes)
+            return kmeans_within(
+                vectors, parents, self.model.decoder.sizes[layer], self.seed + layer, balanced=True
+            )
+
+        return torch.as_tensor(self.ranks.from_rank_zero(fit, self.model.n_items)).to(self.device)
+
+    def _steps(self) -> int:
+        """Batches per epoch: global batches of `batch_size` positions per rank."""
+        return -(-len(self.examples.targets) // (self.config.batch_size * self.ranks.world_size))
+
+    def _step(self, optimizer, compute: Callable[[], StepResult]) -> dict[str, torch.Tensor]:
+        """One optimizer step (the ranks' gradients averaged under torchrun); the step's terms."""
+        loss, terms = self.ranks.step([self.model.decoder, self.model.item_ids], compute)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return terms
 
     def _uri_epoch(self, layer: int, optimizer, generator, bar, targets=None) -> dict[str, float]:
         """One epoch of layer `layer`: URI's losses, or, with `targets` (a token per item), the start:
@@ -171,49 +197,56 @@ class DecoderTrainer:
         # the CPU generator draws the order and the random items whatever the device: the same run anywhere
         order = torch.randperm(len(self.examples.targets), generator=generator).to(self.device)
         sums: dict[str, float] = {}
-        batches = 0
-        for start in range(0, len(order), config.batch_size):
-            rows = order[start : start + config.batch_size]
-            positives = self.examples.targets[rows]
-            n = len(rows)
-            drawn = torch.randint(len(self.pool), (len(rows),), generator=generator)
-            random_items = self.pool[drawn.to(self.device)]
-            items = torch.cat([positives, random_items])
-            query_logits = model.decoder.logits(
-                model.decoder.encode(self.examples.queries[rows], "query"),
-                model.item_codes[positives, :layer],
-                layer + 1,
-            )
-            item_logits = model.decoder.logits(
-                model.decoder.encode(model.item_features(items), "item"),
-                model.item_codes[items, :layer],
-                layer + 1,
-            )
-            parents = _parent_groups(model.item_codes[items, :layer], model.decoder.sizes) if layer else None
-            balanced = slice(n if config.balance_items == "random" else 0, None)
-            query_log = torch.log_softmax(query_logits[layer], -1)
-            item_log = torch.log_softmax(item_logits[layer], -1)
-            item_probs = item_log.exp()
-            if targets is not None:
-                terms = {
-                    "start": F.nll_loss(query_log, targets[positives]) + F.nll_loss(item_log, targets[items])
-                }
-            else:
-                terms = self._uri_terms(query_log, item_log, item_probs, n, balanced, parents)
-            memory = torch.zeros(())
-            for earlier in range(layer):
-                memory = memory + F.cross_entropy(query_logits[earlier], model.item_codes[positives, earlier])
-                memory = memory + F.cross_entropy(item_logits[earlier], model.item_codes[items, earlier])
-            terms["memory"] = config.memory_weight * memory
-            loss = sum(terms.values())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+        batches, size = 0, config.batch_size * self.ranks.world_size
+        for start in range(0, len(order), size):
+            everyone = order[start : start + size]  # the global batch: the same on every rank
+            drawn = torch.randint(len(self.pool), (len(everyone),), generator=generator)
+            rows = self.ranks.share(everyone)
+            if rows is None:
+                continue
+            random_items = self.pool[self.ranks.share(drawn.to(self.device))]
+            terms = self._step(optimizer, partial(self._uri_loss, layer, rows, random_items, targets))
             batches += 1
-            for name, value in {"loss": loss, **terms}.items():
+            for name, value in {"loss": sum(terms.values()), **terms}.items():
                 sums[name] = sums.get(name, 0.0) + float(value.detach())
             bar.advance_batch(sums["loss"] / batches)
-        return {name: value / max(batches, 1) for name, value in sums.items()}
+        return self.ranks.means({name: value / max(batches, 1) for name, value in sums.items()})
+
+    def _uri_loss(self, layer: int, rows, random_items, targets) -> StepResult:
+        """Layer `layer`'s loss on this rank's `rows` of the positions and its random items."""
+        model, config = self.model, self.config
+        positives = self.examples.targets[rows]
+        n = len(rows)
+        items = torch.cat([positives, random_items])
+        query_logits = model.decoder.logits(
+            model.decoder.encode(self.examples.queries[rows], "query"),
+            model.item_codes[positives, :layer],
+            layer + 1,
+        )
+        item_logits = model.decoder.logits(
+            model.decoder.encode(model.item_features(items), "item"),
+            model.item_codes[items, :layer],
+            layer + 1,
+        )
+        parents = _parent_groups(model.item_codes[items, :layer], model.decoder.sizes) if layer else None
+        balanced = slice(n if config.balance_items == "random" else 0, None)
+        query_log = torch.log_softmax(query_logits[layer], -1)
+        item_log = torch.log_softmax(item_logits[layer], -1)
+        item_probs = item_log.exp()
+        if targets is not None:
+            start = F.nll_loss(query_log, targets[positives]) + F.nll_loss(item_log, targets[items])
+            terms = {"start": start}
+        else:
+            terms = self._uri_terms(query_log, item_log, item_probs, n, balanced, parents)
+        memory = torch.zeros(())
+        for earlier in range(layer):
+            memory = memory + F.cross_entropy(query_logits[earlier], model.item_codes[positives, earlier])
+            memory = memory + F.cross_entropy(item_logits[earlier], model.item_codes[items, earlier])
+        terms["memory"] = config.memory_weight * memory
+        # every term but the balance is a mean over this rank's rows (the balance is the global batch's)
+        weight = self.ranks.weight(n)
+        loss = sum(value if name == "balance" else weight * value for name, value in terms.items())
+        return loss, terms
 
     def _uri_terms(self, query_log, item_log, item_probs, n, balanced, parents) -> dict[str, torch.Tensor]:
         config = self.config
@@ -222,10 +255,8 @@ class DecoderTrainer:
             "m_step": m_step_loss(item_log[:n], query_log.exp(), config.stop_gradient),
             "commit": config.commit_weight * commitment_loss(item_log),
             "balance": config.balance_weight
-            * balance_loss(
-                item_log[balanced],
-                adaptive=config.adaptive_weight,
-                groups=None if parents is None else parents[balanced],
+            * self.ranks.balance(
+                item_log[balanced], config.adaptive_weight, None if parents is None else parents[balanced]
             ),
         }
 
@@ -261,29 +292,22 @@ class DecoderTrainer:
         result, started = DecoderResult(), time.perf_counter()
         optimizer = torch.optim.Adam(self.parameters, lr=config.lr)
         generator = torch.Generator().manual_seed(self.seed)
-        steps = -(-len(self.examples.targets) // config.batch_size)
-        with TrainingProgress(epochs, steps, enabled=self.progress) as bar:
+        size = config.batch_size * self.ranks.world_size
+        with TrainingProgress(epochs, self._steps(), enabled=self.progress) as bar:
             for epoch in range(1, epochs + 1):
                 model.decoder.train()
                 order = torch.randperm(len(self.examples.targets), generator=generator).to(self.device)
                 total, batches = 0.0, 0
-                for start in range(0, len(order), config.batch_size):
-                    rows = order[start : start + config.batch_size]
-                    codes = model.item_codes[self.examples.targets[rows]]
-                    logits = model.decoder.logits(
-                        model.decoder.encode(self.examples.queries[rows], "query"), codes
-                    )
-                    loss = sum(
-                        F.cross_entropy(layer_logits, codes[:, i]) for i, layer_logits in enumerate(logits)
-                    )
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    total, batches = total + float(loss.detach()), batches + 1
+                for start in range(0, len(order), size):
+                    rows = self.ranks.share(order[start : start + size])
+                    if rows is None:
+                        continue
+                    terms = self._step(optimizer, partial(self._fixed_loss, rows))
+                    total, batches = total + float(terms["loss"].detach()), batches + 1
                     bar.advance_batch(total / batches)
                 record = {
                     "epoch": float(epoch),
-                    "loss": total / max(batches, 1),
+                    "loss": self.ranks.means({"loss": total / max(batches, 1)})["loss"],
                     "seconds": time.perf_counter() - started,
                 }
                 result.history.append(record)
@@ -292,6 +316,14 @@ class DecoderTrainer:
         result.seconds = time.perf_counter() - started
         model.eval()
         return result
+
+    def _fixed_loss(self, rows) -> StepResult:
+        """Cross-entropy of every layer's fixed token, on this rank's `rows` of the positions."""
+        model = self.model
+        codes = model.item_codes[self.examples.targets[rows]]
+        logits = model.decoder.logits(model.decoder.encode(self.examples.queries[rows], "query"), codes)
+        loss = sum(F.cross_entropy(layer_logits, codes[:, i]) for i, layer_logits in enumerate(logits))
+        return self.ranks.weight(len(rows)) * loss, {"loss": loss}
 
 
 def _parent_groups(codes: torch.Tensor, sizes: list[int]) -> torch.Tensor:
