@@ -167,6 +167,18 @@ def test_short_filtered_rows_are_filled(open_index):
     assert np.mean([len(set(a) & set(b)) / 15 for a, b in zip(got.ids, expected, strict=True)]) >= 0.8
 
 
+def test_wait_for_index_returns_once_the_rows_are_indexed(open_index, place):
+    # On the standalone server the wait asks describe_index about a timestamp taken after the flush
+    # (milvus.connection); 3,000 rows are above the 1,024 below which Milvus indexes no segment.
+    index = open_index(index_type="HNSW", index_params={"M": 8, "efConstruction": 32})
+    n = 3_000
+    index.add(np.arange(n), np.random.default_rng(5).standard_normal((n, DIM)).astype(np.float32))
+    index.wait_for_index(timeout_s=240.0, poll_s=0.5)
+    if place[0] == "standalone":
+        described = index.client.describe_index(index.collection, "vector")
+        assert described["indexed_rows"] == described["total_rows"] == n
+
+
 def test_data_survives_a_new_process(open_index, uri, tmp_path):
     index, _, queries = both(open_index)
     index.remove([1, 2])

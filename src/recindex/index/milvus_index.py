@@ -200,11 +200,14 @@ class MilvusIndex(BaseIndex):
             removed += len(found)
         return removed
 
-    def wait_for_index(self, timeout_s: float = 600.0, poll_s: float = 0.5) -> None:
-        """Flush, then return once every row is in an index (see `milvus.connection` on Milvus Lite)."""
+    def wait_for_index(
+        self, timeout_s: float = 600.0, poll_s: float = 0.5, *, progress: bool = False
+    ) -> None:
+        """Flush, then return once Milvus has built the index over every row written before (see
+        `milvus.connection`); `progress`: a bar of the rows indexed on a server."""
         if self.schema is None:
             return
-        self.connection.wait_for_index(VECTOR, timeout_s, poll_s)
+        self.connection.wait_for_index(VECTOR, timeout_s, poll_s, progress=progress)
         self._unindexed = 0
 
     # ---- search ----------------------------------------------------------------------------------
