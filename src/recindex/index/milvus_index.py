@@ -210,8 +210,9 @@ class MilvusIndex(BaseIndex):
     def wait_for_index(
         self, timeout_s: float = 600.0, poll_s: float = 0.5, *, progress: bool = False
     ) -> None:
-        """Flush, then return once Milvus has built the index over every row written before (see
-        `milvus.connection`); `progress`: a bar of the rows indexed on a server."""
+        """Flush, then return once Milvus has built the index over every row written before (a server's
+        query node serves it some seconds later, see `milvus.connection`); `progress`: a bar of the rows
+        indexed on a server."""
         if self.schema is None:
             return
         self.connection.wait_for_index(VECTOR, timeout_s, poll_s, progress=progress)

@@ -17,9 +17,10 @@ the same). Neither `pending_index_rows` nor the state without a timestamp says t
 covers only the segments older than the index (always Finished for an index made with its collection),
 and the pending rows count every segment without an index of its own, including those compaction
 writes later, so on a 2.3.5 server at 10M items they stayed above 9.5M with every segment's index
-loaded (docs/scale.md). Segments too small to index count as finished. Milvus Lite reports its index
-finished at once, so there it releases and reloads the collection, which builds missing segment indexes
-synchronously.
+loaded (docs/scale.md). Segments too small to index count as finished. Built is not yet served: the
+query node loads a built index some seconds later (get_query_segment_info shows it) and searches those
+rows by brute force until then. Milvus Lite reports its index finished at once, so there it releases
+and reloads the collection, which builds missing segment indexes synchronously.
 """
 
 from __future__ import annotations
