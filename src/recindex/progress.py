@@ -138,6 +138,11 @@ class RateProgress:
         if self._progress is not None:
             self._progress.update(self._task, advance=units)
 
+    def show(self, completed: int, total: int) -> None:
+        """Set the bar to `completed` of `total` units: a count read from elsewhere (a server's)."""
+        if self._progress is not None:
+            self._progress.update(self._task, completed=completed, total=total)
+
     def __exit__(self, *exc) -> None:
         if self._progress is not None:
             self._progress.__exit__(*exc)

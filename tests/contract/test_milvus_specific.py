@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -165,6 +166,57 @@ def test_short_filtered_rows_are_filled(open_index):
     expected = exact.search(queries, 15, filter="rare == true").ids
     assert (got.ids >= 0).all() and (got.ids % 97 == 0).all()
     assert np.mean([len(set(a) & set(b)) / 15 for a, b in zip(got.ids, expected, strict=True)]) >= 0.8
+
+
+def test_wait_for_index_returns_once_the_rows_are_indexed(open_index, place):
+    # On the standalone server the wait asks describe_index about a timestamp taken after the flush
+    # (milvus.connection); 3,000 rows are above the 1,024 below which Milvus indexes no segment.
+    index = open_index(index_type="HNSW", index_params={"M": 8, "efConstruction": 32})
+    n = 3_000
+    index.add(np.arange(n), np.random.default_rng(5).standard_normal((n, DIM)).astype(np.float32))
+    index.wait_for_index(timeout_s=240.0, poll_s=0.5)
+    if place[0] == "standalone":
+        described = index.client.describe_index(index.collection, "vector")
+        assert described["indexed_rows"] == described["total_rows"] == n
+
+
+def served_from_its_index(index: MilvusIndex, timeout_s: float = 180.0) -> None:
+    """Wait until the query node serves every row of `index` from a built index: a built index is
+    loaded by the query node some seconds later (about 20 s on the 2.3.5 server), and until then its
+    rows are searched by brute force."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        segments = index.client._get_connection().get_query_segment_info(index.collection)
+        indexed = sum(s.num_rows for s in segments if s.index_name)
+        if segments and indexed == sum(s.num_rows for s in segments) >= len(index):
+            return
+        time.sleep(1.0)
+    raise AssertionError(f"the query node did not load the index of {index.collection!r} in {timeout_s:g} s")
+
+
+def test_scann_is_searched_with_the_users_nprobe(milvus_server):
+    # SCANN (a server's index type; Milvus Lite has none) takes nprobe as the IVF types do: probing
+    # more of its 64 lists must find more of the exact top 10.
+    make, made = opener(milvus_server("standalone"))
+    try:
+        rng = np.random.default_rng(11)
+        items = rng.standard_normal((3_000, DIM)).astype(np.float32)
+        index, exact = make("l2", "SCANN", "scann", index_params={"nlist": 64}), ExactIndex(DIM, "l2")
+        for each in (index, exact):
+            each.add(np.arange(len(items)), items)
+        index.wait_for_index(timeout_s=240.0, poll_s=0.5)
+        served_from_its_index(index)
+        queries = rng.standard_normal((30, DIM)).astype(np.float32)
+        truth = exact.search(queries, 10).ids
+
+        def recall(nprobe: int) -> float:
+            found = index.search(queries, 10, params={"nprobe": nprobe}).ids
+            return float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth, strict=True)]))
+
+        assert recall(1) < recall(64)
+    finally:
+        for each in made:
+            each.close()
 
 
 def test_data_survives_a_new_process(open_index, uri, tmp_path):

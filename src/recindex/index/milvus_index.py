@@ -22,6 +22,10 @@ see).
 
 On Milvus Lite, `save` and a search after 1,000 or more unindexed writes first wait for the index build
 (`wait_for_index`), so results come from the index a restart reads back: the same before and after.
+
+Search parameters follow the index type (`milvus.search_params`): `nprobe` for the IVF types, SCANN and
+the GPU IVF types, `ef` for HNSW, `search_list` for DISKANN, none for FLAT and AUTOINDEX; a parameter
+the type has no use for is refused rather than ignored.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from recindex.index.milvus.schema import (
     vector_field,
 )
 from recindex.index.milvus.search import expression, search_collection
+from recindex.index.milvus.search_params import search_defaults
 
 ID_BATCH = 10_000  # ids per `id in [...]` query or delete
 LITE_SYNC_ROWS = 1_000  # Lite: a search after this many unindexed writes first builds their index
@@ -58,7 +63,8 @@ COUNT_CACHE = 256  # filter expressions whose match counts are kept
 
 class MilvusIndex(BaseIndex):
     backend = "milvus"
-    default_search_params: ClassVar[dict[str, Any]] = {"ef": 64, "nprobe": 16}
+    # Every parameter some index type takes; an instance offers its own type's alone (search_params).
+    default_search_params: ClassVar[dict[str, Any]] = {"ef": 64, "nprobe": 16, "search_list": 64}
     waits_on_server = True  # Lite too: its engine is a server process of its own
 
     def __init__(
@@ -74,10 +80,11 @@ class MilvusIndex(BaseIndex):
         partition_key: str = "",
         search_params=None,
     ):
+        self.field = vector_field(dim, metric, index_type, index_params)
+        self.default_search_params = search_defaults(self.field.index_type)
         super().__init__(dim, metric, search_params)
         check_partition_key_name(partition_key)
         self.partition_key = partition_key  # the attribute that is the collection's partition key
-        self.field = vector_field(dim, metric, index_type, index_params)
         self.connection = MilvusConnection(uri, token, collection)
         self.schema: dict[str, str] | None = None  # attribute -> kind; None until the collection exists
         self.layout: Layout | None = None  # how missing values are stored; None until known
@@ -201,11 +208,15 @@ class MilvusIndex(BaseIndex):
             removed += len(found)
         return removed
 
-    def wait_for_index(self, timeout_s: float = 600.0, poll_s: float = 0.5) -> None:
-        """Flush, then return once every row is in an index (see `milvus.connection` on Milvus Lite)."""
+    def wait_for_index(
+        self, timeout_s: float = 600.0, poll_s: float = 0.5, *, progress: bool = False
+    ) -> None:
+        """Flush, then return once Milvus has built the index over every row written before (a server's
+        query node serves it some seconds later, see `milvus.connection`); `progress`: a bar of the rows
+        indexed on a server."""
         if self.schema is None:
             return
-        self.connection.wait_for_index(VECTOR, timeout_s, poll_s)
+        self.connection.wait_for_index(VECTOR, timeout_s, poll_s, progress=progress)
         self._unindexed = 0
 
     # ---- search ----------------------------------------------------------------------------------
@@ -241,6 +252,14 @@ class MilvusIndex(BaseIndex):
             "attributes": self.schema,  # None: the collection is created by the first add
             "partition_key": self.partition_key,
         }
+
+    @classmethod
+    def from_manifest(cls, path: Path, manifest: dict) -> MilvusIndex:
+        # Manifests written before search parameters followed the index type list ef and nprobe for
+        # every type: keep what the saved type takes.
+        takes = search_defaults(str((manifest.get("state") or {}).get("index_type", "")))
+        saved = {key: value for key, value in (manifest.get("search_params") or {}).items() if key in takes}
+        return super().from_manifest(path, {**manifest, "search_params": saved})
 
     @classmethod
     def _load(cls, folder: Path, manifest: dict) -> MilvusIndex:

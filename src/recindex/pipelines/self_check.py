@@ -32,8 +32,9 @@ CHECK_QUERIES = IndexConfig.check_queries  # the [index] settings' defaults; 500
 WARN_RECALL = IndexConfig.warn_recall  # within about +-0.01 (its spread over queries is ~0.1)
 LATENCY_QUERIES = 100  # single-query timings, a subset of the check's queries
 # The search parameter that widens a backend's search, most specific first: IVF-style lists, HNSW's
-# candidate list, MFLI's leaves per facet, URI's beam. A backend with none of them cannot be swept.
-WIDENING = ("nprobe", "ef", "leaves", "beam")
+# candidate list, DiskANN's (Milvus), MFLI's leaves per facet, URI's beam. A backend with none of them
+# cannot be swept.
+WIDENING = ("nprobe", "ef", "search_list", "leaves", "beam")
 SWEEP_DOUBLINGS = 6  # the sweep tries the current value times 2, 4, ..., 64
 
 

@@ -10,7 +10,8 @@ with `<attribute>__present` false (see `milvus.features`, which also says which 
 operation uses and why).
 
 The vector index is a Milvus index type (HNSW, IVF_FLAT, FLAT, AUTOINDEX, ...) with its build
-parameters; HNSW and IVF types start from the defaults in BUILD_DEFAULTS. Attribute names that Milvus
+parameters; HNSW types and the types searched with nprobe (IVF types, SCANN, GPU IVF types: all need an
+nlist) start from the defaults in BUILD_DEFAULTS. Attribute names that Milvus
 expressions reserve, or that name our own fields, are refused with a request to rename.
 """
 
@@ -30,13 +31,15 @@ from recindex.index.attributes import MAX_ATTRIBUTES, MAX_STRING_CHARS, _kind_of
 from recindex.index.milvus.connection import MilvusConnection, load_pymilvus
 from recindex.index.milvus.features import PRESENT_SUFFIX, READ, Layout, layout_of_fields
 from recindex.index.milvus.partition_key import field_options
+from recindex.index.milvus.search_params import search_parameter
 
 ID, VECTOR = "id", "vector"
 METRIC_NAMES = {"ip": "IP", "cosine": "COSINE", "l2": "L2"}
 UPSERT_BATCH = 10_000  # rows per upsert call
 # Milvus expression keywords (any case) cannot name a field; id and vector are our own fields.
 RESERVED = {"and", "or", "not", "in", "like", "is", "null", "exists", "true", "false"}
-BUILD_DEFAULTS = {"HNSW": {"M": 16, "efConstruction": 200}, "IVF": {"nlist": 128}}
+# build defaults by the search parameter the type takes: HNSW's graph, the lists nprobe picks from
+BUILD_DEFAULTS = {"ef": {"M": 16, "efConstruction": 200}, "nprobe": {"nlist": 128}}
 # What a field without nullable support holds where the item has no value (its presence field says so).
 PLACEHOLDERS = {"str": "", "num": 0.0, "bool": False, "str_list": []}
 
@@ -60,8 +63,8 @@ def vector_field(dim: int, metric: str, index_type: str, index_params: dict[str,
     if index_params is not None and not isinstance(index_params, dict):
         raise InvalidRequest(f"index_params must be a dict, got {type(index_params).__name__}")
     index_type = index_type.upper()
-    family = next((f for f in BUILD_DEFAULTS if index_type.startswith(f)), None)
-    return VectorField(dim, metric, index_type, {**BUILD_DEFAULTS.get(family, {}), **(index_params or {})})
+    defaults = BUILD_DEFAULTS.get(search_parameter(index_type), {})
+    return VectorField(dim, metric, index_type, {**defaults, **(index_params or {})})
 
 
 def attribute_columns(attributes, n: int) -> Columns:

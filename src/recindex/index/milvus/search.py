@@ -14,8 +14,9 @@ checked against the collection's attribute kinds here, so a bad filter gets the 
 rather than Milvus's parse error.
 
 A filtered approximate search can come back short; a row with fewer hits than min(k, matching items)
-is searched again with ef / nprobe x4 and x16, then, if at most 16,384 items match, scored exactly over
-their vectors.
+is searched again with the index type's search parameter (nprobe, ef or search_list, see
+`milvus.search_params`) x4 and x16 within Milvus's range, then, if at most 16,384 items match, scored
+exactly over their vectors.
 """
 
 from __future__ import annotations
@@ -30,11 +31,11 @@ from recindex.index.filters import AllOf, AnyOf, Expr, Filter, Member, Negation,
 from recindex.index.milvus.connection import MilvusConnection
 from recindex.index.milvus.features import READ, Layout
 from recindex.index.milvus.schema import ID, METRIC_NAMES, VECTOR, VectorField
+from recindex.index.milvus.search_params import ann_params as type_params
 
 QUERY_BATCH = 1_000  # queries per search call (Milvus caps nq)
 QUERY_WINDOW = 16_384  # Milvus returns at most this many rows per query (offset + limit)
-RETRY_GROWTH = (4, 16)  # ef / nprobe multipliers tried on rows that came back short
-MAX_EF, MAX_NPROBE = 32_768, 65_536
+RETRY_GROWTH = (4, 16)  # search parameter multipliers tried on rows that came back short
 
 
 def expression(flt: Filter | None, schema: dict[str, str] | None, layout: Layout) -> str:
@@ -73,12 +74,7 @@ def _check_operand(name: str, value, schema: dict[str, str]) -> None:
 
 def ann_params(field: VectorField, params: dict, k: int, growth: int) -> dict:
     """The index type's search parameters, widened `growth` times; {} where it has none to tune."""
-    if field.index_type.startswith("HNSW"):
-        return {"ef": min(max(params["ef"], k) * growth, MAX_EF)}  # Milvus requires ef >= k
-    if field.index_type.startswith("IVF"):
-        nlist = int(field.params.get("nlist", MAX_NPROBE))
-        return {"nprobe": min(params["nprobe"] * growth, nlist, MAX_NPROBE)}
-    return {}  # FLAT, AUTOINDEX, ...: nothing to tune
+    return type_params(field.index_type, field.params, params, k, growth)
 
 
 def search_collection(
