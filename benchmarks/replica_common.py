@@ -78,15 +78,23 @@ def env(**extra: str) -> dict:
     }
 
 
-def start(command: list[str], environment: dict, port: int, ready_seconds: float = 300) -> subprocess.Popen:
-    """Start a server (under nice 19) and wait for /readyz on `port`."""
-    process = subprocess.Popen(
-        ["nice", "-n", "19", *command], env=environment, stderr=subprocess.PIPE, text=True
-    )
+def start(
+    command: list[str], environment: dict, port: int, ready_seconds: float = 300, nice: int = 0
+) -> subprocess.Popen:
+    """Start a server (`nice` steps below this process's priority: by default at it, so that a script
+    run under nice lowers its servers too) and wait for /readyz on `port`.
+    Its log goes to a temporary file, not a pipe: a pipe nobody reads fills up (64 KB) and then blocks
+    the server at its next log line."""
+    with tempfile.NamedTemporaryFile(prefix=f"server-{port}-", suffix=".log", delete=False) as log:
+        process = subprocess.Popen(
+            ["nice", "-n", str(nice), *command], env=environment, stderr=log, stdout=log
+        )
+    process.log_path = log.name
     deadline = time.monotonic() + ready_seconds
     while True:
         if process.poll() is not None:
-            raise RuntimeError(f"server exited: {process.stderr.read()[-2000:]}")
+            tail = Path(log.name).read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"server exited: {tail}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
                 return process

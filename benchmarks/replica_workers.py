@@ -9,7 +9,7 @@
    and the slower of the two is the item's visible-everywhere latency (p50/p99).
 2. Throughput with 1 and 2 workers: the real `serve --workers N` (one socket), closed-loop for
    --seconds each: C concurrent clients sending /v1/recommend by vector, then C sending single-item
-   upserts. Bounded: --writes upserts, --seconds per phase, loopback only, servers under nice 19.
+   upserts. Bounded: --writes upserts, --seconds per phase, loopback only, servers at this script's priority.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ one's own for a test that must stop and restart it.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -136,6 +137,20 @@ class MilvusProcess:
             if path.exists():
                 lines += path.read_text(errors="replace").strip().splitlines()[-4:]
         return " | ".join(lines) or "no output"
+
+    def kill_9(self) -> None:
+        """SIGKILL to the server itself (its whole process group), as a crash would end it: nothing is
+        flushed. Its supervisor then ends too; `start()` runs it again on the same folder and port."""
+        if self.process is None:
+            return
+        supervisor = self.process.pid
+        children = Path(f"/proc/{supervisor}/task/{supervisor}/children")
+        for child in children.read_text().split() if children.exists() else []:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(int(child), signal.SIGKILL)  # the server runs in a session of its own
+        self.process.wait(STOP_TIMEOUT_S)
+        self.process = None
+        self.uri = None
 
     def stop(self) -> None:
         if self.process is not None:

@@ -1,6 +1,7 @@
 """A Milvus standalone server stopped and started again on the same data folder still holds the
 collection and its rows, and a saved index loads and answers as before (a server of the test's own:
-the run's shared server keeps serving the other tests)."""
+the run's shared server keeps serving the other tests). Killed with SIGKILL instead, it still holds every
+row whose insert it acknowledged, flushed or not."""
 
 from __future__ import annotations
 
@@ -45,6 +46,33 @@ def test_standalone_server_restart_keeps_the_collection_and_its_rows(tmp_path):
         exact.add(np.arange(N), items, attributes=attributes)
         exact.remove([3, 4])
         np.testing.assert_array_equal(after.ids, exact.search(queries, K, filter="not (price < 20)").ids)
+        loaded.close()
+    finally:
+        server.stop()
+
+
+def test_standalone_server_killed_keeps_every_acknowledged_row(tmp_path):
+    rng = np.random.default_rng(6)
+    items = rng.standard_normal((N, DIM)).astype(np.float32)
+    items /= np.linalg.norm(items, axis=1, keepdims=True)  # each item its own best inner product
+    server = MilvusProcess("standalone", tmp_path / "server", shared_binaries())
+    try:
+        uri = server.start()
+    except ServerUnavailable as error:
+        unavailable(str(error))
+    try:
+        index = MilvusIndex(DIM, "ip", "HNSW", uri=uri, collection="crash")
+        index.add(np.arange(N // 2), items[: N // 2])
+        index.save(tmp_path / "saved")
+        index.add(np.arange(N // 2, N), items[N // 2 :])  # acknowledged, never flushed
+        index.remove([0, N - 1])
+        index.close()
+        server.kill_9()
+        assert server.start() == uri, "the restarted server must be reachable at the same uri"
+        loaded = load_index(tmp_path / "saved")
+        assert len(loaded) == N - 2
+        found = loaded.search(items[[1, N // 2, N - 2]], 1)
+        np.testing.assert_array_equal(found.ids[:, 0], [1, N // 2, N - 2])
         loaded.close()
     finally:
         server.stop()
