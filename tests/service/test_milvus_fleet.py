@@ -80,6 +80,9 @@ def eventually(check, seconds=20.0):
 
 def test_a_write_on_one_replica_is_found_by_every_replicas_next_query(fleet):
     (a, b, c), _, _ = fleet()
+    for http in (a, b, c):  # a replica that starts on the live version lists it once, as active
+        listed = http.get("/v1/admin/bundles", headers=KEY).json()["bundles"]
+        assert [row["state"] for row in listed] == ["active"], listed
     direction = np.random.default_rng(1).standard_normal(16)
     item = {"item_id": "fresh", "vector": direction.tolist(), "attributes": {"popularity": 1e6}}
     catalogue = len(c.app.state.fleet.writer.version.popular)

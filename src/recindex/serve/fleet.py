@@ -116,7 +116,10 @@ class Fleet:
         self.recommender.active = version  # one reference: a request sees the old or the new, whole
         self.seen = {r.raw_id: r.changed_ms for r in records}
         self.mark = max([self.mark, *self.seen.values()])
-        if self.registry is not None and old is not version:
+        # Starting on the live version adopts it again, read at the fleet's level: that is the same
+        # version, not a switch (the registry would list it twice, once as the one to roll back to).
+        same = getattr(old.index, "collection", None) == getattr(version.index, "collection", None)
+        if self.registry is not None and not same:
             self.registry.switched(old, version)
 
     def _held(self) -> list[ServingVersion]:
