@@ -18,9 +18,10 @@ from tests.integration.test_distributed_training import _environment
 from recindex.config import load_config
 from recindex.data.parquet_dir import load_parquet_dir
 from recindex.data.synthetic import SyntheticConfig, generate
+from recindex.data.user_shards import UserShards
 from recindex.errors import RecIndexError
-from recindex.pipelines import load_bundle
-from recindex.pipelines.experiment import run_experiment
+from recindex.pipelines import experiment, load_bundle
+from recindex.pipelines.experiment import evaluate_bundle, run_experiment
 
 WORKER = Path(__file__).with_name("sharded_ddp_worker.py")
 
@@ -84,6 +85,51 @@ def test_a_folder_trains_through_user_shards_to_the_in_memory_result(runs) -> No
         for metric, noise in (("recall@10", 0.06), ("recall@100", 0.04)):
             assert abs(getattr(sharded, which)[metric] - getattr(in_memory, which)[metric]) < noise
     assert sharded.training.history != in_memory.training.history  # it did take the other path
+
+
+def test_the_bundle_of_a_run_in_shards_holds_the_data_a_run_in_memory_stores(runs) -> None:
+    """Written shard by shard into the same files, byte for byte, and read back mapped from disk."""
+    _, _, root = runs
+    whole, parts = root / "b0" / "data", root / "b50" / "data"
+    names = sorted(path.name for path in whole.iterdir())
+    assert names == sorted(path.name for path in parts.iterdir()) and "items.npy" in names
+    for name in names:
+        assert (parts / name).read_bytes() == (whole / name).read_bytes(), name
+    sharded, in_memory = load_bundle(root / "b50"), load_bundle(root / "b0")
+    assert sharded.manifest["dataset"]["memory_map"] is True
+    assert "memory_map" not in in_memory.manifest["dataset"]  # a run in memory writes what it wrote
+    assert isinstance(sharded.data.items, np.memmap) and not isinstance(in_memory.data.items, np.memmap)
+    user = int(np.argmax(in_memory.data.lengths()))
+    assert sharded.data.sequence(user).tolist() == in_memory.data.sequence(user).tolist()
+
+
+def test_a_run_in_shards_evaluates_its_model_as_the_whole_data_does(runs) -> None:
+    """The run's metrics, merged over the shards, are those of its bundle's model evaluated on the whole
+    dataset and split (the ranks exactly; the means to float rounding)."""
+    _, results, root = runs
+    bundle = load_bundle(root / "b50")
+    for which in ("valid", "test"):
+        whole = evaluate_bundle(bundle, which)
+        merged = getattr(results[50], which)
+        assert list(merged) == list(whole)
+        for key, value in whole.items():
+            assert merged[key] == pytest.approx(value, rel=1e-9, abs=1e-12), (which, key)
+
+
+def test_a_run_in_shards_never_holds_the_whole_dataset(runs, tmp_path: Path, monkeypatch) -> None:
+    """Neither the dataset joined from its shards nor a split of every user is made."""
+    folder = runs[0]
+
+    def refused(*_, **__):
+        raise AssertionError("the whole dataset was joined or split")
+
+    monkeypatch.setattr(UserShards, "interactions", refused)
+    monkeypatch.setattr(experiment, "split_for", refused)
+    config = load_config(None, [*run_settings(folder, 50), "train.epochs=1"])
+    result = run_experiment(config, tmp_path / "bundle", progress=False)
+    assert result.split is None and result.data.n_interactions == 0  # the ids and features alone
+    assert result.test["cases"] > 300
+    assert load_bundle(tmp_path / "bundle").data.n_interactions == load_parquet_dir(folder).n_interactions
 
 
 @pytest.mark.parametrize(
