@@ -103,14 +103,18 @@ def test_the_bundle_of_a_run_in_shards_holds_the_data_a_run_in_memory_stores(run
     assert sharded.data.sequence(user).tolist() == in_memory.data.sequence(user).tolist()
 
 
-def test_a_run_in_shards_evaluates_its_model_as_the_whole_data_does(runs) -> None:
+@pytest.mark.parametrize("split", ["leave_one_out", "cold_item"])
+def test_a_run_in_shards_evaluates_its_model_as_the_whole_data_does(runs, tmp_path: Path, split: str) -> None:
     """The run's metrics, merged over the shards, are those of its bundle's model evaluated on the whole
     dataset and split (the ranks exactly; the means to float rounding)."""
-    _, results, root = runs
-    bundle = load_bundle(root / "b50")
+    folder = runs[0]
+    config = load_config(None, [*run_settings(folder, 50), "train.epochs=2", f'data.split="{split}"'])
+    result = run_experiment(config, tmp_path / "bundle", progress=False)
+    bundle = load_bundle(tmp_path / "bundle")
+    assert ("cold_recall@10" in result.test) == (split == "cold_item")
     for which in ("valid", "test"):
         whole = evaluate_bundle(bundle, which)
-        merged = getattr(results[50], which)
+        merged = getattr(result, which)
         assert list(merged) == list(whole)
         for key, value in whole.items():
             assert merged[key] == pytest.approx(value, rel=1e-9, abs=1e-12), (which, key)
@@ -136,7 +140,7 @@ def test_a_run_in_shards_never_holds_the_whole_dataset(runs, tmp_path: Path, mon
     ("setting", "message"),
     [
         ('model.kind="mfli"', "trains model.kind = 'two_tower' only"),
-        ('data.split="temporal"', "splits each shard's users leave-one-out"),
+        ('data.split="temporal"', "splits each shard's users on their own"),
         ("data.shard_users=-1", "data.shard_users must be a whole number >= 0"),
     ],
 )
