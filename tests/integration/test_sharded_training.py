@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from recindex.data.user_shards import UserShards
 from recindex.errors import RecIndexError
 from recindex.pipelines import experiment, load_bundle
 from recindex.pipelines.experiment import evaluate_bundle, run_experiment
+from recindex.pipelines.recommend import recommend_for_user
 
 WORKER = Path(__file__).with_name("sharded_ddp_worker.py")
 
@@ -101,6 +103,11 @@ def test_the_bundle_of_a_run_in_shards_holds_the_data_a_run_in_memory_stores(run
     assert isinstance(sharded.data.items, np.memmap) and not isinstance(in_memory.data.items, np.memmap)
     user = int(np.argmax(in_memory.data.lengths()))
     assert sharded.data.sequence(user).tolist() == in_memory.data.sequence(user).tolist()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a mapped history goes to torch like one in memory
+        history, top, _ = recommend_for_user(sharded, str(sharded.data.user_ids[user]), 10)
+    assert history.tolist() == in_memory.data.sequence(user).tolist()
+    assert len(top) == 10 and not set(top.tolist()) & set(history.tolist())
 
 
 @pytest.mark.parametrize("split", ["leave_one_out", "cold_item"])

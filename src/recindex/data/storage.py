@@ -116,12 +116,13 @@ def _save_description(data: Interactions, folder: Path, written: list[Path]) -> 
 
 def load_interactions(folder: Path, *, memory_map: bool = False) -> Interactions:
     """What `save_interactions` wrote under `folder`. `memory_map`: the items and timestamps are mapped
-    from their files, read-only, and read from disk where they are used."""
+    from their files and read from disk where they are used."""
     meta = json.loads((folder / "interactions.json").read_text(encoding="utf-8"))
 
     def array(name: str) -> np.ndarray:
+        # copy-on-write: nothing writes into a dataset's arrays, but torch warns of a read-only one
         mapped = memory_map and name in ("items", "timestamps")
-        return np.load(folder / f"{name}.npy", allow_pickle=False, mmap_mode="r" if mapped else None)
+        return np.load(folder / f"{name}.npy", allow_pickle=False, mmap_mode="c" if mapped else None)
 
     item_features = None
     if "item_feature_names" in meta:
