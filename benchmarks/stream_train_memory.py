@@ -17,8 +17,8 @@ validation, the final validation and test, the bundle written) in a child proces
 on folders of 1x and 4x the interactions and users (the same items and history lengths), so that what
 grows with the data shows apart from the floor:
 
-    nice -n 10 python benchmarks/stream_train_memory.py --whole-run --scales 1,4 \
-        --interactions 250000 --users 25000 --items 5000 --shard-users 4096
+    nice -n 10 python benchmarks/stream_train_memory.py --whole-run --scales 1,4 --interactions 1000000 \
+        --users 20000 --items 10000 --shard-users 2048 --files 8 --batch-size 64 --max-len 20
 """
 
 from __future__ import annotations
