@@ -10,12 +10,22 @@ Both print the seconds of their preparation, the rows/s of reading, the steps' u
 
     nice -n 19 python benchmarks/stream_train_memory.py --interactions 2000000 --users 200000 \
         --items 50000 --steps 50
+
+`--whole-run` measures instead a whole `recindex train` command (read, split, `--epochs` epochs with
+validation, the final validation and test, the bundle written) in a child process per path, with
+`data.shard_users = --shard-users` and with 0, and reads each child's peak RSS; `--scales 1,4` runs it
+on folders of 1x and 4x the interactions and users (the same items and history lengths), so that what
+grows with the data shows apart from the floor:
+
+    nice -n 10 python benchmarks/stream_train_memory.py --whole-run --scales 1,4 --interactions 1000000 \
+        --users 20000 --items 10000 --shard-users 2048 --files 8 --batch-size 64 --max-len 20
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -107,6 +117,54 @@ def run_mode(args) -> dict:
     }
 
 
+def whole_run(args, folder: Path, shard_users: int, out: Path) -> dict:
+    """One `recindex train` command on `folder` in a child process: its seconds and peak RSS."""
+    settings = {
+        "data.shard_users": shard_users,
+        "model.dim": args.dim,
+        "model.max_len": args.max_len,
+        "model.layers": 1,
+        "model.heads": 1,
+        "train.epochs": args.epochs,
+        "train.batch_size": args.batch_size,
+        "train.uniform_negatives": 256,
+        "train.threads": args.threads,
+        "train.device": '"cpu"',
+    }
+    command = [sys.executable, "-m", "recindex", "train", "--dataset", str(folder), "--out", str(out)]
+    command += ["--quiet", *(f"--set={key}={value}" for key, value in settings.items())]
+    environment = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    environment["OMP_NUM_THREADS"] = str(args.threads)
+    started = time.perf_counter()
+    child = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - started
+    if status != 0:
+        raise SystemExit(f"recindex train failed ({status}):\n{child.stderr.read().decode()[-3000:]}")
+    manifest = json.loads((out / "manifest.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
+    return {
+        "path": "shards" if shard_users else "memory",
+        "interactions": manifest["dataset"]["n_interactions"],
+        "users": manifest["dataset"]["n_users"],
+        "seconds": round(seconds, 1),
+        "test_recall@10": round(metrics["test"]["recall@10"], 4),
+        "peak_rss_gb": round(usage.ru_maxrss / 1024**2, 3),  # Linux: kilobytes
+    }
+
+
+def whole_runs(args, scratch: Path) -> None:
+    for scale in (float(value) for value in args.scales.split(",")):
+        folder = scratch / f"log-{scale:g}"
+        interactions, users = int(args.interactions * scale), int(args.users * scale)
+        started = time.perf_counter()
+        write_folder(folder, interactions, users, args.items, args.files, seed=0)
+        print(f"wrote {interactions:,} rows of {users:,} users in {time.perf_counter() - started:.0f}s")
+        for shard_users in (args.shard_users, 0):
+            bundle = scratch / f"bundle-{scale:g}-{shard_users}"
+            print(json.dumps({"scale": scale, **whole_run(args, folder, shard_users, bundle)}), flush=True)
+
+
 def main() -> None:
     raw = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
@@ -121,8 +179,15 @@ def main() -> None:
     parser.add_argument("--max-len", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--folder", type=Path, help="an existing folder to read (else one is written)")
+    parser.add_argument("--whole-run", action="store_true", help="measure whole `recindex train` runs")
+    parser.add_argument("--scales", default="1", help="--whole-run: data sizes, as multiples (1,4)")
+    parser.add_argument("--epochs", type=int, default=1, help="--whole-run: training epochs")
     parser.add_argument("--mode", choices=["memory", "shards"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.whole_run:
+        with tempfile.TemporaryDirectory(prefix="stream-bench-") as scratch:
+            whole_runs(args, Path(scratch))
+        return
     if args.mode:  # one path, in this fresh process
         print(json.dumps(run_mode(args)))
         return

@@ -8,6 +8,10 @@ Layout:
     metrics.json           validation and test metrics of the training run, training history
     data/                  the interactions (id maps, sequences, features) the model was trained on
 
+A run on user shards (`data.shard_users`) writes `data/` one shard at a time, into the files a run in
+memory writes for the same data, and marks its manifest (`dataset.memory_map`) so that reading the
+bundle maps the sequences from disk instead of loading them (`storage.load_interactions`).
+
 A bundle is written to a temporary sibling directory and renamed into place, so a failed run never
 leaves a half-written bundle. Loading verifies every checksum before anything is deserialised.
 """
@@ -19,9 +23,10 @@ import dataclasses
 import json
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -30,7 +35,7 @@ import recindex
 from recindex.artifacts import file_checksums, read_manifest_json, staged_directory, verify_checksums
 from recindex.config import ExperimentConfig, from_dict
 from recindex.data.interactions import Interactions
-from recindex.data.storage import load_interactions, save_interactions
+from recindex.data.storage import load_interactions, save_interactions, save_interactions_in_parts
 from recindex.errors import BundleError
 
 FORMAT_VERSION = 1
@@ -38,6 +43,33 @@ FORMAT_VERSION = 1
 # composition root (recindex.pipelines) passes the one its family table gives for the model class:
 # this module knows no family.
 ModelReader = Callable[[dict, ExperimentConfig, Path], torch.nn.Module]
+
+
+class StreamedData(Protocol):
+    """A dataset read one part of its users at a time (`data.user_shards.UserShards`)."""
+
+    skeleton: Interactions  # the ids and features, no sequences
+    has_time: bool
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def n_users(self) -> int: ...
+
+    @property
+    def n_items(self) -> int: ...
+
+    @property
+    def n_interactions(self) -> int: ...
+
+    def offsets(self) -> np.ndarray: ...
+
+    def parts(self) -> Iterable[Interactions]:
+        """Consecutive users' sequences, in user order."""
+        ...
+
+    def fingerprint(self) -> str: ...
 
 
 @dataclass
@@ -74,13 +106,15 @@ def code_version() -> dict[str, str | None]:
 def save_bundle(
     out: Path,
     model: torch.nn.Module,
-    data: Interactions,
+    data: Interactions | StreamedData,
     config: ExperimentConfig,
     metrics: dict,
     *,
     overwrite: bool = False,
 ) -> Path:
+    """`data`: the dataset whole, or read part by part (written part by part, read back mapped)."""
     out = Path(out)
+    streamed = not isinstance(data, Interactions)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise BundleError(f"{out} already exists and is not empty; choose another --out or pass --overwrite")
     with staged_directory(out) as staging:
@@ -91,7 +125,12 @@ def save_bundle(
             embeddings = model.item_vectors().cpu().numpy().astype(np.float32)
         np.save(staging / "item_embeddings.npy", embeddings, allow_pickle=False)
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-        save_interactions(data, staging / "data")
+        if streamed:
+            save_interactions_in_parts(
+                data.skeleton, data.offsets(), data.parts(), staging / "data", timed=data.has_time
+            )
+        else:
+            save_interactions(data, staging / "data")
         files = file_checksums(staging)
         created = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         bundle_id = f"{data.name}-{model.config.encoder}-{created}-{files['weights.pt'][:8]}"
@@ -108,6 +147,7 @@ def save_bundle(
                 "n_users": data.n_users,
                 "n_items": data.n_items,
                 "n_interactions": data.n_interactions,
+                **({"memory_map": True} if streamed else {}),
             },
             "embedding": {
                 "dim": getattr(model, "output_dim", model.config.dim),
@@ -153,7 +193,7 @@ def read_bundle(path: str | Path, read_model: ModelReader) -> Bundle:
     manifest = read_manifest(path)
     verify_files(path, manifest)
     config = from_dict(manifest["config"], f"{path}/manifest.json")
-    data = load_interactions(path / "data")
+    data = load_interactions(path / "data", memory_map=bool(manifest["dataset"].get("memory_map")))
     if data.fingerprint() != manifest["dataset"]["fingerprint"]:
         raise BundleError(f"{path}: stored interactions do not match the manifest's dataset fingerprint")
     model = read_model(manifest, config, path)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +19,11 @@ from tests.integration.test_distributed_training import _environment
 from recindex.config import load_config
 from recindex.data.parquet_dir import load_parquet_dir
 from recindex.data.synthetic import SyntheticConfig, generate
+from recindex.data.user_shards import UserShards
 from recindex.errors import RecIndexError
-from recindex.pipelines import load_bundle
-from recindex.pipelines.experiment import run_experiment
+from recindex.pipelines import experiment, load_bundle
+from recindex.pipelines.experiment import evaluate_bundle, run_experiment
+from recindex.pipelines.recommend import recommend_for_user
 
 WORKER = Path(__file__).with_name("sharded_ddp_worker.py")
 
@@ -86,11 +89,65 @@ def test_a_folder_trains_through_user_shards_to_the_in_memory_result(runs) -> No
     assert sharded.training.history != in_memory.training.history  # it did take the other path
 
 
+def test_the_bundle_of_a_run_in_shards_holds_the_data_a_run_in_memory_stores(runs) -> None:
+    """Written shard by shard into the same files, byte for byte, and read back mapped from disk."""
+    _, _, root = runs
+    whole, parts = root / "b0" / "data", root / "b50" / "data"
+    names = sorted(path.name for path in whole.iterdir())
+    assert names == sorted(path.name for path in parts.iterdir()) and "items.npy" in names
+    for name in names:
+        assert (parts / name).read_bytes() == (whole / name).read_bytes(), name
+    sharded, in_memory = load_bundle(root / "b50"), load_bundle(root / "b0")
+    assert sharded.manifest["dataset"]["memory_map"] is True
+    assert "memory_map" not in in_memory.manifest["dataset"]  # a run in memory writes what it wrote
+    assert isinstance(sharded.data.items, np.memmap) and not isinstance(in_memory.data.items, np.memmap)
+    user = int(np.argmax(in_memory.data.lengths()))
+    assert sharded.data.sequence(user).tolist() == in_memory.data.sequence(user).tolist()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a mapped history goes to torch like one in memory
+        history, top, _ = recommend_for_user(sharded, str(sharded.data.user_ids[user]), 10)
+    assert history.tolist() == in_memory.data.sequence(user).tolist()
+    assert len(top) == 10 and not set(top.tolist()) & set(history.tolist())
+
+
+@pytest.mark.parametrize("split", ["leave_one_out", "cold_item"])
+def test_a_run_in_shards_evaluates_its_model_as_the_whole_data_does(runs, tmp_path: Path, split: str) -> None:
+    """The run's metrics, merged over the shards, are those of its bundle's model evaluated on the whole
+    dataset and split (the ranks exactly; the means to float rounding)."""
+    folder = runs[0]
+    config = load_config(None, [*run_settings(folder, 50), "train.epochs=2", f'data.split="{split}"'])
+    result = run_experiment(config, tmp_path / "bundle", progress=False)
+    bundle = load_bundle(tmp_path / "bundle")
+    assert ("cold_recall@10" in result.test) == (split == "cold_item")
+    for which in ("valid", "test"):
+        whole = evaluate_bundle(bundle, which)
+        merged = getattr(result, which)
+        assert list(merged) == list(whole)
+        for key, value in whole.items():
+            assert merged[key] == pytest.approx(value, rel=1e-9, abs=1e-12), (which, key)
+
+
+def test_a_run_in_shards_never_holds_the_whole_dataset(runs, tmp_path: Path, monkeypatch) -> None:
+    """Neither the dataset joined from its shards nor a split of every user is made."""
+    folder = runs[0]
+
+    def refused(*_, **__):
+        raise AssertionError("the whole dataset was joined or split")
+
+    monkeypatch.setattr(UserShards, "interactions", refused)
+    monkeypatch.setattr(experiment, "split_for", refused)
+    config = load_config(None, [*run_settings(folder, 50), "train.epochs=1"])
+    result = run_experiment(config, tmp_path / "bundle", progress=False)
+    assert result.split is None and result.data.n_interactions == 0  # the ids and features alone
+    assert result.test["cases"] > 300
+    assert load_bundle(tmp_path / "bundle").data.n_interactions == load_parquet_dir(folder).n_interactions
+
+
 @pytest.mark.parametrize(
     ("setting", "message"),
     [
         ('model.kind="mfli"', "trains model.kind = 'two_tower' only"),
-        ('data.split="temporal"', "splits each shard's users leave-one-out"),
+        ('data.split="temporal"', "splits each shard's users on their own"),
         ("data.shard_users=-1", "data.shard_users must be a whole number >= 0"),
     ],
 )

@@ -191,10 +191,11 @@ def fingerprint_of(
         digest.update("\x1f".join(map(str, ids.tolist())).encode())
         digest.update(b"\x1e")
     digest.update(np.ascontiguousarray(offsets, dtype=np.int64).tobytes())
+    # the arrays' buffers, not copies of them: a part may be a memory-mapped file larger than memory
     for part in item_parts:
-        digest.update(np.ascontiguousarray(part, dtype=np.int64).tobytes())
+        digest.update(np.ascontiguousarray(part, dtype=np.int64))
     for part in stamp_parts or ():
-        digest.update(np.ascontiguousarray(part, dtype=np.int64).tobytes())
+        digest.update(np.ascontiguousarray(part, dtype=np.int64))
     if data.item_features is not None:
         digest.update(np.ascontiguousarray(data.item_features.offsets, np.int64).tobytes())
         digest.update(np.ascontiguousarray(data.item_features.tokens, np.int64).tobytes())

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,6 +96,10 @@ class UserShards:
             user_features=_user_slice(self.skeleton.user_features, users),
             name=f"{self.name}[shard {shard}]",
         )
+
+    def parts(self) -> Iterator[Interactions]:
+        """Every shard in order, read when it is reached (one in memory at a time)."""
+        return (self.read(shard) for shard in range(self.n_shards))
 
     def interactions(self) -> Interactions:
         """Every shard joined: the dataset whole in memory, as `load_parquet_dir` gives it."""

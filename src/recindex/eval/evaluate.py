@@ -71,6 +71,46 @@ def case_block(cases: EvalCases, shard: CaseShard) -> tuple[EvalCases, slice]:
     return block, slice(lo, hi)
 
 
+def rank_cases(
+    model: TwoTowerModel,
+    cases: EvalCases,
+    label: str,
+    k: int,
+    *,
+    exclude_seen: bool = True,
+    batch_size: int = 1024,
+    progress: bool = False,
+    queries: torch.Tensor | None = None,
+    shard: CaseShard | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each case's top `k` items (n, k) and its target's rank (n,) over the whole catalogue; `label` names
+    the progress bar. `queries` and `shard`: as `evaluate_model` takes them."""
+    every_case = cases
+    if shard is not None and shard.world_size > 1:
+        cases, block = case_block(cases, shard)
+        queries = queries[block] if queries is not None else None
+    model.eval()
+    with torch.no_grad():
+        items = model.item_vectors()
+    if queries is None:
+        queries = encode_cases(model, cases, batch_size)
+    queries = queries.to(items.device)
+    with BatchProgress(-(-len(cases) // batch_size), f"ranking {label}", enabled=progress) as bar:
+        top, _, ranks = exact_search(
+            queries,
+            items,
+            k,
+            exclude_offsets=cases.history_offsets if exclude_seen else None,
+            exclude_items=cases.history_items if exclude_seen else None,
+            targets=cases.targets,
+            batch_size=batch_size,
+            on_batch=bar.advance,
+        )
+    if cases is not every_case:
+        top, ranks = shard.gather_rows(top), shard.gather_rows(ranks)
+    return top, ranks
+
+
 def evaluate_model(
     model: TwoTowerModel,
     split: Split,
@@ -88,30 +128,17 @@ def evaluate_model(
     `shard`: rank only this process's block of the cases and gather the others' (data parallelism);
     every process then returns the same result."""
     cases = split.eval_cases(which)
-    every_case = cases
-    if shard is not None and shard.world_size > 1:
-        cases, block = case_block(cases, shard)
-        queries = queries[block] if queries is not None else None
-    model.eval()
-    with torch.no_grad():
-        items = model.item_vectors()
-    if queries is None:
-        queries = encode_cases(model, cases, batch_size)
-    queries = queries.to(items.device)
-    with BatchProgress(-(-len(cases) // batch_size), f"ranking {which}", enabled=progress) as bar:
-        top, _, ranks = exact_search(
-            queries,
-            items,
-            max(ks),
-            exclude_offsets=cases.history_offsets if exclude_seen else None,
-            exclude_items=cases.history_items if exclude_seen else None,
-            targets=cases.targets,
-            batch_size=batch_size,
-            on_batch=bar.advance,
-        )
-    if cases is not every_case:
-        cases = every_case
-        top, ranks = shard.gather_rows(top), shard.gather_rows(ranks)
+    top, ranks = rank_cases(
+        model,
+        cases,
+        which,
+        max(ks),
+        exclude_seen=exclude_seen,
+        batch_size=batch_size,
+        progress=progress,
+        queries=queries,
+        shard=shard,
+    )
     cold_mask = np.isin(cases.targets, split.cold_items) if len(split.cold_items) else None
     metrics = ranking_report(ranks, top, item_counts, ks, cold_mask)
     return EvalResult(metrics, ranks, top)

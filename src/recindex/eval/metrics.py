@@ -35,7 +35,12 @@ def mean_popularity(top_items: np.ndarray, item_counts: np.ndarray) -> float:
 
 def gini(top_items: np.ndarray, n_items: int) -> float:
     """Gini coefficient of how often each catalogue item is recommended (0 = even, 1 = one item)."""
-    counts = np.sort(np.bincount(top_items.ravel(), minlength=n_items)).astype(np.float64)
+    return gini_of_counts(np.bincount(top_items.ravel(), minlength=n_items), n_items)
+
+
+def gini_of_counts(counts: np.ndarray, n_items: int) -> float:
+    """`gini` from how many times each of the `n_items` items is recommended."""
+    counts = np.sort(counts).astype(np.float64)
     total = counts.sum()
     if total == 0:
         return 0.0

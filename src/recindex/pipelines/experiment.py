@@ -48,8 +48,8 @@ RESUMABLE_CHANGES = (
 @dataclass
 class ExperimentResult:
     config: ExperimentConfig
-    data: Interactions
-    split: Split
+    data: Interactions  # with data.shard_users, the ids and features alone (the sequences stay in shards)
+    split: Split | None  # None with data.shard_users: each shard was split on its own
     model: torch.nn.Module
     training: TrainResult
     valid: dict[str, float]
@@ -68,7 +68,9 @@ def run_experiment(
     data: Interactions | None = None,
     resume: bool = False,
 ) -> ExperimentResult:
-    """`resume`: continue the run whose checkpoint is in `out` (see `train.checkpoint`)."""
+    """`resume`: continue the run whose checkpoint is in `out` (see `train.checkpoint`). With
+    `data.shard_users` the split, the evaluation and the bundle's data go one user shard at a time
+    (`pipelines.sharded_data`)."""
     context = distributed.from_environment()
     device = resolve_device(config.train.device, context.local_rank if context.active else None)
     checkpoints = _checkpoints(config, out, overwrite, resume)
@@ -96,7 +98,8 @@ def _run(
             raise RecIndexError("data.shard_users reads data.dataset from disk: pass no data to the run")
         sharded = open_sharded(config, context)
         try:
-            return _run_on(config, out, context, checkpoints, progress, log, overwrite, sharded.data, sharded)
+            skeleton = sharded.shards.skeleton
+            return _run_on(config, out, context, checkpoints, progress, log, overwrite, skeleton, sharded)
         finally:
             sharded.close()
     data = (
@@ -122,7 +125,7 @@ def _run_on(
 ) -> ExperimentResult:
     family = family_of_config(config)
     load_start = start_loader(config, family)
-    split = split_for(config.data, data)
+    split = split_for(config.data, data) if sharded is None else None  # shards are split one by one
     seed_everything(config.train.seed, config.train.threads)  # weight initialisation is part of the run
     base = TwoTowerModel.for_data(data, config.model)
     request = TrainRequest(config, data, split, base, load_start, progress, log, context, checkpoints)
@@ -131,8 +134,12 @@ def _run_on(
     model, training = trained.model, trained.training
     started = time.perf_counter()
     shard = CaseShards(context, _device_of(model)) if context.active else None
-    valid = evaluate_split(model, split, "valid", config, progress=progress, shard=shard)
-    test = evaluate_split(model, split, "test", config, progress=progress, shard=shard)
+    if sharded is None:
+        valid = evaluate_split(model, split, "valid", config, progress=progress, shard=shard)
+        test = evaluate_split(model, split, "test", config, progress=progress, shard=shard)
+    else:
+        valid = sharded.evaluate(model, "valid", config, progress=progress, shard=shard)
+        test = sharded.evaluate(model, "test", config, progress=progress, shard=shard)
     metrics = {
         "valid": valid,
         "test": test,
@@ -151,7 +158,9 @@ def _run_on(
     path = None
     if out is not None and context.main:
         # a checkpoint left in `out` was checked when the run began: the bundle replaces it
-        path = save_bundle(out, model, data, config, metrics, overwrite=overwrite or checkpoints is not None)
+        stored = data if sharded is None else sharded.shards  # written shard by shard
+        replace = overwrite or checkpoints is not None
+        path = save_bundle(out, model, stored, config, metrics, overwrite=replace)
     distributed.barrier(context)
     model.cpu()
     return ExperimentResult(config, data, split, model, training, valid, test, path, context.main)

@@ -101,8 +101,8 @@ class Trainer:
     ):
         """`negatives` and `loss` default to what `train` describes (train.negatives, train.loss).
         `distributed`: this process's rank under torchrun; `checkpoints`: where to write and read them;
-        `sharded`: draw the batches shard by shard from user shards (else from the split, in memory); with
-        it, `split` may be None for training steps alone (`fit` validates on the split)."""
+        `sharded`: draw the batches and validate shard by shard from user shards (else from the split, in
+        memory), when `split` may be None."""
         if train.negatives not in ("in_batch", "mixed", "full"):
             raise RecIndexError(f"train.negatives must be in_batch, mixed or full, got {train.negatives!r}")
         if train.loss not in ("infonce", "hinge"):
@@ -138,8 +138,8 @@ class Trainer:
 
     def fit(self) -> TrainResult:
         config = self.config
-        if self.split is None:
-            raise RecIndexError("Trainer.fit validates on the split: give the trainer one")
+        if self.split is None and self.sharded is None:
+            raise RecIndexError("Trainer.fit validates on the split or the user shards: give it one")
         rng = seed_everything(config.seed, config.threads)
         sharded, model = self.sharded, self.model
         examples = None
@@ -223,17 +223,14 @@ class Trainer:
         return result
 
     def validate(self) -> dict[str, float]:
-        """Validation Recall@10 and NDCG@10 of the model as it stands (what picks the kept epoch)."""
-        return evaluate_model(
-            self.model,
-            self.split,
-            "valid",
-            self.item_counts,
-            ks=(10,),
-            exclude_seen=self.evaluation.exclude_seen,
-            batch_size=self.evaluation.batch_size,
-            shard=CaseShards(self.distributed, self.device) if self.distributed.active else None,
-        ).metrics
+        """Validation Recall@10 and NDCG@10 of the model as it stands (what picks the kept epoch); with
+        user shards, evaluated one shard at a time."""
+        shard = CaseShards(self.distributed, self.device) if self.distributed.active else None
+        options = {"ks": (10,), "exclude_seen": self.evaluation.exclude_seen, "shard": shard}
+        options["batch_size"] = self.evaluation.batch_size
+        if self.sharded is not None:
+            return self.sharded.evaluate(self.model, "valid", self.item_counts, **options)
+        return evaluate_model(self.model, self.split, "valid", self.item_counts, **options).metrics
 
     def before_epoch(self, epoch: int) -> None:
         """A hook for trainers that change the model between epochs (MFLI switches codebook levels on)."""

@@ -21,7 +21,7 @@ from recindex.train.shard_batches import ShardedExamples
 class TrainRequest:
     config: ExperimentConfig
     data: Interactions
-    split: Split
+    split: Split | None  # None with user shards (`sharded`): each shard is split when it is read
     # The two-tower towers, made first after seeding, so every family's random draws start alike;
     # each family builds its model around them.
     base: TwoTowerModel
