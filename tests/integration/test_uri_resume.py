@@ -1,6 +1,6 @@
 """URI checkpoints and --resume: a URI run killed with SIGKILL in any of its stages (the encoders, the
-decoder, the ranker) continues to exactly the uninterrupted run's index, weights and metrics; so does a
-two-stage run killed while its decoder learns fixed codes."""
+decoder, the ranker), or just after one ended, continues to exactly the uninterrupted run's index,
+weights, losses and metrics; so does a two-stage run killed while its decoder learns fixed codes."""
 
 from __future__ import annotations
 
@@ -40,27 +40,31 @@ URI = [
 ]
 TWO_STAGE = [*URI, 'uri.index="kmeans"', "uri.layer_epochs=3"]
 RUNS = {"uri": URI, "two-stage": TWO_STAGE}
+# A run whose only checkpoints are the ends of its stages (a resumed run may change checkpoint_every).
+STAGE_ENDS_ONLY = "train.checkpoint_every=1000000"
 
 
 def _overrides(settings: list[str]) -> list[str]:
     return [word for setting in settings for word in ("--set", setting)]
 
 
-def _written_at(path: Path, stage: str, position: dict) -> bool:
-    """Whether the checkpoint at `path` was written while `stage` trained (the end of the stage before,
-    which holds no position of the stage's own, does not count), at a decoder `position` if one is
-    given (such as {"layer": 1}: the second layer)."""
+def _written_at(path: Path, stage: str, position: dict | None) -> bool:
+    """Whether the checkpoint at `path` was written while `stage` trained, at a decoder `position` if
+    one is given (such as {"layer": 1}: the second layer); position None: the checkpoint written at the
+    end of the stage before, which holds no position of `stage`'s own."""
     try:
         payload = torch.load(path, weights_only=True)
     except FileNotFoundError:  # not written yet
         return False
     own = "decoder" if stage == "decoder" else "run"  # the decoder's position, or the trainer's
-    if payload["uri"]["stage"] != stage or own not in payload:
+    if payload["uri"]["stage"] != stage:
         return False
-    return all(payload["decoder"][key] == value for key, value in position.items())
+    if position is None:
+        return own not in payload
+    return own in payload and all(payload["decoder"][key] == value for key, value in position.items())
 
 
-def _killed_at(stage: str, position: dict, settings: list[str], out: Path) -> None:
+def _killed_at(stage: str, position: dict | None, settings: list[str], out: Path) -> None:
     """Start `recindex train` in a subprocess and SIGKILL it once it has written a checkpoint in `stage`
     (at `position`)."""
     run = subprocess.Popen(
@@ -109,7 +113,10 @@ def _losses(history: list[dict]) -> list[tuple]:
         pytest.param("uri", "decoder", {"phase": "uri", "layer": 1}, id="uri-decoder-layer2"),
         pytest.param("uri", "decoder", {"phase": "final"}, id="uri-decoder-final-fit"),
         pytest.param("uri", "ranker", {}, id="uri-ranker"),
+        pytest.param("uri", "decoder", None, id="uri-after-encoders"),
+        pytest.param("uri", "ranker", None, id="uri-after-decoder"),
         pytest.param("two-stage", "decoder", {}, id="two-stage-decoder"),
+        pytest.param("two-stage", "decoder", None, id="two-stage-after-encoders"),  # its index fitted
     ],
 )
 def test_a_uri_run_killed_in_a_stage_resumes_to_the_uninterrupted_runs_metrics(
@@ -117,7 +124,7 @@ def test_a_uri_run_killed_in_a_stage_resumes_to_the_uninterrupted_runs_metrics(
 ):
     whole = uninterrupted(name)
     out = tmp_path / "killed"
-    _killed_at(stage, position, RUNS[name], out)
+    _killed_at(stage, position, RUNS[name] if position is not None else [*RUNS[name], STAGE_ENDS_ONLY], out)
     resumed = run_experiment(load_config(None, RUNS[name]), out, progress=False, resume=True)
     assert resumed.test == whole.test
     assert resumed.valid == whole.valid
