@@ -11,7 +11,8 @@ Every checkpoint of a URI run is the trainer's payload (model, optimizer, random
 whole URI model's weights, its item codes included, the token sizes and the record of the training so
 far). A decoder checkpoint adds the decoder's position (`DecoderRun`: the phase, the layer, the epochs
 of it done, the balanced k-means start tokens of the layer, the history), its optimizer and its batch
-generator; `resume` restores the random states of torch, numpy and Python with it.
+generator, and every checkpoint the URI code writes holds the random states of torch, numpy and Python.
+A run resumed in a stage skips the stages before it: its model, item codes included, is the checkpoint's.
 
 Under torchrun rank 0 writes and every rank reads, as for the other families.
 """
