@@ -118,7 +118,8 @@ class DecoderTrainer:
         (see `uri.checkpoint`)."""
         self.model, self.split, self.config = model, split, config
         self.seed, self.progress, self.log = seed, progress, log or (lambda _: None)
-        self.checkpoints, self.resumed, self.steps = checkpoints, resumed, 0
+        self.checkpoints, self.resumed = checkpoints, resumed
+        self.steps = 0  # optimizer steps since the decoder's stage began (checkpoint_every counts them)
         trained = split.train_item_mask(model.n_items)
         model.set_trained_items(trained)
         self.device = model.item_codes.device  # the decoder trains where the model is (train.device)
@@ -181,6 +182,7 @@ class DecoderTrainer:
         return run
 
     def _checkpoint(self, run: DecoderRun, optimizer, generator) -> None:
+        """The end of an epoch: `run` takes the steps taken, and a checkpoint is written if one came due."""
         run.step = self.steps
         if self.checkpoints is not None:
             end_of_epoch(self.checkpoints, self.ranks.context, self.device, run, optimizer, generator)
