@@ -9,7 +9,6 @@ from recindex.bundle import Bundle
 from recindex.config import ExperimentConfig
 from recindex.data.interactions import Interactions
 from recindex.data.splits import Split
-from recindex.errors import RecIndexError
 from recindex.models.two_tower import TwoTowerModel
 from recindex.train.checkpoint import Checkpoints
 from recindex.train.distributed import SINGLE, Distributed
@@ -43,14 +42,6 @@ class TrainRequest:
             "checkpoints": self.checkpoints,
             **({"sharded": self.sharded} if self.sharded is not None else {}),
         }
-
-    def refuse(self, family: str, *, checkpoints: bool = False) -> None:
-        """Refuse what `family` cannot do: write and resume checkpoints."""
-        if checkpoints and self.checkpoints is not None:
-            raise RecIndexError(
-                f"model.kind = {family!r} does not write checkpoints or resume (two_tower, sci and mfli "
-                "do): set train.checkpoint_every and train.checkpoint_minutes to 0 and leave out --resume"
-            )
 
 
 @dataclass

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from recindex.config import EvalConfig, TrainConfig
 from recindex.data.splits import Split
 from recindex.quant.codes import prefix_numbers
+from recindex.train.checkpoint import generator_state, set_generator_state
 from recindex.train.loop import Trainer
 from recindex.uri.model import URIModel
 
@@ -22,9 +23,7 @@ class SiblingSampler:
 
     def __init__(self, codes: np.ndarray, sizes: list[int], pool: np.ndarray):
         depth = codes.shape[1]
-        parent = (
-            prefix_numbers(codes[:, : depth - 1], sizes) if depth > 1 else np.zeros(len(codes), np.int64)
-        )
+        parent = prefix_numbers(codes[:, : depth - 1], sizes) if depth > 1 else np.zeros(len(codes), np.int64)
         leaf = prefix_numbers(codes, sizes)
         in_pool = np.zeros(len(codes), bool)
         in_pool[pool] = True
@@ -66,6 +65,14 @@ class RankerTrainer(Trainer):
         # ranks would draw the same negatives for their different positives
         rank = self.distributed.rank
         self.sampling = np.random.default_rng(train.seed + 1 if rank == 0 else [train.seed + 1, rank])
+
+    def checkpoint_state(self) -> dict:
+        return {"sampling": generator_state(self.sampling)}  # the sibling draws go on where they stood
+
+    def restore_checkpoint_state(self, state: dict) -> None:
+        # rank 0's generator was saved; other ranks keep their own, so that no two draw alike
+        if self.distributed.rank == 0:
+            set_generator_state(self.sampling, state["sampling"])
 
     def _loss(self, batch) -> torch.Tensor:
         model = self.model

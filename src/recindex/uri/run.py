@@ -25,6 +25,7 @@ from recindex.models.two_tower import TwoTowerModel
 from recindex.models.warm_start import load_towers
 from recindex.train.loop import Trainer, TrainResult
 from recindex.train.request import Trained, TrainRequest
+from recindex.uri.checkpoint import URICheckpoints, resumed_decoder
 from recindex.uri.model import URIModel, uri_model
 from recindex.uri.ranker import RankerTrainer, ranker_train_config
 from recindex.uri.ranks import DecoderRanks
@@ -47,45 +48,56 @@ def train(request: TrainRequest, fixed_codes: FixedCodes | None) -> Trained:
 
 
 def train_uri(request: TrainRequest, fixed_codes: FixedCodes | None) -> tuple[URIModel, dict]:
-    """Train every part; returns the model and what to record of the training."""
+    """Train every part; returns the model and what to record of the training. With checkpoints, a
+    resumed run skips the stages its checkpoint was written after (see `uri.checkpoint`)."""
     config, data, split, progress = request.config, request.data, request.split, request.progress
-    request.refuse("uri", checkpoints=True)
     log = request.log or (lambda _: None)
     context = request.distributed  # under torchrun: every part below trains data-parallel
     device = resolve_device(config.train.device, context.local_rank if context.active else None)
+    checkpoints = URICheckpoints.of(request.checkpoints) if request.checkpoints is not None else None
+    stage = checkpoints.resumed_stage() if checkpoints is not None else None
+    saved = checkpoints.load()["uri"] if stage in ("decoder", "ranker") else None
+    options = {"progress": progress, "log": log, "checkpoints": checkpoints}  # every stage's trainer's
     uri = config.uri
     # A fresh router, drawn after the composition root's base towers: the draws every URI run has made.
     router = TwoTowerModel.for_data(data, config.model)
-    record: dict = {}
+    record: dict = saved["record"] if saved is not None else {}
+    trains_encoders = request.load_start is None and saved is None
     if request.load_start is not None:
         load_towers(router, request.load_start(), data, config.data, log, setting="uri.init_from")
         router.set_trained_items(split.train_item_mask(data.n_items))
-    else:
+    elif trains_encoders:
         log("encoders: training a two-tower model first (set uri.init_from to reuse one)")
-        towers = Trainer(
-            router, split, config.train, config.eval, progress=progress, log=log, distributed=context
-        ).fit()
+        towers = Trainer(router, split, config.train, config.eval, distributed=context, **options).fit()
         record["encoders"] = {"best_epoch": towers.best_epoch, "seconds": towers.seconds}
     router.eval()
     ranks = DecoderRanks(context, device)
-    codes, sizes = index_codes(uri, router, fixed_codes, ranks) if fixed_codes is not None else (None, None)
-    model = uri_model(router, uri, sizes).to(device)
-    decoder = DecoderTrainer(
-        model, split, uri, seed=config.train.seed, progress=progress, log=log, ranks=ranks
-    )
-    if codes is None:
-        log(f"URI: learning a {uri.layers}-layer index of {uri.k} tokens per layer")
-        trained = decoder.fit_uri()
+    if saved is not None:  # the model as the checkpoint's stage found it (the index's codes included)
+        model = uri_model(router, uri, saved["sizes"]).to(device)
+        model.load_state_dict(saved["model"])
     else:
-        model.item_codes.copy_(torch.as_tensor(codes))  # copy_ crosses devices
-        log(f"two-stage: the decoder learns the fixed {uri.index!r} index by cross-entropy")
-        trained = decoder.fit_fixed(uri.layer_epochs)
-    record["decoder"] = {"seconds": trained.seconds, "history": trained.history}
-    record["ranker"] = {"best_epoch": 0, "epochs_run": 0, "seconds": 0.0, "history": []}
+        model = _new_model(router, uri, fixed_codes, ranks, device)
+    if stage != "ranker":
+        if checkpoints is not None:
+            checkpoints.enter("decoder", model, record)
+            if trains_encoders:
+                checkpoints.stage_ended(context.main)
+        resumed = resumed_decoder(checkpoints.load()) if stage == "decoder" else None
+        decoder = DecoderTrainer(
+            model, split, uri, seed=config.train.seed, ranks=ranks, resumed=resumed, **options
+        )
+        record["decoder"] = _train_decoder(decoder, uri, fixed_codes is not None, log)
+        record["ranker"] = {"best_epoch": 0, "epochs_run": 0, "seconds": 0.0, "history": []}
+        if checkpoints is not None:
+            checkpoints.enter("ranker", model, record)
+            checkpoints.stage_ended(context.main)
+    elif checkpoints is not None:
+        checkpoints.enter("ranker", model, record)
+        checkpoints.resume_ranker()
     if uri.ranker_epochs > 0:
         ranker_config = ranker_train_config(config.train, uri)
         ranker = RankerTrainer(
-            model, split, ranker_config, config.eval, uri, progress=progress, log=log, distributed=context
+            model, split, ranker_config, config.eval, uri, distributed=context, **options
         ).fit()
         record["ranker"] = {
             "best_epoch": ranker.best_epoch,
@@ -95,6 +107,27 @@ def train_uri(request: TrainRequest, fixed_codes: FixedCodes | None) -> tuple[UR
         }
     model.eval()
     return model, record
+
+
+def _train_decoder(decoder: DecoderTrainer, uri, two_stage: bool, log) -> dict:
+    """The decoder learns its index (URI) or the fixed one (two-stage); what to record of it."""
+    if two_stage:
+        log(f"two-stage: the decoder learns the fixed {uri.index!r} index by cross-entropy")
+        trained = decoder.fit_fixed(uri.layer_epochs)
+    else:
+        log(f"URI: learning a {uri.layers}-layer index of {uri.k} tokens per layer")
+        trained = decoder.fit_uri()
+    return {"seconds": trained.seconds, "history": trained.history}
+
+
+def _new_model(router: TwoTowerModel, uri, fixed_codes: FixedCodes | None, ranks: DecoderRanks, device):
+    """The URI model around the trained router; a two-stage one holds its fixed index's codes."""
+    if fixed_codes is None:
+        return uri_model(router, uri).to(device)
+    codes, sizes = index_codes(uri, router, fixed_codes, ranks)
+    model = uri_model(router, uri, sizes).to(device)
+    model.item_codes.copy_(torch.as_tensor(codes))  # copy_ crosses devices
+    return model
 
 
 def index_codes(uri, router: TwoTowerModel, fixed_codes: FixedCodes, ranks: DecoderRanks):

@@ -40,7 +40,6 @@ batch, DDP averages the gradients, and the assignment and the k-means start are 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -57,7 +56,9 @@ from recindex.quant.codes import prefix_numbers
 from recindex.quant.semantic_ids import METHODS as FIXED_INDEXES
 from recindex.quant.semantic_ids import kmeans_within
 from recindex.train.batches import sequence_examples
+from recindex.train.checkpoint import Checkpoints
 from recindex.train.loop import TrainResult
+from recindex.uri.checkpoint import DecoderRun, end_of_epoch
 from recindex.uri.losses import commitment_loss, e_step_loss, m_step_loss
 from recindex.uri.model import URIModel
 from recindex.uri.ranks import DecoderRanks, StepResult
@@ -109,10 +110,16 @@ class DecoderTrainer:
         progress: bool = True,
         log: Callable[[str], None] | None = None,
         ranks: DecoderRanks | None = None,
+        checkpoints: Checkpoints | None = None,
+        resumed: DecoderRun | None = None,
     ):
-        """`ranks`: this process's place under torchrun (see `uri.ranks`); one process without it."""
+        """`ranks`: this process's place under torchrun (see `uri.ranks`); one process without it.
+        `checkpoints`: where the epochs' checkpoints go; `resumed`: the position a resumed run restarts at
+        (see `uri.checkpoint`)."""
         self.model, self.split, self.config = model, split, config
         self.seed, self.progress, self.log = seed, progress, log or (lambda _: None)
+        self.checkpoints, self.resumed = checkpoints, resumed
+        self.steps = 0  # optimizer steps since the decoder's stage began (checkpoint_every counts them)
         trained = split.train_item_mask(model.n_items)
         model.set_trained_items(trained)
         self.device = model.item_codes.device  # the decoder trains where the model is (train.device)
@@ -126,27 +133,33 @@ class DecoderTrainer:
     def fit_uri(self) -> DecoderResult:
         """Train and assign layer by layer; the model's `item_codes` hold the learned index after."""
         model, config = self.model, self.config
-        result, started = DecoderResult(), time.perf_counter()
         optimizer = torch.optim.Adam(self.parameters, lr=config.lr)
         generator = torch.Generator().manual_seed(self.seed)
         if config.start_from not in ("", "kmeans"):
             raise RecIndexError(f"uri.start_from must be empty or 'kmeans', got {config.start_from!r}")
-        for layer in range(model.decoder.layers):
-            steps = self._steps()
+        run = self._begin("uri")
+        if run.phase == "uri":
+            run.restore(optimizer, generator)
+        for layer in range(run.layer, model.decoder.layers):
             start_epochs = config.start_epochs if config.start_from else 0
-            with TrainingProgress(start_epochs + config.layer_epochs, steps, enabled=self.progress) as bar:
-                start_tokens = self.start_tokens(layer) if start_epochs else None
-                for epoch in range(1, start_epochs + config.layer_epochs + 1):
-                    targets = start_tokens if epoch <= start_epochs else None
+            epochs = start_epochs + config.layer_epochs
+            with TrainingProgress(epochs, self._steps(), enabled=self.progress) as bar:
+                if start_epochs and run.start_tokens is None:
+                    run.start_tokens = self.start_tokens(layer)
+                for epoch in range(run.epoch + 1, epochs + 1):
+                    targets = run.start_tokens if epoch <= start_epochs else None
                     record = self._uri_epoch(layer, optimizer, generator, bar, targets)
                     record.update({"layer": float(layer + 1), "epoch": float(epoch)})
-                    record["seconds"] = time.perf_counter() - started
-                    result.history.append(record)
+                    record["seconds"] = run.seconds()
+                    run.history.append(record)
                     bar.end_epoch({"epoch": epoch, "loss": record["loss"]})
                     self.log(_format(record))
+                    run.epoch = epoch
+                    self._checkpoint(run, optimizer, generator)
             # rank 0's assignment on every rank (see `uri.ranks` for why not each rank's own)
             tokens = self.ranks.from_rank_zero(partial(self.assign, layer), model.n_items)
             model.item_codes[:, layer] = torch.as_tensor(tokens).to(self.device)
+            run.layer, run.epoch, run.start_tokens = layer + 1, 0, None
             self.log(
                 f"layer {layer + 1} assigned: {len(np.unique(tokens))} of "
                 f"{model.decoder.sizes[layer]} tokens used"
@@ -154,13 +167,25 @@ class DecoderTrainer:
         if config.final_epochs:
             # The last layer's query distributions were trained towards the items' soft distributions,
             # and the balanced assignment then moved many items: fit the query end to the finished index.
-            final = self.fit_fixed(config.final_epochs)
-            result.history.extend(
-                {**record, "layer": float(model.decoder.layers + 1)} for record in final.history
-            )
-        result.seconds = time.perf_counter() - started
+            if run.phase == "uri":
+                run.phase, run.epoch, run.phase_start = "final", 0, run.seconds()
+            self._fixed_epochs(config.final_epochs, run, layer=model.decoder.layers + 1)
         model.eval()
-        return result
+        return DecoderResult(run.history, run.seconds())
+
+    def _begin(self, phase: str) -> DecoderRun:
+        """The decoder's position: the resumed run's (once), else the start of `phase`."""
+        run, self.resumed = self.resumed or DecoderRun(phase=phase), None
+        if run.start_tokens is not None:
+            run.start_tokens = run.start_tokens.to(self.device)  # a checkpoint is read onto the CPU
+        self.steps = run.step
+        return run
+
+    def _checkpoint(self, run: DecoderRun, optimizer, generator) -> None:
+        """The end of an epoch: `run` takes the steps taken, and a checkpoint is written if one came due."""
+        run.step = self.steps
+        if self.checkpoints is not None:
+            end_of_epoch(self.checkpoints, self.ranks.context, self.device, run, optimizer, generator)
 
     def start_tokens(self, layer: int) -> torch.Tensor:
         """Balanced k-means tokens of the router item vectors under each parent the decoder assigned
@@ -187,6 +212,7 @@ class DecoderTrainer:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        self.steps += 1
         return terms
 
     def _uri_epoch(self, layer: int, optimizer, generator, bar, targets=None) -> dict[str, float]:
@@ -286,15 +312,23 @@ class DecoderTrainer:
 
     def fit_fixed(self, epochs: int) -> DecoderResult:
         """The decoder learns the fixed `item_codes` of every layer at once (teacher forcing)."""
-        model, config = self.model, self.config
-        if model.assigned_layers() < model.decoder.layers:
+        if self.model.assigned_layers() < self.model.decoder.layers:
             raise RecIndexError("a two-stage decoder needs every item's codes before training")
-        result, started = DecoderResult(), time.perf_counter()
+        run = self._begin("fixed")
+        self._fixed_epochs(epochs, run)
+        self.model.eval()
+        return DecoderResult(run.history, run.seconds())
+
+    def _fixed_epochs(self, epochs: int, run: DecoderRun, layer: int | None = None) -> None:
+        """The rest of `epochs` of cross-entropy towards the fixed codes, recorded in `run` (each record
+        with `layer` when given: URI's final fit)."""
+        model, config = self.model, self.config
         optimizer = torch.optim.Adam(self.parameters, lr=config.lr)
         generator = torch.Generator().manual_seed(self.seed)
+        run.restore(optimizer, generator)
         size = config.batch_size * self.ranks.world_size
         with TrainingProgress(epochs, self._steps(), enabled=self.progress) as bar:
-            for epoch in range(1, epochs + 1):
+            for epoch in range(run.epoch + 1, epochs + 1):
                 model.decoder.train()
                 order = torch.randperm(len(self.examples.targets), generator=generator).to(self.device)
                 total, batches = 0.0, 0
@@ -308,14 +342,13 @@ class DecoderTrainer:
                 record = {
                     "epoch": float(epoch),
                     "loss": self.ranks.means({"loss": total / max(batches, 1)})["loss"],
-                    "seconds": time.perf_counter() - started,
+                    "seconds": run.seconds() - run.phase_start,
                 }
-                result.history.append(record)
                 bar.end_epoch(record)
                 self.log(_format(record))
-        result.seconds = time.perf_counter() - started
-        model.eval()
-        return result
+                run.history.append(record if layer is None else {**record, "layer": float(layer)})
+                run.epoch = epoch
+                self._checkpoint(run, optimizer, generator)
 
     def _fixed_loss(self, rows) -> StepResult:
         """Cross-entropy of every layer's fixed token, on this rank's `rows` of the positions."""
