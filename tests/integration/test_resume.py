@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 from tests.conftest import tiny_settings
+from tests.integration.killed_train import train_killed_when
 
 from recindex.config import load_config
 from recindex.errors import BundleError, RecIndexError
 from recindex.pipelines.experiment import run_experiment
 
-ROOT = Path(__file__).resolve().parents[2]
 # 600 users in batches of 64: 10 steps an epoch, so a checkpoint every 4 steps falls inside epochs
 SETTINGS = [
     *tiny_settings("synthetic:n_users=600,n_items=150,seed=3", epochs=6),
@@ -27,28 +22,10 @@ SETTINGS = [
 ]
 
 
-def _overrides(settings: list[str]) -> list[str]:
-    return [word for setting in settings for word in ("--set", setting)]
-
-
 def _killed_after_first_checkpoint(out: Path) -> None:
-    """Start `recindex train` in a subprocess and SIGKILL it as soon as it has written a checkpoint."""
-    run = subprocess.Popen(
-        [sys.executable, "-m", "recindex", "train", "--out", str(out), "--quiet", *_overrides(SETTINGS)],
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 600
-    while not (out / "checkpoint.pt").exists():
-        assert run.poll() is None, run.stderr.read().decode()[-3000:]
-        assert time.monotonic() < deadline, "no checkpoint was written"
-        time.sleep(0.002)
-    run.send_signal(signal.SIGKILL)
-    run.wait()
-    run.stderr.close()
-    assert run.returncode == -signal.SIGKILL
-    assert not (out / "manifest.json").exists()  # killed mid-run, not after it
+    """SIGKILL `recindex train` as soon as it has written a checkpoint."""
+    checkpoint = out / "checkpoint.pt"
+    train_killed_when(out, SETTINGS, checkpoint.exists, "a checkpoint written")
 
 
 def test_a_run_killed_mid_way_resumes_to_the_uninterrupted_runs_metrics(tmp_path):

@@ -5,21 +5,16 @@ weights, losses and metrics; so does a two-stage run killed while its decoder le
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from tests.conftest import tiny_settings
+from tests.integration.killed_train import train_killed_when
 
 from recindex.config import load_config
 from recindex.pipelines.experiment import run_experiment
 
-ROOT = Path(__file__).resolve().parents[2]
 # 300 users in batches of 64: 5 steps an epoch for the encoders and the ranker, so a checkpoint every 3
 # steps falls inside each of their epochs; the decoder's epochs are longer and each writes one.
 URI = [
@@ -44,10 +39,6 @@ RUNS = {"uri": URI, "two-stage": TWO_STAGE}
 STAGE_ENDS_ONLY = "train.checkpoint_every=1000000"
 
 
-def _overrides(settings: list[str]) -> list[str]:
-    return [word for setting in settings for word in ("--set", setting)]
-
-
 def _written_at(path: Path, stage: str, position: dict | None) -> bool:
     """Whether the checkpoint at `path` was written while `stage` trained, at a decoder `position` if
     one is given (such as {"layer": 1}: the second layer); position None: the checkpoint written at the
@@ -65,26 +56,13 @@ def _written_at(path: Path, stage: str, position: dict | None) -> bool:
 
 
 def _killed_at(stage: str, position: dict | None, settings: list[str], out: Path) -> None:
-    """Start `recindex train` in a subprocess and SIGKILL it once it has written a checkpoint in `stage`
-    (at `position`)."""
-    run = subprocess.Popen(
-        [sys.executable, "-m", "recindex", "train", "--out", str(out), "--quiet", *_overrides(settings)],
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+    """SIGKILL `recindex train` once it has written a checkpoint in `stage` (at `position`)."""
+    checkpoint = out / "checkpoint.pt"
+    train_killed_when(
+        out, settings, lambda: _written_at(checkpoint, stage, position), f"a checkpoint in the {stage} stage"
     )
-    deadline = time.monotonic() + 600
-    while not _written_at(out / "checkpoint.pt", stage, position):
-        assert run.poll() is None, run.stderr.read().decode()[-3000:]
-        assert time.monotonic() < deadline, f"no checkpoint was written in the {stage} stage"
-        time.sleep(0.002)
-    run.send_signal(signal.SIGKILL)
-    run.wait()
-    run.stderr.close()
-    assert run.returncode == -signal.SIGKILL
-    assert not (out / "manifest.json").exists()  # killed mid-run, not after it
     # the run resumes from there (it did not move on between the look and the kill)
-    assert _written_at(out / "checkpoint.pt", stage, position)
+    assert _written_at(checkpoint, stage, position)
 
 
 @pytest.fixture(scope="module")
