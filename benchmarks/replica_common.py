@@ -36,7 +36,13 @@ MAX_WRITES = 5000  # a bound on --writes: a run stays minutes, not hours
 def parser(doc: str, writes: int) -> argparse.ArgumentParser:
     """The options every replica benchmark takes (--bundle, --writes); a script adds its own."""
     options = argparse.ArgumentParser(description=doc.splitlines()[0])
-    options.add_argument("--bundle", required=True, help="the bundle to serve (served with faiss-HNSW32)")
+    options.add_argument("--bundle", required=True, help="the bundle to serve")
+    options.add_argument(
+        "--index",
+        default="faiss-HNSW32",
+        help="the bundle's index to serve (default faiss-HNSW32; 'exact': exact search, so that a write "
+        "not found is the log's doing, never the graph's)",
+    )
     options.add_argument("--writes", type=int, default=writes, help=f"writes to send (at most {MAX_WRITES})")
     return options
 
@@ -106,19 +112,9 @@ def start(
         time.sleep(0.2)
 
 
-def serve_command(bundle: str, port: int, *options: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "recindex.cli",
-        "serve",
-        bundle,
-        "--index",
-        "faiss-HNSW32",
-        "--port",
-        str(port),
-        *options,
-    ]
+def serve_command(bundle: str, port: int, index: str, *options: str) -> list[str]:
+    chosen = [] if index == "exact" else ["--index", index]  # serve's default is exact search
+    return [sys.executable, "-m", "recindex.cli", "serve", bundle, *chosen, "--port", str(port), *options]
 
 
 def kill_9(process: subprocess.Popen) -> None:
@@ -132,9 +128,32 @@ def unit_vectors(n: int, dim: int, seed: int) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
+def catalogue_probes(bundle: str, n: int, seed: int, top: int = 10) -> np.ndarray:
+    """`n` probe vectors from the catalogue itself: copies of item vectors of `bundle` that exact
+    search ranks within their own top `top`, ties included, so that an upserted copy (a new id with a
+    catalogue vector) ties with its original inside any exact top 100 and a miss is the index's or
+    the log's, never the probe's.
+    Random unit vectors, far from a trained catalogue, are points a graph index may miss whatever the
+    log does (the replica benchmarks' first probes were such vectors)."""
+    items = np.load(Path(bundle) / "item_embeddings.npy", allow_pickle=False).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    chosen: list[int] = []
+    for _ in range(0, len(items), 256):
+        rows = rng.choice(len(items), 256, replace=False)
+        scores = items[rows] @ items.T
+        own = scores[np.arange(len(rows)), rows]
+        # items scoring at least its own score, itself and its duplicates included: a trained
+        # catalogue holds exact duplicates (items with the same features), and ties cut anywhere
+        rank = (scores >= own[:, None] - 1e-6).sum(axis=1)
+        chosen.extend(int(r) for r in rows[rank <= top] if r not in chosen)
+        if len(chosen) >= n:
+            return items[chosen[:n]]
+    raise SystemExit(f"{bundle}: fewer than {n} items rank within their own top {top}")
+
+
 def finds(client: httpx.Client, base: str, vector, item_id: str, k: int = 100) -> bool:
-    """Whether the top `k` answers to `vector` name `item_id` (k above 1: HNSW may rank a random
-    vector, far from the catalogue's, below a few neighbours; visibility is what is measured)."""
+    """Whether the top `k` answers to `vector` name `item_id` (k above 1: a probe ties with the
+    catalogue item it copies, and a graph index ranks near-ties loosely; visibility is measured)."""
     answer = client.post(
         f"{base}/v1/recommend", json={"vector": list(map(float, vector)), "k": k}, timeout=10
     )

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from replica_common import (
     HEADERS,
+    catalogue_probes,
     env,
     finds,
     free_port,
@@ -34,7 +35,6 @@ from replica_common import (
     scratch,
     serve_command,
     start,
-    unit_vectors,
     writes_wanted,
 )
 from tests.service.jetstream_cluster import JetStreamCluster
@@ -43,10 +43,10 @@ from tests.service.jetstream_cluster import JetStreamCluster
 def main() -> None:
     args = parser(__doc__, writes=400).parse_args()
     with scratch("replica-jetstream-") as folder:
-        run(args.bundle, writes_wanted(args), folder)
+        run(args.bundle, args.index, writes_wanted(args), folder)
 
 
-def run(bundle: str, writes: int, folder: Path) -> None:
+def run(bundle: str, index: str, writes: int, folder: Path) -> None:
     (folder / "nats").mkdir()
     cluster = JetStreamCluster(folder / "nats").start()
     url = cluster.url("items", replicas=3)
@@ -57,13 +57,12 @@ def run(bundle: str, writes: int, folder: Path) -> None:
         environment = env(
             RECINDEX_STATE_DIR=str(folder / f"replica-{i}"), RECINDEX_LOG=url, RECINDEX_COMPACT_EVERY="100"
         )
-        return start(serve_command(bundle, ports[i]), environment, ports[i])
+        return start(serve_command(bundle, ports[i], index), environment, ports[i])
 
     started = time.perf_counter()
     processes = [replica(i) for i in range(3)]
     client = httpx.Client(timeout=60)
-    dim = client.get(bases[0] + "/v1/status").json()["active"]["dim"]
-    vectors = unit_vectors(writes, dim, seed=3)
+    vectors = catalogue_probes(bundle, writes, seed=3)  # copies of catalogue vectors under new ids
     live, deleted, failed, latencies, events = {}, set(), 0, [], []
     leader = None
     try:
