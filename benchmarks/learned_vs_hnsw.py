@@ -22,7 +22,9 @@ Methods: hnswlib M=32 efConstruction=200 (the peer; ef swept); MFLI with 4-bit P
 an exact refine (`mfli:...,storage=pq4`; leaves and refine swept); MFLI with float16 lists (the
 previous storage, for the same comparison); CI with fast-scan lists (`ci:compress=pq4`, nlist the power
 of two nearest 4 sqrt(n) as the index benchmark's IVF, no RQ codes; nprobe and refine swept); the
-build time of each (two threads). Writes results.json,
+build time of each (two threads). The code size of the 4-bit lists is a build parameter: one index
+per `--code-dims` value (dimensions per code), and the report names, per target, the learned index
+whose operating point was fastest on validation. Writes results.json,
 results.md and frontier.png to --out.
 
 `--peer-cache DIR` keeps the built hnswlib graph between runs (its build takes minutes at 1M); the
@@ -121,10 +123,11 @@ def learned_method(name: str, spec: str, items: np.ndarray, sweep: list[dict]) -
 
 def sweeps(quick: bool) -> tuple[list[dict], list[dict], list[dict]]:
     leaves = [32, 64, 128] if quick else [64, 96, 128, 192, 256, 384, 512]
-    pq4 = [{"leaves": leaf, "refine": r, "candidates": 10**7} for leaf in leaves for r in (4, 8, 16)]
+    refines = (2, 4, 8, 16)  # one 4-bit code per dimension needs far less refine than one per two
+    pq4 = [{"leaves": leaf, "refine": r, "candidates": 10**7} for leaf in leaves for r in refines]
     fp16 = [{"leaves": leaf, "candidates": 10**7} for leaf in leaves]
     probes = [8, 16, 32] if quick else [16, 32, 48, 64, 96, 128, 192, 256]
-    ci = [{"nprobe": p, "refine": r} for p in probes for r in (4, 8, 16)]
+    ci = [{"nprobe": p, "refine": r} for p in probes for r in refines]
     return pq4, fp16, ci
 
 
@@ -139,6 +142,17 @@ def validate(method: Method, queries: np.ndarray, truth: np.ndarray, timed_queri
 def chosen(method: Method, target: float) -> dict | None:
     reaching = [row for row in method.validation if row["recall"] >= target]
     return max(reaching, key=lambda row: row["qps"]) if reaching else None
+
+
+def best_on_validation(methods: list[Method]) -> dict[str, str | None]:
+    """Per target, the learned index (family and code size) whose operating point was fastest on the
+    validation queries: the one the bar is read on, chosen without the test figures."""
+    best = {}
+    for target in TARGETS:
+        picks = [(m.name, chosen(m, target)) for m in methods if not m.name.startswith("hnswlib")]
+        picks = [(name, row["qps"]) for name, row in picks if row is not None]
+        best[str(target)] = max(picks, key=lambda pick: pick[1])[0] if picks else None
+    return best
 
 
 def test_at(target, methods, queries, truth, rounds: int, block: int) -> list[dict]:
@@ -224,39 +238,56 @@ def report(result: dict) -> str:
             f"# Learned indexes vs hnswlib at {result['items']:,} items (d=64, top-100, one thread)",
             f"Command: `{result['command']}`; machine: {json.dumps(result['machine'])}",
             markdown_table(headers, rows),
+            "Best learned index per target, chosen on validation q/s: "
+            + ", ".join(f"{t}: {name}" for t, name in result["best_learned_on_validation"].items()),
             builds,
         ]
     )
 
 
-def plot(methods: list[Method], path: Path) -> None:
+def plot(validation: dict[str, list[dict]], path: Path) -> None:
+    """Each method's recall/q-s frontier on the validation queries (its best q/s at each recall over
+    all its search parameters), every sweep point faint behind it; one colour and marker per method."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for m in methods:
-        for label, rows in _series(m):
-            ax.plot([r["recall"] for r in rows], [r["qps"] for r in rows], marker="o", ms=3, label=label)
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    colours = plt.get_cmap("tab10").colors
+    for n, (name, rows) in enumerate(validation.items()):
+        colour, marker = colours[n % len(colours)], "os^vDP*X"[n % 8]
+        ax.scatter([r["recall"] for r in rows], [r["qps"] for r in rows], color=colour, s=6, alpha=0.25)
+        front = _frontier(rows)
+        ax.plot(
+            [r["recall"] for r in front],
+            [r["qps"] for r in front],
+            color=colour,
+            marker=marker,
+            ms=4,
+            label=name,
+            lw=2 if name.startswith("hnswlib") else 1.2,
+        )
     for target in TARGETS:
         ax.axvline(target, color="grey", lw=0.5, ls="--")
     ax.set_xlabel("recall@100 (validation queries)")
     ax.set_ylabel("queries/s, one per call, one thread")
     ax.set_yscale("log")
-    ax.legend(fontsize=7)
+    ax.set_xlim(left=max(0.5, min(r["recall"] for rows in validation.values() for r in rows) - 0.01))
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
 
-def _series(method: Method):
-    """One line per refine depth for the pq4 sweep, one line otherwise."""
-    groups: dict[str, list[dict]] = {}
-    for row in method.validation:
-        refine = row["params"].get("refine") if "pq4" in method.name else None
-        label = method.name + (f" refine {refine}" if refine else "")
-        groups.setdefault(label, []).append(row)
-    return [(label, sorted(rows, key=lambda r: r["recall"])) for label, rows in groups.items()]
+def _frontier(rows: list[dict]) -> list[dict]:
+    """The points no other point beats on both recall and q/s, by recall."""
+    ordered = sorted(rows, key=lambda r: (-r["recall"], -r["qps"]))
+    front, best_qps = [], 0.0
+    for row in ordered:
+        if row["qps"] > best_qps:
+            front.append(row)
+            best_qps = row["qps"]
+    return front[::-1]
 
 
 def main() -> None:
@@ -271,7 +302,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--peer-cache", type=Path)
     parser.add_argument("--out", type=Path, default=Path("runs/bench/learned"))
+    parser.add_argument(
+        "--code-dims",
+        type=lambda text: [int(d) for d in text.split(",")],
+        default=[1, 2],
+        help="dimensions per 4-bit code of the pq4 lists, one index each (default 1,2)",
+    )
+    parser.add_argument("--replot", type=Path, help="only redraw frontier.png beside this results.json")
     args = parser.parse_args()
+    if args.replot:
+        plot(json.loads(args.replot.read_text())["validation"], args.replot.parent / "frontier.png")
+        return
     if args.quick:
         args.items, args.queries, args.sweep_queries, args.rounds = 50_000, 200, 100, 1
     if not 1000 <= args.items <= 5_000_000 or not 100 <= args.queries <= 10_000:
@@ -284,10 +325,13 @@ def main() -> None:
     pq4, fp16, ci = sweeps(args.quick)
     nlist = 2 ** round(np.log2(4 * np.sqrt(len(items))))
     methods = [hnsw_method(items, args.peer_cache, args.quick)]
-    methods.append(learned_method("mfli pq4", f"mfli:{MFLI_SHAPE},storage=pq4", items, pq4))
+    for d in args.code_dims:  # the code size is a build parameter: one index per value
+        spec = f"mfli:{MFLI_SHAPE},storage=pq4,code_dims={d}"
+        methods.append(learned_method(f"mfli pq4 {d}d", spec, items, pq4))
     methods.append(learned_method("mfli fp16", f"mfli:{MFLI_SHAPE},storage=fp16", items, fp16))
-    ci_spec = f"ci:compress=pq4,nlist={nlist},levels=0,min_agreement=0"
-    methods.append(learned_method("ci pq4", ci_spec, items, ci))
+    for d in args.code_dims:
+        spec = f"ci:compress=pq4,code_dims={d},nlist={nlist},levels=0,min_agreement=0"
+        methods.append(learned_method(f"ci pq4 {d}d", spec, items, ci))
     for m in methods:
         log(f"built {m.name} in {m.build_s:.1f} s {m.notes}")
     with threads(1):
@@ -305,13 +349,14 @@ def main() -> None:
         "builds": {m.name: {"build_s": m.build_s, "notes": m.notes} for m in methods},
         "validation": {m.name: m.validation for m in methods},
         "test": tested,
+        "best_learned_on_validation": best_on_validation(methods),
         "wall_s": time.time() - started,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(result, indent=1, default=str))
     text = report(result)
     (args.out / "results.md").write_text(text + "\n")
-    plot(methods, args.out / "frontier.png")
+    plot({m.name: m.validation for m in methods}, args.out / "frontier.png")
     print(text)
 
 

@@ -5,7 +5,7 @@ and the estimates rank well enough for an exact refine to find the true best."""
 import numpy as np
 import pytest
 
-from recindex.index.learned.fast_scan import FastScanLists, default_subquantizers
+from recindex.index.learned.fast_scan import FastScanLists, subquantizers
 
 DIM, LISTS, N = 16, 20, 3000
 RNG = np.random.default_rng(0)
@@ -89,7 +89,10 @@ def test_state_restores_the_same_codes_and_checks_its_shape():
 
 
 def test_sub_quantizers_divide_the_dimension():
-    assert default_subquantizers(64) == 32
-    assert default_subquantizers(15) == 5
-    with pytest.raises(ValueError, match="divide"):
-        FastScanLists(16, 8, subquantizers=3)
+    assert subquantizers(64) == 64  # one 4-bit code per dimension by default
+    assert subquantizers(64, 2) == 32
+    assert subquantizers(15, 3) == 5
+    assert FastScanLists(16, 8, code_dims=2).code_size == 4  # 8 codes of 4 bits
+    for wrong in (3, 0, -2, 1.5, True):
+        with pytest.raises(ValueError, match="divisor"):
+            FastScanLists(16, 8, code_dims=wrong)

@@ -41,6 +41,7 @@ from recindex.errors import InvalidRequest
 from recindex.index.base import Metric, SearchResult, top_k
 from recindex.index.filters import Filter
 from recindex.index.learned import Column, PartitionedIndex, number_codes, rescore_top_k
+from recindex.index.learned.compressed import check_compression
 from recindex.mfli.facet_tree import FacetTree
 from recindex.mfli.lists import STORAGES, LeafLists, saved_code_state
 from recindex.quant.codebook import assign_codes, facet_view, fit_codebook, utilisation
@@ -68,6 +69,7 @@ class MFLIIndex(PartitionedIndex):
         max_leaf: int | None = None,
         seed: int = 0,
         storage: str = "flat",
+        code_dims: int = 1,
         search_params=None,
     ):
         for name, value in (("facets", facets), ("levels", levels), ("codewords", codewords)):
@@ -84,7 +86,8 @@ class MFLIIndex(PartitionedIndex):
         self.min_leaf, self.max_leaf, self.seed = min_leaf, max_leaf, seed
         if storage not in STORAGES:
             raise InvalidRequest(f"mfli storage must be one of {STORAGES}, got {storage!r}")
-        self.storage = storage
+        check_compression("pq4", code_dims, dim)  # dimensions per 4-bit code, used by storage "pq4"
+        self.storage, self.code_dims = storage, code_dims
         self.codebook: np.ndarray | None = None
         if codebook is not None:
             self.codebook = self._checked_codebook(codebook)
@@ -160,7 +163,7 @@ class MFLIIndex(PartitionedIndex):
     def _filled_lists(self, facet: int, n_leaves: int, codes: dict | None) -> LeafLists:
         """A facet's lists built afresh from item -> leaf (after load, or when new leaves outgrow the
         spare lists: rare, as the room doubles each time); `codes`: the "pq4" quantizer to keep."""
-        lists = LeafLists(self.dim, n_leaves, self.storage, codes)
+        lists = LeafLists(self.dim, n_leaves, self.storage, codes, self.code_dims)
         live = np.flatnonzero(self._leaf_of[: self.table.used, facet] >= 0)
         lists.add(live, self._rows[live], self._leaf_of[live, facet].astype(np.int64))
         return lists
@@ -211,7 +214,7 @@ class MFLIIndex(PartitionedIndex):
             )
             self._trees.append(tree)
             self._leaf_of[:used, facet] = leaf_of
-            lists = LeafLists(self.dim, tree.n_leaves, self.storage)
+            lists = LeafLists(self.dim, tree.n_leaves, self.storage, code_dims=self.code_dims)
             lists.add(slots, vectors, leaf_of.astype(np.int64))
             self._lists.append(lists)
             report["facets"].append(stats)
@@ -352,17 +355,15 @@ class MFLIIndex(PartitionedIndex):
             "max_leaf": self.max_leaf,
             "seed": self.seed,
             "storage": self.storage,
+            "code_dims": self.code_dims,
             "trees": len(self._trees),
         }
 
     @classmethod
     def _restore(cls, folder: Path, manifest: dict) -> MFLIIndex:
         state = manifest["state"]
-        codebook = (
-            np.load(folder / "codebook.npy", allow_pickle=False)
-            if (folder / "codebook.npy").is_file()
-            else None
-        )
+        saved = folder / "codebook.npy"
+        codebook = np.load(saved, allow_pickle=False) if saved.is_file() else None
         index = cls(
             manifest["dim"],
             manifest["metric"],
@@ -374,6 +375,7 @@ class MFLIIndex(PartitionedIndex):
             max_leaf=state["max_leaf"],
             seed=state["seed"],
             storage=state.get("storage", "flat"),
+            code_dims=state.get("code_dims", 2),  # saved before code_dims: one code per two dimensions
         )
         index._trees = [FacetTree.load(folder / f"facet{f}") for f in range(state["trees"])]
         index._loaded_codes = [saved_code_state(folder / f"facet{f}") for f in range(state["trees"])]

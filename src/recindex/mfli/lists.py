@@ -33,15 +33,18 @@ STORAGES = ("flat", "fp16", "pq4")
 
 
 class LeafLists:
-    def __init__(self, dim: int, leaves: int, storage: str = "flat", codes: dict | None = None):
+    def __init__(
+        self, dim: int, leaves: int, storage: str = "flat", codes: dict | None = None, code_dims: int = 1
+    ):
         """`codes`: for "pq4", the quantizer state of lists these replace (`FastScanLists.state`), so
-        that items keep their codes; without it the first `add` trains the quantizer."""
+        that items keep their codes; without it the first `add` trains the quantizer. `code_dims`:
+        dimensions per 4-bit code ("pq4")."""
         self.dim, self.storage = dim, storage
         self.capacity = max(64, 2 * leaves)
         self.sizes = np.zeros(self.capacity, np.int64)  # items per list, kept here for O(1) reads
         self._fast: FastScanLists | None = None
         if storage == "pq4":
-            self._fast = FastScanLists(dim, self.capacity)
+            self._fast = FastScanLists(dim, self.capacity, code_dims)
             if codes is not None:
                 self._fast.restore(codes)
             return

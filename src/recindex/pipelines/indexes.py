@@ -70,6 +70,7 @@ class MFLISpec(IndexSpec):
     min_leaf: int | None = None  # leaves below this merge, above max_leaf split (default: from the size)
     max_leaf: int | None = None
     storage: Literal["flat", "fp16", "pq4"] = "flat"  # the leaves' vectors or codes (mfli.lists.STORAGES)
+    code_dims: int = 1  # dimensions per 4-bit code with storage pq4 (fast_scan.subquantizers)
     seed: int = 0
 
 
@@ -91,6 +92,7 @@ class CISpec(IndexSpec):
     # build refuses (towers whose lists would miss what queries score); 0: build anyway
     min_agreement: float = CHECKED_AGREEMENT
     compress: Literal["none", "pq4"] = "none"  # the lists also held as 4-bit fast-scan codes (sci.index)
+    code_dims: int = 1  # dimensions per 4-bit code with compress pq4 (fast_scan.subquantizers)
     seed: int = 0
 
 

@@ -16,10 +16,9 @@ query view against query view, the way the lists were formed. The items of those
 the cross-tower score the model was trained on, <f_q(Q), f_i(I)>: exactly on the stored item vectors
 (`fine="flat"`, the default) or on their RQ decode c_k(i) + sum of codewords (`fine="rq"`, the
 compressed path of an IVF-RQ index), or, for an index built with `compress="pq4"`, on 4-bit PQ codes
-scanned by FAISS's fast-scan kernel whose best k x `refine` estimates are rescored exactly
-(`fine="pq4"`, then the default; `recindex.index.learned.compressed`). A row with fewer than k
-eligible candidates probes further lists, nearest first, until it has k (so k results come back
-whenever k items match the filter).
+(one per `code_dims` dimensions) scanned by FAISS's fast-scan kernel whose best k x `refine` estimates
+are rescored exactly (`fine="pq4"`, then the default; `recindex.index.learned.compressed`). A row
+with fewer than k eligible candidates probes further lists, nearest first, until it has k.
 
 Coarse id + fine codes are the item's coarse-to-fine semantic ID (`semantic_ids`).
 
@@ -45,10 +44,8 @@ SymmAligner trains). Its fine codes come from the trained codebook.
 
 This module decides only placement (the lists and codes of an item) and routing (the lists a query
 probes, and the compressed score of `fine="rq"`); storage, filters, removal, batched rescoring and
-persistence are the learned-index base's (`recindex.index.learned`).
-
-The lists are not a FAISS IVF (FAISS assigns an item to a list by the vector it stores, and CI assigns
-by one view while it stores and scores another); FAISS holds only their pq4 copy, filled by CI.
+persistence are the learned-index base's (`recindex.index.learned`). The lists are not a FAISS IVF
+(FAISS places an item by the vector it stores; CI places by one view and scores another).
 """
 
 from __future__ import annotations
@@ -63,14 +60,13 @@ from recindex.errors import InvalidRequest
 from recindex.index.base import Metric, SearchResult, as_ids, as_matrix
 from recindex.index.learned import Column, Lists, PartitionedIndex, Route, number_codes, rescore_top_k
 from recindex.index.learned.candidates import probe_until_k
-from recindex.index.learned.compressed import CompressedPartitions
+from recindex.index.learned.compressed import CompressedPartitions, check_compression
 from recindex.quant.codebook import assign_codes, fit_codebook
 from recindex.sci.alignment import check_agreement, list_agreement
 
 COARSE = ("items", "items+queries")
 PLACE = ("query", "item")
 FINE = ("flat", "rq", "pq4")
-COMPRESS = ("none", "pq4")
 MAX_LISTS = 1 << 16
 MAX_CODEWORDS = 1 << 12
 # The least mean cos(f_q(I), f_i(I)) a bundle's build accepts (the `min_agreement` of the `ci` spec; the
@@ -107,6 +103,7 @@ class CIIndex(PartitionedIndex):
         logged_queries: np.ndarray | None = None,
         min_agreement: float = 0.0,
         compress: str = "none",
+        code_dims: int = 1,
         seed: int = 0,
     ):
         if metric not in ("ip", "cosine"):
@@ -125,8 +122,7 @@ class CIIndex(PartitionedIndex):
             raise InvalidRequest(f"coarse must be one of {', '.join(COARSE)}, got {coarse!r}")
         if place not in PLACE:
             raise InvalidRequest(f"place must be one of {', '.join(PLACE)}, got {place!r}")
-        if compress not in COMPRESS:
-            raise InvalidRequest(f"compress must be one of {', '.join(COMPRESS)}, got {compress!r}")
+        check_compression(compress, code_dims, dim)
         if not isinstance(min_agreement, (int, float)) or not 0.0 <= min_agreement <= 1.0:
             raise InvalidRequest(
                 f"min_agreement must be a number in 0..1 (0: no check), got {min_agreement!r}"
@@ -137,7 +133,8 @@ class CIIndex(PartitionedIndex):
         }
         super().__init__(dim, metric, search_params, columns)
         self.nlist, self.levels, self.codewords, self.assign = nlist, levels, codewords, assign
-        self.coarse, self.place, self.seed, self.compress = coarse, place, seed, compress
+        self.coarse, self.place, self.seed = coarse, place, seed
+        self.compress, self.code_dims = compress, code_dims
         self._compressed: CompressedPartitions | None = None  # the lists again, as 4-bit codes
         self._saved_codes: dict | None = None  # their quantizer, read by `_restore`
         if compress == "pq4" and "fine" not in (search_params or {}):
@@ -247,8 +244,11 @@ class CIIndex(PartitionedIndex):
         self._lists = None
         if self.compress == "pq4":
             if self._compressed is None:
-                self._compressed = CompressedPartitions(self.dim, self.nlist, self._saved_codes)
+                self._compressed = self._new_compressed()
             self._compressed.placed(slots, vectors, lists, old)
+
+    def _new_compressed(self) -> CompressedPartitions:
+        return CompressedPartitions(self.dim, self.nlist, self._saved_codes, self.code_dims)
 
     def _compacted(self, keep: np.ndarray) -> None:
         self._lists = None
@@ -344,6 +344,7 @@ class CIIndex(PartitionedIndex):
             "min_agreement": self.min_agreement,
             "view_agreement": self.view_agreement,
             "compress": self.compress,
+            "code_dims": self.code_dims,
         }
 
     @classmethod
@@ -360,6 +361,7 @@ class CIIndex(PartitionedIndex):
             place=state.get("place", "query"),  # indexes saved before the option placed by the query view
             min_agreement=state.get("min_agreement", 0.0),  # or checked nothing
             compress=state.get("compress", "none"),  # indexes saved before the option held no codes
+            code_dims=state.get("code_dims", 2),  # or, before code_dims, one code per two dimensions
             seed=state["seed"],
         )
         index._saved_codes = CompressedPartitions.saved_state(folder)
@@ -385,7 +387,7 @@ class CIIndex(PartitionedIndex):
         if self.compress == "pq4" and used:
             if self._saved_codes is None:
                 raise InvalidRequest(f"{folder} holds no pq4_centroids.npy / pq4_references.npy")
-            self._compressed = CompressedPartitions(self.dim, self.nlist, self._saved_codes)
+            self._compressed = self._new_compressed()
             self._compressed.placed(np.arange(used), self.store.rows[:used], lists)
 
 

@@ -18,15 +18,35 @@ from pathlib import Path
 
 import numpy as np
 
-from recindex.index.learned.fast_scan import FastScanLists
+from recindex.errors import InvalidRequest
+from recindex.index.learned.fast_scan import CODE_DIMS, FastScanLists, subquantizers
 
 FILES = {"centroids": "pq4_centroids.npy", "references": "pq4_references.npy"}
 
 
+COMPRESS = ("none", "pq4")  # the `compress` values of a partitioned index's spec
+
+
+def check_compression(compress: str, code_dims: int, dim: int) -> None:
+    """Refuse a `compress` / `code_dims` pair a partitioned index cannot hold (InvalidRequest)."""
+    if compress not in COMPRESS:
+        raise InvalidRequest(f"compress must be one of {', '.join(COMPRESS)}, got {compress!r}")
+    try:
+        subquantizers(dim, code_dims)
+    except ValueError as error:
+        raise InvalidRequest(str(error)) from None
+
+
 class CompressedPartitions:
-    def __init__(self, dim: int, partitions: int, state: dict[str, np.ndarray] | None = None):
-        self.dim, self.partitions = dim, partitions
-        self.lists = FastScanLists(dim, partitions)
+    def __init__(
+        self,
+        dim: int,
+        partitions: int,
+        state: dict[str, np.ndarray] | None = None,
+        code_dims: int = CODE_DIMS,
+    ):
+        self.dim, self.partitions, self.code_dims = dim, partitions, code_dims
+        self.lists = FastScanLists(dim, partitions, code_dims)
         if state is not None:
             self.lists.restore(state)
 
@@ -51,7 +71,7 @@ class CompressedPartitions:
         """Codes of `slots` (every one the index holds) afresh with the same quantizer, e.g. after the
         slots were renumbered."""
         state = self.lists.state() if self.lists.trained else None
-        fresh = CompressedPartitions(self.dim, self.partitions, state)
+        fresh = CompressedPartitions(self.dim, self.partitions, state, self.code_dims)
         if len(slots):
             fresh.placed(slots, vectors, partitions)
         return fresh
