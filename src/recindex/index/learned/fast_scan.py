@@ -41,11 +41,11 @@ CODE_DIMS = 1  # dimensions per 4-bit code by default; why one, not two, in `sub
 def subquantizers(dim: int, code_dims: int = CODE_DIMS) -> int:
     """Sub-quantizers of 4 bits for `code_dims` dimensions each (a divisor of `dim`).
 
-    One code per dimension (32 B per item at d=64) is the default: at 300k items of the index
-    benchmark's synthetic vectors, CI's lists reached recall@100 0.95 with a refine of 2 x k at 3,595
-    q/s, against a refine of 16 x k at 1,774 q/s with one code per two dimensions (16 B per item):
-    the finer estimate needs far fewer exact rescores, and the rescores, not the scan, were the cost
-    (docs/indexes.md, "Compressed lists"). Two dimensions per code halve the codes' memory."""
+    One code per dimension (32 B per item at d=64) is the default: at 1M items of the index
+    benchmark's synthetic vectors, CI's lists reached recall@100 0.95 with a refine of 4 x k at 1.4x
+    the q/s of one code per two dimensions (16 B per item), which needed 16 x k, and only the finer
+    codes reached 0.99 (benchmarks/learned_vs_hnsw.py; docs/indexes.md, "Compressed lists"): the
+    finer estimate needs far fewer exact rescores. Two dimensions per code halve the codes' memory."""
     if not isinstance(code_dims, int) or isinstance(code_dims, bool) or code_dims < 1 or dim % code_dims:
         raise ValueError(f"code_dims must be a positive divisor of the dimension {dim}, got {code_dims!r}")
     return dim // code_dims
