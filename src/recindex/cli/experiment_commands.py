@@ -16,7 +16,7 @@ from recindex.experiments.tracking import log_run, mlflow_module
 TRACKING = typer.Option(
     None,
     "--tracking",
-    help="Also log to MLflow at this tracking URI (e.g. file:./mlruns); needs recindex[tracking].",
+    help="Also log to MLflow at this tracking URI (e.g. file:./mlruns); needs recindex\\[tracking].",
 )
 
 
@@ -26,7 +26,7 @@ def experiment_run(
     seeds: int | None = typer.Option(
         None,
         "--seeds",
-        help="Seeds per cell (train.seed = 0..N-1); default: the file's [experiment] seeds, else 3.",
+        help="Seeds per cell (train.seed = 0..N-1); default: the file's \\[experiment] seeds, else 3.",
     ),
     jobs: int = typer.Option(
         1, "--jobs", help="Cells run side by side, each in its own process with cores // jobs threads."

@@ -34,7 +34,7 @@ def index_build(
         "--backend",
         help="exact, exact:int8, faiss:HNSW32, faiss:IVF1024,Flat, faiss:IVF2048,PQ64x4fsr,RFlat (recommended"
         " at 1M items, d=64), milvus:HNSW, sharded:4:..., mfli, uri, ci:nlist=128 (default: the bundle "
-        "config's [index])",
+        "config's \\[index])",
     ),
     name: str | None = typer.Option(
         None, "--name", help="Index name inside the bundle (default: from the spec)."
@@ -71,7 +71,7 @@ def index_build(
     ),
 ) -> None:
     """Build an index over the bundle's item embeddings and store it in the bundle: the `--backend`
-    spec, or else the one the bundle's config names in [index]. Then check it: search a sample of the
+    spec, or else the one the bundle's config names in \\[index]. Then check it: search a sample of the
     bundle's validation users with the stored parameters, compare with exact search and print index
     recall@10 and @100, candidates scored and latency (kept in the index manifest, shown by 'recindex
     index list'); below --warn-recall it warns and names the parameter value that reaches it."""
@@ -121,7 +121,7 @@ def _configured_spec(loaded):
         suggested = recommended_faiss(items, dim) if items >= 39 else "faiss:HNSW32"
         raise BundleError(
             f"{loaded.path}: its config has no [index] backend; pass --backend SPEC "
-            f'(recommended for its {items:,} items: --backend {suggested}, docs/indexes.md), or train '
+            f"(recommended for its {items:,} items: --backend {suggested}, docs/indexes.md), or train "
             'with [index] backend = "..."'
         )
     return spec
