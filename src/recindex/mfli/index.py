@@ -41,7 +41,8 @@ from recindex.errors import InvalidRequest
 from recindex.index.base import Metric, SearchResult, top_k
 from recindex.index.filters import Filter
 from recindex.index.learned import Column, PartitionedIndex, number_codes, rescore_top_k
-from recindex.index.learned.compressed import check_compression
+from recindex.index.learned.compressed import check_code_dims
+from recindex.index.learned.fast_scan import CODE_DIMS, SAVED_BEFORE_CODE_DIMS
 from recindex.mfli.facet_tree import FacetTree
 from recindex.mfli.lists import STORAGES, LeafLists, saved_code_state
 from recindex.quant.codebook import assign_codes, facet_view, fit_codebook, utilisation
@@ -69,7 +70,7 @@ class MFLIIndex(PartitionedIndex):
         max_leaf: int | None = None,
         seed: int = 0,
         storage: str = "flat",
-        code_dims: int = 1,
+        code_dims: int = CODE_DIMS,
         search_params=None,
     ):
         for name, value in (("facets", facets), ("levels", levels), ("codewords", codewords)):
@@ -86,7 +87,7 @@ class MFLIIndex(PartitionedIndex):
         self.min_leaf, self.max_leaf, self.seed = min_leaf, max_leaf, seed
         if storage not in STORAGES:
             raise InvalidRequest(f"mfli storage must be one of {STORAGES}, got {storage!r}")
-        check_compression("pq4", code_dims, dim)  # dimensions per 4-bit code, used by storage "pq4"
+        check_code_dims(code_dims, dim)  # dimensions per 4-bit code, used by storage "pq4"
         self.storage, self.code_dims = storage, code_dims
         self.codebook: np.ndarray | None = None
         if codebook is not None:
@@ -375,7 +376,7 @@ class MFLIIndex(PartitionedIndex):
             max_leaf=state["max_leaf"],
             seed=state["seed"],
             storage=state.get("storage", "flat"),
-            code_dims=state.get("code_dims", 2),  # saved before code_dims: one code per two dimensions
+            code_dims=state.get("code_dims", SAVED_BEFORE_CODE_DIMS),
         )
         index._trees = [FacetTree.load(folder / f"facet{f}") for f in range(state["trees"])]
         index._loaded_codes = [saved_code_state(folder / f"facet{f}") for f in range(state["trees"])]

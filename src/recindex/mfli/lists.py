@@ -27,14 +27,19 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from recindex.index.learned.fast_scan import FastScanLists
+from recindex.index.learned.fast_scan import CODE_DIMS, FastScanLists
 
 STORAGES = ("flat", "fp16", "pq4")
 
 
 class LeafLists:
     def __init__(
-        self, dim: int, leaves: int, storage: str = "flat", codes: dict | None = None, code_dims: int = 1
+        self,
+        dim: int,
+        leaves: int,
+        storage: str = "flat",
+        codes: dict | None = None,
+        code_dims: int = CODE_DIMS,
     ):
         """`codes`: for "pq4", the quantizer state of lists these replace (`FastScanLists.state`), so
         that items keep their codes; without it the first `add` trains the quantizer. `code_dims`:

@@ -31,6 +31,7 @@ from recindex.index.factory import CORE_BACKENDS, Backend, spec_table
 from recindex.index.factory import load_index as load_with
 from recindex.index.factory import make_index as make_with
 from recindex.index.item_attributes import item_attributes  # noqa: F401 (recindex.pipelines exports it)
+from recindex.index.learned.fast_scan import CODE_DIMS
 from recindex.index.specs import IndexSpec, MilvusSpec, check_index_config, parse_spec, spec_of_config
 from recindex.mfli.index import MFLIIndex
 from recindex.pipelines.families import family_of_manifest
@@ -70,7 +71,7 @@ class MFLISpec(IndexSpec):
     min_leaf: int | None = None  # leaves below this merge, above max_leaf split (default: from the size)
     max_leaf: int | None = None
     storage: Literal["flat", "fp16", "pq4"] = "flat"  # the leaves' vectors or codes (mfli.lists.STORAGES)
-    code_dims: int = 1  # dimensions per 4-bit code with storage pq4 (fast_scan.subquantizers)
+    code_dims: int = CODE_DIMS  # dimensions per 4-bit code with storage pq4 (fast_scan.subquantizers)
     seed: int = 0
 
 
@@ -92,7 +93,7 @@ class CISpec(IndexSpec):
     # build refuses (towers whose lists would miss what queries score); 0: build anyway
     min_agreement: float = CHECKED_AGREEMENT
     compress: Literal["none", "pq4"] = "none"  # the lists also held as 4-bit fast-scan codes (sci.index)
-    code_dims: int = 1  # dimensions per 4-bit code with compress pq4 (fast_scan.subquantizers)
+    code_dims: int = CODE_DIMS  # dimensions per 4-bit code with compress pq4 (fast_scan.subquantizers)
     seed: int = 0
 
 

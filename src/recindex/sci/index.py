@@ -24,9 +24,8 @@ Coarse id + fine codes are the item's coarse-to-fine semantic ID (`semantic_ids`
 
 `place="item"` (ours, an option) keeps the query-view centroids but puts each item in the list whose
 centroid, read as a query, scores its item vector highest: the lists then hold what their queries
-score, not what their queries resemble. On Beauty's validation split the two tie with SymmAligner
-towers and placing by the item vector loses with plain towers (their item vectors crowd into a few
-lists), so the query view stays the default (docs/sci.md).
+score, not what their queries resemble. It ties on Beauty's validation split with SymmAligner towers
+and loses with plain ones (their item vectors crowd into a few lists): query view is the default.
 
 The build's check (`min_agreement`, ours): the lists are only worth probing if an item's query view
 stands for the item vector the queries score. The first add measures, over the items placed by a query
@@ -61,6 +60,7 @@ from recindex.index.base import Metric, SearchResult, as_ids, as_matrix
 from recindex.index.learned import Column, Lists, PartitionedIndex, Route, number_codes, rescore_top_k
 from recindex.index.learned.candidates import probe_until_k
 from recindex.index.learned.compressed import CompressedPartitions, check_compression
+from recindex.index.learned.fast_scan import CODE_DIMS, SAVED_BEFORE_CODE_DIMS
 from recindex.quant.codebook import assign_codes, fit_codebook
 from recindex.sci.alignment import check_agreement, list_agreement
 
@@ -103,7 +103,7 @@ class CIIndex(PartitionedIndex):
         logged_queries: np.ndarray | None = None,
         min_agreement: float = 0.0,
         compress: str = "none",
-        code_dims: int = 1,
+        code_dims: int = CODE_DIMS,
         seed: int = 0,
     ):
         if metric not in ("ip", "cosine"):
@@ -361,7 +361,7 @@ class CIIndex(PartitionedIndex):
             place=state.get("place", "query"),  # indexes saved before the option placed by the query view
             min_agreement=state.get("min_agreement", 0.0),  # or checked nothing
             compress=state.get("compress", "none"),  # indexes saved before the option held no codes
-            code_dims=state.get("code_dims", 2),  # or, before code_dims, one code per two dimensions
+            code_dims=state.get("code_dims", SAVED_BEFORE_CODE_DIMS),
             seed=state["seed"],
         )
         index._saved_codes = CompressedPartitions.saved_state(folder)

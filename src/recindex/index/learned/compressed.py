@@ -27,14 +27,19 @@ FILES = {"centroids": "pq4_centroids.npy", "references": "pq4_references.npy"}
 COMPRESS = ("none", "pq4")  # the `compress` values of a partitioned index's spec
 
 
-def check_compression(compress: str, code_dims: int, dim: int) -> None:
-    """Refuse a `compress` / `code_dims` pair a partitioned index cannot hold (InvalidRequest)."""
-    if compress not in COMPRESS:
-        raise InvalidRequest(f"compress must be one of {', '.join(COMPRESS)}, got {compress!r}")
+def check_code_dims(code_dims: int, dim: int) -> None:
+    """Refuse a code size that does not divide `dim` (InvalidRequest, the index options' error)."""
     try:
         subquantizers(dim, code_dims)
     except ValueError as error:
         raise InvalidRequest(str(error)) from None
+
+
+def check_compression(compress: str, code_dims: int, dim: int) -> None:
+    """Refuse a `compress` / `code_dims` pair a partitioned index cannot hold (InvalidRequest)."""
+    if compress not in COMPRESS:
+        raise InvalidRequest(f"compress must be one of {', '.join(COMPRESS)}, got {compress!r}")
+    check_code_dims(code_dims, dim)
 
 
 class CompressedPartitions:

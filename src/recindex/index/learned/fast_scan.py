@@ -36,6 +36,7 @@ TRAIN_SAMPLE = 65_536  # vectors the product quantizer is trained on (FAISS's PQ
 
 
 CODE_DIMS = 1  # dimensions per 4-bit code by default; why one, not two, in `subquantizers`
+SAVED_BEFORE_CODE_DIMS = 2  # what an index saved before `code_dims` existed holds: one code per two dims
 
 
 def subquantizers(dim: int, code_dims: int = CODE_DIMS) -> int:
