@@ -301,3 +301,47 @@ def test_probing_by_partial_selection_equals_a_full_sort_with_ties_and_short_row
         np.testing.assert_array_equal(
             probe_until_k(scores, sizes, nprobe, k), _probes_by_full_sort(scores, sizes, nprobe, k)
         )
+
+
+def test_probing_one_query_at_a_time_equals_the_batch():
+    rng = np.random.default_rng(6)
+    scores = rng.standard_normal((12, 300)).astype(np.float32)
+    scores[:4] = np.round(scores[:4], 1)  # ties
+    sizes = rng.integers(0, 4, 300)
+    for nprobe, k in ((8, 10), (100, 50)):
+        batch = _probes_by_full_sort(scores, sizes, nprobe, k)
+        for row in range(len(scores)):
+            one = probe_until_k(scores[row : row + 1], sizes, nprobe, k)[0]
+            np.testing.assert_array_equal(one[one >= 0], batch[row][batch[row] >= 0])
+
+
+def _rescored_by_definition(queries, rows, candidates, k):
+    """Best k by exact score, equal scores in slot order, a slot named twice counted once."""
+    slots = np.full((len(queries), k), -1, np.int64)
+    for row, (query, named) in enumerate(zip(queries, candidates, strict=True)):
+        named = np.unique(named[named >= 0])
+        values = rows[named] @ query
+        order = np.lexsort((named, -values))[:k]
+        slots[row, : len(order)] = named[order]
+    return slots
+
+
+@pytest.mark.parametrize("rows_at_once", [1, 7])
+def test_rescoring_orders_by_score_then_slot_with_ties_copies_and_short_rows(rows_at_once):
+    from recindex.index.learned.candidates import rescore_top_k
+
+    rng = np.random.default_rng(7)
+    rows = np.round(rng.standard_normal((60, DIM)), 0).astype(np.float32)  # coarse values: many ties
+    rows[30:40] = rows[0]  # copies of one vector: equal scores
+    queries = np.round(rng.standard_normal((7, DIM)), 0).astype(np.float32)
+    candidates = rng.integers(-1, 60, (7, 25))
+    candidates[3, 5:] = -1  # a row short of k
+    candidates[4, 10:20] = candidates[4, :10]  # a slot named twice
+    expected = _rescored_by_definition(queries, rows, candidates, 10)
+    for start in range(0, len(queries), rows_at_once):
+        block = slice(start, start + rows_at_once)
+        slots, scores = rescore_top_k(queries[block], rows, candidates[block], 10, overlapping=True)
+        np.testing.assert_array_equal(slots, expected[block])
+        assert slots.dtype == np.int64 and scores.dtype == np.float32
+        assert np.all(np.isneginf(scores[slots < 0])) and np.all(np.isfinite(scores[slots >= 0]))
+        assert all(np.all(np.diff(row[np.isfinite(row)]) <= 0) for row in scores)

@@ -174,7 +174,8 @@ def _best(values: np.ndarray, members: np.ndarray, k: int) -> tuple[np.ndarray, 
     row = np.arange(rows)[:, None]
     if take < width:
         part = np.argpartition(-values, take - 1, axis=1)[:, :take]
-        kth = values[row, part].min(1, keepdims=True)
+        best = values[row, part]
+        kth = best.min(1, keepdims=True)
         # argpartition splits a tie at the k-th score arbitrarily (scores from shared codes tie often):
         # where it did (more items reach the k-th score than there are places), keep the tied items of
         # the lowest slots, so that the answer is well defined
@@ -183,16 +184,30 @@ def _best(values: np.ndarray, members: np.ndarray, k: int) -> tuple[np.ndarray, 
             ahead, level = values[split] > kth[split], values[split] == kth[split]
             key = np.where(ahead, -1, np.where(level, members[split], np.iinfo(np.int64).max))
             part[split] = np.argpartition(key, take - 1, axis=1)[:, :take]
+            best = values[row, part]
+        found = members[row, part]
     else:
-        part = np.broadcast_to(np.arange(width), values.shape)
-    best, found = values[row, part], members[row, part]
-    order = np.lexsort((found, -best), axis=1)
-    best, found = best[row, order], found[row, order]
+        best, found = values, members
+    order = _by_score(best, found)
+    best, found = best[row, order], np.where(np.isfinite(best[row, order]), found[row, order], -1)
+    if take == k:  # the usual case: nothing to pad
+        return found.astype(np.int64, copy=False), best.astype(np.float32, copy=False)
     slots = np.full((rows, k), -1, np.int64)
     scores = np.full((rows, k), -np.inf, np.float32)
-    slots[:, :take] = np.where(np.isfinite(best), found, -1)
-    scores[:, :take] = best
+    slots[:, :take], scores[:, :take] = found, best
     return slots, scores
+
+
+def _by_score(values: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Each row's column order, higher values first and equal values by key: np.lexsort((keys,
+    -values)), which costs several times one argsort on a query's few hundred candidates. A row whose
+    values are all distinct has only one such order, so one argsort gives it; lexsort runs only where
+    some row holds equal values (copies of an item, or padding)."""
+    order = np.argsort(-values, axis=1)
+    ranked = np.take_along_axis(values, order, axis=1) if len(values) > 1 else values[:, order[0]]
+    if (ranked[:, 1:] == ranked[:, :-1]).any():
+        return np.lexsort((keys, -values), axis=1)
+    return order
 
 
 def rescore_top_k(
@@ -251,9 +266,12 @@ def probe_until_k(scores: np.ndarray, sizes: np.ndarray, nprobe: int, k: int) ->
 def _best_first(scores: np.ndarray, take: int) -> np.ndarray:
     """The `take` best columns of each row, best first, equal scores by column (as a stable argsort of
     the row would order them): argpartition reads the row once instead of sorting it."""
+    # Plain (rows, columns) indexing, not np.take_along_axis: the same elements, without its index
+    # building, which cost more than the partition itself on one query's row (the serving case).
+    row = np.arange(len(scores))[:, None]
     part = np.argpartition(-scores, take - 1, axis=1)[:, :take]
-    kth = np.take_along_axis(scores, part, axis=1).min(1, keepdims=True)
+    values = scores[row, part]
+    kth = values.min(1, keepdims=True)
     if ((scores >= kth).sum(1) > take).any():  # a tie at the boundary: only a full sort orders it
         return np.argsort(-scores, axis=1, kind="stable")[:, :take]
-    values = np.take_along_axis(scores, part, axis=1)
-    return np.take_along_axis(part, np.lexsort((part, -values), axis=1), axis=1)
+    return part[row, _by_score(values, part)]

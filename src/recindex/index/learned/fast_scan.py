@@ -70,6 +70,7 @@ class FastScanLists:
         self.block_bytes = int(self._lists.block_size)
         self.references = np.zeros((self.capacity, dim), np.float32)
         self.sizes = np.zeros(self.capacity, np.int64)
+        self._params_by_width: dict[int, faiss.SearchParametersIVF] = {}
 
     @property
     def code_dims(self) -> int:
@@ -194,6 +195,14 @@ class FastScanLists:
 
     # ---- search ----------------------------------------------------------------------------------
 
+    def _plain_params(self, width: int) -> faiss.SearchParametersIVF:
+        """Search parameters without a selector, one object per width: made once, never changed after,
+        so concurrent searches share them (building one through SWIG costs more than a small scan)."""
+        params = self._params_by_width.get(width)
+        if params is None:
+            params = self._params_by_width.setdefault(width, faiss.SearchParametersIVF(nprobe=width))
+        return params
+
     def search(
         self, queries: np.ndarray, depth: int, probes: np.ndarray, eligible: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -206,8 +215,10 @@ class FastScanLists:
         bias = np.ascontiguousarray(np.where(probes >= 0, bias, 0.0), np.float32)
         scores = np.empty((n, depth), np.float32)
         slots = np.empty((n, depth), np.int64)
-        params = faiss.SearchParametersIVF(nprobe=width)
-        if eligible is not None:
+        if eligible is None:
+            params = self._plain_params(width)
+        else:
+            params = faiss.SearchParametersIVF(nprobe=width)
             bits = np.packbits(eligible, bitorder="little")  # kept alive until the call returns
             selector = faiss.IDSelectorBitmap(len(eligible), faiss.swig_ptr(bits))
             params.sel = selector
