@@ -21,6 +21,9 @@ an interrupted run resumes at the step it stopped in):
 - service: `recindex serve` over HTTP (benchmarks/service_load.py, open loop): a synthetic bundle of
   --service-items items trained here, its index the recommended spec (`recindex index build --backend
   recommended_faiss(n, d) --param nprobe=..., k_factor=4`), /v1/recommend p50/p99 at --service-rate req/s.
+  Its users number 20,000, whose full-ranking evaluation over 10M items takes hours here: the 10M-item
+  service figure comes from `bash benchmarks/make_load_bundles.sh 10m` (2,000 users) and
+  benchmarks/service_load.py on that bundle (docs/scale.md, "Service at 10M items").
 
 Guards: every step stops when --deadline (HH:MM, UTC today) passes or available memory drops below 3 GB,
 and records what it measured with "partial": true. WORK is outside the repository (it holds GBs).
