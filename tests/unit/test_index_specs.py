@@ -1,13 +1,14 @@
 """Typed index specs: spec strings and [index] tables read through each backend's fields."""
 
-from typing import get_args, get_type_hints
+import dataclasses
+from typing import ClassVar, get_args, get_type_hints
 
 import pytest
 
 from recindex.config import from_dict, load_config
 from recindex.errors import InvalidRequest, RecIndexError
 from recindex.index.exact_index import STORAGES as EXACT_STORAGES
-from recindex.index.specs import ExactSpec, FaissSpec, MilvusSpec, ShardedSpec, parse_spec
+from recindex.index.specs import ExactSpec, FaissSpec, IndexSpec, MilvusSpec, ShardedSpec, parse_spec
 from recindex.mfli.lists import STORAGES as MFLI_STORAGES
 from recindex.pipelines.indexes import SPECS, CISpec, MFLISpec, URISpec, check_index, make_index
 from recindex.sci.index import COARSE, PLACE
@@ -48,7 +49,7 @@ def test_spec_strings_read_into_their_backends_typed_spec(text, expected):
         ("mfli:depth=3", "unknown key 'depth'; expected one of facets, levels, codewords"),
         ("mfli:storage=int3", "storage: 'int3' is not one of 'flat', 'fp16'"),
         ("mfli:levels=2.5", "levels: expected int, got 2.5"),
-        ("uri:k=3", "the uri backend takes no spec options"),
+        ("uri:k=3", "unknown key 'k'; expected one of compress, code_dims"),
         ("sharded:x:exact", "sharded:N:INNER .*'sharded:x:exact'"),
         ("sharded:2:exact:int4", "storage: 'int4'"),
         (
@@ -118,12 +119,12 @@ def test_index_section_tables_are_typed_and_the_backend_reads_over_its_table(tmp
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        (["index.ci.nlist=\"many\""], "config \\[index.ci\\]: nlist: expected int, got 'many'"),
+        (['index.ci.nlist="many"'], "config \\[index.ci\\]: nlist: expected int, got 'many'"),
         (["index.ci.nprobe=4"], "config \\[index.ci\\]: unknown key 'nprobe'; expected one of nlist"),
-        (["index.exact.storage=\"int4\""], "storage: 'int4' is not one of 'float32', 'float16', 'int8'"),
+        (['index.exact.storage="int4"'], "storage: 'int4' is not one of 'float32', 'float16', 'int8'"),
         (["index.annoy.trees=8"], "\\[index.annoy\\] is no index backend; the tables are exact, faiss"),
-        (["index.backend=\"ci:nlist=x\""], "config \\[index\\] backend: 'ci:nlist=x': nlist: expected int"),
-        (["index.backend=\"hnswlib\""], "unknown index backend 'hnswlib'"),
+        (['index.backend="ci:nlist=x"'], "config \\[index\\] backend: 'ci:nlist=x': nlist: expected int"),
+        (['index.backend="hnswlib"'], "unknown index backend 'hnswlib'"),
         (["index.backend=3"], "expected str, got 3"),
         (["index.search={ef=[1]}"], "ef: expected int or float or str or bool"),
         (["index.colour=3"], "unknown key 'colour'; valid: backend, search"),
@@ -145,3 +146,12 @@ def test_configs_without_an_index_section_read_as_no_index():
         "warn_recall": 0.9,
         "min_recall": 0.0,
     }
+
+
+def test_a_backend_without_settings_says_it_takes_none():
+    @dataclasses.dataclass(frozen=True)
+    class BareSpec(IndexSpec):
+        NAME: ClassVar[str] = "bare"
+
+    with pytest.raises(InvalidRequest, match="the bare backend takes no spec options"):
+        BareSpec.from_text("k=3", "'bare:k=3'")

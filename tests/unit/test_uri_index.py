@@ -16,6 +16,7 @@ from recindex.index.base import SearchResult, drop_excluded
 from recindex.index.learned import rank
 from recindex.pipelines.indexes import load_index, make_index
 from recindex.quant.semantic_ids import build_semantic_ids
+from recindex.uri.compressed_leaves import MAX_LEAF_LISTS
 from recindex.uri.decoder import TokenDecoder
 from recindex.uri.index import _partition_numbers
 from recindex.uri.train import with_item_token
@@ -149,8 +150,8 @@ def test_bad_requests_are_refused():
         index.search(QUERIES, 5, params={"beam": 0})
     with pytest.raises(InvalidRequest, match="at most"):
         index.search(QUERIES, 5, params={"beam": 10**6})
-    with pytest.raises(InvalidRequest, match="spec options"):
-        make_index("uri:k=3", 3 * D)
+    with pytest.raises(InvalidRequest, match="unknown key 'k'; expected one of compress, code_dims"):
+        make_index("uri:k=3", 3 * D)  # the model sets its shape; only how the leaves are held is an option
 
 
 def test_codes_stay_with_their_items_when_removals_compact_the_storage():
@@ -272,3 +273,88 @@ def test_past_the_widest_beam_every_leaf_left_is_scored_at_once(monkeypatch):
         rest = np.setdiff1d(np.arange(N), held[row])
         best = rest[np.argsort(-(QUERIES[row, :D] @ RANKER_ITEMS[rest].T), kind="stable")]
         np.testing.assert_array_equal(result.ids[row, kept:], best[: 40 - kept])
+
+
+# ---- compressed leaves (uri:compress=pq4): a refine deep enough to rescore every candidate answers as
+# the uncompressed index does; a shallow one rescores only the codes' best
+
+EVERY_CANDIDATE = N  # refine x k >= the catalogue: the shortlist holds every candidate the beam reaches
+
+
+def build_coded(spec: str = "uri:compress=pq4", beam: int = 3, **params):
+    index = make_index(
+        spec,
+        3 * D,
+        search_params={"beam": beam, **params},
+        options={"decoder": decoder_state([K, K]), "token_sizes": [K, K], "leaf_layers": 2, "codes": CODES},
+    )
+    index.add(np.arange(N), ITEMS, attributes={"colour": [["red", "blue"][i % 2] for i in range(N)]})
+    return index
+
+
+def assert_same(found, expected):
+    np.testing.assert_array_equal(found.ids, expected.ids)
+    np.testing.assert_allclose(found.scores, expected.scores, rtol=1e-5)
+
+
+@pytest.mark.parametrize("beam", [2, K * K])
+def test_a_deep_refine_answers_as_the_uncompressed_index(beam):
+    plain, coded = build_coded("uri", beam), build_coded(beam=beam, refine=EVERY_CANDIDATE)
+    assert_same(coded.search(QUERIES, 10), plain.search(QUERIES, 10))
+    history = [np.arange(row, 300, 7) for row in range(len(QUERIES))]
+    assert_same(coded.search(QUERIES, 10, exclude=history), plain.search(QUERIES, 10, exclude=history))
+    red = 'colour == "red"'
+    assert_same(coded.search(QUERIES, 10, filter=red), plain.search(QUERIES, 10, filter=red))
+
+
+def test_a_shallow_refine_rescores_the_codes_best_with_exact_scores():
+    coded = build_coded(beam=2, refine=1)
+    coded.count_candidates = True
+    found = coded.search(QUERIES, 5)
+    exact = np.einsum("qd,qkd->qk", QUERIES, ITEMS[found.ids])
+    np.testing.assert_allclose(found.scores, exact, rtol=1e-5)  # rescored, not estimates
+    assert (np.diff(found.scores, axis=1) <= 1e-6).all()
+    plain = build_coded("uri", 2)
+    plain.count_candidates = True
+    # the scan reads the same leaves' codes as the uncompressed index scores vectors
+    np.testing.assert_array_equal(found.scored, plain.search(QUERIES, 5).scored)
+
+
+def test_inserts_removals_compaction_and_a_reload_keep_the_answers(tmp_path):
+    plain, coded = build_coded("uri", K * K), build_coded(beam=K * K, refine=EVERY_CANDIDATE)
+    target = QUERIES[0, :D]
+    vector = np.concatenate([target, np.zeros(D), ROUTER_ITEMS[7]])[None].astype(np.float32)
+    extra = np.concatenate([RANKER_ITEMS, np.zeros((N, D), np.float32), ROUTER_ITEMS], 1)
+    replaced = np.concatenate([QUERIES[1, :D], np.zeros(D), ROUTER_ITEMS[3]])[None].astype(np.float32)
+    for index in (plain, coded):
+        index.add([10 * N], vector)  # coded by the decoder on arrival
+        for block in range(4):
+            index.add(np.arange(N + block * N, N + (block + 1) * N), extra)
+        index.remove(np.arange(N, N + 1100))  # past 1,024 dead slots: the storage is compacted
+        assert index.table.dead == 0
+        index.add([3], replaced)  # a stored item with a new vector: it leaves its old codes
+    assert coded.search(QUERIES[:1], 1).ids[0, 0] == 10 * N
+    assert coded.search(QUERIES[1:2], 2).ids[0].tolist()[0] == 3  # once: its old code is gone
+    assert_same(coded.search(QUERIES, 10), plain.search(QUERIES, 10))
+    coded.remove([10 * N])
+    plain.remove([10 * N])
+    assert_same(coded.search(QUERIES, 10), plain.search(QUERIES, 10))
+    coded.save(tmp_path / "uri")
+    loaded = load_index(tmp_path / "uri")
+    assert (tmp_path / "uri" / "pq4_centroids.npy").is_file()
+    assert loaded.compress == "pq4" and loaded.search_params["refine"] == EVERY_CANDIDATE
+    assert_same(loaded.search(QUERIES, 10), coded.search(QUERIES, 10))
+
+
+def test_refine_belongs_to_compressed_leaves_and_too_many_leaves_are_refused():
+    with pytest.raises(InvalidRequest, match="unknown search parameters"):
+        build_coded("uri").search(QUERIES, 5, params={"refine": 2})
+    with pytest.raises(InvalidRequest, match="'pq8' is not one of 'none', 'pq4'"):
+        build_coded("uri:compress=pq8")
+    wide = int(np.sqrt(MAX_LEAF_LISTS)) + 1  # two layers of this many tokens: more leaves than lists
+    with pytest.raises(InvalidRequest, match="one list per possible leaf"):
+        make_index(
+            "uri:compress=pq4",
+            3 * D,
+            options={"decoder": decoder_state([wide, wide]), "token_sizes": [wide, wide], "codes": CODES},
+        )

@@ -57,7 +57,8 @@ INDEX_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 #   mfli:facets=3,levels=2,codewords=64   key=value pairs (a trained codebook comes from an MFLI bundle);
 #   mfli:storage=fp16,max_leaf=500        also the leaves' vector storage and the rebuild bounds
 #   uri                        a URI model's decoder, beam search over its learned token tree and its
-#                              ranker; its weights and codes come from the URI bundle (no settings)
+#   uri:compress=pq4           ranker; its weights and codes come from the URI bundle (the leaves as
+#                              4-bit codes too, rescored exactly: the only settings)
 #   ci                         SCI's consistent index: lists by k-means in the query view, scores (exact,
 #   ci:nlist=128,levels=2      or residual codes) in the item view; the items' query views and logged
 #   ci:coarse=items+queries    queries come from the two-tower bundle; the build refuses towers whose
@@ -77,7 +78,9 @@ class MFLISpec(IndexSpec):
 
 @dataclass(frozen=True)
 class URISpec(IndexSpec):
-    NAME: ClassVar[str] = "uri"  # its shape is the model's: no settings
+    NAME: ClassVar[str] = "uri"  # its shape is the model's; only how its leaves are held is a setting
+    compress: Literal["none", "pq4"] = "none"  # the leaves also held as 4-bit fast-scan codes (uri.index)
+    code_dims: int = CODE_DIMS  # dimensions per 4-bit code with compress pq4 (fast_scan.subquantizers)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@ Search: the decoder reads the router block of each query vector (see `uri_model`
 the token tree, restricted to prefixes that exist, keeps the `beam` best leaves; the union of their items
 is the candidate set, scored by the inner product of the full vectors (which is the ranker's score).
 With `rank="decoder"` and a model trained with TIGER's item token, the decoder itself ranks: the beam
-runs one layer further, down to single items, ordered by sequence log-probability.
+runs one layer further, down to single items, ordered by sequence log-probability. With
+`compress="pq4"` the leaves are also held as 4-bit fast-scan codes and the ranker scores only the
+codes' best k x `refine` exactly (`recindex.uri.compressed_leaves`).
 
 Writes: items of the training catalogue keep the codes the model assigned them (`codes` option, by item
 id); any other item is coded on arrival by the decoder's item end from the router block of its vector
@@ -28,9 +30,12 @@ from recindex.errors import InvalidRequest
 from recindex.index.base import Metric, SearchResult, drop_excluded
 from recindex.index.filters import Filter
 from recindex.index.learned import Column, Lists, PartitionedIndex, Route, number_codes, rank
+from recindex.index.learned.compressed import check_compression
+from recindex.index.learned.fast_scan import CODE_DIMS
+from recindex.uri.compressed_leaves import REFINE, CompressedLeaves, leaf_lists
 from recindex.uri.decoder import TokenDecoder
 from recindex.uri.fill import fill_short_rows
-from recindex.uri.token_tree import TokenTree, beam_search
+from recindex.uri.token_tree import TokenTree, beam_search, existing_children
 
 MAX_BEAM = 1024
 RANKINGS = ("ranker", "decoder")
@@ -53,6 +58,8 @@ class URIIndex(PartitionedIndex):
         blocks: int = 2,
         heads: int = 2,
         codes: np.ndarray | None = None,
+        compress: str = "none",
+        code_dims: int = CODE_DIMS,
     ):
         if decoder is None or not token_sizes:
             raise InvalidRequest(
@@ -64,6 +71,10 @@ class URIIndex(PartitionedIndex):
                 f"a uri index scores by inner product over 3 blocks of d; got {metric}, dim {dim}"
             )
         token_sizes = [int(s) for s in token_sizes]
+        check_compression(compress, code_dims, dim)
+        self.compress, self.code_dims = compress, code_dims
+        if compress == "pq4":  # the codes' refine depth is a search parameter of compressed leaves only
+            self.default_search_params = {**self.default_search_params, "refine": REFINE}
         super().__init__(
             dim, metric, search_params, {"codes": Column(len(token_sizes), np.int64, 0, "codes.npy")}
         )
@@ -72,6 +83,10 @@ class URIIndex(PartitionedIndex):
         self.leaf_layers = int(leaf_layers or len(self.token_sizes))
         if not 1 <= self.leaf_layers <= len(self.token_sizes):
             raise InvalidRequest(f"leaf_layers must be in 1..{len(self.token_sizes)}, got {leaf_layers}")
+        if compress == "pq4":
+            leaf_lists(self.token_sizes, self.leaf_layers)  # refuses a shape with too many leaves
+        self._compressed: CompressedLeaves | None = None
+        self._saved_codes: dict[str, np.ndarray] | None = None  # the quantizer of a loaded index
         self.blocks, self.heads = blocks, heads
         self.decoder = TokenDecoder(
             self.model_dim, self.token_sizes, dim=self.model_dim, blocks=blocks, heads=heads
@@ -109,6 +124,14 @@ class URIIndex(PartitionedIndex):
     def _place(self, slots, new, vectors, placement) -> None:
         self._codes[slots[new]] = placement
         self._trees.clear()
+        if self.compress == "pq4":
+            self._compressed = self._compressed or self._new_compressed()
+            self._compressed.placed(slots, vectors, self._codes[slots], new)
+
+    def _new_compressed(self) -> CompressedLeaves:
+        return CompressedLeaves(
+            self.dim, self.token_sizes, self.leaf_layers, self.code_dims, self._saved_codes
+        )
 
     def _codes_for(self, ids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
         codes = np.empty((len(ids), len(self.token_sizes)), np.int64)
@@ -129,7 +152,7 @@ class URIIndex(PartitionedIndex):
             for layer in range(len(self.token_sizes)):
                 log_probs = self.decoder.next_log_probs(start, tokens).numpy()
                 if len(live):
-                    allowed = _existing_children(live, tokens.numpy(), layer, self.token_sizes)
+                    allowed = existing_children(live, tokens.numpy(), layer, self.token_sizes)
                     log_probs = np.where(allowed, log_probs, -np.inf)
                 tokens = torch.cat([tokens, torch.as_tensor(log_probs.argmax(1))[:, None]], 1)
         return tokens.numpy()
@@ -139,6 +162,11 @@ class URIIndex(PartitionedIndex):
 
     def _compacted(self, keep: np.ndarray) -> None:
         self._trees.clear()
+        if self._compressed is not None:
+            used = self.table.used
+            self._compressed = self._compressed.rebuilt(
+                np.arange(used), self.store.rows[:used], self._codes[:used]
+            )
 
     # ---- routing ---------------------------------------------------------------------------------------
 
@@ -212,8 +240,18 @@ class URIIndex(PartitionedIndex):
         routers = queries[:, self.model_dim : 2 * self.model_dim]
         leaves, _, tree, lists = self.leaves(routers, beam, self.leaf_layers)
         scored_leaves = _partition_numbers(tree, leaves)
-        score = self.exact_scorer(queries)
-        slots, scores, scored = rank(scored_leaves, lists, fetch, score, eligible=eligible)
+        if self.compress == "pq4":  # the same leaves, by their prefix numbers (-1: not in the tree)
+            slots, scores, scored = self._compressed.ranked(
+                queries,
+                np.where(scored_leaves >= 0, leaves, -1),
+                fetch,
+                params["refine"],
+                self.store.rows,
+                eligible,
+            )
+        else:
+            score = self.exact_scorer(queries)
+            slots, scores, scored = rank(scored_leaves, lists, fetch, score, eligible=eligible)
         result = SearchResult(self.store.ids_of(slots), scores, scored)
         if eligible is not None:  # a filter or removed items: short rows are scored over every match
             self._fill_short_rows(queries, fetch, eligible, result)
@@ -311,7 +349,11 @@ class URIIndex(PartitionedIndex):
 
     def _save_state(self, folder: Path) -> dict:
         np.savez(folder / "decoder.npz", **{k: v.numpy() for k, v in self.decoder.state_dict().items()})
+        if self._compressed is not None:
+            self._compressed.save(folder)
         return {
+            "compress": self.compress,
+            "code_dims": self.code_dims,
             "storage": "float32",  # what the exact backend's files record: these are its files too
             "token_sizes": self.token_sizes,
             "leaf_layers": self.leaf_layers,
@@ -324,7 +366,7 @@ class URIIndex(PartitionedIndex):
         state = manifest["state"]
         with np.load(folder / "decoder.npz", allow_pickle=False) as arrays:
             weights = {name: arrays[name] for name in arrays.files}
-        return cls(
+        index = cls(
             manifest["dim"],
             manifest["metric"],
             decoder=weights,
@@ -332,7 +374,21 @@ class URIIndex(PartitionedIndex):
             leaf_layers=state["leaf_layers"],
             blocks=state["blocks"],
             heads=state["heads"],
+            compress=state.get("compress", "none"),  # indexes saved before the option held no codes
+            code_dims=state.get("code_dims", CODE_DIMS),
         )
+        index._saved_codes = CompressedLeaves.saved_state(folder)
+        return index
+
+    def _loaded(self, folder: Path) -> None:
+        used = self.table.used
+        if self.compress == "pq4" and used:
+            if self._saved_codes is None:
+                raise InvalidRequest(f"{folder} holds no pq4_centroids.npy / pq4_references.npy")
+            self._compressed = self._new_compressed()
+            self._compressed.placed(
+                np.arange(used), self.store.rows[:used], self._codes[:used], np.ones(used, bool)
+            )
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return f"URIIndex({len(self)} items, tokens {self.token_sizes}, leaves at {self.leaf_layers})"
@@ -342,17 +398,3 @@ def _partition_numbers(tree: TokenTree, leaves: np.ndarray) -> np.ndarray:
     """Leaves as prefix numbers (-1: none) -> their places among the tree's leaves (-1: none)."""
     place = np.searchsorted(tree.leaf_keys, leaves).clip(max=len(tree.leaf_keys) - 1)
     return np.where((leaves >= 0) & (tree.leaf_keys[place] == leaves), place, -1)
-
-
-def _existing_children(
-    live_codes: np.ndarray, prefixes: np.ndarray, layer: int, sizes: list[int]
-) -> np.ndarray:
-    """(n, sizes[layer]) whether token t under each row's prefix exists among the live items' codes (a
-    prefix with no child at all allows every token: the item then opens a new leaf)."""
-    size = sizes[layer]
-    radix = sizes[:layer]
-    children = np.unique(number_codes(live_codes[:, :layer], radix) * size + live_codes[:, layer])
-    wanted = number_codes(prefixes, radix)[:, None] * size + np.arange(size)
-    allowed = np.isin(wanted, children)
-    allowed[~allowed.any(1)] = True
-    return allowed

@@ -16,6 +16,7 @@ from collections.abc import Callable
 import numpy as np
 
 from recindex.errors import InvalidRequest
+from recindex.index.learned.codes import number_codes
 
 
 class TokenTree:
@@ -96,3 +97,17 @@ def beam_search(
         )
     prefixes = np.where(np.isfinite(scores), prefixes, -1)
     return prefixes, scores
+
+
+def existing_children(
+    live_codes: np.ndarray, prefixes: np.ndarray, layer: int, sizes: list[int]
+) -> np.ndarray:
+    """(n, sizes[layer]) whether token t under each row's prefix exists among the live items' codes (a
+    prefix with no child at all allows every token: the item then opens a new leaf)."""
+    size = sizes[layer]
+    radix = sizes[:layer]
+    children = np.unique(number_codes(live_codes[:, :layer], radix) * size + live_codes[:, layer])
+    wanted = number_codes(prefixes, radix)[:, None] * size + np.arange(size)
+    allowed = np.isin(wanted, children)
+    allowed[~allowed.any(1)] = True
+    return allowed
