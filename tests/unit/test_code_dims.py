@@ -65,3 +65,15 @@ def test_a_code_size_that_does_not_divide_the_dimension_is_refused(family):
     spec, _ = SPECS[family]
     with pytest.raises(InvalidRequest, match="code_dims must be a positive divisor of the dimension 16"):
         make_index(f"{spec},code_dims=3", DIM)
+
+
+@pytest.mark.parametrize("family", SPECS)
+def test_a_refine_deeper_than_the_catalogue_asks_for_nothing_more(family):
+    """k x refine past every code held rescores every candidate, as the catalogue's size does, and
+    allocates no more than the codes held (a refine of a billion would be terabytes otherwise)."""
+    _, shallow = SPECS[family]
+    index = built(family, None)
+    whole = index.search(QUERIES, 10, params={**shallow, "refine": len(ITEMS)})
+    huge = index.search(QUERIES, 10, params={**shallow, "refine": 10**9})
+    np.testing.assert_array_equal(huge.ids, whole.ids)
+    np.testing.assert_array_equal(huge.scores, whole.scores)

@@ -57,7 +57,7 @@ import numpy as np
 
 from recindex.errors import InvalidRequest
 from recindex.index.base import Metric, SearchResult, as_ids, as_matrix
-from recindex.index.learned import Column, Lists, PartitionedIndex, Route, number_codes, rescore_top_k
+from recindex.index.learned import Column, Lists, PartitionedIndex, Route, number_codes
 from recindex.index.learned.candidates import probe_until_k
 from recindex.index.learned.compressed import CompressedPartitions, check_compression
 from recindex.index.learned.fast_scan import CODE_DIMS, SAVED_BEFORE_CODE_DIMS
@@ -292,11 +292,10 @@ class CIIndex(PartitionedIndex):
         if params["fine"] != "pq4":
             return super()._rank(queries, k, params, eligible)
         probes = self._route(queries, k, params, eligible).probes
-        shortlist = self._compressed.shortlist(queries, probes, k * params["refine"], eligible)
-        slots, scores = rescore_top_k(queries, self.store.rows, shortlist, k, overlapping=self.assign > 1)
-        sizes = self._compressed.lists.sizes
-        scored = np.where(probes >= 0, sizes[np.maximum(probes, 0)], 0).sum(1)  # codes scanned
-        return SearchResult(self.store.ids_of(slots), scores, scored)
+        slots, scores, scanned = self._compressed.ranked(
+            queries, probes, k, params["refine"], self.store.rows, eligible, overlapping=self.assign > 1
+        )
+        return SearchResult(self.store.ids_of(slots), scores, scanned)
 
     def _rq_scorer(self, queries: np.ndarray, coarse: np.ndarray):
         """Scores on the RQ decode, centroid + codewords, from per-query lookup tables."""

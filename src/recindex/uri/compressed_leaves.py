@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from recindex.errors import InvalidRequest
-from recindex.index.learned import number_codes, rescore_top_k
+from recindex.index.learned import number_codes
 from recindex.index.learned.compressed import CompressedPartitions
 
 MAX_LEAF_LISTS = 1 << 16
@@ -64,19 +64,9 @@ class CompressedLeaves:
         keys = self.keys(codes)
         self.partitions.placed(slots, vectors, keys, np.where(new[:, None], -1, keys))
 
-    def rebuilt(self, slots: np.ndarray, vectors: np.ndarray, codes: np.ndarray) -> CompressedLeaves:
+    def rebuilt(self, slots: np.ndarray, vectors: np.ndarray, codes: np.ndarray) -> None:
         """Every stored item coded afresh with the same quantizer (after slots were renumbered)."""
-        trained = self.partitions.lists.trained
-        fresh = CompressedLeaves(
-            self.dim,
-            self.token_sizes,
-            self.leaf_layers,
-            self.code_dims,
-            self.partitions.lists.state() if trained else None,
-        )
-        if len(slots):
-            fresh.placed(slots, vectors, codes, np.ones(len(slots), bool))
-        return fresh
+        self.partitions = self.partitions.rebuilt(slots, vectors, self.keys(codes))
 
     def ranked(
         self,
@@ -89,11 +79,7 @@ class CompressedLeaves:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Each query's top k over its (n, beam) leaves (prefix numbers, -1: none): the codes' best
         k x refine, rescored by the stored `rows`. (slots, scores, codes scanned per query)."""
-        shortlist = self.partitions.shortlist(queries, leaves, k * refine, eligible)
-        slots, scores = rescore_top_k(queries, rows, shortlist, k)
-        sizes = self.partitions.lists.sizes
-        scanned = np.where(leaves >= 0, sizes[np.maximum(leaves, 0)], 0).sum(1)
-        return slots, scores, scanned
+        return self.partitions.ranked(queries, leaves, k, refine, rows, eligible)
 
     def save(self, folder: Path) -> None:
         self.partitions.save(folder)

@@ -164,9 +164,7 @@ class URIIndex(PartitionedIndex):
         self._trees.clear()
         if self._compressed is not None:
             used = self.table.used
-            self._compressed = self._compressed.rebuilt(
-                np.arange(used), self.store.rows[:used], self._codes[:used]
-            )
+            self._compressed.rebuilt(np.arange(used), self.store.rows[:used], self._codes[:used])
 
     # ---- routing ---------------------------------------------------------------------------------------
 

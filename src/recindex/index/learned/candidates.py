@@ -189,7 +189,8 @@ def _best(values: np.ndarray, members: np.ndarray, k: int) -> tuple[np.ndarray, 
     else:
         best, found = values, members
     order = _by_score(best, found)
-    best, found = best[row, order], np.where(np.isfinite(best[row, order]), found[row, order], -1)
+    best = best[row, order]
+    found = np.where(np.isfinite(best), found[row, order], -1)
     if take == k:  # the usual case: nothing to pad
         return found.astype(np.int64, copy=False), best.astype(np.float32, copy=False)
     slots = np.full((rows, k), -1, np.int64)
@@ -204,7 +205,7 @@ def _by_score(values: np.ndarray, keys: np.ndarray) -> np.ndarray:
     values are all distinct has only one such order, so one argsort gives it; lexsort runs only where
     some row holds equal values (copies of an item, or padding)."""
     order = np.argsort(-values, axis=1)
-    ranked = np.take_along_axis(values, order, axis=1) if len(values) > 1 else values[:, order[0]]
+    ranked = values[np.arange(len(values))[:, None], order]
     if (ranked[:, 1:] == ranked[:, :-1]).any():
         return np.lexsort((keys, -values), axis=1)
     return order

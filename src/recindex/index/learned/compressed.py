@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from recindex.errors import InvalidRequest
+from recindex.index.learned.candidates import rescore_top_k
 from recindex.index.learned.fast_scan import CODE_DIMS, FastScanLists, subquantizers
 
 FILES = {"centroids": "pq4_centroids.npy", "references": "pq4_references.npy"}
@@ -87,6 +88,24 @@ class CompressedPartitions:
         """(n, depth) slots with the best estimates over each row's probed partitions (-1: none)."""
         _, slots = self.lists.search(queries, depth, probes, eligible)
         return slots
+
+    def ranked(
+        self,
+        queries: np.ndarray,
+        probes: np.ndarray,
+        k: int,
+        refine: int,
+        rows: np.ndarray,
+        eligible: np.ndarray | None,
+        overlapping: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each query's top k over its probed partitions: the codes' best k x refine rescored by the
+        stored `rows` (`overlapping`: a slot may be in two of a row's partitions). (slots, scores,
+        codes scanned per query)."""
+        shortlist = self.shortlist(queries, probes, k * refine, eligible)
+        slots, scores = rescore_top_k(queries, rows, shortlist, k, overlapping=overlapping)
+        sizes = self.lists.sizes
+        return slots, scores, np.where(probes >= 0, sizes[np.maximum(probes, 0)], 0).sum(1)
 
     # ---- persistence -----------------------------------------------------------------------------
 

@@ -207,8 +207,11 @@ class FastScanLists:
         self, queries: np.ndarray, depth: int, probes: np.ndarray, eligible: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Each query's `depth` best (estimated scores, slots) over its `probes` (n, p) lists (-1:
-        none); -inf / -1 past the candidates found. `eligible`: mask over slots a result may hold."""
+        none); -inf / -1 past the candidates found (at most as many columns as codes held).
+        `eligible`: mask over slots a result may hold."""
         n, width = probes.shape
+        # no list holds more than every code: a deeper ask (a huge refine) would only allocate -1s
+        depth = max(1, min(int(depth), int(self.sizes.sum())))
         queries = np.ascontiguousarray(queries, np.float32)
         probes = np.ascontiguousarray(probes, np.int64)
         bias = np.einsum("nd,npd->np", queries, self.references[np.maximum(probes, 0)])
