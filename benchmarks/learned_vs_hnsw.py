@@ -124,10 +124,12 @@ def learned_method(name: str, spec: str, items: np.ndarray, sweep: list[dict]) -
 
 def sweeps(quick: bool) -> tuple[list[dict], list[dict], list[dict]]:
     leaves = [32, 64, 128] if quick else [64, 96, 128, 192, 256, 384, 512]
-    refines = (2, 4, 8, 16)  # one 4-bit code per dimension needs far less refine than one per two
+    # one 4-bit code per dimension needs far less refine than one per two; 3 and the in-between probe
+    # counts (24, 40) because CI's 0.95 point fell between 2 and 4, and between 16 and 32 or 32 and 48
+    refines = (2, 3, 4, 8, 16)
     pq4 = [{"leaves": leaf, "refine": r, "candidates": 10**7} for leaf in leaves for r in refines]
     fp16 = [{"leaves": leaf, "candidates": 10**7} for leaf in leaves]
-    probes = [8, 16, 32] if quick else [16, 32, 48, 64, 96, 128, 192, 256]
+    probes = [8, 16, 32] if quick else [16, 24, 32, 40, 48, 64, 96, 128, 192, 256]
     ci = [{"nprobe": p, "refine": r} for p in probes for r in refines]
     return pq4, fp16, ci
 
