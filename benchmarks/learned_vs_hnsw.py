@@ -28,6 +28,11 @@ the index benchmark's float IVF, 2 the recommended FAISS fast-scan spec's, 1 CI'
 the report names, per target, the learned index whose operating point was fastest on validation.
 Writes results.json, results.md and frontier.png to --out.
 
+`--bundle PATH` runs the same protocol on a trained bundle's item vectors instead, with the user
+vectors of its validation cases as the queries (the first --queries the validation draw, the next
+the test draw; bench_common.bundle_dataset): the neighbours a trained model means, where the synthetic
+draw only has the index benchmark's clusters. `--items` is then the bundle's catalogue.
+
 `--peer-cache DIR` keeps the built hnswlib graph between runs (its build takes minutes at 1M); the
 report then says the graph was loaded and gives the build time of the run that built it.
 """
@@ -44,6 +49,7 @@ import hnswlib
 import numpy as np
 from bench_common import (
     BUILD_THREADS,
+    bundle_dataset,
     exact_top,
     interleaved_single_queries,
     log,
@@ -74,10 +80,11 @@ class Method:
     validation: list[dict] = field(default_factory=list)
 
 
-def hnsw_method(items: np.ndarray, cache: Path | None, quick: bool) -> Method:
+def hnsw_method(items: np.ndarray, cache: Path | None, quick: bool, source: str = "") -> Method:
+    """`source`: what the items are, in the cached graph's name (empty for the synthetic draw)."""
     n, dim = items.shape
     index = hnswlib.Index(space="ip", dim=dim)
-    path = cache / f"hnswlib-M32-ef200-{n}.bin" if cache else None
+    path = cache / f"hnswlib-M32-ef200-{source}{n}.bin" if cache else None
     notes = ""
     if path and path.is_file():
         index.load_index(str(path), max_elements=n)
@@ -100,7 +107,10 @@ def hnsw_method(items: np.ndarray, cache: Path | None, quick: bool) -> Method:
         index.set_ef(params["ef"])
         return index.knn_query(q, k=K, num_threads=1)[0].astype(np.int64)
 
-    efs = [100, 160, 256, 512] if quick else [64, 100, 128, 160, 192, 256, 384, 512, 768]
+    # up to 4,096: on a trained bundle's vectors the graph needs far more than on the synthetic draw
+    # (0.914 at ef 768 on runs/bench/synthetic-1m-attr12)
+    full = [64, 100, 128, 160, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096]
+    efs = [100, 160, 256, 512] if quick else full
     return Method("hnswlib M32", [{"ef": e} for e in efs], one, batch, build_s, notes)
 
 
@@ -123,13 +133,14 @@ def learned_method(name: str, spec: str, items: np.ndarray, sweep: list[dict]) -
 
 
 def sweeps(quick: bool) -> tuple[list[dict], list[dict], list[dict]]:
-    leaves = [32, 64, 128] if quick else [64, 96, 128, 192, 256, 384, 512]
+    leaves = [32, 64, 128] if quick else [32, 48, 64, 96, 128, 192, 256, 384, 512]
     # one 4-bit code per dimension needs far less refine than one per two; 3 and the in-between probe
     # counts (24, 40) because CI's 0.95 point fell between 2 and 4, and between 16 and 32 or 32 and 48
     refines = (2, 3, 4, 8, 16)
     pq4 = [{"leaves": leaf, "refine": r, "candidates": 10**7} for leaf in leaves for r in refines]
     fp16 = [{"leaves": leaf, "candidates": 10**7} for leaf in leaves]
-    probes = [8, 16, 32] if quick else [16, 24, 32, 40, 48, 64, 96, 128, 192, 256]
+    # 8 and 12: a trained bundle's vectors reach 0.95 at nprobe 16 already
+    probes = [8, 16, 32] if quick else [8, 12, 16, 24, 32, 40, 48, 64, 96, 128, 192, 256]
     ci = [{"nprobe": p, "refine": r} for p in probes for r in refines]
     return pq4, fp16, ci
 
@@ -225,11 +236,11 @@ def report(result: dict) -> str:
                 f"{r['validation_recall']:.4f}",
                 f"{r['test_recall']:.4f}",
                 f"{r['qps']:,.0f}",
-                f"{r['qps_vs_hnswlib']:.2f}x",
+                _ratio(r["qps_vs_hnswlib"]),
                 f"{r['p50_ms']:.3f}",
                 f"{r['p99_ms']:.3f}",
                 f"{r['batched_qps']:,.0f}",
-                f"{r['batched_vs_hnswlib']:.2f}x",
+                _ratio(r["batched_vs_hnswlib"]),
             ]
         )
     builds = markdown_table(
@@ -238,7 +249,8 @@ def report(result: dict) -> str:
     )
     return "\n\n".join(
         [
-            f"# Learned indexes vs hnswlib at {result['items']:,} items (d=64, top-100, one thread)",
+            f"# Learned indexes vs hnswlib at {result['items']:,} items of {result.get('data', 'synthetic')}"
+            " (d=64, top-100, one thread)",
             f"Command: `{result['command']}`; machine: {json.dumps(result['machine'])}",
             markdown_table(headers, rows),
             "Best learned index per target, chosen on validation q/s: "
@@ -246,6 +258,11 @@ def report(result: dict) -> str:
             builds,
         ]
     )
+
+
+def _ratio(value: float | None) -> str:
+    """A q/s ratio to hnswlib's at the same target; '-' where hnswlib did not reach the target."""
+    return "-" if value is None else f"{value:.2f}x"
 
 
 def plot(validation: dict[str, list[dict]], path: Path) -> None:
@@ -304,6 +321,7 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=50)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--peer-cache", type=Path)
+    parser.add_argument("--bundle", type=Path, help="a trained bundle's vectors, not the synthetic draw")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/learned"))
     parser.add_argument(
         "--code-dims",
@@ -327,12 +345,18 @@ def main() -> None:
     if not 1000 <= args.items <= 5_000_000 or not 100 <= args.queries <= 10_000:
         parser.error("--items must be in 1,000..5,000,000 and --queries in 100..10,000")
     started = time.time()
-    data = synthetic(args.items, 2 * args.queries)
+    if args.bundle:
+        data = bundle_dataset(str(args.bundle), 2 * args.queries)
+        if len(data.queries) < 2 * args.queries:
+            parser.error(f"{args.bundle}: {len(data.queries)} validation users; --queries at most half")
+    else:
+        data = synthetic(args.items, 2 * args.queries)
     items, validation, test = data.items, data.queries[: args.queries], data.queries[args.queries :]
     log(f"{len(items):,} items; exact top-{K} of {2 * args.queries} queries")
     truth_val, truth_test = exact_top(items, validation, K), exact_top(items, test, K)
     pq4, fp16, ci = sweeps(args.quick)
-    methods = [hnsw_method(items, args.peer_cache, args.quick)]
+    source = f"{data.name}-" if args.bundle else ""
+    methods = [hnsw_method(items, args.peer_cache, args.quick, source)]
     for d in args.code_dims:  # the code size is a build parameter: one index per value
         spec = f"mfli:{MFLI_SHAPE},storage=pq4,code_dims={d}"
         methods.append(learned_method(f"mfli pq4 {d}d", spec, items, pq4))
@@ -353,6 +377,7 @@ def main() -> None:
         ]
     given = [(k, v) for k, v in vars(args).items() if v not in (None, False)]
     result = {
+        "data": data.name,
         "items": len(items),
         "queries": args.queries,
         "command": "python benchmarks/learned_vs_hnsw.py "
