@@ -108,7 +108,7 @@ def hnsw_method(items: np.ndarray, cache: Path | None, quick: bool, source: str 
         return index.knn_query(q, k=K, num_threads=1)[0].astype(np.int64)
 
     # up to 4,096: on a trained bundle's vectors the graph needs far more than on the synthetic draw
-    # (0.914 at ef 768 on runs/bench/synthetic-1m-attr12)
+    # (0.914 at ef 768 on runs/bench/synthetic-1m-trained)
     full = [64, 100, 128, 160, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096]
     efs = [100, 160, 256, 512] if quick else full
     return Method("hnswlib M32", [{"ef": e} for e in efs], one, batch, build_s, notes)
