@@ -15,6 +15,7 @@
 #   bash benchmarks/make_load_bundles.sh 100k       # one size
 #   bash benchmarks/make_load_bundles.sh 10m        # the 10M-item bundle
 #   bash benchmarks/make_load_bundles.sh 1m-trained # a 1M bundle trained enough for an index to follow
+#   SEED=1 bash benchmarks/make_load_bundles.sh 1m-trained   # another training seed: ...-1m-trained-s1
 #
 # 1m-trained: the one-epoch bundles leave nearly every item vector where initialisation put it (noise an
 # index cannot partition: IVF-PQ at nprobe 32 finds 0.07-0.23 of exact search's top 100 there). This
@@ -41,11 +42,13 @@ for size in "${sizes[@]}"; do
             extra=(--set eval.batch_size=32 --set train.batch_size=1024 --set model.item_features=false) ;;
         *) echo "unknown size $size (100k, 1m, 1m-trained or 10m)" >&2; exit 2 ;;
     esac
+    seed="${SEED:-0}"
     out="runs/bench/synthetic-$size"
+    if [ "$seed" != 0 ]; then out="$out-s$seed"; fi
     # later --set values win: 1m-trained's epochs and patience replace the one epoch here
     recindex train --config configs/beauty_two_tower.toml --dataset "$spec" \
         --set train.epochs=1 --set train.negatives=in_batch --set train.patience=1 "${extra[@]}" \
-        --out "$out" --overwrite --quiet
+        --set "train.seed=$seed" --out "$out" --overwrite --quiet
     if [ "$size" = 10m ]; then
         recindex index build "$out" --backend "faiss:IVF4096,PQ64x4fsr,RFlat" --param nprobe=64 \
             --param k_factor=4 --overwrite
