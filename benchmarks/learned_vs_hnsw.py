@@ -345,6 +345,8 @@ def main() -> None:
     if not 1000 <= args.items <= 5_000_000 or not 100 <= args.queries <= 10_000:
         parser.error("--items must be in 1,000..5,000,000 and --queries in 100..10,000")
     started = time.time()
+    if args.bundle and not (args.bundle / "manifest.json").is_file():
+        parser.error(f"{args.bundle} is not a bundle (no manifest.json; see make_load_bundles.sh 1m-trained)")
     if args.bundle:
         data = bundle_dataset(str(args.bundle), 2 * args.queries)
         if len(data.queries) < 2 * args.queries:

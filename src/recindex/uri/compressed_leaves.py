@@ -46,12 +46,7 @@ class CompressedLeaves:
         code_dims: int,
         state: dict[str, np.ndarray] | None = None,
     ):
-        self.dim, self.token_sizes, self.leaf_layers, self.code_dims = (
-            dim,
-            token_sizes,
-            leaf_layers,
-            code_dims,
-        )
+        self.leaf_layers = leaf_layers
         self.radix = max(token_sizes[:leaf_layers])
         self.partitions = CompressedPartitions(dim, leaf_lists(token_sizes, leaf_layers), state, code_dims)
 
