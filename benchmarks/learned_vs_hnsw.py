@@ -21,11 +21,13 @@ Protocol, so that nothing is tuned on the figures reported:
 Methods: hnswlib M=32 efConstruction=200 (the peer; ef swept); MFLI with 4-bit PQ fast-scan lists and
 an exact refine (`mfli:...,storage=pq4`; leaves and refine swept); MFLI with float16 lists (the
 previous storage, for the same comparison); CI with fast-scan lists (`ci:compress=pq4`, no RQ codes;
-nprobe and refine swept); the build time of each (two threads). The code size of the 4-bit lists and
-CI's number of lists are build parameters: one index per `--code-dims` value (dimensions per code)
-and, for CI, per `--ci-lists` value (nlist the power of two nearest that multiple of sqrt(n): 4 is
-the index benchmark's float IVF, 2 the recommended FAISS fast-scan spec's, 1 CI's own default), and
-the report names, per target, the learned index whose operating point was fastest on validation.
+nprobe and refine swept, and the probe gap: all nprobe lists, or only those of them whose centroid's
+cosine with the query is within the gap of the nearest one's); the build time of each (two threads).
+The code size of the 4-bit lists and CI's number of lists are build parameters: one index per
+`--code-dims` value (dimensions per code) and, for CI, per `--ci-lists` value (nlist the power of two
+nearest that multiple of sqrt(n): 4 is the index benchmark's float IVF, 2 the recommended FAISS
+fast-scan spec's, 1 CI's own default), and the report names, per target, the learned index whose
+operating point was fastest on validation.
 Writes results.json, results.md and frontier.png to --out.
 
 `--bundle PATH` runs the same protocol on a trained bundle's item vectors instead, with the user
@@ -132,6 +134,9 @@ def learned_method(name: str, spec: str, items: np.ndarray, sweep: list[dict]) -
     return Method(name, resolved, one, batch, build_s)
 
 
+GAPS = (0.05, 0.1, 0.15, 0.2)
+
+
 def sweeps(quick: bool) -> tuple[list[dict], list[dict], list[dict]]:
     leaves = [32, 64, 128] if quick else [32, 48, 64, 96, 128, 192, 256, 384, 512]
     # one 4-bit code per dimension needs far less refine than one per two; 3 and the in-between probe
@@ -142,6 +147,10 @@ def sweeps(quick: bool) -> tuple[list[dict], list[dict], list[dict]]:
     # 8 and 12: a trained bundle's vectors reach 0.95 at nprobe 16 already
     probes = [8, 16, 32] if quick else [8, 12, 16, 24, 32, 40, 48, 64, 96, 128, 192, 256]
     ci = [{"nprobe": p, "refine": r} for p in probes for r in refines]
+    # CI's gap (cosine units): of the nprobe lists, only those whose centroid is about as near the query
+    # as the nearest one's; it spends the probes where a query's neighbours are spread over many lists
+    gaps, gap_probes = ((0.1,), [16, 32]) if quick else (GAPS, [16, 24, 32, 40, 48, 64, 96, 128, 192])
+    ci += [{"nprobe": p, "refine": r, "gap": g} for g in gaps for p in gap_probes for r in (2, 3, 4)]
     return pq4, fp16, ci
 
 

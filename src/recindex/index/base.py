@@ -321,6 +321,9 @@ class BaseIndex(ABC):
             default = self.default_search_params[key]
             if isinstance(default, int) and (not isinstance(value, int | np.integer) or value < 1):
                 raise InvalidRequest(f"search parameter {key} must be a positive integer, got {value!r}")
+            number = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+            if isinstance(default, float) and not (number and np.isfinite(value) and value >= 0):
+                raise InvalidRequest(f"search parameter {key} must be a finite number >= 0, got {value!r}")
         return {**self.default_search_params, **params} if merge else params
 
     # ---- persistence ------------------------------------------------------------------------------

@@ -32,8 +32,6 @@ import numpy as np
 from recindex.errors import InvalidRequest
 from recindex.index.attributes import AttributeStore
 from recindex.index.base import (
-    MAX_K,
-    MAX_QUERIES,
     BaseIndex,
     Capabilities,
     Metric,
@@ -55,6 +53,7 @@ from recindex.index.faiss_layers import (
     train,
 )
 from recindex.index.filters import Filter
+from recindex.index.lean import ResolvedParams, is_plain_query
 from recindex.index.slots import SlotTable
 
 _COUNTERS = threading.Lock()
@@ -96,7 +95,7 @@ class FaissIndex(BaseIndex):
         self.table = SlotTable()
         self._selectors_work: bool | None = None  # probed on first filtered search
         self._param_cache: dict = {}
-        self._resolved: dict = {}
+        self._resolved = ResolvedParams()
         self.last_add_seconds: dict[str, float] = {}  # training and adding: the last add, in seconds
 
     @property
@@ -207,19 +206,12 @@ class FaissIndex(BaseIndex):
         needs an error message, takes the general path.
         """
         if (
-            type(queries) is np.ndarray
-            and queries.dtype == np.float32
-            and queries.ndim == 2
-            and queries.shape[1] == self.dim
-            and 0 < len(queries) <= MAX_QUERIES
-            and type(k) is int
-            and 0 < k <= min(len(self.table), MAX_K)
+            is_plain_query(queries, k, self.dim, len(self.table))
             and self.metric != "cosine"
             and not self.tombstones
             and not self.count_candidates
-            and queries.flags.c_contiguous
         ):
-            resolved = self.search_params if params is None else self._checked_params(params)
+            resolved = self._resolved.get(self, params)
             if resolved is not None:
                 search_params, keep = self._parameters(resolved, k, None)
                 with self._guard:
@@ -233,25 +225,6 @@ class FaissIndex(BaseIndex):
                     ids = labels if self.table.identity else self.table.ids[labels]
                     return SearchResult(ids, -distances if self.metric == "l2" else distances)
         return None
-
-    def _checked_params(self, params) -> dict | None:
-        """Per-call parameters merged with the defaults, cached; None if they need the general path."""
-        if type(params) is not dict:
-            return None
-        try:
-            key = (tuple(params.items()), tuple(self.search_params.items()))
-            resolved = self._resolved.get(key)
-        except TypeError:  # an unhashable value: let the general path explain what is wrong
-            return None
-        if resolved is None:
-            try:
-                resolved = {**self.search_params, **self.resolve_params(params, merge=False)}
-            except InvalidRequest:
-                return None
-            if len(self._resolved) > 256:
-                self._resolved.clear()
-            self._resolved[key] = resolved
-        return resolved
 
     def _search(self, queries: np.ndarray, k: int, flt: Filter | None, params: dict) -> SearchResult:
         mask = self.table.eligible(flt) if (flt is not None or self.tombstones) else None

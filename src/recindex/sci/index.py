@@ -63,6 +63,7 @@ from recindex.index.learned.compressed import CompressedPartitions, check_compre
 from recindex.index.learned.fast_scan import CODE_DIMS, SAVED_BEFORE_CODE_DIMS
 from recindex.quant.codebook import assign_codes, fit_codebook
 from recindex.sci.alignment import check_agreement, list_agreement
+from recindex.sci.rq_scores import rq_decode_scorer
 
 COARSE = ("items", "items+queries")
 PLACE = ("query", "item")
@@ -85,7 +86,9 @@ class CIIndex(PartitionedIndex):
     # nprobe 32, as the FAISS IVF backend: 8 of Beauty's 128 lists find 72% of exact search's top 100
     # even on towers CI serves well, 32 find 92% (docs/sci.md).
     # refine: with fine="pq4", the codes' best k * refine items are rescored exactly
-    default_search_params = {"nprobe": 32, "fine": "flat", "refine": 8}
+    # gap: of the nprobe lists, walk only those whose centroid's cosine with the query is within gap of
+    # the nearest one's (0: all nprobe)
+    default_search_params = {"nprobe": 32, "fine": "flat", "refine": 8, "gap": 0.0}
 
     def __init__(
         self,
@@ -284,9 +287,19 @@ class CIIndex(PartitionedIndex):
         lists = None if own_copy else self.lists()
         sizes = self._compressed.lists.sizes if own_copy else lists.eligible_sizes(eligible)
         coarse = queries @ self.centroids.T  # (Q, nlist)
-        probes = probe_until_k(coarse, sizes, min(int(params["nprobe"]), self.nlist), k)
-        score = self._rq_scorer(queries, coarse) if fine == "rq" else None
+        probes = probe_until_k(
+            coarse, sizes, min(int(params["nprobe"]), self.nlist), k, self._gaps(queries, params)
+        )
+        columns = self.store.columns
+        score = rq_decode_scorer(queries, coarse, self.codebook, columns) if fine == "rq" else None
         return Route(probes, lists, score, overlapping=self.assign > 1)
+
+    @staticmethod
+    def _gaps(queries: np.ndarray, params: dict) -> np.ndarray | float:
+        """The `gap` in score units per query: the centroids are unit vectors (spherical k-means), so a
+        cosine gap is gap x |q| in inner product, whatever the scale of the query tower's vectors."""
+        gap = float(params["gap"])
+        return gap * np.sqrt(np.einsum("nd,nd->n", queries, queries)) if gap > 0 else 0.0
 
     def _rank(self, queries: np.ndarray, k: int, params: dict, eligible: np.ndarray | None) -> SearchResult:
         if params["fine"] != "pq4":
@@ -296,19 +309,6 @@ class CIIndex(PartitionedIndex):
             queries, probes, k, params["refine"], self.store.rows, eligible, overlapping=self.assign > 1
         )
         return SearchResult(self.store.ids_of(slots), scores, scanned)
-
-    def _rq_scorer(self, queries: np.ndarray, coarse: np.ndarray):
-        """Scores on the RQ decode, centroid + codewords, from per-query lookup tables."""
-        lut = np.einsum("lmd,qd->qlm", self.codebook[:, 0], queries)  # (Q, levels, codewords)
-        first, codes = self.store.columns["lists"][:, 0], self.store.columns["codes"]
-
-        def score(who: np.ndarray, slots: np.ndarray) -> np.ndarray:
-            values = coarse[who][:, first[slots]]
-            for level in range(self.levels):
-                values = values + lut[who, level][:, codes[slots, level]]
-            return values
-
-        return score
 
     # ---- reports ---------------------------------------------------------------------------------
 

@@ -35,8 +35,17 @@ from typing import Any, ClassVar
 import numpy as np
 
 from recindex.errors import InvalidRequest
-from recindex.index.base import BaseIndex, Capabilities, Metric, Partitions, SearchResult, check_k
+from recindex.index.base import (
+    BaseIndex,
+    Capabilities,
+    Metric,
+    Partitions,
+    SearchResult,
+    as_exclusions,
+    check_k,
+)
 from recindex.index.filters import Filter, as_filter
+from recindex.index.lean import ResolvedParams, is_plain_query
 from recindex.index.learned.candidates import Lists, Scorer, exact_top_k, rank
 from recindex.index.learned.store import Column, RowStore
 from recindex.index.slots import SlotTable
@@ -73,6 +82,7 @@ class PartitionedIndex(BaseIndex):
         """`columns`: the per-slot arrays the placement writes, saved beside the vectors."""
         super().__init__(dim, metric, search_params)
         self.store = RowStore(dim, columns)
+        self._resolved = ResolvedParams()
 
     @property
     def table(self) -> SlotTable:
@@ -136,6 +146,29 @@ class PartitionedIndex(BaseIndex):
         """Slots were renumbered (`keep`: the old slot of each new one): drop what was built on them."""
 
     # ---- search ----------------------------------------------------------------------------------
+
+    lean_path = True
+
+    def _lean(self, queries, k, params) -> SearchResult | None:
+        return self._lean_excluding(queries, k, params, None)
+
+    def _lean_excluding(self, queries, k, params, exclude) -> SearchResult | None:
+        """`BaseIndex.search` for a plain query without its conversions and checks: the same `_search`
+        or `_search_excluding` (a subclass may mask exclusions its own way), so the same answer. For
+        the serving hot loop; None where the general path must answer (and word any error)."""
+        if not is_plain_query(queries, k, self.dim, len(self)) or self.metric == "cosine":
+            return None
+        resolved = self._resolved.get(self, params)
+        if resolved is None or not np.isfinite(queries).all():
+            return None
+        try:
+            exclusions = as_exclusions(exclude, len(queries))
+        except (InvalidRequest, TypeError):  # the checked path explains it
+            return None
+        with self._guard:
+            if not exclusions:
+                return self._search(queries, k, None, resolved)
+            return self._search_excluding(queries, k, None, resolved, exclusions)
 
     def eligible(self, flt: Filter | None) -> np.ndarray | None:
         """Mask over slots of the items a search may return, None when every item in the partitions is."""

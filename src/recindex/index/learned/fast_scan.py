@@ -214,8 +214,11 @@ class FastScanLists:
         depth = max(1, min(int(depth), int(self.sizes.sum())))
         queries = np.ascontiguousarray(queries, np.float32)
         probes = np.ascontiguousarray(probes, np.int64)
-        bias = np.einsum("nd,npd->np", queries, self.references[np.maximum(probes, 0)])
-        bias = np.ascontiguousarray(np.where(probes >= 0, bias, 0.0), np.float32)
+        if probes.min(initial=0) >= 0:  # every column probed (the serving case): no padding to zero
+            bias = np.einsum("nd,npd->np", queries, self.references[probes])
+        else:
+            bias = np.einsum("nd,npd->np", queries, self.references[np.maximum(probes, 0)])
+            bias = np.ascontiguousarray(np.where(probes >= 0, bias, 0.0), np.float32)
         scores = np.empty((n, depth), np.float32)
         slots = np.empty((n, depth), np.int64)
         if eligible is None:

@@ -1,0 +1,143 @@
+"""A learned index's one-query paths and the probe gap: the same answers as the batched definitions.
+
+The serving path routes and rescores one query with fewer numpy calls (`_probe_one`, `_best_one`) and
+skips `BaseIndex.search`'s conversions (`_lean`); each must give what the general path gives, ties
+included. `gap` walks fewer of the nprobe lists where their scores fall away from the best one's.
+"""
+
+import numpy as np
+import pytest
+
+from recindex.errors import InvalidRequest
+from recindex.index.learned.candidates import probe_until_k, rescore_top_k
+from recindex.sci.index import CIIndex
+
+
+def _probes_by_definition(scores, sizes, nprobe, k, gap=0.0):
+    """A stable sort of each whole row; of its nprobe best, those within gap of the best (gap > 0); then
+    as many as hold k."""
+    order = np.argsort(-scores, axis=1, kind="stable")
+    held = np.cumsum(sizes[order], axis=1)
+    enough = np.minimum((held < k).sum(1) + 1, order.shape[1])
+    ranked = np.take_along_axis(scores, order, axis=1)[:, :nprobe]
+    walked = (ranked >= ranked[:, :1] - np.float32(gap)).sum(1) if gap > 0 else nprobe
+    count = np.maximum(walked, enough)
+    probes = order[:, : int(count.max())].copy()
+    probes[np.arange(probes.shape[1])[None, :] >= count[:, None]] = -1
+    return probes
+
+
+@pytest.mark.parametrize("gap", [0.0, 0.3, 1.0, 100.0])
+def test_one_query_probes_equal_the_definition_with_a_gap_ties_and_short_lists(gap):
+    rng = np.random.default_rng(11)
+    scores = rng.standard_normal((30, 300)).astype(np.float32)
+    scores[:10] = np.round(scores[:10], 1)  # ties, some at the selection's boundary
+    sizes = rng.integers(0, 4, 300)
+    for nprobe, k in ((1, 1), (8, 10), (8, 400), (40, 50)):
+        expected = _probes_by_definition(scores, sizes, nprobe, k, gap)
+        np.testing.assert_array_equal(probe_until_k(scores, sizes, nprobe, k, gap), expected)
+        for row in range(len(scores)):
+            one = probe_until_k(scores[row : row + 1], sizes, nprobe, k, gap)[0]
+            np.testing.assert_array_equal(one, expected[row][expected[row] >= 0])
+
+
+def test_a_gap_per_row_applies_to_its_row_and_a_wide_gap_is_no_gap():
+    rng = np.random.default_rng(12)
+    scores = rng.standard_normal((4, 200)).astype(np.float32)
+    sizes = np.full(200, 5)
+    gaps = np.array([0.0, 0.2, 1.0, 50.0], np.float32)
+    probes = probe_until_k(scores, sizes, 32, 10, gaps)
+    for row, gap in enumerate(gaps):
+        alone = _probes_by_definition(scores[row : row + 1], sizes, 32, 10, float(gap))[0]
+        np.testing.assert_array_equal(probes[row][probes[row] >= 0], alone)
+    walked = (probes >= 0).sum(1)
+    assert walked[0] == walked[3] == 32 and 2 <= walked[1] < walked[2] < 32
+
+
+def _rescored_by_definition(queries, rows, candidates, k):
+    slots = np.full((len(queries), k), -1, np.int64)
+    for row, (query, named) in enumerate(zip(queries, candidates, strict=True)):
+        values = rows[named] @ query
+        order = np.lexsort((named, -values))[:k]
+        slots[row, : len(order)] = named[order]
+    return slots
+
+
+@pytest.mark.parametrize("coarse", [False, True])
+def test_one_query_rescoring_equals_the_definition_with_and_without_ties(coarse):
+    rng = np.random.default_rng(13)
+    rows = rng.standard_normal((500, 8)).astype(np.float32)
+    if coarse:
+        rows = np.round(rows, 0)  # many equal scores: the one-row path must hand them over
+        rows[100:140] = rows[0]
+    queries = np.round(rng.standard_normal((20, 8)), 0 if coarse else 3).astype(np.float32)
+    candidates = np.stack([rng.choice(500, 60, replace=False) for _ in range(20)])
+    expected = _rescored_by_definition(queries, rows, candidates, 10)
+    for row in range(len(queries)):
+        slots, scores = rescore_top_k(queries[row : row + 1], rows, candidates[row : row + 1], 10)
+        np.testing.assert_array_equal(slots[0], expected[row])
+        assert slots.dtype == np.int64 and scores.dtype == np.float32 and np.all(np.diff(scores[0]) <= 0)
+
+
+def unit(x):
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def ci():
+    rng = np.random.default_rng(14)
+    centres = unit(rng.standard_normal((20, 16)))
+    items = unit(centres[rng.integers(0, 20, 3000)] + 0.3 * rng.standard_normal((3000, 16)))
+    index = CIIndex(16, "ip", nlist=64, levels=0, compress="pq4")
+    index.add(np.arange(3000), items)
+    queries = unit(centres[rng.integers(0, 20, 40)] + 0.3 * rng.standard_normal((40, 16)))
+    return index, queries
+
+
+def test_a_gap_walks_fewer_lists_in_cosine_units_whatever_the_query_scale(ci):
+    index, queries = ci
+    full = index.search(queries, 20, params={"nprobe": 32})
+    narrow = index.search(queries, 20, params={"nprobe": 32, "gap": 0.1})
+    assert narrow.scored.mean() < 0.7 * full.scored.mean()
+    scaled = index.search(8 * queries, 20, params={"nprobe": 32, "gap": 0.1})
+    np.testing.assert_array_equal(scaled.ids, narrow.ids)  # the same lists at any query norm
+    wide = index.search(queries, 20, params={"nprobe": 32, "gap": 3.0})  # cosines differ by at most 2
+    np.testing.assert_array_equal(wide.ids, full.ids)
+    np.testing.assert_array_equal(index.search(queries, 20, params={"nprobe": 32, "gap": 0}).ids, full.ids)
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf"), True, "0.1", None])
+def test_a_bad_gap_is_refused(ci, bad):
+    index, queries = ci
+    with pytest.raises(InvalidRequest, match="gap must be a finite number >= 0"):
+        index.search(queries[:1], 5, params={"gap": bad})
+
+
+def test_the_lean_entry_answers_as_the_checked_path_and_leaves_errors_to_it(ci):
+    index, queries = ci
+    history = [np.arange(row, row + 30) for row in range(len(queries))]
+    for params in (None, {"nprobe": 8, "gap": 0.05}):
+        lean = [index.search(q[None], 10, params=params, exclude=[h]) for q, h in zip(queries, history)]
+        checked = [  # a float64 list takes the checked path, converted there
+            index.search(q[None].astype(np.float64).tolist(), 10, params=params, exclude=[h])
+            for q, h in zip(queries, history)
+        ]
+        for a, b in zip(lean, checked, strict=True):
+            np.testing.assert_array_equal(a.ids, b.ids)
+    for a, h in zip(lean, history):
+        assert not np.isin(a.ids[0], h).any()
+    bad = queries[:1].copy()
+    bad[0, 3] = np.nan
+    with pytest.raises(InvalidRequest, match="NaN or inf"):
+        index.search(bad, 10)
+    with pytest.raises(InvalidRequest, match="one id list per query"):
+        index.search(queries[:2], 10, exclude=[[1]])
+    with pytest.raises(InvalidRequest, match="unknown search parameters"):
+        index.search(queries[:1], 10, params={"beam": 3})
+
+
+def test_a_list_exactly_gap_below_the_best_is_walked():
+    scores = np.concatenate([[1.0, 0.75, 0.5, 0.25], -np.arange(1, 37) / 8]).astype(np.float32)[None]
+    sizes = np.full(40, 10)
+    np.testing.assert_array_equal(probe_until_k(scores, sizes, 5, 1, 0.5)[0], [0, 1, 2])
+    np.testing.assert_array_equal(probe_until_k(np.repeat(scores, 2, 0), sizes, 5, 1, 0.5)[1], [0, 1, 2])
