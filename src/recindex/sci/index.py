@@ -299,7 +299,11 @@ class CIIndex(PartitionedIndex):
         """The `gap` in score units per query: the centroids are unit vectors (spherical k-means), so a
         cosine gap is gap x |q| in inner product, whatever the scale of the query tower's vectors."""
         gap = float(params["gap"])
-        return gap * np.sqrt(np.einsum("nd,nd->n", queries, queries)) if gap > 0 else 0.0
+        if gap <= 0:
+            return 0.0
+        if len(queries) == 1:  # one query: a scalar is a few numpy calls cheaper
+            return gap * math.sqrt(float(queries[0] @ queries[0]))
+        return gap * np.sqrt(np.einsum("nd,nd->n", queries, queries))
 
     def _rank(self, queries: np.ndarray, k: int, params: dict, eligible: np.ndarray | None) -> SearchResult:
         if params["fine"] != "pq4":

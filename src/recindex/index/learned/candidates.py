@@ -204,13 +204,14 @@ def _best_one(values: np.ndarray, members: np.ndarray, k: int) -> tuple[np.ndarr
     """`_best` for one row of more than k values, or None where the row needs its tie handling: equal
     scores among the k best or at the k-th, or fewer than k finite ones (negated, as `_probe_one`)."""
     negated = -values
-    part = np.argpartition(negated, k - 1)[:k]
+    part = np.argpartition(negated, (k - 1, k))  # the k-th and the next one in their places
+    if negated[part[k]] == negated[part[k - 1]]:  # a tie at the k-th
+        return None
+    part = part[:k]
     below = negated[part]
     order = below.argsort()
     below = below[order]
     if not math.isfinite(below[-1]) or (below[1:] == below[:-1]).any():
-        return None
-    if np.count_nonzero(negated <= below[-1]) > k:
         return None
     return members[part[order]].astype(np.int64, copy=False), (-below).astype(np.float32, copy=False)
 
@@ -312,11 +313,14 @@ def _probe_one(scores: np.ndarray, sizes: np.ndarray, nprobe: int, k: int, gap: 
     the negated scores (ascending is best first) and counts by binary search: each numpy call costs
     about a microsecond here, as much as the arithmetic."""
     negated = -scores
-    part = np.argpartition(negated, take - 1)[:take]
+    part = np.argpartition(negated, (take - 1, take))  # the take-th and the next one in their places
+    if negated[part[take]] == negated[part[take - 1]]:  # a tie at the boundary
+        return None
+    part = part[:take]
     below = negated[part]
     order = below.argsort()
     below = below[order]
-    if (below[1:] == below[:-1]).any() or np.count_nonzero(negated <= below[-1]) > take:
+    if (below[1:] == below[:-1]).any():
         return None
     order = part[order]
     held = sizes[order].cumsum()

@@ -86,8 +86,7 @@ class CompressedPartitions:
         self, queries: np.ndarray, probes: np.ndarray, depth: int, eligible: np.ndarray | None
     ) -> np.ndarray:
         """(n, depth) slots with the best estimates over each row's probed partitions (-1: none)."""
-        _, slots = self.lists.search(queries, depth, probes, eligible)
-        return slots
+        return self.lists.search(queries, depth, probes, eligible, slots_only=True)[1]
 
     def ranked(
         self,
@@ -105,6 +104,8 @@ class CompressedPartitions:
         shortlist = self.shortlist(queries, probes, k * refine, eligible)
         slots, scores = rescore_top_k(queries, rows, shortlist, k, overlapping=overlapping)
         sizes = self.lists.sizes
+        if probes.min(initial=0) >= 0:  # nothing padded (the serving case): two numpy calls fewer
+            return slots, scores, sizes[probes].sum(1)
         return slots, scores, np.where(probes >= 0, sizes[np.maximum(probes, 0)], 0).sum(1)
 
     # ---- persistence -----------------------------------------------------------------------------

@@ -106,6 +106,8 @@ class RowStore:
 
     def ids_of(self, slots: np.ndarray) -> np.ndarray:
         """Item ids of slots, -1 where the slot is -1 (a padded place in a result)."""
+        if len(self.table.ids) and slots.min(initial=0) >= 0:  # a full result: no padding to keep
+            return self.table.ids[slots]
         missing = slots < 0
         if not len(self.table.ids):
             return np.where(missing, -1, slots).astype(np.int64)
