@@ -2,9 +2,11 @@
 
     python benchmarks/learned_query_profile.py                                  # 1M items, about 2 minutes
     python benchmarks/learned_query_profile.py --items 300000 --nprobe 64 --refine 4
+    python benchmarks/learned_query_profile.py --nlist 512 --nprobe 32 --refine 2 --gap 0.15
 
 Builds `ci:compress=pq4` (one 4-bit code per dimension, nlist the power of two nearest sqrt(n), no RQ
-codes) over the index benchmark's synthetic vectors (bench_common.synthetic, d=64), then, on one
+codes; --nlist to choose) over the index benchmark's synthetic vectors (bench_common.synthetic, d=64),
+searched with --nprobe, --refine and CI's probe --gap (0: every one of the nprobe lists); then, on one
 thread, times --queries single-query calls of the public `search` (k = 100), and the same queries
 through the search's stages one by one:
 
@@ -52,6 +54,31 @@ def timed_each(call, queries: np.ndarray) -> np.ndarray:
     return spent
 
 
+BANDS = (0, 3_000, 10_000, 25_000, np.inf)  # codes scanned per query
+
+
+def by_codes_scanned(scanned: np.ndarray, spent: np.ndarray, result: dict) -> list[str]:
+    """The public call's time by how many codes each query scanned (a probe gap makes that vary from
+    query to query), and a least-squares line: microseconds = fixed + per code x codes."""
+    per_code, fixed = np.polyfit(scanned, spent, 1)
+    lines = [
+        "",
+        "| codes scanned | share of queries | mean us | share of the time |",
+        "|---|---|---|---|",
+    ]
+    bands = []
+    for low, high in zip(BANDS[:-1], BANDS[1:], strict=True):
+        inside = (scanned >= low) & (scanned < high)
+        if inside.any():
+            share, mean, time_share = inside.mean(), spent[inside].mean(), spent[inside].sum() / spent.sum()
+            lines.append(f"| {low:,.0f} - {high:,.0f} | {share:.0%} | {mean:.0f} | {time_share:.0%} |")
+            top = None if np.isinf(high) else high
+            bands.append({"from": low, "to": top, "share": share, "mean_us": mean, "time_share": time_share})
+    lines.append(f"fit: {fixed:.0f} us + {per_code * 1e3:.2f} ns per code scanned")
+    result.update(bands=bands, fixed_us=float(fixed), ns_per_code=float(per_code * 1e3))
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -60,19 +87,22 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--nprobe", type=int, default=32)
     parser.add_argument("--refine", type=int, default=4)
+    parser.add_argument("--gap", type=float, default=0.0, help="CI's probe gap, cosine units (0: off)")
+    parser.add_argument("--nlist", type=int, default=0, help="lists (0: the power of two nearest sqrt(n))")
     parser.add_argument("--rounds", type=int, default=3, help="passes over the queries; the fastest is kept")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if not 10_000 <= args.items <= 2_000_000 or not 10 <= args.queries <= 10_000:
         parser.error("--items must be in 10,000..2,000,000 and --queries in 10..10,000")
     data = synthetic(args.items, args.queries)
-    nlist = 2 ** round(np.log2(np.sqrt(args.items)))
+    nlist = args.nlist or 2 ** round(np.log2(np.sqrt(args.items)))
     index = make_index(f"ci:compress=pq4,nlist={nlist},levels=0,min_agreement=0", data.items.shape[1])
     with threads(2):
         started = time.perf_counter()
         index.add(np.arange(args.items), data.items)
         build_s = time.perf_counter() - started
-    params = {**index.search_params, "nprobe": args.nprobe, "fine": "pq4", "refine": args.refine}
+    params = {"nprobe": args.nprobe, "fine": "pq4", "refine": args.refine, "gap": args.gap}
+    params = {**index.search_params, **params}
     index.search_params = params
     depth = K * args.refine
 
@@ -107,6 +137,8 @@ def main() -> None:
                 if name not in best or values.mean() < best[name].mean():
                     best[name] = values
     public = best["search (public)"].mean()
+    scanned = np.array([index.search(q[None], K).scored[0] for q in queries], np.float64)
+    codes = float(scanned.mean())
     scan_alone = best["route + scan"].mean() - best["route"].mean()
     table = {
         "search (public)": best["search (public)"],
@@ -120,6 +152,8 @@ def main() -> None:
         "nlist": nlist,
         "nprobe": args.nprobe,
         "refine": args.refine,
+        "gap": args.gap,
+        "codes_scanned_per_query": codes,
         "queries": args.queries,
         "build_s": build_s,
         "stages_us": {n: {"p50": float(np.median(v)), "mean": float(v.mean())} for n, v in table.items()},
@@ -130,8 +164,8 @@ def main() -> None:
     }
     lines = [
         f"ci:compress=pq4 at {args.items:,} items, {nlist} lists, nprobe {args.nprobe}, "
-        f"refine {args.refine}, k {K}, one query per call, one thread "
-        f"({args.queries} queries, fastest of {args.rounds} passes)",
+        f"refine {args.refine}, gap {args.gap:g}, k {K}, one query per call, one thread "
+        f"({args.queries} queries, fastest of {args.rounds} passes; {codes:,.0f} codes scanned per query)",
         "| stage | p50 us | mean us | share of the public call |",
         "|---|---|---|---|",
     ]
@@ -141,6 +175,7 @@ def main() -> None:
     lines.append(
         f"q/s: {1e6 / public:,.0f} as served; {1e6 / scan_alone:,.0f} if the FAISS scan were all a query cost"
     )
+    lines += by_codes_scanned(scanned, best["search (public)"], result)
     print("\n".join(lines))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1, default=str))
