@@ -117,14 +117,17 @@ def test_the_lean_entry_answers_as_the_checked_path_and_leaves_errors_to_it(ci):
     index, queries = ci
     history = [np.arange(row, row + 30) for row in range(len(queries))]
     for params in (None, {"nprobe": 8, "gap": 0.05}):
-        lean = [index.search(q[None], 10, params=params, exclude=[h]) for q, h in zip(queries, history)]
+        lean = [
+            index.search(q[None], 10, params=params, exclude=[h])
+            for q, h in zip(queries, history, strict=True)
+        ]
         checked = [  # a float64 list takes the checked path, converted there
             index.search(q[None].astype(np.float64).tolist(), 10, params=params, exclude=[h])
-            for q, h in zip(queries, history)
+            for q, h in zip(queries, history, strict=True)
         ]
         for a, b in zip(lean, checked, strict=True):
             np.testing.assert_array_equal(a.ids, b.ids)
-    for a, h in zip(lean, history):
+    for a, h in zip(lean, history, strict=True):
         assert not np.isin(a.ids[0], h).any()
     bad = queries[:1].copy()
     bad[0, 3] = np.nan

@@ -58,7 +58,7 @@ import numpy as np
 from recindex.errors import InvalidRequest
 from recindex.index.base import Metric, SearchResult, as_ids, as_matrix
 from recindex.index.learned import Column, Lists, PartitionedIndex, Route, number_codes
-from recindex.index.learned.candidates import probe_until_k
+from recindex.index.learned.candidates import cosine_gaps, probe_until_k
 from recindex.index.learned.compressed import CompressedPartitions, check_compression
 from recindex.index.learned.fast_scan import CODE_DIMS, SAVED_BEFORE_CODE_DIMS
 from recindex.quant.codebook import assign_codes, fit_codebook
@@ -288,22 +288,11 @@ class CIIndex(PartitionedIndex):
         sizes = self._compressed.lists.sizes if own_copy else lists.eligible_sizes(eligible)
         coarse = queries @ self.centroids.T  # (Q, nlist)
         probes = probe_until_k(
-            coarse, sizes, min(int(params["nprobe"]), self.nlist), k, self._gaps(queries, params)
+            coarse, sizes, min(int(params["nprobe"]), self.nlist), k, cosine_gaps(queries, params["gap"])
         )
         columns = self.store.columns
         score = rq_decode_scorer(queries, coarse, self.codebook, columns) if fine == "rq" else None
         return Route(probes, lists, score, overlapping=self.assign > 1)
-
-    @staticmethod
-    def _gaps(queries: np.ndarray, params: dict) -> np.ndarray | float:
-        """The `gap` in score units per query: the centroids are unit vectors (spherical k-means), so a
-        cosine gap is gap x |q| in inner product, whatever the scale of the query tower's vectors."""
-        gap = float(params["gap"])
-        if gap <= 0:
-            return 0.0
-        if len(queries) == 1:  # one query: a scalar is a few numpy calls cheaper
-            return gap * math.sqrt(float(queries[0] @ queries[0]))
-        return gap * np.sqrt(np.einsum("nd,nd->n", queries, queries))
 
     def _rank(self, queries: np.ndarray, k: int, params: dict, eligible: np.ndarray | None) -> SearchResult:
         if params["fine"] != "pq4":

@@ -307,6 +307,17 @@ def probe_until_k(
     return probes
 
 
+def cosine_gaps(queries: np.ndarray, gap: float) -> np.ndarray | float:
+    """A probe gap in cosine units as `probe_until_k`'s gap per query, for partitions whose centroids
+    are unit vectors (spherical k-means): gap x |q| in inner product, whatever the queries' scale."""
+    gap = float(gap)
+    if gap <= 0:
+        return 0.0
+    if len(queries) == 1:  # one query: a scalar is a few numpy calls cheaper
+        return gap * math.sqrt(float(queries[0] @ queries[0]))
+    return gap * np.sqrt(np.einsum("nd,nd->n", queries, queries))
+
+
 def _probe_one(scores: np.ndarray, sizes: np.ndarray, nprobe: int, k: int, gap: float, take: int):
     """`probe_until_k` for one row of scores, or None where the row needs the general path: a tie among
     the `take` best scores (or at the boundary), or too few candidates in them to hold k. It works on

@@ -104,8 +104,6 @@ class CompressedPartitions:
         shortlist = self.shortlist(queries, probes, k * refine, eligible)
         slots, scores = rescore_top_k(queries, rows, shortlist, k, overlapping=overlapping)
         sizes = self.lists.sizes
-        if probes.min(initial=0) >= 0:  # nothing padded (the serving case): two numpy calls fewer
-            return slots, scores, sizes[probes].sum(1)
         return slots, scores, np.where(probes >= 0, sizes[np.maximum(probes, 0)], 0).sum(1)
 
     # ---- persistence -----------------------------------------------------------------------------

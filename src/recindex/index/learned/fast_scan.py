@@ -70,7 +70,6 @@ class FastScanLists:
         self.block_bytes = int(self._lists.block_size)
         self.references = np.zeros((self.capacity, dim), np.float32)
         self.sizes = np.zeros(self.capacity, np.int64)
-        self.held = 0  # codes in all lists (sizes.sum(), kept: a search reads it)
         self._params_by_width: dict[int, faiss.SearchParametersIVF] = {}
 
     @property
@@ -157,7 +156,6 @@ class FastScanLists:
         faiss.rev_swig_ptr(self._lists.get_ids(number), size + len(slots))[size:] = slots
         self._pack(number, first, flat)
         self.sizes[number] = size + len(slots)
-        self.held += len(slots)
 
     def _drop(self, number: int, slots: np.ndarray) -> None:
         size = int(self.sizes[number])
@@ -170,7 +168,6 @@ class FastScanLists:
         faiss.rev_swig_ptr(self._lists.get_ids(number), int(keep.sum()))[:] = ids[keep]
         self._pack(number, 0, codes)
         self.sizes[number] = int(keep.sum())
-        self.held -= size - int(keep.sum())
 
     def _blocks(self, number: int, blocks: int) -> np.ndarray:
         return faiss.rev_swig_ptr(self._lists.get_codes(number), blocks * self.block_bytes)
@@ -221,7 +218,7 @@ class FastScanLists:
         (the scores past the candidates are then left as FAISS writes them)."""
         n, width = probes.shape
         # no list holds more than every code: a deeper ask (a huge refine) would only allocate -1s
-        depth = max(1, min(int(depth), self.held))
+        depth = max(1, min(int(depth), int(self.sizes.sum())))
         queries = np.ascontiguousarray(queries, np.float32)
         probes = np.ascontiguousarray(probes, np.int64)
         if probes.min(initial=0) >= 0:  # every column probed (the serving case): no padding to zero
