@@ -10,6 +10,7 @@ import pytest
 
 from recindex.errors import InvalidRequest
 from recindex.index.learned.candidates import probe_until_k, rescore_top_k
+from recindex.index.learned.compressed import CompressedPartitions
 from recindex.sci.index import CIIndex
 
 
@@ -79,6 +80,18 @@ def test_one_query_rescoring_equals_the_definition_with_and_without_ties(coarse)
         assert slots.dtype == np.int64 and scores.dtype == np.float32 and np.all(np.diff(scores[0]) <= 0)
 
 
+def test_one_query_rescoring_breaks_a_tie_at_the_kth_score_by_slot():
+    """The k best are distinct but the k-th ties with the next one: the lower slot takes the place."""
+    rows = np.arange(40, dtype=np.float32)[:, None] * np.ones((1, 4), np.float32)
+    rows[7] = rows[9]  # slots 7 and 9 score the same, ninth and tenth best of slots 0..39 from the top
+    candidates = np.array([[39, 38, 37, 36, 35, 34, 33, 32, 9, 7, 1, 2]])  # 9 named before 7
+    query = np.ones((1, 4), np.float32)
+    expected = _rescored_by_definition(query, rows, candidates, 9)
+    slots, _ = rescore_top_k(query, rows, candidates, 9)
+    np.testing.assert_array_equal(slots, expected)
+    assert slots[0, -1] == 7
+
+
 def unit(x):
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
@@ -144,3 +157,25 @@ def test_a_list_exactly_gap_below_the_best_is_walked():
     sizes = np.full(40, 10)
     np.testing.assert_array_equal(probe_until_k(scores, sizes, 5, 1, 0.5)[0], [0, 1, 2])
     np.testing.assert_array_equal(probe_until_k(np.repeat(scores, 2, 0), sizes, 5, 1, 0.5)[1], [0, 1, 2])
+
+
+def test_one_query_of_the_compressed_lists_answers_as_their_general_path(ci, monkeypatch):
+    """`CompressedPartitions._ranked_one` (the serving case) against `ranked`'s general path for the
+    same single query, on an index holding copies of items (equal scores in the rescore)."""
+    index, queries = ci
+    copies = CIIndex(16, "ip", nlist=64, levels=0, compress="pq4")
+    items = np.concatenate([index.store.rows[: len(index)], index.store.rows[:300]])
+    copies.add(np.arange(len(items)), items)
+    settings = (
+        {"fine": "pq4", "nprobe": 8, "refine": 2},
+        {"fine": "pq4", "nprobe": 32, "refine": 3, "gap": 0.1},
+    )
+    for built in (index, copies):
+        fast = [[built.search(q[None], 10, params=p) for q in queries] for p in settings]
+        monkeypatch.setattr(CompressedPartitions, "_ranked_one", lambda *args: None)
+        general = [[built.search(q[None], 10, params=p) for q in queries] for p in settings]
+        monkeypatch.undo()
+        for a, b in zip(sum(fast, []), sum(general, []), strict=True):
+            np.testing.assert_array_equal(a.ids, b.ids)
+            np.testing.assert_array_equal(a.scores, b.scores)
+            np.testing.assert_array_equal(a.scored, b.scored)

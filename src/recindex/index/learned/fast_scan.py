@@ -222,12 +222,10 @@ class FastScanLists:
         queries = np.ascontiguousarray(queries, np.float32)
         probes = np.ascontiguousarray(probes, np.int64)
         if probes.min(initial=0) >= 0:  # every column probed (the serving case): no padding to zero
-            bias = np.einsum("nd,npd->np", queries, self.references[probes])
+            bias = np.einsum("nd,npd->np", queries, self.references.take(probes, axis=0))
         else:
             bias = np.einsum("nd,npd->np", queries, self.references[np.maximum(probes, 0)])
             bias = np.ascontiguousarray(np.where(probes >= 0, bias, 0.0), np.float32)
-        scores = np.empty((n, depth), np.float32)
-        slots = np.empty((n, depth), np.int64)
         if eligible is None:
             params = self._plain_params(width)
         else:
@@ -235,6 +233,22 @@ class FastScanLists:
             bits = np.packbits(eligible, bitorder="little")  # kept alive until the call returns
             selector = faiss.IDSelectorBitmap(len(eligible), faiss.swig_ptr(bits))
             params.sel = selector
+        scores, slots = self._scan(queries, depth, probes, bias, params)
+        if not slots_only:
+            scores[slots < 0] = -np.inf
+        return scores, slots
+
+    def search_one(self, query: np.ndarray, depth: int, probes: np.ndarray) -> np.ndarray:
+        """`search`'s slots for one (1, d) float32 query over (1, p) probes that are all lists, nothing
+        masked, and at most the codes they hold as `depth` (so no place is left empty): the serving
+        case, without the checks and conversions that cost as much as a small scan."""
+        bias = np.einsum("nd,npd->np", query, self.references.take(probes, axis=0))
+        return self._scan(query, depth, probes, bias, self._plain_params(probes.shape[1]))[1]
+
+    def _scan(self, queries, depth: int, probes, bias, params) -> tuple[np.ndarray, np.ndarray]:
+        n = len(queries)
+        scores = np.empty((n, depth), np.float32)
+        slots = np.empty((n, depth), np.int64)
         self._ivf.search_preassigned_c(
             n,
             faiss.swig_ptr(queries),
@@ -246,6 +260,4 @@ class FastScanLists:
             False,
             params,
         )
-        if not slots_only:
-            scores[slots < 0] = -np.inf
         return scores, slots
