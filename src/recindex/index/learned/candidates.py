@@ -291,6 +291,7 @@ def probe_until_k(
     n, total = scores.shape
     take = min(total, 2 * nprobe + 8)
     if n == 1 and take < total:  # one query (the serving case): the same probes in fewer numpy calls
+        # rounded to float32 as the rows' gaps below are
         row_gap = np.float32(gap if type(gap) is float else np.asarray(gap).reshape(-1)[0]).item()
         one = _probe_one(scores[0], sizes, nprobe, k, row_gap, take)
         if one is not None:
