@@ -13,8 +13,8 @@ through the search's stages one by one:
 - route: the coarse scores of the lists and the probes (`CIIndex._route`: one matrix-vector product and
   `probe_until_k`);
 - scan: the probed lists' biases (the query against each list's reference) and FAISS's fast-scan over their
-  codes, the best k x refine estimates
-  (`CompressedPartitions.shortlist`);
+  codes, the best k x refine estimates (`FastScanLists.search_one`, the public call's one-query entry,
+  where the probed lists hold that many codes; `CompressedPartitions.shortlist` otherwise);
 - rescore: the shortlist scored exactly from the float32 rows, top k (`candidates.rescore_top_k`).
 
 The stages are the index's own private steps (a profile has to reach inside); the public call's time
@@ -109,8 +109,13 @@ def main() -> None:
     def route(q):
         return index._route(q, K, params, None).probes
 
-    def scan(q):
-        return index._compressed.shortlist(q, route(q), depth, None)
+    lists = index._compressed.lists
+
+    def scan(q):  # as the public call scans: its one-query entry where the probed lists hold the depth
+        probes = route(q)
+        if lists.sizes[probes].sum() >= depth:
+            return lists.search_one(q, depth, probes)
+        return index._compressed.shortlist(q, probes, depth, None)
 
     def search(q):
         return index.search(q, K)
@@ -130,7 +135,7 @@ def main() -> None:
             rescore = np.empty(len(queries))
             for i, (query, shortlist) in enumerate(zip(queries, shortlists, strict=True)):
                 started = time.perf_counter()
-                rescore_top_k(query[None], index.store.rows, shortlist, K)
+                rescore_top_k(query[None], index.store.rows, shortlist, K)  # its one-query path if full
                 rescore[i] = (time.perf_counter() - started) * 1e6
             rows["rescore"] = rescore
             for name, values in rows.items():
