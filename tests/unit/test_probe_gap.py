@@ -1,6 +1,6 @@
 """A learned index's one-query paths and the probe gap: the same answers as the batched definitions.
 
-The serving path routes and rescores one query with fewer numpy calls (`_probe_one`, `_best_one`) and
+The serving path routes and rescores one query in compiled loops (`_probe_one`, `kernels.rescore_one`) and
 skips `BaseIndex.search`'s conversions (`_lean`); each must give what the general path gives, ties
 included. `gap` walks fewer of the nprobe lists where their scores fall away from the best one's.
 """

@@ -27,6 +27,7 @@ from functools import cached_property
 import numpy as np
 
 from recindex.index.base import top_k
+from recindex.index.learned.kernels import inner_products, probes_within_gap, rescore_one
 
 # Score matrix entries held at once (about 50 MB with their slots): queries per block = this / the
 # widest query's candidates.
@@ -200,19 +201,6 @@ def _best(values: np.ndarray, members: np.ndarray, k: int) -> tuple[np.ndarray, 
     return slots, scores
 
 
-def _best_one(values: np.ndarray, members: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """`_best` for one row of more than k values, or None where the row needs its tie handling: equal
-    scores among the k best or at the k-th, or fewer than k finite ones. One sort of the row's few
-    hundred values costs less here than a selection of the k-th and a sort of the k best. Each numpy
-    call counts: this runs right after the codes' scan, which has evicted numpy's own working set from
-    the caches, so a call costs about three times what it costs in a loop of its own."""
-    order = values.argsort()[: -k - 2 : -1]  # the k + 1 best, best first where no two are equal
-    ranked = values[order]
-    if not (math.isfinite(ranked[0]) and math.isfinite(ranked[k - 1])) or (ranked[1:] == ranked[:-1]).any():
-        return None  # equal scores (whose order the reversed sort would invert) or padding
-    return members[order[:k]], ranked[:k]
-
-
 def _by_score(values: np.ndarray, keys: np.ndarray) -> np.ndarray:
     """Each row's column order, higher values first and equal values by key: np.lexsort((keys,
     -values)), which costs several times one argsort on a query's few hundred candidates. A row whose
@@ -234,8 +222,7 @@ def rescore_top_k(
     if len(candidates) == 1 and not overlapping and candidates.shape[1] > k and candidates.min() >= 0:
         return rescore_full_shortlist(queries, rows, candidates, k)
     present = candidates >= 0
-    gathered = np.take(rows, np.where(present, candidates, 0), axis=0)  # (n, D, d)
-    values = np.einsum("nkd,nd->nk", gathered, queries)
+    values = inner_products(queries, rows, candidates)  # -inf where a candidate is -1
     if overlapping:
         present &= _first_occurrences(candidates, present)
     values[~present] = -np.inf
@@ -246,12 +233,11 @@ def rescore_full_shortlist(
     query: np.ndarray, rows: np.ndarray, candidates: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """`rescore_top_k` for one query whose (1, D) candidates are D > k distinct slots (none -1): the
-    serving case, the same answer in fewer numpy calls where no two of the best scores are equal."""
-    values = np.einsum("nkd,nd->nk", rows.take(candidates, axis=0), query)
-    best = _best_one(values[0], candidates[0], k)
-    if best is None:  # equal scores: the general ordering, on the same scores
-        return _best(values, candidates, k)
-    return best[0][None], best[1][None]
+    serving case, the same answer in one compiled call where no two of the best scores are equal."""
+    slots, scores = rescore_one(query, rows, candidates, k)
+    if not slots.shape[1]:  # equal scores: the general ordering, on the same scores
+        return _best(inner_products(query, rows, candidates), candidates, k)
+    return slots, scores
 
 
 def exact_top_k(
@@ -329,9 +315,9 @@ def _probe_one(scores: np.ndarray, sizes: np.ndarray, nprobe: int, k: int, gap: 
     the `take` best scores (or at the boundary), or too few candidates in them to hold k. It works on
     the negated scores (ascending is best first) and counts by binary search: each numpy call costs
     about a microsecond here, as much as the arithmetic."""
-    if gap > 0:
-        within = _within_gap(scores, sizes, nprobe, k, gap)
-        if within is not None:
+    if gap > 0:  # the lists within the gap, by one comparison over the row and a sort of those few
+        within = probes_within_gap(scores, sizes, nprobe, k, gap)
+        if len(within):
             return within
     negated = -scores
     part = np.argpartition(negated, (take - 1, take))  # the take-th and the next one in their places
@@ -353,20 +339,6 @@ def _probe_one(scores: np.ndarray, sizes: np.ndarray, nprobe: int, k: int, gap: 
     # scores within gap of the best: -score <= -(best - gap), with best - gap rounded as probe_until_k does
     walked = int(below[:nprobe].searchsorted(-(-below[0] - gap), side="right"))
     return order[: max(walked, enough)]
-
-
-def _within_gap(scores: np.ndarray, sizes: np.ndarray, nprobe: int, k: int, gap: float) -> np.ndarray | None:
-    """`_probe_one`'s answer for a gap, found by one comparison over the row instead of a partial
-    sort of it (selecting the 2 x nprobe best costs several microseconds on a few hundred scores, as
-    much as the rest of the routing): the partitions within the gap, best first, equal scores by
-    partition number, the nprobe best of them. None where they do not hold k (the caller then adds
-    partitions past the gap)."""
-    best = scores.max()
-    within = (scores >= best - gap).nonzero()[0]  # best - gap in float32, as probe_until_k rounds it
-    # ascending partition numbers, so a stable sort puts equal scores in partition order
-    order = within[np.argsort(-scores[within], kind="stable")[:nprobe]]
-    held = sizes[order].cumsum()
-    return order if held[-1] >= k else None
 
 
 def _best_first(scores: np.ndarray, take: int) -> np.ndarray:

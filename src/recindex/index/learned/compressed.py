@@ -21,6 +21,7 @@ import numpy as np
 from recindex.errors import InvalidRequest
 from recindex.index.learned.candidates import rescore_full_shortlist, rescore_top_k
 from recindex.index.learned.fast_scan import CODE_DIMS, FastScanLists, subquantizers
+from recindex.index.learned.kernels import codes_probed, warm_up
 
 FILES = {"centroids": "pq4_centroids.npy", "references": "pq4_references.npy"}
 
@@ -55,6 +56,7 @@ class CompressedPartitions:
         self.lists = FastScanLists(dim, partitions, code_dims)
         if state is not None:
             self.lists.restore(state)
+        warm_up()  # the search kernels, compiled now rather than on the first query
 
     def placed(
         self, slots: np.ndarray, vectors: np.ndarray, partitions: np.ndarray, old: np.ndarray | None = None
@@ -118,9 +120,9 @@ class CompressedPartitions:
         there. The same scan and the same rescore, so the same answer; None where `ranked` must
         answer."""
         plain = query.dtype == np.float32 and query.flags.c_contiguous and probes.dtype == np.int64
-        if not (plain and probes.flags.c_contiguous) or probes.min() < 0:  # FAISS reads raw memory
+        if not (plain and probes.flags.c_contiguous):  # FAISS reads raw memory
             return None
-        scanned = self.lists.sizes[probes].sum(1)
+        scanned = codes_probed(self.lists.sizes, probes)  # -1: a padded probe
         if depth <= k or scanned[0] < depth:  # a shortlist no longer than k, or with empty places
             return None
         shortlist = self.lists.search_one(query, depth, probes)

@@ -31,6 +31,8 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
+from recindex.index.learned.kernels import list_biases
+
 BLOCK = 32  # codes per packed block (FAISS fast-scan's bbs)
 TRAIN_SAMPLE = 65_536  # vectors the product quantizer is trained on (FAISS's PQ trains on 256 x 2^nbits)
 
@@ -221,11 +223,7 @@ class FastScanLists:
         depth = max(1, min(int(depth), int(self.sizes.sum())))
         queries = np.ascontiguousarray(queries, np.float32)
         probes = np.ascontiguousarray(probes, np.int64)
-        if probes.min(initial=0) >= 0:  # every column probed (the serving case): no padding to zero
-            bias = np.einsum("nd,npd->np", queries, self.references.take(probes, axis=0))
-        else:
-            bias = np.einsum("nd,npd->np", queries, self.references[np.maximum(probes, 0)])
-            bias = np.ascontiguousarray(np.where(probes >= 0, bias, 0.0), np.float32)
+        bias = list_biases(queries, self.references, probes)  # 0 where a probe is -1
         if eligible is None:
             params = self._plain_params(width)
         else:
@@ -242,7 +240,7 @@ class FastScanLists:
         """`search`'s slots for one (1, d) float32 query over (1, p) probes that are all lists, nothing
         masked, and at most the codes they hold as `depth` (so no place is left empty): the serving
         case, without the checks and conversions that cost as much as a small scan."""
-        bias = np.einsum("nd,npd->np", query, self.references.take(probes, axis=0))
+        bias = list_biases(query, self.references, probes)
         return self._scan(query, depth, probes, bias, self._plain_params(probes.shape[1]))[1]
 
     def _scan(self, queries, depth: int, probes, bias, params) -> tuple[np.ndarray, np.ndarray]:

@@ -23,6 +23,7 @@ import numpy as np
 
 from recindex.errors import InvalidRequest
 from recindex.index.attributes import attribute_rows
+from recindex.index.learned.kernels import ids_of_slots
 from recindex.index.slots import SlotTable
 
 
@@ -106,8 +107,8 @@ class RowStore:
 
     def ids_of(self, slots: np.ndarray) -> np.ndarray:
         """Item ids of slots, -1 where the slot is -1 (a padded place in a result)."""
-        if len(self.table.ids) and slots.min(initial=0) >= 0:  # a full result: no padding to keep
-            return self.table.ids[slots]
+        if len(self.table.ids) and slots.ndim == 2:  # a result: one compiled pass, -1 kept
+            return ids_of_slots(self.table.ids, slots)
         missing = slots < 0
         if not len(self.table.ids):
             return np.where(missing, -1, slots).astype(np.int64)

@@ -1,0 +1,144 @@
+"""Compiled loops (numba) of a partitioned index's query path, where numpy's per-call cost is the cost.
+
+One query of CI's compressed lists at a million items spends about half its time in FAISS's fast-scan
+and most of the rest in a dozen small numpy calls around it: the probed lists' biases, the probes
+within the gap, the shortlist's exact scores and their k best. Each does a microsecond of arithmetic,
+but pays several microseconds of dispatch and temporaries, more after the scan, which evicts numpy's
+working set from the caches. No library fuses these steps (they are this index's own routing and
+rescore), so they are written here as plain loops, compiled once per process (`cache=True` keeps the
+machine code on disk between processes).
+
+Bit-for-bit agreement between one query and a batch holds because both paths call the same kernels:
+`inner_products` is the only place where a rescore's exact scores are summed, and `list_biases` the
+only place where a list's bias is. Their sums are reassociated (`fastmath` with `reassoc` only, so no
+assumption about infinities or NaNs) so that they vectorise; a score may differ from numpy's matrix
+product in its last bit, never between a query asked alone and the same query in a batch.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+SUMS = {"reassoc", "contract"}  # reassociate and fuse the sums (vectorised), nothing else relaxed
+COMPILED = {"cache": True, "nogil": True}
+
+
+@numba.njit(fastmath=SUMS, **COMPILED)
+def inner_products(queries: np.ndarray, rows: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """(n, D) float32: each query's inner product with the `rows` its (n, D) candidates name; -inf
+    where a candidate is -1."""
+    n, width = candidates.shape
+    dim = queries.shape[1]
+    out = np.empty((n, width), np.float32)
+    for i in range(n):
+        query = queries[i]
+        for j in range(width):
+            slot = candidates[i, j]
+            if slot < 0:
+                out[i, j] = -np.inf
+                continue
+            row = rows[slot]
+            total = np.float32(0.0)
+            for d in range(dim):
+                total += query[d] * row[d]
+            out[i, j] = total
+    return out
+
+
+@numba.njit(fastmath=SUMS, **COMPILED)
+def list_biases(queries: np.ndarray, references: np.ndarray, probes: np.ndarray) -> np.ndarray:
+    """(n, p) float32: each query's inner product with the reference vector of each list it probes
+    (0 where a probe is -1), the bias a compressed list's estimates are offset by."""
+    n, width = probes.shape
+    dim = queries.shape[1]
+    out = np.zeros((n, width), np.float32)
+    for i in range(n):
+        query = queries[i]
+        for j in range(width):
+            number = probes[i, j]
+            if number < 0:
+                continue
+            reference = references[number]
+            total = np.float32(0.0)
+            for d in range(dim):
+                total += query[d] * reference[d]
+            out[i, j] = total
+    return out
+
+
+@numba.njit(**COMPILED)
+def probes_within_gap(scores: np.ndarray, sizes: np.ndarray, nprobe: int, k: int, gap: float) -> np.ndarray:
+    """One query's lists scoring within `gap` of its best (the threshold best - gap in float32), best
+    first, equal scores by list number, at most `nprobe` of them; empty where they hold fewer than k
+    items (the caller then walks further lists its general way)."""
+    threshold = scores.max() - np.float32(gap)
+    within = np.flatnonzero(scores >= threshold)  # ascending list numbers: a stable sort keeps ties so
+    order = within[np.argsort(-scores[within], kind="mergesort")[:nprobe]]
+    held = 0
+    for number in order:
+        held += sizes[number]
+    if held < k:
+        return order[:0]
+    return order
+
+
+@numba.njit(fastmath=SUMS, **COMPILED)
+def rescore_one(query: np.ndarray, rows: np.ndarray, candidates: np.ndarray, k: int):
+    """One (1, d) query's k best of its (1, D) candidates (D > k distinct slots, none -1) by exact inner
+    product: ((1, k) slots, (1, k) scores), best first; empty (1, 0) arrays where the order needs the
+    general path's tie rule: equal scores among the k + 1 best, or one among the k best that is not
+    finite. The scores are `inner_products`' (the same compiled sum, so the same bits)."""
+    values = inner_products(query, rows, candidates)[0]
+    order = np.argsort(values)[::-1][: k + 1]
+    for i in range(k):
+        if not np.isfinite(values[order[i]]) or values[order[i]] == values[order[i + 1]]:
+            return candidates[:, :0].copy(), values[:0].reshape(1, 0).copy()
+    best = order[:k]
+    return candidates[0][best].reshape(1, k), values[best].reshape(1, k)
+
+
+@numba.njit(**COMPILED)
+def codes_probed(sizes: np.ndarray, probes: np.ndarray) -> np.ndarray:
+    """(n,) int64: how many codes each query's probed lists hold together; -1 for a row with a -1
+    probe (a padded place, which FAISS would read as a list number)."""
+    held = np.zeros(probes.shape[0], np.int64)
+    for i in range(probes.shape[0]):
+        for number in probes[i]:
+            if number < 0:
+                held[i] = -1
+                break
+            held[i] += sizes[number]
+    return held
+
+
+@numba.njit(**COMPILED)
+def ids_of_slots(ids: np.ndarray, slots: np.ndarray) -> np.ndarray:
+    """The item ids of (n, k) slots, -1 where a slot is -1 (a padded place in a result)."""
+    out = np.empty(slots.shape, np.int64)
+    for i in range(slots.shape[0]):
+        for j in range(slots.shape[1]):
+            slot = slots[i, j]
+            out[i, j] = ids[slot] if slot >= 0 else -1
+    return out
+
+
+_warm = False
+
+
+def warm_up() -> None:
+    """Compile (or load from the disk cache) every kernel for the types a search passes, once per
+    process: an index holding compressed lists calls it when it is made, so that its first query does
+    not wait for the compiler (seconds on a fresh install, half a second from the cache)."""
+    global _warm
+    if _warm:
+        return
+    queries, rows = np.zeros((1, 2), np.float32), np.zeros((4, 2), np.float32)
+    slots, sizes = np.arange(4, dtype=np.int64)[None], np.ones(4, np.int64)
+    inner_products(queries, rows, slots)
+    list_biases(queries, rows, slots)
+    probes_within_gap(rows[:, 0].copy(), sizes, 2, 1, 0.1)
+    rescore_one(queries, rows, slots, 2)
+    codes_probed(sizes, slots)
+    ids_of_slots(sizes, slots)
+    _warm = True
