@@ -47,6 +47,7 @@ from recindex.index.base import (
 from recindex.index.filters import Filter, as_filter
 from recindex.index.lean import ResolvedParams, is_plain_query
 from recindex.index.learned.candidates import Lists, Scorer, exact_top_k, rank
+from recindex.index.learned.kernels import all_finite, warm_up
 from recindex.index.learned.store import Column, RowStore
 from recindex.index.slots import SlotTable
 
@@ -83,6 +84,7 @@ class PartitionedIndex(BaseIndex):
         super().__init__(dim, metric, search_params)
         self.store = RowStore(dim, columns)
         self._resolved = ResolvedParams()
+        warm_up()  # the query path's compiled loops, now rather than on the first query
 
     @property
     def table(self) -> SlotTable:
@@ -159,7 +161,7 @@ class PartitionedIndex(BaseIndex):
         if not is_plain_query(queries, k, self.dim, len(self)) or self.metric == "cosine":
             return None
         resolved = self._resolved.get(self, params)
-        if resolved is None or not np.isfinite(queries).all():
+        if resolved is None or not all_finite(queries):
             return None
         try:
             exclusions = as_exclusions(exclude, len(queries))

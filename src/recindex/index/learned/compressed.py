@@ -21,7 +21,7 @@ import numpy as np
 from recindex.errors import InvalidRequest
 from recindex.index.learned.candidates import rescore_full_shortlist, rescore_top_k
 from recindex.index.learned.fast_scan import CODE_DIMS, FastScanLists, subquantizers
-from recindex.index.learned.kernels import codes_probed, warm_up
+from recindex.index.learned.kernels import codes_probed
 
 FILES = {"centroids": "pq4_centroids.npy", "references": "pq4_references.npy"}
 
@@ -56,7 +56,6 @@ class CompressedPartitions:
         self.lists = FastScanLists(dim, partitions, code_dims)
         if state is not None:
             self.lists.restore(state)
-        warm_up()  # the search kernels, compiled now rather than on the first query
 
     def placed(
         self, slots: np.ndarray, vectors: np.ndarray, partitions: np.ndarray, old: np.ndarray | None = None

@@ -123,13 +123,24 @@ def ids_of_slots(ids: np.ndarray, slots: np.ndarray) -> np.ndarray:
     return out
 
 
+@numba.njit(**COMPILED)
+def all_finite(values: np.ndarray) -> bool:
+    """Whether every value of a (n, d) matrix is finite: one pass and no temporary (numpy's
+    `isfinite(...).all()` is two calls, each several microseconds right after a scan)."""
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            if not np.isfinite(values[i, j]):
+                return False
+    return True
+
+
 _warm = False
 
 
 def warm_up() -> None:
     """Compile (or load from the disk cache) every kernel for the types a search passes, once per
-    process: an index holding compressed lists calls it when it is made, so that its first query does
-    not wait for the compiler (seconds on a fresh install, half a second from the cache)."""
+    process: a partitioned index calls it when it is made, so that its first query does not wait for
+    the compiler (seconds on a fresh install, half a second from the cache)."""
     global _warm
     if _warm:
         return
@@ -141,4 +152,5 @@ def warm_up() -> None:
     rescore_one(queries, rows, slots, 2)
     codes_probed(sizes, slots)
     ids_of_slots(sizes, slots)
+    all_finite(queries)
     _warm = True
