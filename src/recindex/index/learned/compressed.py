@@ -114,10 +114,10 @@ class CompressedPartitions:
 
     def _ranked_one(self, query, probes, k: int, depth: int, rows):
         """`ranked` for one query, nothing masked, every probe a list holding at least `depth` codes
-        together (the serving case), in fewer numpy calls: it runs right after the scan, which evicts
-        numpy's working set from the caches, so each call costs several times its usual microsecond
-        there. The same scan and the same rescore, so the same answer; None where `ranked` must
-        answer."""
+        together (the serving case), in a few compiled calls (`kernels`): it runs right after the scan,
+        which evicts numpy's working set from the caches, so each numpy call would cost several times
+        its usual microsecond there. The same scan and the same rescore (the same kernels), so the
+        same answer; None where `ranked` must answer."""
         plain = query.dtype == np.float32 and query.flags.c_contiguous and probes.dtype == np.int64
         if not (plain and probes.flags.c_contiguous):  # FAISS reads raw memory
             return None

@@ -21,10 +21,23 @@ import numba
 import numpy as np
 
 SUMS = {"reassoc", "contract"}  # reassociate and fuse the sums (vectorised), nothing else relaxed
-COMPILED = {"cache": True, "nogil": True}
 
 
-@numba.njit(fastmath=SUMS, **COMPILED)
+def compiled(**options):
+    """`numba.njit`, with the machine code cached on disk where numba finds a writable place for it
+    (beside this file, or the user's cache folder), else compiled afresh in each process: numba
+    refuses `cache=True` outright on a read-only install run by a user without a home folder."""
+
+    def wrap(function):
+        try:
+            return numba.njit(cache=True, nogil=True, **options)(function)
+        except RuntimeError:  # "cannot cache function ...: no locator available"
+            return numba.njit(nogil=True, **options)(function)
+
+    return wrap
+
+
+@compiled(fastmath=SUMS)
 def inner_products(queries: np.ndarray, rows: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     """(n, D) float32: each query's inner product with the `rows` its (n, D) candidates name; -inf
     where a candidate is -1."""
@@ -46,7 +59,7 @@ def inner_products(queries: np.ndarray, rows: np.ndarray, candidates: np.ndarray
     return out
 
 
-@numba.njit(fastmath=SUMS, **COMPILED)
+@compiled(fastmath=SUMS)
 def list_biases(queries: np.ndarray, references: np.ndarray, probes: np.ndarray) -> np.ndarray:
     """(n, p) float32: each query's inner product with the reference vector of each list it probes
     (0 where a probe is -1), the bias a compressed list's estimates are offset by."""
@@ -67,7 +80,7 @@ def list_biases(queries: np.ndarray, references: np.ndarray, probes: np.ndarray)
     return out
 
 
-@numba.njit(**COMPILED)
+@compiled()
 def probes_within_gap(scores: np.ndarray, sizes: np.ndarray, nprobe: int, k: int, gap: float) -> np.ndarray:
     """One query's lists scoring within `gap` of its best (the threshold best - gap in float32), best
     first, equal scores by list number, at most `nprobe` of them; empty where they hold fewer than k
@@ -83,7 +96,7 @@ def probes_within_gap(scores: np.ndarray, sizes: np.ndarray, nprobe: int, k: int
     return order
 
 
-@numba.njit(fastmath=SUMS, **COMPILED)
+@compiled(fastmath=SUMS)
 def rescore_one(query: np.ndarray, rows: np.ndarray, candidates: np.ndarray, k: int):
     """One (1, d) query's k best of its (1, D) candidates (D > k distinct slots, none -1) by exact inner
     product: ((1, k) slots, (1, k) scores), best first; empty (1, 0) arrays where the order needs the
@@ -98,7 +111,7 @@ def rescore_one(query: np.ndarray, rows: np.ndarray, candidates: np.ndarray, k: 
     return candidates[0][best].reshape(1, k), values[best].reshape(1, k)
 
 
-@numba.njit(**COMPILED)
+@compiled()
 def codes_probed(sizes: np.ndarray, probes: np.ndarray) -> np.ndarray:
     """(n,) int64: how many codes each query's probed lists hold together; -1 for a row with a -1
     probe (a padded place, which FAISS would read as a list number)."""
@@ -112,7 +125,7 @@ def codes_probed(sizes: np.ndarray, probes: np.ndarray) -> np.ndarray:
     return held
 
 
-@numba.njit(**COMPILED)
+@compiled()
 def ids_of_slots(ids: np.ndarray, slots: np.ndarray) -> np.ndarray:
     """The item ids of (n, k) slots, -1 where a slot is -1 (a padded place in a result)."""
     out = np.empty(slots.shape, np.int64)
@@ -123,7 +136,7 @@ def ids_of_slots(ids: np.ndarray, slots: np.ndarray) -> np.ndarray:
     return out
 
 
-@numba.njit(**COMPILED)
+@compiled()
 def all_finite(values: np.ndarray) -> bool:
     """Whether every value of a (n, d) matrix is finite: one pass and no temporary (numpy's
     `isfinite(...).all()` is two calls, each several microseconds right after a scan)."""
