@@ -20,6 +20,7 @@ codes picked (`fast_scan`): each row's candidates scored by the stored vectors, 
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -27,7 +28,7 @@ from functools import cached_property
 import numpy as np
 
 from recindex.index.base import top_k
-from recindex.index.learned.kernels import inner_products, probes_within_gap, rescore_one
+from recindex.index.learned.kernels import inner_products, probes_within_gap, rescore_one, squared_norms
 
 # Score matrix entries held at once (about 50 MB with their slots): queries per block = this / the
 # widest query's candidates.
@@ -278,7 +279,7 @@ def probe_until_k(
     take = min(total, 2 * nprobe + 8)
     if n == 1 and take < total:  # one query (the serving case): the same probes in fewer numpy calls
         # rounded to float32 as the rows' gaps below are
-        row_gap = np.float32(gap if type(gap) is float else np.asarray(gap).reshape(-1)[0]).item()
+        row_gap = _as_float32(gap if type(gap) is float else float(np.asarray(gap).reshape(-1)[0]))
         one = _probe_one(scores[0], sizes, nprobe, k, row_gap, take)
         if one is not None:
             return one[None]
@@ -305,9 +306,21 @@ def cosine_gaps(queries: np.ndarray, gap: float) -> np.ndarray | float:
     gap = float(gap)
     if gap <= 0:
         return 0.0
+    squares = squared_norms(queries)  # one compiled sum for one query and for a batch: the same gaps
     if len(queries) == 1:  # one query: a scalar is a few numpy calls cheaper
-        return gap * math.sqrt(float(queries[0] @ queries[0]))
-    return gap * np.sqrt(np.einsum("nd,nd->n", queries, queries))
+        return gap * math.sqrt(squares[0])
+    return gap * np.sqrt(squares.astype(np.float64))
+
+
+FLOAT32 = struct.Struct("f")
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _as_float32(value: float) -> float:
+    """`value` rounded to float32, as `np.float32(value)` rounds it (a value past float32's range
+    becomes its largest value instead of inf: the same threshold against finite scores). struct rounds
+    without numpy's scalar machinery, which costs microseconds right after a scan."""
+    return FLOAT32.unpack(FLOAT32.pack(max(-FLOAT32_MAX, min(value, FLOAT32_MAX))))[0]
 
 
 def _probe_one(scores: np.ndarray, sizes: np.ndarray, nprobe: int, k: int, gap: float, take: int):

@@ -147,6 +147,19 @@ def all_finite(values: np.ndarray) -> bool:
     return True
 
 
+@compiled(fastmath=SUMS)
+def squared_norms(queries: np.ndarray) -> np.ndarray:
+    """(n,) float32: each query's inner product with itself (the same compiled sum for one query and
+    for a batch, so a query's probe gap does not depend on the batch it came in)."""
+    out = np.empty(queries.shape[0], np.float32)
+    for i in range(queries.shape[0]):
+        total = np.float32(0.0)
+        for d in range(queries.shape[1]):
+            total += queries[i, d] * queries[i, d]
+        out[i] = total
+    return out
+
+
 _warm = False
 
 
@@ -166,4 +179,5 @@ def warm_up() -> None:
     codes_probed(sizes, slots)
     ids_of_slots(sizes, slots)
     all_finite(queries)
+    squared_norms(queries)
     _warm = True
