@@ -8,11 +8,13 @@ working set from the caches. No library fuses these steps (they are this index's
 rescore), so they are written here as plain loops, compiled once per process (`cache=True` keeps the
 machine code on disk between processes).
 
-Bit-for-bit agreement between one query and a batch holds because both paths call the same kernels:
-`inner_products` is the only place where a rescore's exact scores are summed, and `list_biases` the
-only place where a list's bias is. Their sums are reassociated (`fastmath` with `reassoc` only, so no
-assumption about infinities or NaNs) so that they vectorise; a score may differ from numpy's matrix
-product in its last bit, never between a query asked alone and the same query in a batch.
+One query and a batch get the same bits from these steps because both paths call the same kernels:
+`inner_products` is the only place where a rescore's exact scores are summed, `list_biases` the only
+place where a list's bias is, and `squared_norms` the only place where a query's norm (its probe gap)
+is. Their sums are reassociated (`fastmath` with `reassoc` only, so no assumption about infinities or
+NaNs) so that they vectorise; a score may differ from numpy's matrix product in its last bit, never
+between a query asked alone and the same query in a batch. (The lists' coarse scores stay a BLAS
+product, whose sums may differ in a last bit between one query and a batch.)
 """
 
 from __future__ import annotations
@@ -86,7 +88,8 @@ def probes_within_gap(scores: np.ndarray, sizes: np.ndarray, nprobe: int, k: int
     first, equal scores by list number, at most `nprobe` of them; empty where they hold fewer than k
     items (the caller then walks further lists its general way)."""
     threshold = scores.max() - np.float32(gap)
-    within = np.flatnonzero(scores >= threshold)  # ascending list numbers: a stable sort keeps ties so
+    within = np.flatnonzero(scores >= threshold)  # ascending list numbers, which the stable sort
+    # below keeps for equal scores
     order = within[np.argsort(-scores[within], kind="mergesort")[:nprobe]]
     held = 0
     for number in order:
