@@ -31,7 +31,7 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
-from recindex.index.learned.kernels import list_biases
+from recindex.index.learned.kernels import inner_products, list_biases
 
 BLOCK = 32  # codes per packed block (FAISS fast-scan's bbs)
 TRAIN_SAMPLE = 65_536  # vectors the product quantizer is trained on (FAISS's PQ trains on 256 x 2^nbits)
@@ -240,7 +240,7 @@ class FastScanLists:
         """`search`'s slots for one (1, d) float32 query over (1, p) probes that are all lists, nothing
         masked, and at most the codes they hold as `depth` (so no place is left empty): the serving
         case, without the checks and conversions that cost as much as a small scan."""
-        bias = list_biases(query, self.references, probes)
+        bias = inner_products(query, self.references, probes)  # every probe a list: no padding to zero
         return self._scan(query, depth, probes, bias, self._plain_params(probes.shape[1]))[1]
 
     def _scan(self, queries, depth: int, probes, bias, params) -> tuple[np.ndarray, np.ndarray]:

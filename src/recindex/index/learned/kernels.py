@@ -9,12 +9,12 @@ rescore), so they are written here as plain loops, compiled once per process (`c
 machine code on disk between processes).
 
 One query and a batch get the same bits from these steps because both paths call the same kernels:
-`inner_products` is the only place where a rescore's exact scores are summed, `list_biases` the only
-place where a list's bias is, and `squared_norms` the only place where a query's norm (its probe gap)
-is. Their sums are reassociated (`fastmath` with `reassoc` only, so no assumption about infinities or
-NaNs) so that they vectorise; a score may differ from numpy's matrix product in its last bit, never
-between a query asked alone and the same query in a batch. (The lists' coarse scores stay a BLAS
-product, whose sums may differ in a last bit between one query and a batch.)
+`inner_products` is the only place where a rescore's exact scores and a list's bias are summed, and
+`squared_norms` the only place where a query's norm (its probe gap) is. Their sums are reassociated
+(`fastmath` with `reassoc` only, so no assumption about infinities or NaNs) so that they vectorise; a
+score may differ from numpy's matrix product in its last bit, never between a query asked alone and
+the same query in a batch. (The lists' coarse scores stay a BLAS product, whose sums may differ in a
+last bit between one query and a batch.)
 """
 
 from __future__ import annotations
@@ -61,25 +61,13 @@ def inner_products(queries: np.ndarray, rows: np.ndarray, candidates: np.ndarray
     return out
 
 
-@compiled(fastmath=SUMS)
 def list_biases(queries: np.ndarray, references: np.ndarray, probes: np.ndarray) -> np.ndarray:
     """(n, p) float32: each query's inner product with the reference vector of each list it probes
-    (0 where a probe is -1), the bias a compressed list's estimates are offset by."""
-    n, width = probes.shape
-    dim = queries.shape[1]
-    out = np.zeros((n, width), np.float32)
-    for i in range(n):
-        query = queries[i]
-        for j in range(width):
-            number = probes[i, j]
-            if number < 0:
-                continue
-            reference = references[number]
-            total = np.float32(0.0)
-            for d in range(dim):
-                total += query[d] * reference[d]
-            out[i, j] = total
-    return out
+    (0 where a probe is -1), the bias a compressed list's estimates are offset by: `inner_products`
+    over the references, so a bias has the same bits wherever it is summed."""
+    biases = inner_products(queries, references, probes)
+    biases[probes < 0] = 0.0
+    return biases
 
 
 @compiled()
@@ -176,7 +164,6 @@ def warm_up() -> None:
     queries, rows = np.zeros((1, 2), np.float32), np.zeros((4, 2), np.float32)
     slots, sizes = np.arange(4, dtype=np.int64)[None], np.ones(4, np.int64)
     inner_products(queries, rows, slots)
-    list_biases(queries, rows, slots)
     probes_within_gap(rows[:, 0].copy(), sizes, 2, 1, 0.1)
     rescore_one(queries, rows, slots, 2)
     codes_probed(sizes, slots)
