@@ -48,13 +48,14 @@ def test_the_rescore_orders_by_exact_score_best_first():
     assert (np.diff(scores[0]) <= 0).all()
 
 
-def test_list_biases_are_zero_for_padded_probes():
+def test_a_padded_probe_takes_its_rows_first_bias_and_a_row_without_lists_zero():
     rows, qs, _ = _data()
-    probes = np.array([[4, 7, -1, -1], [0, 1, 2, 3]], np.int64)
-    got = list_biases(qs[:2], rows, probes)
+    probes = np.array([[4, 7, -1, -1], [0, 1, 2, 3], [-1, -1, -1, -1]], np.int64)
+    got = list_biases(qs[:3], rows, probes)
     np.testing.assert_allclose(got[0, :2], rows[[4, 7]] @ qs[0], rtol=1e-5, atol=1e-5)
-    assert (got[0, 2:] == 0).all()
+    assert (got[0, 2:] == got[0, 0]).all()  # inside the row's range: FAISS quantizes over it
     np.testing.assert_allclose(got[1], rows[:4] @ qs[1], rtol=1e-5, atol=1e-5)
+    assert (got[2] == 0).all()
 
 
 def test_codes_probed_counts_each_row_and_flags_a_padded_probe():

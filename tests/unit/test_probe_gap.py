@@ -179,3 +179,27 @@ def test_one_query_of_the_compressed_lists_answers_as_their_general_path(ci, mon
             np.testing.assert_array_equal(a.ids, b.ids)
             np.testing.assert_array_equal(a.scores, b.scores)
             np.testing.assert_array_equal(a.scored, b.scored)
+
+
+def test_a_query_gets_the_same_estimates_alone_and_in_a_batch_padded_to_other_rows_lists(ci):
+    """With a gap, rows of a batch walk different numbers of lists and the shorter ones are padded (-1).
+    The 4-bit estimates are quantized over the range of a row's list biases, so a padded place must not
+    widen that range: each row gets the estimates, to the bit, and so the answer of the query alone."""
+    index, queries = ci
+    params = {"fine": "pq4", "nprobe": 32, "refine": 2, "gap": 0.05}
+    resolved = index.resolve_params(params)
+    lists = index._compressed.lists
+    probes = index._route(queries, 10, resolved, None).probes
+    walked = (probes >= 0).sum(1)
+    assert walked.min() < walked.max()  # the batch is padded
+    scores, slots = lists.search(queries, 20, probes)
+    for row in np.flatnonzero(walked < walked.max()):
+        own = probes[row : row + 1, : walked[row]]
+        alone_scores, alone_slots = lists.search(queries[row : row + 1], 20, own)
+        np.testing.assert_array_equal(alone_slots[0], slots[row])
+        np.testing.assert_array_equal(alone_scores[0].view(np.int32), scores[row].view(np.int32))
+    batch = index.search(queries, 10, params=params)
+    for row, query in enumerate(queries):
+        alone = index.search(query[None], 10, params=params)
+        np.testing.assert_array_equal(alone.ids[0], batch.ids[row])
+        np.testing.assert_array_equal(alone.scores[0].view(np.int32), batch.scores[row].view(np.int32))

@@ -223,7 +223,7 @@ class FastScanLists:
         depth = max(1, min(int(depth), int(self.sizes.sum())))
         queries = np.ascontiguousarray(queries, np.float32)
         probes = np.ascontiguousarray(probes, np.int64)
-        bias = list_biases(queries, self.references, probes)  # 0 where a probe is -1
+        bias = list_biases(queries, self.references, probes)  # padded probes: the row's first bias
         if eligible is None:
             params = self._plain_params(width)
         else:

@@ -62,11 +62,19 @@ def inner_products(queries: np.ndarray, rows: np.ndarray, candidates: np.ndarray
 
 
 def list_biases(queries: np.ndarray, references: np.ndarray, probes: np.ndarray) -> np.ndarray:
-    """(n, p) float32: each query's inner product with the reference vector of each list it probes
-    (0 where a probe is -1), the bias a compressed list's estimates are offset by: `inner_products`
-    over the references, so a bias has the same bits wherever it is summed."""
+    """(n, p) float32: each query's inner product with the reference vector of each list it probes,
+    the bias a compressed list's estimates are offset by: `inner_products` over the references, so a
+    bias has the same bits wherever it is summed.
+
+    A padded probe (-1, past a row's last list) is given its row's first bias, not a value of its
+    own: FAISS skips the list but quantizes the estimates over the range of the row's biases, so a
+    value outside that range (0, say) would change the row's estimates, and a query's answer would
+    depend on how wide the batch it came in was padded. (0 where a row probes no list at all.)"""
     biases = inner_products(queries, references, probes)
-    biases[probes < 0] = 0.0
+    padded = probes < 0
+    if padded.any():
+        first = np.where(padded[:, :1], np.float32(0.0), biases[:, :1])
+        biases[padded] = np.broadcast_to(first, biases.shape)[padded]
     return biases
 
 
