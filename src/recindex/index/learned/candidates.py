@@ -28,7 +28,13 @@ from functools import cached_property
 import numpy as np
 
 from recindex.index.base import top_k
-from recindex.index.learned.kernels import inner_products, probes_within_gap, rescore_one, squared_norms
+from recindex.index.learned.kernels import (
+    inner_products,
+    probes_within_cosine_gap,
+    probes_within_gap,
+    rescore_one,
+    squared_norms,
+)
 
 # Score matrix entries held at once (about 50 MB with their slots): queries per block = this / the
 # widest query's candidates.
@@ -310,6 +316,19 @@ def cosine_gaps(queries: np.ndarray, gap: float) -> np.ndarray | float:
     if len(queries) == 1:  # one query: a scalar is a few numpy calls cheaper
         return gap * math.sqrt(squares[0])
     return gap * np.sqrt(squares.astype(np.float64))
+
+
+def probes_of_one_within_gap(
+    query: np.ndarray, centroids: np.ndarray, sizes: np.ndarray, nprobe: int, k: int, gap: float
+) -> np.ndarray | None:
+    """`probe_until_k(query @ centroids.T, sizes, nprobe, k, cosine_gaps(query, gap))` for one (1, d)
+    query with gap > 0, in one compiled call after the coarse product (the serving case, where each
+    of the four numpy steps costs more than its arithmetic); None where the general path must answer
+    (no gap, or the lists within it hold fewer than k items)."""
+    if not gap > 0:
+        return None
+    within = probes_within_cosine_gap((query @ centroids.T)[0], query[0], sizes, nprobe, k, gap)
+    return within[None] if len(within) else None
 
 
 FLOAT32 = struct.Struct("f")
