@@ -109,7 +109,7 @@ def rescore_one(query: np.ndarray, rows: np.ndarray, candidates: np.ndarray, k: 
     The k + 1 best are kept by insertion, not by sorting all D: the shortlist comes ordered by its
     estimates, so most candidates past the first k fall below the k + 1 kept at one comparison; and
     the loop is a few hundred bytes of machine code, where a sort's is kilobytes that the scan before
-    it has evicted from the caches (about 3 us a query at 1M items)."""
+    it has evicted from the caches (about 3 us a query at 1M items, in a scratch timing)."""
     values = inner_products(query, rows, candidates)[0]
     keep = k + 1
     order = np.empty(keep, np.int64)  # positions in `candidates`, best first
