@@ -12,10 +12,11 @@ from recindex.errors import InvalidRequest
 from recindex.index.learned.candidates import (
     cosine_gaps,
     probe_until_k,
-    probes_of_one_within_gap,
+    probes_within_cosine,
     rescore_top_k,
 )
 from recindex.index.learned.compressed import CompressedPartitions
+from recindex.index.learned.kernels import probes_within_cosine_gap
 from recindex.sci.index import CIIndex
 
 
@@ -60,11 +61,18 @@ def test_a_gap_per_row_applies_to_its_row_and_a_wide_gap_is_no_gap():
     assert walked[0] == walked[3] == 32 and 2 <= walked[1] < walked[2] < 32
 
 
+def _one_call(query, centroids, sizes, nprobe, k, gap):
+    """The serving path's compiled call alone: its probes, or None where it hands the query on."""
+    within = probes_within_cosine_gap((query @ centroids.T)[0], query[0], sizes, nprobe, k, gap)
+    return within[None] if len(within) else None
+
+
 @pytest.mark.parametrize("gap", [0.05, 0.3, 2.0])
 def test_one_query_probes_in_one_compiled_call_equal_the_general_route(gap):
-    """The serving path's lists within a cosine gap (`probes_of_one_within_gap`: the query's norm, the
-    gap and the lists in one kernel) are `probe_until_k`'s for the same coarse scores, ties included;
-    None hands a query to it (no gap, or too few items within the gap)."""
+    """The serving path's lists within a cosine gap (`kernels.probes_within_cosine_gap`: the query's
+    norm, the gap and the lists in one kernel) are `probe_until_k`'s for the same coarse scores, ties
+    included; where it finds too few items within the gap, `probes_within_cosine` hands the query to
+    `probe_until_k`, so the entry always answers as the general route does."""
     rng = np.random.default_rng(15)
     centroids = unit(rng.standard_normal((300, 16)))
     centroids[50:60] = centroids[0]  # equal scores, ordered by list number
@@ -73,15 +81,20 @@ def test_one_query_probes_in_one_compiled_call_equal_the_general_route(gap):
     answered = 0
     for nprobe, k in ((1, 1), (8, 10), (8, 400), (40, 50), (300, 20)):
         for query in queries[:, None]:
-            one = probes_of_one_within_gap(query, centroids, sizes, nprobe, k, gap)
+            one = _one_call(query, centroids, sizes, nprobe, k, gap)
             general = probe_until_k(query @ centroids.T, sizes, nprobe, k, cosine_gaps(query, gap))
+            entry = probes_within_cosine(query @ centroids.T, query, sizes, nprobe, k, gap)
+            np.testing.assert_array_equal(entry, general)
             if one is not None:
                 np.testing.assert_array_equal(one, general)
                 answered += 1
             else:
                 assert sizes[general[0][general[0] >= 0]].sum() >= k  # the general path walked further
     assert answered >= 20  # of 150: the one-call path answered, and was checked, that often
-    assert probes_of_one_within_gap(queries[:1], centroids, sizes, 8, 10, 0.0) is None
+    coarse = queries[:1] @ centroids.T  # no gap: the general route
+    np.testing.assert_array_equal(
+        probes_within_cosine(coarse, queries[:1], sizes, 8, 10, 0.0), probe_until_k(coarse, sizes, 8, 10, 0.0)
+    )
 
 
 def _rescored_by_definition(queries, rows, candidates, k):

@@ -58,7 +58,7 @@ import numpy as np
 from recindex.errors import InvalidRequest
 from recindex.index.base import Metric, SearchResult, as_ids, as_matrix
 from recindex.index.learned import Column, Lists, PartitionedIndex, Route, number_codes
-from recindex.index.learned.candidates import cosine_gaps, probe_until_k, probes_of_one_within_gap
+from recindex.index.learned.candidates import probes_within_cosine
 from recindex.index.learned.compressed import CompressedPartitions, check_compression
 from recindex.index.learned.fast_scan import CODE_DIMS, SAVED_BEFORE_CODE_DIMS
 from recindex.quant.codebook import assign_codes, fit_codebook
@@ -287,9 +287,8 @@ class CIIndex(PartitionedIndex):
         lists = None if own_copy else self.lists()
         sizes = self._compressed.lists.sizes if own_copy else lists.eligible_sizes(eligible)
         coarse = queries @ self.centroids.T  # (Q, nlist)
-        probes = probe_until_k(
-            coarse, sizes, min(int(params["nprobe"]), self.nlist), k, cosine_gaps(queries, params["gap"])
-        )
+        nprobe = min(int(params["nprobe"]), self.nlist)
+        probes = probes_within_cosine(coarse, queries, sizes, nprobe, k, params["gap"])
         columns = self.store.columns
         score = rq_decode_scorer(queries, coarse, self.codebook, columns) if fine == "rq" else None
         return Route(probes, lists, score, overlapping=self.assign > 1)
@@ -297,13 +296,7 @@ class CIIndex(PartitionedIndex):
     def _rank(self, queries: np.ndarray, k: int, params: dict, eligible: np.ndarray | None) -> SearchResult:
         if params["fine"] != "pq4":
             return super()._rank(queries, k, params, eligible)
-        probes = None
-        if eligible is None and len(queries) == 1 and self._compressed is not None:  # serving
-            nprobe = min(int(params["nprobe"]), self.nlist)
-            sizes = self._compressed.lists.sizes
-            probes = probes_of_one_within_gap(queries, self.centroids, sizes, nprobe, k, params["gap"])
-        if probes is None:
-            probes = self._route(queries, k, params, eligible).probes
+        probes = self._route(queries, k, params, eligible).probes
         slots, scores, scanned = self._compressed.ranked(
             queries, probes, k, params["refine"], self.store.rows, eligible, overlapping=self.assign > 1
         )

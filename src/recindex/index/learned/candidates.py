@@ -29,6 +29,7 @@ import numpy as np
 
 from recindex.index.base import top_k
 from recindex.index.learned.kernels import (
+    FLOAT32_MAX,
     inner_products,
     probes_within_cosine_gap,
     probes_within_gap,
@@ -318,21 +319,20 @@ def cosine_gaps(queries: np.ndarray, gap: float) -> np.ndarray | float:
     return gap * np.sqrt(squares.astype(np.float64))
 
 
-def probes_of_one_within_gap(
-    query: np.ndarray, centroids: np.ndarray, sizes: np.ndarray, nprobe: int, k: int, gap: float
-) -> np.ndarray | None:
-    """`probe_until_k(query @ centroids.T, sizes, nprobe, k, cosine_gaps(query, gap))` for one (1, d)
-    query with gap > 0, in one compiled call after the coarse product (the serving case, where each
-    of the four numpy steps costs more than its arithmetic); None where the general path must answer
-    (no gap, or the lists within it hold fewer than k items)."""
-    if not gap > 0:
-        return None
-    within = probes_within_cosine_gap((query @ centroids.T)[0], query[0], sizes, nprobe, k, gap)
-    return within[None] if len(within) else None
+def probes_within_cosine(
+    coarse: np.ndarray, queries: np.ndarray, sizes: np.ndarray, nprobe: int, k: int, gap: float
+) -> np.ndarray:
+    """`probe_until_k` with the gap in cosine units (`cosine_gaps`). One query with a gap (the serving
+    case) takes one compiled call for the norm, the gap and the lists within it, where the general
+    path makes four numpy steps that each cost more than their arithmetic; the same probes."""
+    if len(queries) == 1 and gap > 0:
+        within = probes_within_cosine_gap(coarse[0], queries[0], sizes, nprobe, k, gap)
+        if len(within):  # empty: the lists within the gap hold fewer than k items
+            return within[None]
+    return probe_until_k(coarse, sizes, nprobe, k, cosine_gaps(queries, gap))
 
 
 FLOAT32 = struct.Struct("f")
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _as_float32(value: float) -> float:
